@@ -1,0 +1,1 @@
+//! The signaling wire format (protoo envelope + mediasoup-demo methods).
