@@ -4,6 +4,8 @@
 //! Pure code: no I/O and no clock. Every type (de)serialises to exactly the camelCase JSON that
 //! mediasoup and mediasoup-client exchange, and unknown fields are ignored so newer clients parse.
 
+pub mod transport;
 pub mod types;
 
+pub use transport::*;
 pub use types::*;
