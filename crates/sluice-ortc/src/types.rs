@@ -255,7 +255,10 @@ pub struct NumSctpStreams {
 impl Default for NumSctpStreams {
     /// mediasoup's default: 1024 each way.
     fn default() -> Self {
-        NumSctpStreams { os: 1024, mis: 1024 }
+        NumSctpStreams {
+            os: 1024,
+            mis: 1024,
+        }
     }
 }
 
