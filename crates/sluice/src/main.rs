@@ -1,1 +1,226 @@
-fn main() {}
+//! The `sluice` command: `serve` runs the SFU, `token` mints a peer token, `config` prints the
+//! effective configuration. `anyhow` lives here, at the binary's edge, and nowhere else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sluice_server::Server;
+use sluice_server::auth::{self, Grants, TokenAuthority};
+use sluice_server::config::{self, Config, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a WebRTC SFU for multiplayer games",
+    long_about = "Sluice: a WebRTC SFU for multiplayer games.\n\nConfiguration precedence, lowest to highest: the embedded default < the --config file < SLUICE_* environment variables < flags. See docs/config.md."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (zero-config dev mode on loopback unless configured otherwise).
+    Serve(ConfigArgs),
+    /// Print a peer token (JWT) signed with the configured secret.
+    Token(TokenArgs),
+    /// Print the effective configuration as TOML (secret redacted) and exit.
+    Config(ConfigArgs),
+}
+
+/// Flags that override configuration keys; each also reads its environment variable.
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// TOML configuration file merged over the embedded default.
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// HTTP and WebSocket listen address [key: listen].
+    #[arg(long, env = "SLUICE_LISTEN", value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// Address the workers' UDP sockets bind to [key: rtc.ip].
+    #[arg(long, env = "SLUICE_RTC_IP", value_name = "IP")]
+    rtc_ip: Option<std::net::IpAddr>,
+    /// Address announced in ICE candidates [key: rtc.announced_ip].
+    #[arg(long, env = "SLUICE_RTC_ANNOUNCED_IP", value_name = "IP")]
+    rtc_announced_ip: Option<std::net::IpAddr>,
+    /// First UDP port; worker i uses PORT+i; 0 = OS-assigned [key: rtc.port].
+    #[arg(long, env = "SLUICE_RTC_PORT", value_name = "PORT")]
+    rtc_port: Option<u16>,
+    /// Worker threads; 0 = one per core [key: workers].
+    #[arg(long, env = "SLUICE_WORKERS", value_name = "N")]
+    workers: Option<usize>,
+    /// HS256 secret for peer tokens, at least 32 bytes [key: auth.secret].
+    #[arg(
+        long,
+        env = "SLUICE_AUTH_SECRET",
+        value_name = "S",
+        hide_env_values = true
+    )]
+    auth_secret: Option<String>,
+    /// Log filter, e.g. "info" or "sluice_server=debug,info" [key: log].
+    #[arg(long, env = "SLUICE_LOG", value_name = "FILTER")]
+    log: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        config::check_env_vars(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))?;
+        let overrides = Overrides {
+            listen: self.listen,
+            workers: self.workers,
+            log: self.log.clone(),
+            rtc_ip: self.rtc_ip,
+            rtc_announced_ip: self.rtc_announced_ip,
+            rtc_port: self.rtc_port,
+            auth_secret: self.auth_secret.clone(),
+        };
+        Ok(Config::load(self.config.as_deref(), &overrides)?)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Grant {
+    Publish,
+    Subscribe,
+    Data,
+    Admin,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Room the token admits to (claim `room`).
+    #[arg(long)]
+    room: String,
+    /// Peer id (claim `sub`).
+    #[arg(long)]
+    peer: String,
+    /// Lifetime in seconds [default: auth.token_ttl_secs].
+    #[arg(long, value_name = "SECS")]
+    ttl: Option<u64>,
+    /// A grant; repeat for several. Without any: publish, subscribe and data.
+    #[arg(long = "grant", value_enum)]
+    grants: Vec<Grant>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args.load()?),
+        Command::Token(args) => token(&args),
+        Command::Config(args) => {
+            let mut config = args.load()?;
+            if config.auth.secret.is_some() {
+                config.auth.secret = Some("<redacted>".into());
+            }
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+    }
+}
+
+fn token(args: &TokenArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    if args.room.is_empty() || args.peer.is_empty() {
+        bail!("--room and --peer must not be empty");
+    }
+    let grants = if args.grants.is_empty() {
+        Grants::player()
+    } else {
+        Grants {
+            publish: args.grants.contains(&Grant::Publish),
+            subscribe: args.grants.contains(&Grant::Subscribe),
+            data: args.grants.contains(&Grant::Data),
+            admin: args.grants.contains(&Grant::Admin),
+        }
+    };
+    let ttl = args.ttl.unwrap_or(config.auth.token_ttl_secs);
+    if ttl == 0 {
+        bail!("--ttl must be at least 1 second");
+    }
+    let jwt = TokenAuthority::new(config.auth_secret()).mint(
+        &args.room,
+        &args.peer,
+        grants,
+        ttl,
+        auth::unix_now(),
+    )?;
+    println!("{jwt}");
+    Ok(())
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .with_context(|| format!("bad value for `log`: {:?}", config.log))?;
+    // Logs go to stderr; stdout carries only the "listening" line that scripts wait for.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice-control")
+        .build()
+        .context("cannot start the control-plane runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(config).await?;
+        let addr = server.local_addr();
+        if server.config().dev_mode() {
+            tracing::warn!(
+                secret = auth::DEV_SECRET,
+                "dev mode: loopback only, tokens are signed with the well-known dev secret; set auth.secret for production"
+            );
+        }
+        // The one line scripts and tests wait for; the actual port when --listen asked for port 0.
+        println!("sluice listening on http://{addr}");
+        tracing::info!(%addr, workers = server.config().worker_count(), "sluice started");
+        server.run(shutdown_signal()).await?;
+        tracing::info!("sluice stopped");
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        () = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,673 @@
+//! Configuration: the embedded default, a TOML file, `SLUICE_*` environment variables and flags.
+//!
+//! Precedence, lowest to highest: the embedded default (`default.toml`) < the `--config` file <
+//! environment variables < flags. The binary folds environment variables and flags into one
+//! [`Overrides`] (a flag wins over its variable). Tables merge key by key; arrays replace.
+//! Unknown keys and bad values are errors that name the key; `docs/config.md` lists every key.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sluice_ortc::RtpCodecCapability;
+
+use crate::auth::{DEV_SECRET, MIN_SECRET_BYTES};
+
+/// The embedded default configuration (zero-config dev mode on loopback).
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Environment variables the binary reads, each with the key it sets. Anything else starting
+/// with `SLUICE_` is reported as unknown, so a typo does not go unnoticed.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("SLUICE_CONFIG", "(path of the configuration file)"),
+    ("SLUICE_LISTEN", "listen"),
+    ("SLUICE_WORKERS", "workers"),
+    ("SLUICE_LOG", "log"),
+    ("SLUICE_RTC_IP", "rtc.ip"),
+    ("SLUICE_RTC_ANNOUNCED_IP", "rtc.announced_ip"),
+    ("SLUICE_RTC_PORT", "rtc.port"),
+    ("SLUICE_AUTH_SECRET", "auth.secret"),
+];
+
+/// Most worker threads a configuration may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
+/// The whole configuration, after merging and validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// HTTP and WebSocket listen address.
+    pub listen: SocketAddr,
+    /// Worker threads; 0 = one per core (see [`Config::worker_count`]).
+    pub workers: usize,
+    /// Log filter in tracing's EnvFilter syntax.
+    pub log: String,
+    pub rtc: RtcConfig,
+    pub auth: AuthConfig,
+    pub http: HttpConfig,
+    pub router: RouterConfig,
+}
+
+/// Where the workers' UDP sockets live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RtcConfig {
+    pub ip: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced_ip: Option<IpAddr>,
+    pub port: u16,
+}
+
+/// Token verification and minting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthConfig {
+    /// `None` = dev mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub token_ttl_secs: u64,
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpConfig {
+    pub allowed_origins: Vec<String>,
+}
+
+/// Settings of every router (room).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouterConfig {
+    pub media_codecs: Vec<RtpCodecCapability>,
+}
+
+/// Values from environment variables and flags, already typed by the command line parser.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub workers: Option<usize>,
+    pub log: Option<String>,
+    pub rtc_ip: Option<IpAddr>,
+    pub rtc_announced_ip: Option<IpAddr>,
+    pub rtc_port: Option<u16>,
+    pub auth_secret: Option<String>,
+}
+
+/// Why a configuration could not be loaded. Every variant names the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("unknown configuration key{}: {}", if .0.len() == 1 { "" } else { "s" }, .0.join(", "))]
+    UnknownKeys(Vec<String>),
+    #[error("bad value for `{key}`: {reason}")]
+    BadValue { key: String, reason: String },
+    #[error("unknown environment variable {name} (known: {known})")]
+    UnknownEnvVar { name: String, known: String },
+}
+
+impl ConfigError {
+    fn bad(key: &str, reason: impl Into<String>) -> Self {
+        ConfigError::BadValue {
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration: the embedded default, merged with `file` if given, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file_table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Some(parse_table(&text, path)?)
+            }
+            None => None,
+        };
+        Self::from_tables(file_table, overrides)
+    }
+
+    /// Loads from TOML text instead of a file (tests, embedding).
+    pub fn from_toml_str(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let table = parse_table(text, Path::new("<string>"))?;
+        Self::from_tables(Some(table), overrides)
+    }
+
+    /// The embedded default with no overrides.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Self::from_tables(None, &Overrides::default())
+    }
+
+    fn from_tables(
+        file: Option<toml::Table>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut table = parse_table(DEFAULT_TOML, Path::new("<embedded default>"))?;
+        if let Some(file) = file {
+            merge(&mut table, file);
+        }
+        apply_overrides(&mut table, overrides);
+        let config = deserialize(table)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// True when no secret is configured: loopback only, dev secret, `/dev/token`.
+    pub fn dev_mode(&self) -> bool {
+        self.auth.secret.is_none()
+    }
+
+    /// The secret tokens are signed and checked with (the dev secret in dev mode).
+    pub fn auth_secret(&self) -> &str {
+        self.auth.secret.as_deref().unwrap_or(DEV_SECRET)
+    }
+
+    /// The address put in ICE candidates.
+    pub fn announced_ip(&self) -> IpAddr {
+        self.rtc.announced_ip.unwrap_or(self.rtc.ip)
+    }
+
+    /// The number of worker threads to start: `workers`, or one per core when it is 0.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// The UDP port of worker `index`: `rtc.port + index`, or 0 (OS-assigned) when `rtc.port` is 0.
+    pub fn worker_port(&self, index: usize) -> u16 {
+        if self.rtc.port == 0 {
+            return 0;
+        }
+        // validate() checked that rtc.port + worker_count() - 1 fits in a u16.
+        u16::try_from(usize::from(self.rtc.port) + index).unwrap_or(0)
+    }
+
+    /// Checks rules that span keys or that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers > MAX_WORKERS {
+            return Err(ConfigError::bad(
+                "workers",
+                format!("{} is more than the maximum {MAX_WORKERS}", self.workers),
+            ));
+        }
+        let last_port = usize::from(self.rtc.port) + self.worker_count() - 1;
+        if self.rtc.port != 0 && last_port > usize::from(u16::MAX) {
+            return Err(ConfigError::bad(
+                "rtc.port",
+                format!(
+                    "{} workers starting at port {} would need port {last_port}",
+                    self.worker_count(),
+                    self.rtc.port
+                ),
+            ));
+        }
+        if let Some(announced) = self.rtc.announced_ip {
+            if announced.is_unspecified() {
+                return Err(ConfigError::bad(
+                    "rtc.announced_ip",
+                    format!("{announced} cannot be announced to clients"),
+                ));
+            }
+        } else if self.rtc.ip.is_unspecified() {
+            return Err(ConfigError::bad(
+                "rtc.announced_ip",
+                format!(
+                    "required when rtc.ip is {}: clients need an address to reach",
+                    self.rtc.ip
+                ),
+            ));
+        }
+        match &self.auth.secret {
+            Some(secret) if secret.len() < MIN_SECRET_BYTES => {
+                return Err(ConfigError::bad(
+                    "auth.secret",
+                    format!(
+                        "{} bytes is too short; HS256 needs at least {MIN_SECRET_BYTES} (RFC 7518 §3.2)",
+                        secret.len()
+                    ),
+                ));
+            }
+            Some(secret) if secret == DEV_SECRET => {
+                return Err(ConfigError::bad(
+                    "auth.secret",
+                    "the well-known dev secret is not a real secret; leave the key out for dev mode",
+                ));
+            }
+            Some(_) => {}
+            None => {
+                if !self.listen.ip().is_loopback() {
+                    return Err(ConfigError::bad(
+                        "listen",
+                        format!(
+                            "{} is not a loopback address, and dev mode (no auth.secret) is loopback only; set auth.secret",
+                            self.listen
+                        ),
+                    ));
+                }
+                if !self.rtc.ip.is_loopback() {
+                    return Err(ConfigError::bad(
+                        "rtc.ip",
+                        format!(
+                            "{} is not a loopback address, and dev mode (no auth.secret) is loopback only; set auth.secret",
+                            self.rtc.ip
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.auth.token_ttl_secs == 0 {
+            return Err(ConfigError::bad(
+                "auth.token_ttl_secs",
+                "must be at least 1 second",
+            ));
+        }
+        for (i, origin) in self.http.allowed_origins.iter().enumerate() {
+            if origin != "*" && !is_origin(origin) {
+                return Err(ConfigError::bad(
+                    &format!("http.allowed_origins[{i}]"),
+                    format!(
+                        "{origin:?} is neither \"*\" nor an origin like \"https://game.example:8443\""
+                    ),
+                ));
+            }
+        }
+        if self.router.media_codecs.is_empty() {
+            return Err(ConfigError::bad(
+                "router.media_codecs",
+                "a router needs at least one media codec",
+            ));
+        }
+        sluice_ortc::generate_router_rtp_capabilities(&self.router.media_codecs)
+            .map_err(|e| ConfigError::bad("router.media_codecs", e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// `scheme://host[:port]` with nothing after it.
+fn is_origin(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' '])
+}
+
+fn parse_table(text: &str, path: &Path) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// Merges `over` into `base`: tables key by key, anything else (arrays included) replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn set(table: &mut toml::Table, path: &[&str], value: toml::Value) {
+    let (last, parents) = match path.split_last() {
+        Some(split) => split,
+        None => return,
+    };
+    let mut table = table;
+    for key in parents {
+        let entry = table
+            .entry(key.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(inner) = entry else {
+            return; // unreachable: replaced by a table just above
+        };
+        table = inner;
+    }
+    table.insert(last.to_string(), value);
+}
+
+fn apply_overrides(table: &mut toml::Table, o: &Overrides) {
+    let string = |v: &dyn ToString| toml::Value::String(v.to_string());
+    if let Some(v) = &o.listen {
+        set(table, &["listen"], string(v));
+    }
+    if let Some(v) = o.workers {
+        set(table, &["workers"], toml::Value::Integer(v as i64));
+    }
+    if let Some(v) = &o.log {
+        set(table, &["log"], string(v));
+    }
+    if let Some(v) = &o.rtc_ip {
+        set(table, &["rtc", "ip"], string(v));
+    }
+    if let Some(v) = &o.rtc_announced_ip {
+        set(table, &["rtc", "announced_ip"], string(v));
+    }
+    if let Some(v) = o.rtc_port {
+        set(table, &["rtc", "port"], toml::Value::Integer(i64::from(v)));
+    }
+    if let Some(v) = &o.auth_secret {
+        set(table, &["auth", "secret"], string(v));
+    }
+}
+
+/// Deserialises the merged table, collecting every unknown key and naming the key of a bad value.
+fn deserialize(table: toml::Table) -> Result<Config, ConfigError> {
+    let mut unknown = BTreeSet::new();
+    let mut track = serde_path_to_error::Track::new();
+    let value = toml::Value::Table(table);
+    let result = {
+        let de = serde_path_to_error::Deserializer::new(value, &mut track);
+        serde_ignored::deserialize(de, |path| {
+            unknown.insert(path.to_string());
+        })
+    };
+    match result {
+        Ok(config) if unknown.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigError::UnknownKeys(unknown.into_iter().collect())),
+        Err(e) => {
+            let path = track.path().to_string();
+            // The bare message: toml's Display appends an "in `key`" line we already give.
+            Err(ConfigError::BadValue {
+                key: path,
+                reason: e.message().to_owned(),
+            })
+        }
+    }
+}
+
+/// Checks the process environment for `SLUICE_*` variables the binary does not know.
+pub fn check_env_vars(vars: impl IntoIterator<Item = String>) -> Result<(), ConfigError> {
+    for name in vars {
+        if name.starts_with("SLUICE_") && !ENV_VARS.iter().any(|(known, _)| *known == name) {
+            let known = ENV_VARS
+                .iter()
+                .map(|(k, _)| *k)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ConfigError::UnknownEnvVar { name, known });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, &Overrides::default())
+    }
+
+    #[test]
+    fn embedded_default_is_dev_mode_on_loopback() {
+        let c = Config::embedded_default().unwrap();
+        assert!(c.dev_mode());
+        assert!(c.listen.ip().is_loopback());
+        assert!(c.rtc.ip.is_loopback());
+        assert_eq!(c.auth_secret(), DEV_SECRET);
+        assert_eq!(c.announced_ip(), c.rtc.ip);
+        assert!(c.worker_count() >= 1);
+        assert_eq!(c.http.allowed_origins, vec!["*".to_string()]);
+        let mimes: Vec<_> = c
+            .router
+            .media_codecs
+            .iter()
+            .map(|m| m.mime_type.as_str())
+            .collect();
+        assert_eq!(
+            mimes,
+            ["audio/opus", "video/VP8", "video/VP9", "video/H264"]
+        );
+    }
+
+    #[test]
+    fn file_overrides_default_key_by_key() {
+        let c = load("workers = 3\n[rtc]\nport = 50000\n").unwrap();
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.rtc.port, 50000);
+        // Untouched keys of the same table keep their defaults.
+        assert_eq!(c.rtc.ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(c.worker_port(0), 50000);
+        assert_eq!(c.worker_port(2), 50002);
+    }
+
+    #[test]
+    fn file_media_codecs_replace_the_default_list() {
+        let c = load(
+            "[[router.media_codecs]]\nkind = \"audio\"\nmimeType = \"audio/opus\"\nclockRate = 48000\nchannels = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.router.media_codecs.len(), 1);
+    }
+
+    #[test]
+    fn overrides_win_over_file() {
+        let o = Overrides {
+            workers: Some(2),
+            rtc_port: Some(41000),
+            listen: Some("127.0.0.1:9999".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = Config::from_toml_str("workers = 7\nlisten = \"127.0.0.1:1234\"\n", &o).unwrap();
+        assert_eq!(c.workers, 2);
+        assert_eq!(c.rtc.port, 41000);
+        assert_eq!(c.listen.port(), 9999);
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_by_name() {
+        let err = load("wrokers = 2\n[rtc]\nprot = 1\n").unwrap_err();
+        match err {
+            ConfigError::UnknownKeys(keys) => assert_eq!(keys, ["rtc.prot", "wrokers"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_key_inside_a_media_codec_is_reported() {
+        let err = load(
+            "[[router.media_codecs]]\nkind = \"audio\"\nmimeType = \"audio/opus\"\nclockRate = 48000\nchannels = 2\nclokRate = 1\n",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("router.media_codecs"), "{msg}");
+        assert!(msg.contains("clokRate"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_names_its_key() {
+        let err = load("[rtc]\nport = \"forty\"\n").unwrap_err();
+        match &err {
+            ConfigError::BadValue { key, .. } => assert_eq!(key, "rtc.port"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let err = load("listen = \"not an address\"\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "listen"),
+            "{err}"
+        );
+        let err = load("[rtc]\nport = 70000\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "rtc.port"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn toml_syntax_error_is_reported() {
+        let err = load("workers = \n").unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_reported_with_its_path() {
+        let err = Config::load(
+            Some(Path::new("/nonexistent/sluice.toml")),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/sluice.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn non_loopback_listen_without_secret_refuses_to_start() {
+        let err = load("listen = \"0.0.0.0:8800\"\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "listen"),
+            "{err}"
+        );
+        let err = load("[rtc]\nip = \"10.0.0.1\"\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "rtc.ip"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn non_loopback_listen_with_secret_is_production_mode() {
+        let c = load(&format!(
+            "listen = \"0.0.0.0:8800\"\n[rtc]\nip = \"0.0.0.0\"\nannounced_ip = \"203.0.113.7\"\n[auth]\nsecret = \"{SECRET}\"\n"
+        ))
+        .unwrap();
+        assert!(!c.dev_mode());
+        assert_eq!(c.auth_secret(), SECRET);
+        assert_eq!(c.announced_ip(), "203.0.113.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn short_or_dev_secret_is_rejected() {
+        let err = load("[auth]\nsecret = \"short\"\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "auth.secret"),
+            "{err}"
+        );
+        let err = load(&format!("[auth]\nsecret = \"{DEV_SECRET}\"\n")).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "auth.secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unspecified_rtc_ip_needs_an_announced_ip() {
+        let err = load(&format!(
+            "[rtc]\nip = \"0.0.0.0\"\n[auth]\nsecret = \"{SECRET}\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "rtc.announced_ip"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn worker_ports_must_fit_in_u16() {
+        let err = load("workers = 4\n[rtc]\nport = 65534\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "rtc.port"),
+            "{err}"
+        );
+        let c = load("workers = 2\n[rtc]\nport = 65534\n").unwrap();
+        assert_eq!(c.worker_port(1), 65535);
+    }
+
+    #[test]
+    fn port_zero_lets_every_worker_take_a_free_port() {
+        let c = load("workers = 4\n[rtc]\nport = 0\n").unwrap();
+        assert_eq!(c.worker_port(0), 0);
+        assert_eq!(c.worker_port(3), 0);
+    }
+
+    #[test]
+    fn too_many_workers_is_rejected() {
+        let err = load("workers = 5000\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "workers"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_origin_is_rejected_with_its_index() {
+        let err = load("[http]\nallowed_origins = [\"*\", \"game.example\"]\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "http.allowed_origins[1]"),
+            "{err}"
+        );
+        load("[http]\nallowed_origins = [\"https://game.example:8443\"]\n").unwrap();
+    }
+
+    #[test]
+    fn unsupported_media_codec_is_rejected() {
+        let err = load(
+            "[[router.media_codecs]]\nkind = \"audio\"\nmimeType = \"audio/speex\"\nclockRate = 8000\n",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "router.media_codecs"),
+            "{err}"
+        );
+        let err = load("[router]\nmedia_codecs = []\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "router.media_codecs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_token_ttl_is_rejected() {
+        let err = load("[auth]\ntoken_ttl_secs = 0\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "auth.token_ttl_secs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_sluice_env_var_is_reported() {
+        check_env_vars(["PATH".into(), "SLUICE_LISTEN".into()]).unwrap();
+        let err = check_env_vars(["SLUICE_WORKER".into()]).unwrap_err();
+        assert!(err.to_string().contains("SLUICE_WORKER"), "{err}");
+        assert!(err.to_string().contains("SLUICE_WORKERS"), "{err}");
+    }
+
+    #[test]
+    fn every_documented_key_of_the_default_round_trips() {
+        // The embedded default serialises back to a table with exactly the documented top-level keys.
+        let c = Config::embedded_default().unwrap();
+        let table = toml::Table::try_from(&c).unwrap();
+        let keys: Vec<_> = table.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            ["auth", "http", "listen", "log", "router", "rtc", "workers"]
+        );
+        let again: Config = table.try_into().unwrap();
+        assert_eq!(again, c);
+    }
+}
