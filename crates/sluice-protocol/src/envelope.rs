@@ -1,0 +1,351 @@
+//! The protoo envelope: requests, responses and notifications as JSON text frames.
+//!
+//! ```text
+//! {"request":true,"id":12345,"method":"join","data":{...}}
+//! {"response":true,"id":12345,"ok":true,"data":{...}}
+//! {"response":true,"id":12345,"ok":false,"errorCode":404,"errorReason":"..."}
+//! {"notification":true,"method":"newPeer","data":{...}}
+//! ```
+//!
+//! Like protoo, an absent or `null` `data` reads as `{}` and is written as `{}`.
+
+use serde::de::Error as _;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::error::{DecodeError, ErrorCode};
+
+/// The largest request id accepted: JavaScript's `Number.MAX_SAFE_INTEGER` (2^53 − 1), since protoo
+/// ids are JS numbers. protoo-client picks ids below 10^7.
+pub const MAX_REQUEST_ID: u64 = (1 << 53) - 1;
+
+/// One protoo message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A request; the receiver answers with a [`Response`] carrying the same `id`.
+    Request {
+        id: u64,
+        method: String,
+        data: Value,
+    },
+    /// The answer to a request.
+    Response(Response),
+    /// A one-way message.
+    Notification { method: String, data: Value },
+}
+
+/// The answer to a request: success with a payload, or failure with a code and a reason.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// `ok: true`. `data` is `{}` when the method has no result.
+    Ok { id: u64, data: Value },
+    /// `ok: false`. `error_code` is a number ([`ErrorCode`] for sluice's own; a peer may use others).
+    Error {
+        id: u64,
+        error_code: u16,
+        error_reason: String,
+    },
+}
+
+impl Response {
+    /// The id of the request this answers.
+    pub fn id(&self) -> u64 {
+        match self {
+            Response::Ok { id, .. } | Response::Error { id, .. } => *id,
+        }
+    }
+
+    /// The error code as an [`ErrorCode`], if it is a failure with one sluice defines.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Response::Ok { .. } => None,
+            Response::Error { error_code, .. } => ErrorCode::from_u16(*error_code),
+        }
+    }
+}
+
+impl Message {
+    /// A request.
+    pub fn request(id: u64, method: impl Into<String>, data: Value) -> Message {
+        Message::Request {
+            id,
+            method: method.into(),
+            data: or_empty(data),
+        }
+    }
+
+    /// A success response; `Value::Null` is written as `{}`.
+    pub fn ok(id: u64, data: Value) -> Message {
+        Message::Response(Response::Ok {
+            id,
+            data: or_empty(data),
+        })
+    }
+
+    /// A success response without a payload (`"data":{}`).
+    pub fn ok_empty(id: u64) -> Message {
+        Message::ok(id, Value::Object(Map::new()))
+    }
+
+    /// A failure response with one of sluice's codes.
+    pub fn error(id: u64, code: ErrorCode, reason: impl Into<String>) -> Message {
+        Message::Response(Response::Error {
+            id,
+            error_code: code.as_u16(),
+            error_reason: reason.into(),
+        })
+    }
+
+    /// A notification.
+    pub fn notification(method: impl Into<String>, data: Value) -> Message {
+        Message::Notification {
+            method: method.into(),
+            data: or_empty(data),
+        }
+    }
+
+    /// Parses one text frame. Never panics; every defect is a [`DecodeError`].
+    pub fn parse(text: &str) -> Result<Message, DecodeError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| DecodeError::not_json(&e))?;
+        Message::from_value(value)
+    }
+
+    /// Reads a message from an already parsed JSON value.
+    ///
+    /// Like protoo, the kind flags are checked in the order `request`, `response`, `notification`;
+    /// the first that is `true` decides.
+    pub fn from_value(value: Value) -> Result<Message, DecodeError> {
+        let Value::Object(mut obj) = value else {
+            return Err(DecodeError::NotAnObject);
+        };
+        if is_true(&obj, "request") {
+            let id = read_id(&obj)?;
+            let method = read_method(&obj)?;
+            Ok(Message::Request {
+                id,
+                method,
+                data: take_data(&mut obj),
+            })
+        } else if is_true(&obj, "response") {
+            let id = read_id(&obj)?;
+            match obj.get("ok") {
+                None => Err(DecodeError::MissingField("ok")),
+                Some(Value::Bool(true)) => Ok(Message::Response(Response::Ok {
+                    id,
+                    data: take_data(&mut obj),
+                })),
+                Some(Value::Bool(false)) => {
+                    let error_code = match obj.get("errorCode") {
+                        None => return Err(DecodeError::MissingField("errorCode")),
+                        Some(v) => v.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or(
+                            DecodeError::InvalidField {
+                                field: "errorCode",
+                                reason: "must be an integer from 0 to 65535",
+                            },
+                        )?,
+                    };
+                    // protoo always sends a reason; tolerate its absence rather than lose the code.
+                    let error_reason = match obj.remove("errorReason") {
+                        None | Some(Value::Null) => String::new(),
+                        Some(Value::String(s)) => s,
+                        Some(_) => {
+                            return Err(DecodeError::InvalidField {
+                                field: "errorReason",
+                                reason: "must be a string",
+                            });
+                        }
+                    };
+                    Ok(Message::Response(Response::Error {
+                        id,
+                        error_code,
+                        error_reason,
+                    }))
+                }
+                Some(_) => Err(DecodeError::InvalidField {
+                    field: "ok",
+                    reason: "must be a boolean",
+                }),
+            }
+        } else if is_true(&obj, "notification") {
+            let method = read_method(&obj)?;
+            Ok(Message::Notification {
+                method,
+                data: take_data(&mut obj),
+            })
+        } else {
+            Err(DecodeError::UnknownKind)
+        }
+    }
+
+    /// Best effort: the id of a request frame that failed to [`parse`](Self::parse) for another
+    /// reason (e.g. a missing `method`), so the receiver can still answer it with an error.
+    /// `None` when the frame is not a JSON object flagged as a request with a valid id.
+    pub fn recover_request_id(text: &str) -> Option<u64> {
+        let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
+            return None;
+        };
+        if !is_true(&obj, "request") {
+            return None;
+        }
+        read_id(&obj).ok()
+    }
+
+    /// The message as a JSON value (the same shape as [`to_json`](Self::to_json)).
+    pub fn to_value(&self) -> Value {
+        // Cannot fail: every map key is a string and no Serialize impl involved returns an error.
+        serde_json::to_value(self).expect("a Message always serialises to JSON")
+    }
+
+    /// The message as one JSON text frame.
+    pub fn to_json(&self) -> String {
+        // Serialising into a String cannot fail: every map key is a string and no Serialize impl
+        // involved returns an error.
+        serde_json::to_string(self).expect("a Message always serialises to JSON")
+    }
+
+    /// The method of a request or notification.
+    pub fn method(&self) -> Option<&str> {
+        match self {
+            Message::Request { method, .. } | Message::Notification { method, .. } => Some(method),
+            Message::Response(_) => None,
+        }
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // protoo writes `data: data || {}`.
+        let empty = Value::Object(Map::new());
+        let data_or_empty = |d| or_empty_ref(d, &empty);
+        match self {
+            Message::Request { id, method, data } => {
+                let mut map = serializer.serialize_map(Some(4))?;
+                map.serialize_entry("request", &true)?;
+                map.serialize_entry("id", id)?;
+                map.serialize_entry("method", method)?;
+                map.serialize_entry("data", data_or_empty(data))?;
+                map.end()
+            }
+            Message::Response(Response::Ok { id, data }) => {
+                let mut map = serializer.serialize_map(Some(4))?;
+                map.serialize_entry("response", &true)?;
+                map.serialize_entry("id", id)?;
+                map.serialize_entry("ok", &true)?;
+                map.serialize_entry("data", data_or_empty(data))?;
+                map.end()
+            }
+            Message::Response(Response::Error {
+                id,
+                error_code,
+                error_reason,
+            }) => {
+                let mut map = serializer.serialize_map(Some(5))?;
+                map.serialize_entry("response", &true)?;
+                map.serialize_entry("id", id)?;
+                map.serialize_entry("ok", &false)?;
+                map.serialize_entry("errorCode", error_code)?;
+                map.serialize_entry("errorReason", error_reason)?;
+                map.end()
+            }
+            Message::Notification { method, data } => {
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry("notification", &true)?;
+                map.serialize_entry("method", method)?;
+                map.serialize_entry("data", data_or_empty(data))?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Message::from_value(value).map_err(D::Error::custom)
+    }
+}
+
+impl From<Response> for Message {
+    fn from(response: Response) -> Message {
+        Message::Response(response)
+    }
+}
+
+fn or_empty(data: Value) -> Value {
+    if data.is_null() {
+        Value::Object(Map::new())
+    } else {
+        data
+    }
+}
+
+fn or_empty_ref<'a>(data: &'a Value, empty: &'a Value) -> &'a Value {
+    if data.is_null() { empty } else { data }
+}
+
+fn is_true(obj: &Map<String, Value>, key: &str) -> bool {
+    matches!(obj.get(key), Some(Value::Bool(true)))
+}
+
+fn read_id(obj: &Map<String, Value>) -> Result<u64, DecodeError> {
+    const INVALID: DecodeError = DecodeError::InvalidField {
+        field: "id",
+        reason: "must be an integer from 0 to 2^53-1",
+    };
+    let Some(Value::Number(n)) = obj.get("id") else {
+        return match obj.get("id") {
+            None | Some(Value::Null) => Err(DecodeError::MissingField("id")),
+            Some(_) => Err(INVALID),
+        };
+    };
+    let id = if let Some(id) = n.as_u64() {
+        id
+    } else {
+        // A JS number may come from a client that writes integers as floats (`12345.0`).
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (0.0..=MAX_REQUEST_ID as f64).contains(&f) => f as u64,
+            _ => return Err(INVALID),
+        }
+    };
+    if id > MAX_REQUEST_ID {
+        return Err(INVALID);
+    }
+    Ok(id)
+}
+
+fn read_method(obj: &Map<String, Value>) -> Result<String, DecodeError> {
+    match obj.get("method") {
+        None | Some(Value::Null) => Err(DecodeError::MissingField("method")),
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(_) => Err(DecodeError::InvalidField {
+            field: "method",
+            reason: "must be a non-empty string",
+        }),
+    }
+}
+
+fn take_data(obj: &mut Map<String, Value>) -> Value {
+    or_empty(obj.remove("data").unwrap_or(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn to_value_and_to_json_agree() {
+        let messages = [
+            Message::request(1, "join", json!({"displayName": "a"})),
+            Message::ok(2, Value::Null),
+            Message::error(3, ErrorCode::NotFound, "no such transport"),
+            Message::notification("peerClosed", json!({"peerId": "p"})),
+        ];
+        for m in messages {
+            let from_text: Value = serde_json::from_str(&m.to_json()).unwrap();
+            assert_eq!(from_text, m.to_value());
+            assert_eq!(Message::parse(&m.to_json()).unwrap(), m);
+        }
+    }
+}
