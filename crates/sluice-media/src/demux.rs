@@ -1,0 +1,151 @@
+//! O(1) demultiplexing of a worker's UDP socket to its WebRTC transports.
+//!
+//! Every transport of a worker shares one UDP port (like mediasoup's WebRtcServer). A datagram is
+//! routed by:
+//! - its source address, once that address has sent a STUN binding request that passed the
+//!   transport's integrity check (an ICE-validated tuple);
+//! - otherwise, for a STUN binding request, the local ufrag in its USERNAME (`local:remote`).
+//!
+//! Anything else (DTLS, RTP or RTCP from an address no transport validated) is dropped by the
+//! caller and counted. The integrity check itself is str0m's; this type only keeps the maps.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// The worker-local key of a transport.
+pub type TransportKey = u64;
+
+/// What kind of datagram this is, by its first byte (RFC 7983 §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramKind {
+    Stun,
+    Dtls,
+    RtpOrRtcp,
+    Unknown,
+}
+
+impl DatagramKind {
+    pub fn of(datagram: &[u8]) -> DatagramKind {
+        match datagram.first() {
+            Some(0..=3) => DatagramKind::Stun,
+            Some(20..=63) => DatagramKind::Dtls,
+            Some(128..=191) => DatagramKind::RtpOrRtcp,
+            _ => DatagramKind::Unknown,
+        }
+    }
+}
+
+/// The maps from ufrag and from validated source address to a transport.
+#[derive(Debug, Default)]
+pub struct Demux {
+    by_ufrag: HashMap<String, TransportKey>,
+    by_addr: HashMap<SocketAddr, TransportKey>,
+    /// Validated addresses of each transport, to forget them when it closes.
+    addrs_of: HashMap<TransportKey, Vec<SocketAddr>>,
+}
+
+impl Demux {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes STUN requests whose USERNAME starts with `ufrag:` to `key`.
+    pub fn add_ufrag(&mut self, ufrag: &str, key: TransportKey) {
+        self.by_ufrag.insert(ufrag.to_owned(), key);
+    }
+
+    /// Forgets a ufrag (ICE restart or close).
+    pub fn remove_ufrag(&mut self, ufrag: &str) {
+        self.by_ufrag.remove(ufrag);
+    }
+
+    pub fn by_ufrag(&self, ufrag: &str) -> Option<TransportKey> {
+        self.by_ufrag.get(ufrag).copied()
+    }
+
+    /// Records that `addr` passed `key`'s ICE integrity check. An address validated by another
+    /// transport before (a client reusing a port) moves to the new one.
+    pub fn validate_addr(&mut self, addr: SocketAddr, key: TransportKey) {
+        if let Some(previous) = self.by_addr.insert(addr, key) {
+            if previous == key {
+                return;
+            }
+            if let Some(list) = self.addrs_of.get_mut(&previous) {
+                list.retain(|a| *a != addr);
+            }
+        }
+        self.addrs_of.entry(key).or_default().push(addr);
+    }
+
+    pub fn by_addr(&self, addr: &SocketAddr) -> Option<TransportKey> {
+        self.by_addr.get(addr).copied()
+    }
+
+    /// Forgets everything about a transport.
+    pub fn remove_transport(&mut self, key: TransportKey) {
+        self.by_ufrag.retain(|_, k| *k != key);
+        for addr in self.addrs_of.remove(&key).unwrap_or_default() {
+            if self.by_addr.get(&addr) == Some(&key) {
+                self.by_addr.remove(&addr);
+            }
+        }
+    }
+
+    /// Number of (ufrag, validated address) entries; zero when no transport is left.
+    pub fn entries(&self) -> (usize, usize) {
+        (self.by_ufrag.len(), self.by_addr.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_ufrag.is_empty() && self.by_addr.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn datagram_kind_follows_rfc_7983() {
+        assert_eq!(DatagramKind::of(&[0]), DatagramKind::Stun);
+        assert_eq!(DatagramKind::of(&[22]), DatagramKind::Dtls);
+        assert_eq!(DatagramKind::of(&[0x80]), DatagramKind::RtpOrRtcp);
+        assert_eq!(DatagramKind::of(&[0xff]), DatagramKind::Unknown);
+        assert_eq!(DatagramKind::of(&[]), DatagramKind::Unknown);
+    }
+
+    #[test]
+    fn validated_address_routes_to_its_transport_and_is_forgotten_on_close() {
+        let mut d = Demux::new();
+        d.add_ufrag("u1", 1);
+        d.add_ufrag("u2", 2);
+        assert_eq!(d.by_ufrag("u1"), Some(1));
+        assert_eq!(d.by_addr(&addr(5000)), None);
+        d.validate_addr(addr(5000), 1);
+        d.validate_addr(addr(5001), 2);
+        assert_eq!(d.by_addr(&addr(5000)), Some(1));
+        d.remove_transport(1);
+        assert_eq!(d.by_addr(&addr(5000)), None);
+        assert_eq!(d.by_ufrag("u1"), None);
+        assert_eq!(d.by_addr(&addr(5001)), Some(2));
+        d.remove_transport(2);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn address_revalidated_by_another_transport_moves_to_it() {
+        let mut d = Demux::new();
+        d.validate_addr(addr(6000), 1);
+        d.validate_addr(addr(6000), 2);
+        assert_eq!(d.by_addr(&addr(6000)), Some(2));
+        // Closing the old owner does not take the address away from the new one.
+        d.remove_transport(1);
+        assert_eq!(d.by_addr(&addr(6000)), Some(2));
+        d.remove_transport(2);
+        assert!(d.is_empty());
+    }
+}

@@ -1,0 +1,51 @@
+//! Errors of the media plane's control API.
+
+/// Why a media-plane request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    #[error("cannot bind UDP {addr}: {reason}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
+    #[error("cannot start worker thread: {0}")]
+    Spawn(String),
+    #[error("worker {0} is closed")]
+    WorkerClosed(usize),
+    #[error("no router {0}")]
+    UnknownRouter(String),
+    #[error("no transport {0}")]
+    UnknownTransport(String),
+    #[error("no producer {0}")]
+    UnknownProducer(String),
+    #[error("no consumer {0}")]
+    UnknownConsumer(String),
+    #[error("no data producer {0}")]
+    UnknownDataProducer(String),
+    #[error("no data consumer {0}")]
+    UnknownDataConsumer(String),
+    #[error("id {0} is already in use")]
+    DuplicateId(String),
+    #[error("invalid router media codecs: {0}")]
+    InvalidMediaCodecs(String),
+    #[error("invalid DTLS parameters: {0}")]
+    InvalidDtlsParameters(String),
+    #[error("invalid RTP parameters: {0}")]
+    InvalidRtpParameters(String),
+    #[error("invalid SCTP parameters: {0}")]
+    InvalidSctpParameters(String),
+    #[error("cannot consume: {0}")]
+    CannotConsume(String),
+    #[error("cannot receive this producer's numbering: {0}")]
+    Numbering(String),
+    #[error("transport {0} is already connected")]
+    AlreadyConnected(String),
+    #[error("SCTP is not enabled on transport {0}")]
+    SctpDisabled(String),
+    #[error("limit reached: {0}")]
+    Limit(String),
+    #[error("cannot create DTLS certificate")]
+    Certificate,
+    #[error("WebRTC session error: {0}")]
+    Rtc(String),
+}

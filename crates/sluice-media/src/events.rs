@@ -1,0 +1,173 @@
+//! Events the media plane reports to the control plane (mediasoup's object events and observers).
+//!
+//! Each WebRTC transport is created with an optional [`EventSender`]; every event about the
+//! transport and the producers, consumers and data objects on it goes there. All events carry the
+//! ids they concern, so one receiver can serve all of a peer's transports.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::webrtc_transport::{DtlsState, IceState, SctpState};
+
+/// Where a transport's events go.
+pub type EventSender = tokio::sync::mpsc::UnboundedSender<MediaEvent>;
+
+/// Why an object closed without being asked to by its own handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CloseReason {
+    /// Its handle's `close()` (or the signaling layer) closed it.
+    Closed,
+    /// Its producer closed (mediasoup's `producerclose` / `dataproducerclose`).
+    ProducerClosed,
+    /// Its transport closed.
+    TransportClosed,
+    /// Its router closed.
+    RouterClosed,
+    /// The worker closed.
+    WorkerClosed,
+    /// The remote closed DTLS or SCTP.
+    RemoteClosed,
+    /// DTLS failed (bad fingerprint, handshake error).
+    DtlsFailed,
+    /// The session hit an internal error and was closed to protect the others.
+    SessionError,
+}
+
+/// A consumer's spatial and temporal layers (`consumerLayersChanged`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerLayers {
+    pub spatial_layer: u8,
+    pub temporal_layer: u8,
+}
+
+/// The score of one producer encoding, 0..=10 (mediasoup's `ProducerScore`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerScore {
+    pub encoding_idx: u32,
+    pub ssrc: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rid: Option<String>,
+    pub score: u8,
+}
+
+/// A consumer's score and its producer's (mediasoup's `ConsumerScore`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerScore {
+    pub score: u8,
+    pub producer_score: u8,
+    pub producer_scores: Vec<u8>,
+}
+
+/// Something that happened in a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaEvent {
+    IceStateChange {
+        transport_id: String,
+        state: IceState,
+    },
+    /// The client's address for this transport (first validated, or after a change).
+    IceSelectedTupleChange {
+        transport_id: String,
+        remote: SocketAddr,
+    },
+    DtlsStateChange {
+        transport_id: String,
+        state: DtlsState,
+    },
+    SctpStateChange {
+        transport_id: String,
+        state: SctpState,
+    },
+    /// The transport closed on its own (remote close, DTLS failure, session error, router or
+    /// worker closed). Its producers and consumers are closed too (each reported).
+    TransportClosed {
+        transport_id: String,
+        reason: CloseReason,
+    },
+    ProducerScore {
+        transport_id: String,
+        producer_id: String,
+        scores: Vec<ProducerScore>,
+    },
+    /// A producer closed by cascade (transport, router or worker close).
+    ProducerClosed {
+        transport_id: String,
+        producer_id: String,
+        reason: CloseReason,
+    },
+    /// A consumer closed by cascade; `ProducerClosed` is mediasoup's `producerclose`.
+    ConsumerClosed {
+        transport_id: String,
+        consumer_id: String,
+        reason: CloseReason,
+    },
+    ConsumerProducerPaused {
+        transport_id: String,
+        consumer_id: String,
+    },
+    ConsumerProducerResumed {
+        transport_id: String,
+        consumer_id: String,
+    },
+    ConsumerScore {
+        transport_id: String,
+        consumer_id: String,
+        score: ConsumerScore,
+    },
+    /// The layers a simulcast/SVC consumer sends changed (`None`: nothing is sent).
+    ConsumerLayersChange {
+        transport_id: String,
+        consumer_id: String,
+        layers: Option<ConsumerLayers>,
+    },
+    /// The egress bandwidth estimate toward this transport's client, bits per second.
+    BandwidthEstimate {
+        transport_id: String,
+        bitrate: u64,
+    },
+    DataProducerClosed {
+        transport_id: String,
+        data_producer_id: String,
+        reason: CloseReason,
+    },
+    DataConsumerClosed {
+        transport_id: String,
+        data_consumer_id: String,
+        reason: CloseReason,
+    },
+    /// A data consumer's send buffer fell below its low-water mark.
+    DataConsumerBufferedAmountLow {
+        transport_id: String,
+        data_consumer_id: String,
+        buffered_amount: usize,
+    },
+}
+
+impl MediaEvent {
+    /// The transport the event concerns.
+    pub fn transport_id(&self) -> &str {
+        match self {
+            MediaEvent::IceStateChange { transport_id, .. }
+            | MediaEvent::IceSelectedTupleChange { transport_id, .. }
+            | MediaEvent::DtlsStateChange { transport_id, .. }
+            | MediaEvent::SctpStateChange { transport_id, .. }
+            | MediaEvent::TransportClosed { transport_id, .. }
+            | MediaEvent::ProducerScore { transport_id, .. }
+            | MediaEvent::ProducerClosed { transport_id, .. }
+            | MediaEvent::ConsumerClosed { transport_id, .. }
+            | MediaEvent::ConsumerProducerPaused { transport_id, .. }
+            | MediaEvent::ConsumerProducerResumed { transport_id, .. }
+            | MediaEvent::ConsumerScore { transport_id, .. }
+            | MediaEvent::ConsumerLayersChange { transport_id, .. }
+            | MediaEvent::BandwidthEstimate { transport_id, .. }
+            | MediaEvent::DataProducerClosed { transport_id, .. }
+            | MediaEvent::DataConsumerClosed { transport_id, .. }
+            | MediaEvent::DataConsumerBufferedAmountLow { transport_id, .. } => transport_id,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Simulcast layer selection, sans IO: which spatial layer a consumer should receive, from the
+//! producer's live layers, the consumer's preference and its share of the egress bandwidth.
+//!
+//! Rules (mediasoup's, simplified):
+//! - only layers that are receiving media count (Chromium stops its top layer under loss or low
+//!   uplink bandwidth; a consumer pinned to it would starve), and never above the preference;
+//! - without a bandwidth estimate, the highest such layer;
+//! - with one, the highest layer whose measured bitrate fits; going *up* needs
+//!   [`UPGRADE_HEADROOM`] above the layer's bitrate, so an estimate hovering at a layer's bitrate
+//!   does not flap; if none fits, the lowest live layer (something beats nothing);
+//! - if no layer at or below the preference is live, the lowest live layer above it.
+
+use std::time::{Duration, Instant};
+
+/// Going up a layer needs this much more bandwidth than the layer's bitrate.
+pub const UPGRADE_HEADROOM: f64 = 1.15;
+
+/// A layer is live if it sent media within this long.
+pub const LAYER_INACTIVE_AFTER: Duration = Duration::from_millis(1500);
+
+/// What the selector knows of one producer layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerStatus {
+    pub active: bool,
+    /// Measured bitrate, bits per second.
+    pub bitrate: u64,
+}
+
+/// The spatial layer to send, or `None` when no layer is live.
+pub fn select_spatial_layer(
+    layers: &[LayerStatus],
+    preferred: usize,
+    current: Option<usize>,
+    available_bitrate: Option<u64>,
+) -> Option<usize> {
+    let live: Vec<usize> = (0..layers.len()).filter(|&i| layers[i].active).collect();
+    let candidates: Vec<usize> = live.iter().copied().filter(|&i| i <= preferred).collect();
+    if candidates.is_empty() {
+        return live.first().copied();
+    }
+    let Some(available) = available_bitrate else {
+        return candidates.last().copied();
+    };
+    let fits = |i: usize| {
+        let needed = layers[i].bitrate as f64;
+        let headroom = if current.is_some_and(|c| i <= c) {
+            1.0
+        } else {
+            UPGRADE_HEADROOM
+        };
+        available as f64 >= needed * headroom
+    };
+    candidates
+        .iter()
+        .rev()
+        .copied()
+        .find(|&i| fits(i))
+        .or(candidates.first().copied())
+}
+
+/// Bitrate over a sliding window, for a producer layer or a consumer.
+#[derive(Debug, Clone)]
+pub struct RateCalculator {
+    window: Duration,
+    /// (when, bytes) per bucket of `window / BUCKETS`.
+    buckets: [(Option<Instant>, u64); Self::BUCKETS],
+    last: Option<Instant>,
+}
+
+impl RateCalculator {
+    const BUCKETS: usize = 10;
+
+    pub fn new(window: Duration) -> Self {
+        RateCalculator {
+            window,
+            buckets: [(None, 0); Self::BUCKETS],
+            last: None,
+        }
+    }
+
+    fn bucket_len(&self) -> Duration {
+        self.window / Self::BUCKETS as u32
+    }
+
+    fn index(&self, now: Instant, origin: Instant) -> (usize, Instant) {
+        let len = self.bucket_len().as_nanos().max(1);
+        let n = now.saturating_duration_since(origin).as_nanos() / len;
+        let start = origin + Duration::from_nanos((n * len) as u64);
+        ((n as usize) % Self::BUCKETS, start)
+    }
+
+    pub fn add(&mut self, bytes: usize, now: Instant) {
+        let origin = *self.last.get_or_insert(now);
+        let (i, start) = self.index(now, origin);
+        let b = &mut self.buckets[i];
+        if b.0 != Some(start) {
+            *b = (Some(start), 0);
+        }
+        b.1 += bytes as u64;
+    }
+
+    /// Bits per second over the last window.
+    pub fn rate(&self, now: Instant) -> u64 {
+        let bytes: u64 = self
+            .buckets
+            .iter()
+            .filter(|(t, _)| t.is_some_and(|t| now.saturating_duration_since(t) < self.window))
+            .map(|(_, b)| *b)
+            .sum();
+        (bytes * 8 * 1000) / (self.window.as_millis().max(1) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers(spec: &[(bool, u64)]) -> Vec<LayerStatus> {
+        spec.iter()
+            .map(|&(active, bitrate)| LayerStatus { active, bitrate })
+            .collect()
+    }
+
+    #[test]
+    fn without_an_estimate_the_highest_live_preferred_layer_is_chosen() {
+        let l = layers(&[(true, 150_000), (true, 500_000), (true, 1_500_000)]);
+        assert_eq!(select_spatial_layer(&l, 2, None, None), Some(2));
+        assert_eq!(select_spatial_layer(&l, 1, None, None), Some(1));
+    }
+
+    #[test]
+    fn a_stopped_top_layer_drops_the_consumer_to_the_next_live_one() {
+        let l = layers(&[(true, 150_000), (true, 500_000), (false, 0)]);
+        assert_eq!(select_spatial_layer(&l, 2, Some(2), None), Some(1));
+    }
+
+    #[test]
+    fn low_bandwidth_picks_the_layer_that_fits_and_recovers_with_headroom() {
+        let l = layers(&[(true, 150_000), (true, 500_000), (true, 1_500_000)]);
+        assert_eq!(select_spatial_layer(&l, 2, Some(2), Some(600_000)), Some(1));
+        assert_eq!(select_spatial_layer(&l, 2, Some(1), Some(100_000)), Some(0));
+        // At exactly the top layer's bitrate, no upgrade; with headroom, yes.
+        assert_eq!(select_spatial_layer(&l, 2, Some(1), Some(1_500_000)), Some(1));
+        assert_eq!(select_spatial_layer(&l, 2, Some(1), Some(1_800_000)), Some(2));
+        // Staying on a layer needs no headroom.
+        assert_eq!(select_spatial_layer(&l, 2, Some(2), Some(1_500_000)), Some(2));
+    }
+
+    #[test]
+    fn nothing_live_at_or_below_the_preference_falls_back_to_the_lowest_live() {
+        let l = layers(&[(false, 0), (false, 0), (true, 1_500_000)]);
+        assert_eq!(select_spatial_layer(&l, 0, None, None), Some(2));
+        let none = layers(&[(false, 0), (false, 0)]);
+        assert_eq!(select_spatial_layer(&none, 1, None, None), None);
+    }
+
+    #[test]
+    fn rate_calculator_measures_bits_per_second_over_its_window() {
+        let t0 = Instant::now();
+        let mut r = RateCalculator::new(Duration::from_secs(1));
+        for i in 0..100u64 {
+            r.add(1250, t0 + Duration::from_millis(i * 10));
+        }
+        let now = t0 + Duration::from_millis(999);
+        let rate = r.rate(now);
+        assert!((900_000..=1_000_000).contains(&rate), "{rate}");
+        assert_eq!(r.rate(t0 + Duration::from_secs(5)), 0);
+    }
+}

@@ -1,0 +1,127 @@
+//! `Router`: a room's media codecs (its RTP capabilities) and, in its worker, the transports,
+//! producers and consumers that forward media among its peers.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sluice_ortc::{RtpCapabilities, RtpCodecCapability};
+
+use crate::error::MediaError;
+use crate::webrtc_transport::{WebRtcTransport, WebRtcTransportOptions};
+use crate::worker::{Command, Key, Worker};
+
+/// The control plane's handle on a router living in a worker.
+#[derive(Debug, Clone)]
+pub struct Router {
+    id: String,
+    worker: Worker,
+    rtp_capabilities: Arc<RtpCapabilities>,
+}
+
+/// What a router holds now (`Router::dump`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterDump {
+    pub id: String,
+    pub transport_ids: Vec<String>,
+    pub producer_ids: Vec<String>,
+    pub consumer_ids: Vec<String>,
+    pub data_producer_ids: Vec<String>,
+    pub data_consumer_ids: Vec<String>,
+}
+
+impl Router {
+    pub(crate) fn new(id: String, worker: Worker, rtp_capabilities: Arc<RtpCapabilities>) -> Self {
+        Router {
+            id,
+            worker,
+            rtp_capabilities,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn worker(&self) -> &Worker {
+        &self.worker
+    }
+
+    /// The router's capabilities, generated from its media codecs (`getRouterRtpCapabilities`).
+    pub fn rtp_capabilities(&self) -> &RtpCapabilities {
+        &self.rtp_capabilities
+    }
+
+    /// Whether a device with `rtp_capabilities` can consume producer `producer_id`.
+    pub async fn can_consume(
+        &self,
+        producer_id: &str,
+        rtp_capabilities: &RtpCapabilities,
+    ) -> Result<bool, MediaError> {
+        let router_id = self.id.clone();
+        let producer_id = producer_id.to_owned();
+        let caps = rtp_capabilities.clone();
+        self.worker
+            .request(|reply| Command::CanConsume {
+                router_id,
+                producer_id,
+                caps,
+                reply,
+            })
+            .await
+    }
+
+    /// Creates a WebRTC transport on this router's worker.
+    pub async fn create_webrtc_transport(
+        &self,
+        options: WebRtcTransportOptions,
+    ) -> Result<WebRtcTransport, MediaError> {
+        let router_id = self.id.clone();
+        let created = self
+            .worker
+            .request(|reply| Command::CreateWebRtcTransport {
+                router_id,
+                options,
+                reply,
+            })
+            .await??;
+        Ok(WebRtcTransport::new(
+            self.worker.clone(),
+            self.id.clone(),
+            self.rtp_capabilities.clone(),
+            created,
+        ))
+    }
+
+    pub async fn dump(&self) -> Result<RouterDump, MediaError> {
+        let id = self.id.clone();
+        self.worker
+            .request(|reply| Command::RouterDump { id, reply })
+            .await?
+    }
+
+    /// Closes the router and everything on it.
+    pub async fn close(&self) -> Result<(), MediaError> {
+        let id = self.id.clone();
+        self.worker
+            .request(|reply| Command::CloseRouter { id, reply })
+            .await?
+    }
+}
+
+/// Generates the router's capabilities, reporting bad codecs as [`MediaError::InvalidMediaCodecs`].
+pub(crate) fn router_capabilities(
+    media_codecs: &[RtpCodecCapability],
+) -> Result<RtpCapabilities, MediaError> {
+    sluice_ortc::generate_router_rtp_capabilities(media_codecs)
+        .map_err(|e| MediaError::InvalidMediaCodecs(e.to_string()))
+}
+
+/// The worker-side state of a router.
+#[derive(Debug)]
+pub(crate) struct RouterState {
+    pub rtp_capabilities: Arc<RtpCapabilities>,
+    pub transports: HashSet<Key>,
+    pub producers: HashSet<Key>,
+}

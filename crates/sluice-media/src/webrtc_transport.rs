@@ -1,0 +1,772 @@
+//! `WebRtcTransport`: one ICE-lite, DTLS-SRTP (and SCTP) connection with one client, on str0m.
+//!
+//! The control plane holds a [`WebRtcTransport`] handle (ids, ICE/DTLS/SCTP parameters, and
+//! methods that send commands to the worker). The worker thread owns the [`TransportState`]:
+//! str0m's `Rtc`, driven with the time the worker loop passes in, and the media lines of the
+//! transport's producers and consumers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sluice_ortc::{
+    DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate, IceCandidateType, IceParameters,
+    MediaKind, NumSctpStreams, Protocol, RtpCapabilities, RtpParameters, SctpParameters,
+};
+use str0m::bwe::Bitrate;
+use str0m::change::SdpOffer;
+use str0m::config::{DtlsCert, Fingerprint};
+use str0m::media::{Mid, Pt};
+use str0m::{Candidate, IceConnectionState, IceCreds, Rtc};
+
+use crate::consumer::{Consumer, ConsumerOptions};
+use crate::error::MediaError;
+use crate::events::{EventSender, MediaEvent};
+use crate::numbering::{self, OfferSession, OfferedMedia};
+use crate::producer::{Producer, ProducerOptions, ProducerSpec, ProducerType};
+use crate::worker::{Command, Key, Worker};
+
+/// The SCTP port mediasoup announces (RFC 8841's default).
+pub const SCTP_PORT: u16 = 5000;
+
+/// The largest SCTP message str0m's Direct API delivers toward a browser (DESIGN §4).
+pub const MAX_SCTP_MESSAGE_SIZE: u32 = 65536;
+
+/// The egress bandwidth estimate a transport starts from (mediasoup's default).
+pub const INITIAL_AVAILABLE_OUTGOING_BITRATE: u64 = 600_000;
+
+/// The password we install as the client's ICE password. ICE-lite answers requests signed with
+/// our own password only, so the client's is never used; mediasoup signaling does not carry it.
+const REMOTE_ICE_PASSWORD: &str = "sluiceremoteicepasswordunused";
+
+/// Options of a new WebRTC transport.
+#[derive(Debug, Clone)]
+pub struct WebRtcTransportOptions {
+    /// Open an SCTP association for data channels (mediasoup-demo always does).
+    pub enable_sctp: bool,
+    /// SCTP streams announced in `sctpParameters`.
+    pub num_sctp_streams: NumSctpStreams,
+    /// Largest SCTP message accepted and announced.
+    pub max_sctp_message_size: u32,
+    /// Estimate the egress bandwidth (TWCC) and use it to pick simulcast layers.
+    pub enable_bwe: bool,
+    pub initial_available_outgoing_bitrate: u64,
+    /// Where the transport's events go.
+    pub events: Option<EventSender>,
+}
+
+impl Default for WebRtcTransportOptions {
+    fn default() -> Self {
+        WebRtcTransportOptions {
+            enable_sctp: true,
+            num_sctp_streams: NumSctpStreams::default(),
+            max_sctp_message_size: MAX_SCTP_MESSAGE_SIZE,
+            enable_bwe: true,
+            initial_available_outgoing_bitrate: INITIAL_AVAILABLE_OUTGOING_BITRATE,
+            events: None,
+        }
+    }
+}
+
+/// ICE state as mediasoup names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IceState {
+    New,
+    Connected,
+    Completed,
+    Disconnected,
+    Closed,
+}
+
+impl IceState {
+    fn from_str0m(state: IceConnectionState) -> IceState {
+        match state {
+            IceConnectionState::New | IceConnectionState::Checking => IceState::New,
+            IceConnectionState::Connected => IceState::Connected,
+            IceConnectionState::Completed => IceState::Completed,
+            IceConnectionState::Disconnected => IceState::Disconnected,
+        }
+    }
+}
+
+/// DTLS state as mediasoup names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtlsState {
+    New,
+    Connecting,
+    Connected,
+    Failed,
+    Closed,
+}
+
+/// SCTP association state as mediasoup names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SctpState {
+    New,
+    Connecting,
+    Connected,
+    Failed,
+    Closed,
+}
+
+/// Transport statistics (`getTransportStats`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportStat {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub transport_id: String,
+    pub timestamp: u64,
+    pub ice_role: &'static str,
+    pub ice_state: IceState,
+    pub dtls_state: DtlsState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sctp_state: Option<SctpState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ice_selected_tuple: Option<String>,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub packets_received: u64,
+    pub packets_sent: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_outgoing_bitrate: Option<u64>,
+}
+
+/// The control plane's handle on a WebRTC transport living in a worker.
+#[derive(Debug, Clone)]
+pub struct WebRtcTransport {
+    id: String,
+    router_id: String,
+    worker: Worker,
+    router_capabilities: Arc<RtpCapabilities>,
+    ice_parameters: IceParameters,
+    ice_candidates: Vec<IceCandidate>,
+    dtls_parameters: DtlsParameters,
+    sctp_parameters: Option<SctpParameters>,
+}
+
+/// What the worker reports back when it created a transport.
+#[derive(Debug, Clone)]
+pub(crate) struct TransportCreated {
+    pub id: String,
+    pub ice_parameters: IceParameters,
+    pub ice_candidates: Vec<IceCandidate>,
+    pub dtls_parameters: DtlsParameters,
+    pub sctp_parameters: Option<SctpParameters>,
+}
+
+impl WebRtcTransport {
+    pub(crate) fn new(
+        worker: Worker,
+        router_id: String,
+        router_capabilities: Arc<RtpCapabilities>,
+        created: TransportCreated,
+    ) -> Self {
+        WebRtcTransport {
+            id: created.id,
+            router_id,
+            worker,
+            router_capabilities,
+            ice_parameters: created.ice_parameters,
+            ice_candidates: created.ice_candidates,
+            dtls_parameters: created.dtls_parameters,
+            sctp_parameters: created.sctp_parameters,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn router_id(&self) -> &str {
+        &self.router_id
+    }
+
+    pub fn worker(&self) -> &Worker {
+        &self.worker
+    }
+
+    /// `{usernameFragment, password, iceLite: true}` as created (see [`Self::restart_ice`]).
+    pub fn ice_parameters(&self) -> &IceParameters {
+        &self.ice_parameters
+    }
+
+    pub fn ice_candidates(&self) -> &[IceCandidate] {
+        &self.ice_candidates
+    }
+
+    /// `{role: "auto", fingerprints: [sha-256]}`.
+    pub fn dtls_parameters(&self) -> &DtlsParameters {
+        &self.dtls_parameters
+    }
+
+    pub fn sctp_parameters(&self) -> Option<&SctpParameters> {
+        self.sctp_parameters.as_ref()
+    }
+
+    /// Gives the client's DTLS parameters and starts DTLS (and SCTP, when enabled).
+    pub async fn connect(&self, dtls_parameters: DtlsParameters) -> Result<(), MediaError> {
+        let id = self.id.clone();
+        self.worker
+            .request(|reply| Command::ConnectTransport {
+                id,
+                dtls_parameters,
+                reply,
+            })
+            .await?
+    }
+
+    /// New local ICE credentials, installed at once; the client must restart ICE with them.
+    pub async fn restart_ice(&self) -> Result<IceParameters, MediaError> {
+        let id = self.id.clone();
+        self.worker
+            .request(|reply| Command::RestartIce { id, reply })
+            .await?
+    }
+
+    /// Receives a producer from the client, whatever its payload-type and extension numbering.
+    pub async fn produce(&self, options: ProducerOptions) -> Result<Producer, MediaError> {
+        let params = &options.rtp_parameters;
+        sluice_ortc::validate_producer_rtp_parameters(options.kind, params)
+            .map_err(|e| MediaError::InvalidRtpParameters(e.to_string()))?;
+        let mut ssrcs = sluice_ortc::SsrcGenerator::new(rand::random());
+        let mapping = sluice_ortc::get_producer_rtp_parameters_mapping(
+            params,
+            &self.router_capabilities,
+            &mut || ssrcs.next_ssrc(),
+        )
+        .map_err(|e| MediaError::InvalidRtpParameters(e.to_string()))?;
+        let consumable = sluice_ortc::get_consumable_rtp_parameters(
+            options.kind,
+            params,
+            &self.router_capabilities,
+            &mapping,
+        );
+        let r#type = ProducerType::of(params);
+        let spec = ProducerSpec {
+            id: options.id.unwrap_or_else(crate::new_id),
+            kind: options.kind,
+            rtp_parameters: options.rtp_parameters,
+            mapping,
+            consumable,
+            paused: options.paused,
+            key_frame_request_delay: options.key_frame_request_delay,
+        };
+        let transport_id = self.id.clone();
+        let sent = spec.clone();
+        self.worker
+            .request(|reply| Command::Produce {
+                transport_id,
+                spec: sent,
+                reply,
+            })
+            .await??;
+        Ok(Producer::new(
+            self.worker.clone(),
+            self.id.clone(),
+            spec,
+            r#type,
+        ))
+    }
+
+    /// Sends producer `options.producer_id` to the client through this transport.
+    pub async fn consume(&self, options: ConsumerOptions) -> Result<Consumer, MediaError> {
+        let id = crate::new_id();
+        let transport_id = self.id.clone();
+        let producer_id = options.producer_id.clone();
+        let consumer_id = id.clone();
+        let created = self
+            .worker
+            .request(|reply| Command::Consume {
+                transport_id,
+                id: consumer_id,
+                options,
+                reply,
+            })
+            .await??;
+        Ok(Consumer::new(
+            self.worker.clone(),
+            id,
+            producer_id,
+            self.id.clone(),
+            created,
+        ))
+    }
+
+    pub async fn get_stats(&self) -> Result<TransportStat, MediaError> {
+        let id = self.id.clone();
+        self.worker
+            .request(|reply| Command::TransportStats { id, reply })
+            .await?
+    }
+
+    /// Closes the transport and everything on it.
+    pub async fn close(&self) -> Result<(), MediaError> {
+        let id = self.id.clone();
+        self.worker
+            .request(|reply| Command::CloseTransport { id, reply })
+            .await?
+    }
+}
+
+/// Who a media line of the transport belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MediaOwner {
+    Producer(Key),
+    Consumer(Key),
+}
+
+/// One media line (m-line) of the transport, in str0m's order.
+#[derive(Debug, Clone)]
+pub(crate) struct MediaLine {
+    pub mid: String,
+    pub kind: MediaKind,
+    pub owner: MediaOwner,
+    /// As the client sees them: a producer's own, or a consumer's.
+    pub rtp_parameters: RtpParameters,
+    pub active: bool,
+}
+
+/// A consumer's send stream as declared to str0m.
+#[derive(Debug, Clone)]
+pub(crate) struct DeclaredConsumer {
+    pub ssrc: u32,
+    pub rtx: Option<u32>,
+    /// Router payload type → the payload type sent on this transport.
+    pub payload_types: Vec<(u8, Pt)>,
+}
+
+/// The worker-side state of one transport.
+pub(crate) struct TransportState {
+    pub id: String,
+    pub router_id: String,
+    pub rtc: Rtc,
+    pub events: Option<EventSender>,
+    /// The address in our host candidate; str0m wants it as each datagram's destination.
+    pub local_addr: SocketAddr,
+    pub local_ufrag: String,
+    /// The client's ufrag, learnt from STUN USERNAMEs (mediasoup signaling does not carry it).
+    pub remote_ufrag: Option<String>,
+    pub enable_sctp: bool,
+    pub dtls_started: bool,
+    /// The client's `a=setup` value (`active`: the client is the DTLS client).
+    pub remote_setup: &'static str,
+    /// `sha-256 AB:CD:…` of the client, once connected.
+    pub remote_fingerprint: Option<String>,
+    pub ice_state: IceState,
+    pub dtls_state: DtlsState,
+    pub sctp_state: Option<SctpState>,
+    pub selected_remote: Option<SocketAddr>,
+    /// When str0m next wants `handle_input(Timeout)`.
+    pub next_timeout: Option<Instant>,
+    pub medias: Vec<MediaLine>,
+    pub next_mid: u32,
+    /// Producer numbering to hand to str0m once DTLS has started.
+    pub offer_pending: bool,
+    pub producers: Vec<Key>,
+    pub consumers: Vec<Key>,
+    pub producer_by_mid: HashMap<Mid, Key>,
+    pub consumer_by_mid: HashMap<Mid, Key>,
+    /// SSRC of an incoming stream → (producer, layer).
+    pub rx_ssrc: HashMap<u32, (Key, usize)>,
+    pub available_bitrate: Option<u64>,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub packets_received: u64,
+    pub packets_sent: u64,
+}
+
+impl TransportState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        router_id: String,
+        caps: &RtpCapabilities,
+        cert: &DtlsCert,
+        local_addr: SocketAddr,
+        announced_ip: std::net::IpAddr,
+        options: &WebRtcTransportOptions,
+        now: Instant,
+    ) -> Result<(TransportState, TransportCreated), MediaError> {
+        let creds = IceCreds::new();
+        let mut config = numbering::rtc_config_for_router(caps)
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_local_ice_credentials(creds.clone())
+            .set_dtls_cert(cert.clone())
+            .set_sctp_max_message_size(options.max_sctp_message_size)
+            .set_stats_interval(Some(Duration::from_secs(1)));
+        if options.enable_bwe {
+            config = config.enable_bwe(Some(Bitrate::bps(
+                options.initial_available_outgoing_bitrate,
+            )));
+        }
+        let mut rtc = config.build(now);
+        let candidate =
+            Candidate::host(local_addr, "udp").map_err(|e| MediaError::Rtc(e.to_string()))?;
+        let priority = candidate.prio();
+        rtc.add_local_candidate(candidate);
+        let fingerprint = rtc.direct_api().local_dtls_fingerprint().clone();
+
+        let ice_parameters = IceParameters {
+            username_fragment: creds.ufrag.clone(),
+            password: creds.pass.clone(),
+            ice_lite: Some(true),
+        };
+        let ip = announced_ip.to_string();
+        let ice_candidates = vec![IceCandidate {
+            foundation: "udpcandidate".into(),
+            priority,
+            ip: Some(ip.clone()),
+            address: ip,
+            protocol: Protocol::Udp,
+            port: local_addr.port(),
+            r#type: IceCandidateType::Host,
+            tcp_type: None,
+        }];
+        let dtls_parameters = DtlsParameters {
+            role: Some(DtlsRole::Auto),
+            fingerprints: vec![fingerprint_to_ortc(&fingerprint)],
+        };
+        let sctp_parameters = options.enable_sctp.then_some(SctpParameters {
+            port: SCTP_PORT,
+            os: options.num_sctp_streams.os,
+            mis: options.num_sctp_streams.mis,
+            max_message_size: options.max_sctp_message_size,
+        });
+        let state = TransportState {
+            id: id.clone(),
+            router_id,
+            rtc,
+            events: options.events.clone(),
+            local_addr,
+            local_ufrag: creds.ufrag,
+            remote_ufrag: None,
+            enable_sctp: options.enable_sctp,
+            dtls_started: false,
+            remote_setup: "active",
+            remote_fingerprint: None,
+            ice_state: IceState::New,
+            dtls_state: DtlsState::New,
+            sctp_state: options.enable_sctp.then_some(SctpState::New),
+            selected_remote: None,
+            next_timeout: None,
+            medias: Vec::new(),
+            next_mid: 0,
+            offer_pending: false,
+            producers: Vec::new(),
+            consumers: Vec::new(),
+            producer_by_mid: HashMap::new(),
+            consumer_by_mid: HashMap::new(),
+            rx_ssrc: HashMap::new(),
+            available_bitrate: options
+                .enable_bwe
+                .then_some(options.initial_available_outgoing_bitrate),
+            bytes_received: 0,
+            bytes_sent: 0,
+            packets_received: 0,
+            packets_sent: 0,
+        };
+        let created = TransportCreated {
+            id,
+            ice_parameters,
+            ice_candidates,
+            dtls_parameters,
+            sctp_parameters,
+        };
+        Ok((state, created))
+    }
+
+    pub fn emit(&self, event: MediaEvent) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+
+    /// Installs the client's fingerprint and starts DTLS in the role the client left us.
+    pub fn connect(&mut self, params: &DtlsParameters) -> Result<(), MediaError> {
+        if self.dtls_started {
+            return Err(MediaError::AlreadyConnected(self.id.clone()));
+        }
+        let fingerprint = params
+            .fingerprints
+            .iter()
+            .find(|f| f.algorithm.eq_ignore_ascii_case("sha-256"))
+            .ok_or_else(|| {
+                MediaError::InvalidDtlsParameters("no sha-256 fingerprint".to_owned())
+            })?;
+        let text = format!("sha-256 {}", fingerprint.value.trim());
+        let parsed: Fingerprint = text
+            .parse()
+            .map_err(|e: String| MediaError::InvalidDtlsParameters(e))?;
+        if parsed.bytes.len() != 32 {
+            return Err(MediaError::InvalidDtlsParameters(format!(
+                "a sha-256 fingerprint has 32 bytes, not {}",
+                parsed.bytes.len()
+            )));
+        }
+        // The client says which role it takes; we take the other. "auto" from a client (not
+        // something mediasoup-client sends) leaves us the server, as our own "auto" implies.
+        let active = matches!(params.role, Some(DtlsRole::Server));
+        let mut api = self.rtc.direct_api();
+        api.set_remote_fingerprint(parsed);
+        api.start_dtls(active)
+            .map_err(|e| MediaError::Rtc(e.to_string()))?;
+        if self.enable_sctp {
+            api.start_sctp(active);
+        }
+        self.dtls_started = true;
+        self.remote_setup = if active { "passive" } else { "active" };
+        self.remote_fingerprint = Some(text);
+        self.dtls_state = DtlsState::Connecting;
+        if self.enable_sctp {
+            self.sctp_state = Some(SctpState::Connecting);
+        }
+        Ok(())
+    }
+
+    /// New local ICE credentials. The caller updates the demux with the returned old ufrag.
+    pub fn restart_ice(&mut self) -> (IceParameters, String) {
+        let creds = IceCreds::new();
+        self.rtc
+            .direct_api()
+            .set_local_ice_credentials(creds.clone());
+        let old = std::mem::replace(&mut self.local_ufrag, creds.ufrag.clone());
+        (
+            IceParameters {
+                username_fragment: creds.ufrag,
+                password: creds.pass,
+                ice_lite: Some(true),
+            },
+            old,
+        )
+    }
+
+    /// Learns the client's ufrag from a STUN USERNAME (`local:remote`) and installs it.
+    pub fn learn_remote_ufrag(&mut self, remote: &str) {
+        if self.remote_ufrag.as_deref() == Some(remote) {
+            return;
+        }
+        self.remote_ufrag = Some(remote.to_owned());
+        self.rtc.direct_api().set_remote_ice_credentials(IceCreds {
+            ufrag: remote.to_owned(),
+            pass: REMOTE_ICE_PASSWORD.to_owned(),
+        });
+    }
+
+    pub fn set_ice_state(&mut self, state: IceConnectionState) -> Option<IceState> {
+        let state = IceState::from_str0m(state);
+        (state != self.ice_state).then(|| {
+            self.ice_state = state;
+            state
+        })
+    }
+
+    /// A fresh mid for a consumer's media line.
+    pub fn allocate_mid(&mut self) -> String {
+        loop {
+            let mid = self.next_mid.to_string();
+            self.next_mid += 1;
+            if !self.medias.iter().any(|m| m.mid == mid) {
+                return mid;
+            }
+        }
+    }
+
+    /// Describes all media lines to str0m as the client's offer, so str0m reads every producer in
+    /// the client's numbering. Deferred until DTLS has started (no media can arrive before).
+    pub fn apply_offer(&mut self) -> Result<(), MediaError> {
+        if !self.dtls_started {
+            self.offer_pending = true;
+            return Ok(());
+        }
+        self.offer_pending = false;
+        if !self
+            .medias
+            .iter()
+            .any(|m| matches!(m.owner, MediaOwner::Producer(_)))
+        {
+            return Ok(());
+        }
+        let ufrag = self.remote_ufrag.clone().unwrap_or_else(|| "pending".into());
+        let fingerprint = self.remote_fingerprint.clone().unwrap_or_default();
+        let offered: Vec<OfferedMedia> = self
+            .medias
+            .iter()
+            .map(|m| OfferedMedia {
+                mid: m.mid.clone(),
+                kind: m.kind,
+                rtp_parameters: m.rtp_parameters.clone(),
+                active: m.active,
+                receiving: matches!(m.owner, MediaOwner::Consumer(_)),
+            })
+            .collect();
+        let sdp = numbering::producer_offer(
+            &OfferSession {
+                ice_ufrag: &ufrag,
+                ice_pwd: REMOTE_ICE_PASSWORD,
+                fingerprint: &fingerprint,
+                setup: self.remote_setup,
+            },
+            &offered,
+        );
+        if self.remote_ufrag.is_none() {
+            // The offer installs these remote credentials; keep ours in step.
+            self.rtc.direct_api().set_remote_ice_credentials(IceCreds {
+                ufrag: ufrag.clone(),
+                pass: REMOTE_ICE_PASSWORD.to_owned(),
+            });
+        }
+        let offer = SdpOffer::from_sdp_string(&sdp)
+            .map_err(|e| MediaError::Numbering(format!("bad media description: {e}")))?;
+        self.rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| MediaError::Numbering(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Makes a consumer's parameters use this transport's numbering (the router's, unless the
+    /// client's producers remapped it) and declares its media line and send stream.
+    pub fn declare_consumer_media(
+        &mut self,
+        mid: &str,
+        kind: MediaKind,
+        params: &mut RtpParameters,
+    ) -> Result<DeclaredConsumer, MediaError> {
+        let mid_id = Mid::from(mid);
+        let str0m_kind = match kind {
+            MediaKind::Audio => str0m::media::MediaKind::Audio,
+            MediaKind::Video => str0m::media::MediaKind::Video,
+        };
+        let mut api = self.rtc.direct_api();
+        api.declare_media(mid_id, str0m_kind);
+        let exts = self
+            .rtc
+            .media(mid_id)
+            .map(|m| m.remote_extmap().clone())
+            .unwrap_or_else(str0m::rtp::ExtensionMap::empty);
+        params.header_extensions.retain_mut(|h| {
+            match numbering::extension_from_uri(&h.uri).and_then(|e| exts.id_of(e)) {
+                Some(id) => {
+                    h.id = id;
+                    true
+                }
+                None => false,
+            }
+        });
+        let table = self.rtc.codec_config().params().to_vec();
+        let mut renumbered = Vec::with_capacity(params.codecs.len());
+        for codec in &params.codecs {
+            if codec.mime_type.to_ascii_lowercase().ends_with("/rtx") {
+                continue;
+            }
+            let Some(c) = numbering::codec_from_mime(&codec.mime_type) else {
+                continue;
+            };
+            let found = table
+                .iter()
+                .find(|p| *p.pt() == codec.payload_type && p.spec().codec == c)
+                .or_else(|| table.iter().find(|p| p.spec().codec == c));
+            let Some(p) = found else { continue };
+            renumbered.push((codec.payload_type, *p.pt(), p.resend().map(|r| *r)));
+        }
+        if renumbered.is_empty() {
+            return Err(MediaError::CannotConsume(
+                "no codec of the consumer can be sent on this transport".into(),
+            ));
+        }
+        let mut codecs = Vec::new();
+        for codec in &params.codecs {
+            let is_rtx = codec.mime_type.to_ascii_lowercase().ends_with("/rtx");
+            if is_rtx {
+                let apt = codec
+                    .parameters
+                    .get("apt")
+                    .and_then(sluice_ortc::ParameterValue::as_i64);
+                if let Some((_, new_pt, Some(rtx))) = renumbered
+                    .iter()
+                    .find(|(old, _, _)| Some(i64::from(*old)) == apt)
+                {
+                    let mut c = codec.clone();
+                    c.payload_type = *rtx;
+                    c.parameters.insert(
+                        "apt".into(),
+                        sluice_ortc::ParameterValue::Int(i64::from(*new_pt)),
+                    );
+                    codecs.push(c);
+                }
+            } else if let Some((_, new_pt, _)) = renumbered
+                .iter()
+                .find(|(old, _, _)| *old == codec.payload_type)
+            {
+                let mut c = codec.clone();
+                c.payload_type = *new_pt;
+                codecs.push(c);
+            }
+        }
+        params.codecs = codecs;
+        let has_rtx = params
+            .codecs
+            .iter()
+            .any(|c| c.mime_type.to_ascii_lowercase().ends_with("/rtx"));
+        let encoding = params
+            .encodings
+            .first_mut()
+            .ok_or_else(|| MediaError::CannotConsume("no encoding".into()))?;
+        let ssrc = encoding
+            .ssrc
+            .ok_or_else(|| MediaError::CannotConsume("no SSRC".into()))?;
+        if !has_rtx {
+            encoding.rtx = None;
+        }
+        let rtx = encoding.rtx.map(|r| r.ssrc);
+        let mut api = self.rtc.direct_api();
+        api.declare_stream_tx(ssrc.into(), rtx.map(Into::into), mid_id, None);
+        Ok(DeclaredConsumer {
+            ssrc,
+            rtx,
+            payload_types: renumbered
+                .iter()
+                .map(|(router_pt, sent_pt, _)| (*router_pt, Pt::from(*sent_pt)))
+                .collect(),
+        })
+    }
+
+    pub fn stats(&self, timestamp: u64) -> TransportStat {
+        TransportStat {
+            kind: "webrtc-transport",
+            transport_id: self.id.clone(),
+            timestamp,
+            ice_role: "controlled",
+            ice_state: self.ice_state,
+            dtls_state: self.dtls_state,
+            sctp_state: self.sctp_state,
+            ice_selected_tuple: self.selected_remote.map(|a| a.to_string()),
+            bytes_received: self.bytes_received,
+            bytes_sent: self.bytes_sent,
+            packets_received: self.packets_received,
+            packets_sent: self.packets_sent,
+            available_outgoing_bitrate: self.available_bitrate,
+        }
+    }
+}
+
+/// `sha-256 AB:CD:…` → `{algorithm: "sha-256", value: "AB:CD:…"}`.
+fn fingerprint_to_ortc(f: &Fingerprint) -> DtlsFingerprint {
+    let value = f
+        .bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    DtlsFingerprint {
+        algorithm: f.hash_func.clone(),
+        value,
+    }
+}
