@@ -1,7 +1,22 @@
-//! Rust client SDK for sluice. It speaks the same protocol as the server (`sluice-protocol`) and
-//! never depends on the server crate.
+//! Rust client SDK for sluice: bots, load tests, native clients and game servers. It speaks the
+//! same protocol as the server (`sluice-protocol`) and never depends on the server crate.
 //!
-//! Not built yet: the media-plane issue adds the str0m transport half, the signaling issue the
-//! WebSocket half. Until then it only re-exports the protocol it will speak.
+//! - [`transport`]: [`ClientTransport`], the client side of a WebRTC transport on str0m, with
+//!   synthetic producers ([`SourceConfig`]) and consumers.
+//! - [`media`]: synthetic VP8 and audio payloads carrying a [`Stamp`](media::Stamp) for
+//!   integrity and latency checks.
+//! - [`numbering`]: how a client numbers what it sends (Chromium's, aiortc's, a router's).
+//! - [`relay`]: a UDP relay that drops packets, for loss tests.
 
+pub mod media;
+pub mod numbering;
+pub mod relay;
+pub mod transport;
+
+pub use numbering::ClientNumbering;
+pub use relay::LossyRelay;
 pub use sluice_protocol as protocol;
+pub use transport::{
+    ClientError, ClientProducer, ClientStats, ClientTransport, ClientTransportOptions,
+    ConnectionState, ReceivedRtp, ServerTransportInfo, SourceConfig,
+};

@@ -1,0 +1,878 @@
+//! `ClientTransport`: the client side of one WebRTC transport, on str0m (full ICE, controlling;
+//! DTLS client), with its own UDP socket and a task that drives it.
+//!
+//! It produces synthetic media ([`crate::media`]): VP8 with keyframes (periodic and on request),
+//! picture ids, temporal layers and rid-based simulcast, and opus-sized audio; and it consumes
+//! what the server sends, handing each packet to the consumer's channel.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_media::ortc::{
+    DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate, IceParameters, MediaKind,
+    RtpEncodingParameters, RtpParameters, SctpParameters,
+};
+use str0m::change::DirectApi;
+use str0m::config::Fingerprint;
+use str0m::media::{KeyframeRequestKind, Mid, Pt, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::media::{self, Stamp, Vp8Fields};
+use crate::numbering::{ClientNumbering, rid_encoding, ssrc_encoding};
+
+/// Why a client transport call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot bind UDP: {0}")]
+    Bind(String),
+    #[error("the server's transport parameters are unusable: {0}")]
+    BadServerParameters(String),
+    #[error("the numbering has no {0} codec")]
+    NoCodec(MediaKind),
+    #[error("bad consumer parameters: {0}")]
+    BadConsumerParameters(String),
+    #[error("no producer with mid {0}")]
+    UnknownProducer(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("the transport is closed")]
+    Closed,
+}
+
+/// The server transport's parameters (the `createWebRtcTransport` response).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerTransportInfo {
+    pub ice_parameters: IceParameters,
+    pub ice_candidates: Vec<IceCandidate>,
+    pub dtls_parameters: DtlsParameters,
+    pub sctp_parameters: Option<SctpParameters>,
+}
+
+impl From<&sluice_media::WebRtcTransport> for ServerTransportInfo {
+    fn from(t: &sluice_media::WebRtcTransport) -> Self {
+        ServerTransportInfo {
+            ice_parameters: t.ice_parameters().clone(),
+            ice_candidates: t.ice_candidates().to_vec(),
+            dtls_parameters: t.dtls_parameters().clone(),
+            sctp_parameters: t.sctp_parameters().cloned(),
+        }
+    }
+}
+
+/// Options of a client transport.
+#[derive(Debug, Clone)]
+pub struct ClientTransportOptions {
+    /// Numbering of what this transport sends, and of what it can receive.
+    pub numbering: ClientNumbering,
+    /// Send to this address instead of the server's candidate (a loss relay in tests).
+    pub remote_override: Option<SocketAddr>,
+    pub bind_ip: IpAddr,
+    pub enable_sctp: bool,
+}
+
+impl ClientTransportOptions {
+    pub fn new(numbering: ClientNumbering) -> Self {
+        ClientTransportOptions {
+            numbering,
+            remote_override: None,
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            enable_sctp: true,
+        }
+    }
+}
+
+/// What a synthetic producer sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    /// VP8 at `fps`; per layer, packets per frame (one entry without simulcast).
+    Video {
+        fps: u32,
+        packets_per_frame: Vec<usize>,
+        payload_size: usize,
+        /// A keyframe every this many frames (and whenever one is requested).
+        keyframe_interval: u32,
+        /// Temporal layers per frame pattern (1: none; 2 or 3: L1T2/L1T3 patterns).
+        temporal_layers: u8,
+        /// Rids for simulcast; empty: one SSRC-based encoding.
+        rids: Vec<String>,
+    },
+    /// Opus-sized audio, one packet every 20 ms.
+    Audio { payload_size: usize },
+}
+
+impl SourceConfig {
+    /// ≈100 packets/s of 1200 bytes: 30 fps, 3 packets per frame (plus 10 % keyframe bursts).
+    pub fn video() -> Self {
+        SourceConfig::Video {
+            fps: 30,
+            packets_per_frame: vec![3],
+            payload_size: 1200,
+            keyframe_interval: 300,
+            temporal_layers: 1,
+            rids: vec![],
+        }
+    }
+
+    /// Three rid-based simulcast layers (r0, r1, r2) with three temporal layers.
+    pub fn simulcast_video() -> Self {
+        SourceConfig::Video {
+            fps: 30,
+            packets_per_frame: vec![1, 2, 4],
+            payload_size: 1000,
+            keyframe_interval: 300,
+            temporal_layers: 3,
+            rids: vec!["r0".into(), "r1".into(), "r2".into()],
+        }
+    }
+
+    pub fn audio() -> Self {
+        SourceConfig::Audio { payload_size: 100 }
+    }
+
+    fn kind(&self) -> MediaKind {
+        match self {
+            SourceConfig::Video { .. } => MediaKind::Video,
+            SourceConfig::Audio { .. } => MediaKind::Audio,
+        }
+    }
+}
+
+/// A producer the client declared: send its parameters with `produce`.
+#[derive(Debug, Clone)]
+pub struct ClientProducer {
+    pub mid: String,
+    pub kind: MediaKind,
+    pub rtp_parameters: RtpParameters,
+}
+
+/// One RTP packet received on a consumer.
+#[derive(Debug, Clone)]
+pub struct ReceivedRtp {
+    pub ssrc: u32,
+    pub payload_type: u8,
+    /// Extended sequence number.
+    pub seq: u64,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Arc<[u8]>,
+    pub audio_level: Option<i8>,
+    pub received_us: u64,
+}
+
+/// Counters of a client transport.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    pub rtp_sent: u64,
+    pub rtp_received: u64,
+    /// Keyframe requests (PLI/FIR) the server sent us, per producer mid.
+    pub keyframe_requests: HashMap<String, u64>,
+    /// Keyframes sent, per producer mid.
+    pub keyframes_sent: HashMap<String, u64>,
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+}
+
+/// Connection progress of a client transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionState {
+    pub ice_connected: bool,
+    pub dtls_connected: bool,
+    pub closed: bool,
+}
+
+enum Cmd {
+    Start,
+    Produce {
+        source: SourceConfig,
+        paused: bool,
+        reply: oneshot::Sender<Result<ClientProducer, ClientError>>,
+    },
+    Consume {
+        params: RtpParameters,
+        reply: oneshot::Sender<Result<mpsc::UnboundedReceiver<ReceivedRtp>, ClientError>>,
+    },
+    RequestKeyframe {
+        mid: String,
+    },
+    SetSending {
+        mid: String,
+        sending: bool,
+    },
+    SetLayerActive {
+        mid: String,
+        layer: usize,
+        active: bool,
+    },
+    Stats {
+        reply: oneshot::Sender<ClientStats>,
+    },
+    Close,
+}
+
+/// The client side of one WebRTC transport.
+#[derive(Clone)]
+pub struct ClientTransport {
+    commands: mpsc::UnboundedSender<Cmd>,
+    local_addr: SocketAddr,
+    dtls_parameters: DtlsParameters,
+    state: watch::Receiver<ConnectionState>,
+}
+
+impl std::fmt::Debug for ClientTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTransport")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+impl ClientTransport {
+    /// Binds a socket and prepares ICE and DTLS toward `server`; nothing is sent before
+    /// [`start`](Self::start) (give the server our [`dtls_parameters`](Self::dtls_parameters) first).
+    pub async fn new(
+        server: &ServerTransportInfo,
+        options: ClientTransportOptions,
+    ) -> Result<ClientTransport, ClientError> {
+        let socket = UdpSocket::bind(SocketAddr::new(options.bind_ip, 0))
+            .await
+            .map_err(|e| ClientError::Bind(e.to_string()))?;
+        let local_addr = socket
+            .local_addr()
+            .map_err(|e| ClientError::Bind(e.to_string()))?;
+        let remote = match options.remote_override {
+            Some(addr) => addr,
+            None => {
+                let c = server
+                    .ice_candidates
+                    .iter()
+                    .find(|c| c.protocol == sluice_media::ortc::Protocol::Udp)
+                    .ok_or_else(|| ClientError::BadServerParameters("no UDP candidate".into()))?;
+                let ip: IpAddr = c.address.parse().map_err(|_| {
+                    ClientError::BadServerParameters(format!("bad address {}", c.address))
+                })?;
+                SocketAddr::new(ip, c.port)
+            }
+        };
+        let fp = server
+            .dtls_parameters
+            .fingerprints
+            .iter()
+            .find(|f| f.algorithm.eq_ignore_ascii_case("sha-256"))
+            .ok_or_else(|| ClientError::BadServerParameters("no sha-256 fingerprint".into()))?;
+        let fingerprint: Fingerprint = format!("sha-256 {}", fp.value)
+            .parse()
+            .map_err(|e: String| ClientError::BadServerParameters(e))?;
+
+        let now = Instant::now();
+        let mut rtc = sluice_media::numbering::rtc_config_for_router(options.numbering.capabilities())
+            .set_rtp_mode(true)
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .build(now);
+        let local = Candidate::host(local_addr, "udp")
+            .map_err(|e| ClientError::Bind(e.to_string()))?;
+        rtc.add_local_candidate(local);
+        let remote_candidate = Candidate::host(remote, "udp")
+            .map_err(|e| ClientError::BadServerParameters(e.to_string()))?;
+        rtc.add_remote_candidate(remote_candidate);
+        let mut api = rtc.direct_api();
+        api.set_remote_fingerprint(fingerprint);
+        api.set_remote_ice_credentials(IceCreds {
+            ufrag: server.ice_parameters.username_fragment.clone(),
+            pass: server.ice_parameters.password.clone(),
+        });
+        api.set_ice_controlling(true);
+        let local_fp = api.local_dtls_fingerprint().clone();
+        let dtls_parameters = DtlsParameters {
+            role: Some(DtlsRole::Client),
+            fingerprints: vec![DtlsFingerprint {
+                algorithm: local_fp.hash_func.clone(),
+                value: local_fp
+                    .bytes
+                    .iter()
+                    .map(|b| format!("{b:02X}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            }],
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (state_tx, state_rx) = watch::channel(ConnectionState::default());
+        let driver = Driver {
+            rtc,
+            socket,
+            local_addr,
+            numbering: options.numbering,
+            enable_sctp: options.enable_sctp,
+            sources: Vec::new(),
+            receivers: HashMap::new(),
+            stats: ClientStats::default(),
+            state: state_tx,
+            next_mid: 0,
+            next_ssrc: rand::random::<u32>() % 1_000_000_000 + 1_000_000,
+            cname: format!("sluice-client-{}", rand::random::<u32>()),
+        };
+        tokio::spawn(driver.run(rx));
+        Ok(ClientTransport {
+            commands: tx,
+            local_addr,
+            dtls_parameters,
+            state: state_rx,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `{role: "client", fingerprints}` for `connectWebRtcTransport`.
+    pub fn dtls_parameters(&self) -> &DtlsParameters {
+        &self.dtls_parameters
+    }
+
+    /// Starts ICE, DTLS and (if enabled) SCTP.
+    pub fn start(&self) {
+        let _ = self.commands.send(Cmd::Start);
+    }
+
+    /// Waits until DTLS is connected.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
+        let mut state = self.state.clone();
+        tokio::time::timeout(timeout, state.wait_for(|s| s.dtls_connected || s.closed))
+            .await
+            .map_err(|_| ClientError::Timeout("DTLS"))?
+            .map_err(|_| ClientError::Closed)
+            .and_then(|s| if s.closed { Err(ClientError::Closed) } else { Ok(()) })
+    }
+
+    pub fn connection_state(&self) -> ConnectionState {
+        *self.state.borrow()
+    }
+
+    async fn ask<T>(&self, f: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(f(tx)).map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Declares a synthetic producer; it sends once started and not paused.
+    pub async fn produce(
+        &self,
+        source: SourceConfig,
+        paused: bool,
+    ) -> Result<ClientProducer, ClientError> {
+        self.ask(|reply| Cmd::Produce {
+            source,
+            paused,
+            reply,
+        })
+        .await?
+    }
+
+    /// Receives a consumer with these (server-given) parameters.
+    pub async fn consume(
+        &self,
+        params: RtpParameters,
+    ) -> Result<mpsc::UnboundedReceiver<ReceivedRtp>, ClientError> {
+        self.ask(|reply| Cmd::Consume { params, reply }).await?
+    }
+
+    /// Sends a PLI for the consumer with this mid.
+    pub fn request_keyframe(&self, mid: &str) {
+        let _ = self.commands.send(Cmd::RequestKeyframe { mid: mid.into() });
+    }
+
+    /// Stops or restarts a producer's packets (what a browser does on pause).
+    pub fn set_sending(&self, mid: &str, sending: bool) {
+        let _ = self.commands.send(Cmd::SetSending {
+            mid: mid.into(),
+            sending,
+        });
+    }
+
+    /// Stops or restarts one simulcast layer (as Chromium drops its top layer under load).
+    pub fn set_layer_active(&self, mid: &str, layer: usize, active: bool) {
+        let _ = self.commands.send(Cmd::SetLayerActive {
+            mid: mid.into(),
+            layer,
+            active,
+        });
+    }
+
+    pub async fn stats(&self) -> Result<ClientStats, ClientError> {
+        self.ask(|reply| Cmd::Stats { reply }).await
+    }
+
+    pub fn close(&self) {
+        let _ = self.commands.send(Cmd::Close);
+    }
+}
+
+struct SourceLayer {
+    ssrc: Ssrc,
+    rid: Option<Rid>,
+    active: bool,
+    frame: u32,
+    picture_id: u16,
+    tl0: u8,
+    force_keyframe: bool,
+    seq: u64,
+}
+
+struct Source {
+    mid: Mid,
+    mid_text: String,
+    pt: Pt,
+    config: SourceConfig,
+    layers: Vec<SourceLayer>,
+    sending: bool,
+    next_at: Option<Instant>,
+    interval: Duration,
+}
+
+struct Driver {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    numbering: ClientNumbering,
+    enable_sctp: bool,
+    sources: Vec<Source>,
+    receivers: HashMap<u32, mpsc::UnboundedSender<ReceivedRtp>>,
+    stats: ClientStats,
+    state: watch::Sender<ConnectionState>,
+    next_mid: u32,
+    next_ssrc: u32,
+    cname: String,
+}
+
+impl Driver {
+    fn ssrc(&mut self) -> u32 {
+        self.next_ssrc = self.next_ssrc.wrapping_add(2).max(2);
+        self.next_ssrc
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Cmd>) {
+        let mut buf = vec![0u8; 2048];
+        let mut rtc_deadline = Instant::now();
+        loop {
+            let now = Instant::now();
+            let source_deadline = self.sources.iter().filter_map(|s| s.next_at).min();
+            let deadline = source_deadline.map_or(rtc_deadline, |d| d.min(rtc_deadline));
+            let wait = deadline.saturating_duration_since(now);
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    None | Some(Cmd::Close) => break,
+                    Some(command) => self.command(command),
+                },
+                received = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = received {
+                        self.stats.datagrams_in += 1;
+                        if let Ok(r) = Receive::new(Protocol::Udp, from, self.local_addr, &buf[..n]) {
+                            let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
+                            if let Some(d) = self.drain() { rtc_deadline = d; } else { break; }
+                        }
+                    }
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+            let now = Instant::now();
+            if now >= rtc_deadline {
+                let _ = self.rtc.handle_input(Input::Timeout(now));
+            }
+            self.send_due(now);
+            match self.drain() {
+                Some(d) => rtc_deadline = d,
+                None => break,
+            }
+        }
+        self.state.send_modify(|s| s.closed = true);
+    }
+
+    fn command(&mut self, command: Cmd) {
+        match command {
+            Cmd::Start => {
+                let mut api = self.rtc.direct_api();
+                let _ = api.start_dtls(true);
+                if self.enable_sctp {
+                    api.start_sctp(true);
+                }
+                let now = Instant::now();
+                for s in &mut self.sources {
+                    if s.sending {
+                        s.next_at = Some(now);
+                    }
+                }
+            }
+            Cmd::Produce {
+                source,
+                paused,
+                reply,
+            } => {
+                let _ = reply.send(self.produce(source, paused));
+            }
+            Cmd::Consume { params, reply } => {
+                let _ = reply.send(self.consume(params));
+            }
+            Cmd::RequestKeyframe { mid } => {
+                let mid = Mid::from(mid.as_str());
+                let mut api = self.rtc.direct_api();
+                if let Some(s) = api.stream_rx_by_mid(mid, None) {
+                    s.request_keyframe(KeyframeRequestKind::Pli);
+                }
+            }
+            Cmd::SetSending { mid, sending } => {
+                let now = Instant::now();
+                if let Some(s) = self.sources.iter_mut().find(|s| s.mid_text == mid) {
+                    s.sending = sending;
+                    s.next_at = sending.then_some(now);
+                    if sending {
+                        for l in &mut s.layers {
+                            l.force_keyframe = true;
+                        }
+                    }
+                }
+            }
+            Cmd::SetLayerActive { mid, layer, active } => {
+                if let Some(s) = self.sources.iter_mut().find(|s| s.mid_text == mid)
+                    && let Some(l) = s.layers.get_mut(layer)
+                {
+                    l.active = active;
+                    l.force_keyframe |= active;
+                }
+            }
+            Cmd::Stats { reply } => {
+                let _ = reply.send(self.stats.clone());
+            }
+            Cmd::Close => {}
+        }
+    }
+
+    fn produce(&mut self, config: SourceConfig, paused: bool) -> Result<ClientProducer, ClientError> {
+        let kind = config.kind();
+        let mid_text = format!("c{}", self.next_mid);
+        self.next_mid += 1;
+        let mid = Mid::from(mid_text.as_str());
+        let main_pt = self
+            .numbering
+            .capabilities()
+            .codecs
+            .iter()
+            .find(|c| c.kind == kind && !c.mime_type.to_ascii_lowercase().ends_with("/rtx"))
+            .and_then(|c| c.preferred_payload_type)
+            .ok_or(ClientError::NoCodec(kind))?;
+        let has_rtx = kind == MediaKind::Video && self.numbering.rtx_for(main_pt).is_some();
+        let rids: Vec<String> = match &config {
+            SourceConfig::Video { rids, .. } => rids.clone(),
+            SourceConfig::Audio { .. } => vec![],
+        };
+        let temporal = match &config {
+            SourceConfig::Video {
+                temporal_layers, ..
+            } => *temporal_layers,
+            SourceConfig::Audio { .. } => 1,
+        };
+        let str0m_kind = match kind {
+            MediaKind::Audio => str0m::media::MediaKind::Audio,
+            MediaKind::Video => str0m::media::MediaKind::Video,
+        };
+        let mut layers = Vec::new();
+        let mut encodings: Vec<RtpEncodingParameters> = Vec::new();
+        let layer_count = rids.len().max(1);
+        let mut ssrcs = Vec::new();
+        for _ in 0..layer_count {
+            let ssrc = self.ssrc();
+            let rtx = has_rtx.then(|| ssrc + 1);
+            ssrcs.push((ssrc, rtx));
+        }
+        let mut api: DirectApi<'_> = self.rtc.direct_api();
+        api.declare_media(mid, str0m_kind);
+        for (i, (ssrc, rtx)) in ssrcs.into_iter().enumerate() {
+            let rid = rids.get(i).map(|r| Rid::from(r.as_str()));
+            api.declare_stream_tx(ssrc.into(), rtx.map(Into::into), mid, rid);
+            layers.push(SourceLayer {
+                ssrc: ssrc.into(),
+                rid,
+                active: true,
+                frame: 0,
+                picture_id: rand::random::<u16>() & 0x7fff,
+                tl0: rand::random(),
+                force_keyframe: true,
+                seq: u64::from(rand::random::<u16>() & 0x3fff) + 1,
+            });
+            encodings.push(match rids.get(i) {
+                Some(rid) => rid_encoding(rid, &format!("L1T{temporal}")),
+                None => {
+                    let mut e = ssrc_encoding(ssrc, rtx);
+                    if temporal > 1 {
+                        e.scalability_mode = Some(format!("L1T{temporal}"));
+                    }
+                    e
+                }
+            });
+        }
+        let rtp_parameters = self
+            .numbering
+            .producer_parameters(kind, &mid_text, encodings, &self.cname)
+            .ok_or(ClientError::NoCodec(kind))?;
+        let interval = match &config {
+            SourceConfig::Video { fps, .. } => Duration::from_micros(1_000_000 / u64::from((*fps).max(1))),
+            SourceConfig::Audio { .. } => Duration::from_millis(20),
+        };
+        let started = self.state.borrow().dtls_connected || self.rtc.is_connected();
+        self.sources.push(Source {
+            mid,
+            mid_text: mid_text.clone(),
+            pt: main_pt.into(),
+            config,
+            layers,
+            sending: !paused,
+            next_at: (!paused && started).then(Instant::now),
+            interval,
+        });
+        Ok(ClientProducer {
+            mid: mid_text,
+            kind,
+            rtp_parameters,
+        })
+    }
+
+    fn consume(
+        &mut self,
+        params: RtpParameters,
+    ) -> Result<mpsc::UnboundedReceiver<ReceivedRtp>, ClientError> {
+        let mid_text = params
+            .mid
+            .clone()
+            .ok_or_else(|| ClientError::BadConsumerParameters("no mid".into()))?;
+        let mid = Mid::from(mid_text.as_str());
+        let encoding = params
+            .encodings
+            .first()
+            .ok_or_else(|| ClientError::BadConsumerParameters("no encoding".into()))?;
+        let ssrc = encoding
+            .ssrc
+            .ok_or_else(|| ClientError::BadConsumerParameters("no ssrc".into()))?;
+        let rtx = encoding.rtx.map(|r| r.ssrc);
+        let kind = if params
+            .codecs
+            .first()
+            .is_some_and(|c| c.mime_type.to_ascii_lowercase().starts_with("audio/"))
+        {
+            str0m::media::MediaKind::Audio
+        } else {
+            str0m::media::MediaKind::Video
+        };
+        let mut api = self.rtc.direct_api();
+        api.declare_media(mid, kind);
+        let stream = api.expect_stream_rx(ssrc.into(), rtx.map(Into::into), mid, None);
+        if kind == str0m::media::MediaKind::Audio {
+            stream.suppress_nack(true);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.receivers.insert(ssrc, tx);
+        Ok(rx)
+    }
+
+    /// Sends every source's due frames.
+    fn send_due(&mut self, now: Instant) {
+        let connected = self.state.borrow().dtls_connected;
+        if !connected {
+            return;
+        }
+        for i in 0..self.sources.len() {
+            while let Some(at) = self.sources[i].next_at {
+                if at > now {
+                    break;
+                }
+                self.send_frame(i, now);
+                let s = &mut self.sources[i];
+                let next = at + s.interval;
+                // Do not burst to catch up after a stall.
+                s.next_at = Some(if next + s.interval < now { now + s.interval } else { next });
+            }
+        }
+    }
+
+    fn send_frame(&mut self, index: usize, now: Instant) {
+        let sent_us = media::now_us();
+        let mut api = self.rtc.direct_api();
+        let s = &mut self.sources[index];
+        if !s.sending {
+            return;
+        }
+        match s.config.clone() {
+            SourceConfig::Audio { payload_size } => {
+                let l = &mut s.layers[0];
+                let stamp = Stamp {
+                    layer: 0,
+                    frame: l.frame,
+                    index: 0,
+                    count: 1,
+                    sent_us,
+                };
+                let payload = media::audio_payload(stamp, payload_size);
+                let ts = l.frame.wrapping_mul(960);
+                if let Some(stream) = api.stream_tx(&l.ssrc) {
+                    stream.write_rtp(
+                        RtpWrite::new(s.pt, l.seq.into(), ts, now, payload)
+                            .marker(l.frame == 0)
+                            .ext_vals(ExtensionValues {
+                                audio_level: Some(-30),
+                                voice_activity: Some(true),
+                                ..Default::default()
+                            }),
+                    );
+                    self.stats.rtp_sent += 1;
+                }
+                l.seq += 1;
+                l.frame = l.frame.wrapping_add(1);
+            }
+            SourceConfig::Video {
+                fps,
+                packets_per_frame,
+                payload_size,
+                keyframe_interval,
+                temporal_layers,
+                ..
+            } => {
+                let ticks = 90_000 / fps.max(1);
+                for (li, l) in s.layers.iter_mut().enumerate() {
+                    if !l.active {
+                        continue;
+                    }
+                    let keyframe = l.force_keyframe
+                        || (keyframe_interval > 0 && l.frame % keyframe_interval == 0);
+                    l.force_keyframe = false;
+                    let tid = temporal_id(l.frame, temporal_layers);
+                    if tid == 0 && l.frame > 0 {
+                        l.tl0 = l.tl0.wrapping_add(1);
+                    }
+                    let fields = Vp8Fields {
+                        picture_id: l.picture_id,
+                        tl0_pic_idx: l.tl0,
+                        temporal_id: tid,
+                        layer_sync: tid > 0,
+                    };
+                    let count = packets_per_frame
+                        .get(li)
+                        .or(packets_per_frame.last())
+                        .copied()
+                        .unwrap_or(1)
+                        .max(1)
+                        * if keyframe { 2 } else { 1 };
+                    let ts = l.frame.wrapping_mul(ticks);
+                    for p in 0..count {
+                        let stamp = Stamp {
+                            layer: li as u8,
+                            frame: l.frame,
+                            index: p as u16,
+                            count: count as u16,
+                            sent_us,
+                        };
+                        let payload = media::vp8_payload(keyframe, fields, stamp, payload_size);
+                        if let Some(stream) = api.stream_tx(&l.ssrc) {
+                            stream.write_rtp(
+                                RtpWrite::new(s.pt, l.seq.into(), ts, now, payload)
+                                    .marker(p + 1 == count)
+                                    .nackable(true),
+                            );
+                            self.stats.rtp_sent += 1;
+                        }
+                        l.seq += 1;
+                    }
+                    if keyframe {
+                        *self.stats.keyframes_sent.entry(s.mid_text.clone()).or_default() += 1;
+                    }
+                    l.frame = l.frame.wrapping_add(1);
+                    l.picture_id = (l.picture_id + 1) & 0x7fff;
+                }
+            }
+        }
+    }
+
+    /// Polls str0m's output: sends datagrams, handles events; returns the next deadline, or
+    /// `None` when the session is over.
+    fn drain(&mut self) -> Option<Instant> {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    self.stats.datagrams_out += 1;
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Timeout(t)) => return Some(t),
+                Ok(Output::Event(e)) => self.event(e),
+                Err(_) => return None,
+            }
+            if !self.rtc.is_alive() {
+                return None;
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::IceConnectionStateChange(s) => {
+                let connected = matches!(
+                    s,
+                    IceConnectionState::Connected | IceConnectionState::Completed
+                );
+                self.state.send_modify(|st| st.ice_connected = connected);
+            }
+            Event::Connected => {
+                self.state.send_modify(|st| st.dtls_connected = true);
+                let now = Instant::now();
+                for s in &mut self.sources {
+                    if s.sending {
+                        s.next_at = Some(now);
+                    }
+                }
+            }
+            Event::RtpPacket(p) => {
+                self.stats.rtp_received += 1;
+                let ssrc = *p.header.ssrc;
+                if let Some(tx) = self.receivers.get(&ssrc) {
+                    let _ = tx.send(ReceivedRtp {
+                        ssrc,
+                        payload_type: *p.header.payload_type,
+                        seq: *p.seq_no,
+                        timestamp: p.header.timestamp,
+                        marker: p.header.marker,
+                        payload: p.payload.clone(),
+                        audio_level: p.header.ext_vals.audio_level,
+                        received_us: media::now_us(),
+                    });
+                }
+            }
+            Event::KeyframeRequest(req) => {
+                if let Some(s) = self.sources.iter_mut().find(|s| s.mid == req.mid) {
+                    *self
+                        .stats
+                        .keyframe_requests
+                        .entry(s.mid_text.clone())
+                        .or_default() += 1;
+                    for l in &mut s.layers {
+                        if req.rid.is_none() || l.rid == req.rid {
+                            l.force_keyframe = true;
+                        }
+                    }
+                }
+            }
+            Event::Closed => self.state.send_modify(|st| st.closed = true),
+            _ => {}
+        }
+    }
+}
+
+/// Temporal layer of frame `n` in the usual L1T2 / L1T3 patterns (0,1 / 0,2,1,2).
+pub fn temporal_id(n: u32, layers: u8) -> u8 {
+    match layers {
+        0 | 1 => 0,
+        2 => (n % 2) as u8,
+        _ => [0, 2, 1, 2][(n % 4) as usize],
+    }
+}
