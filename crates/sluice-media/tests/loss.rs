@@ -1,0 +1,55 @@
+//! NACK and RTX recover loss on both hops.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use sluice_client::{ClientNumbering, LossyRelay, SourceConfig};
+use sluice_media::ortc::MediaKind;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_percent_loss_on_both_hops_leaves_no_gap_in_what_the_consumer_sees() {
+    let (worker, router) = worker_and_router().await;
+    let server_addr = worker.local_addr();
+    let up = LossyRelay::start(server_addr, 0.0, 7).await.unwrap();
+    let down = LossyRelay::start(server_addr, 0.0, 11).await.unwrap();
+    let publisher = connect(&router, ClientNumbering::chromium(), Some(up.addr())).await;
+    let receiver = connect_receiver(&router, Some(down.addr())).await;
+    let video = produce(&publisher, SourceConfig::video()).await;
+    let (_consumer, mut rx) = consume(&receiver, &router, &video).await;
+    // Connected and flowing; now lose 5 % each way.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    up.set_loss(0.05);
+    down.set_loss(0.05);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    up.set_loss(0.0);
+    down.set_loss(0.0);
+    // Let the last retransmissions arrive.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let packets = drain(&mut rx);
+    let (_, dropped_up) = up.counts();
+    let (_, dropped_down) = down.counts();
+    assert!(dropped_up > 10 && dropped_down > 10, "the relays dropped {dropped_up} / {dropped_down}");
+
+    // Every frame the consumer started receiving is complete, every payload intact.
+    let mut frames: BTreeMap<u32, (u16, Vec<u16>)> = BTreeMap::new();
+    for p in &packets {
+        let s = stamp_of(MediaKind::Video, p).expect("payload intact");
+        let e = frames.entry(s.frame).or_insert((s.count, Vec::new()));
+        e.1.push(s.index);
+    }
+    let first = *frames.keys().next().unwrap();
+    let last = *frames.keys().last().unwrap();
+    assert!(last - first > 100, "frames {first}..{last}");
+    for frame in first..last {
+        let (count, indexes) = frames.get(&frame).unwrap_or_else(|| panic!("frame {frame} lost"));
+        let mut got = indexes.clone();
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got.len(), usize::from(*count), "frame {frame} incomplete: {got:?}");
+    }
+    assert_continuous(&packets);
+    worker.close().await;
+}
