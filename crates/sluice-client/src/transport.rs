@@ -287,6 +287,8 @@ impl ClientTransport {
             pass: server.ice_parameters.password.clone(),
         });
         api.set_ice_controlling(true);
+        // Transport-wide congestion feedback lets the server estimate its bandwidth toward us.
+        api.enable_twcc_feedback();
         let local_fp = api.local_dtls_fingerprint().clone();
         let dtls_parameters = DtlsParameters {
             role: Some(DtlsRole::Client),

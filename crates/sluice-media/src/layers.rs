@@ -64,6 +64,7 @@ pub struct RateCalculator {
     window: Duration,
     /// (when, bytes) per bucket of `window / BUCKETS`.
     buckets: [(Option<Instant>, u64); Self::BUCKETS],
+    /// First sample: until a whole window has passed, the rate is over the time since then.
     last: Option<Instant>,
 }
 
@@ -107,7 +108,11 @@ impl RateCalculator {
             .filter(|(t, _)| t.is_some_and(|t| now.saturating_duration_since(t) < self.window))
             .map(|(_, b)| *b)
             .sum();
-        (bytes * 8 * 1000) / (self.window.as_millis().max(1) as u64)
+        let span = self
+            .last
+            .map_or(self.window, |first| now.saturating_duration_since(first))
+            .clamp(self.bucket_len(), self.window);
+        (bytes * 8 * 1000) / (span.as_millis().max(1) as u64)
     }
 }
 
@@ -163,7 +168,19 @@ mod tests {
         }
         let now = t0 + Duration::from_millis(999);
         let rate = r.rate(now);
-        assert!((900_000..=1_000_000).contains(&rate), "{rate}");
+        assert!((900_000..=1_010_000).contains(&rate), "{rate}");
         assert_eq!(r.rate(t0 + Duration::from_secs(5)), 0);
+    }
+
+    #[test]
+    fn a_young_stream_is_measured_over_its_own_age() {
+        let t0 = Instant::now();
+        let mut r = RateCalculator::new(Duration::from_secs(1));
+        for i in 0..20u64 {
+            r.add(1250, t0 + Duration::from_millis(i * 10));
+        }
+        // 20 packets of 10 kbit in 200 ms: 1 Mbit/s, not 200 kbit/s.
+        let rate = r.rate(t0 + Duration::from_millis(200));
+        assert!((900_000..=1_100_000).contains(&rate), "{rate}");
     }
 }

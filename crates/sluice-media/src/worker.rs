@@ -1363,6 +1363,60 @@ impl WorkerState {
             self.update_layers(key, now);
             self.serve_consumer_keyframe_request(key, now);
         }
+        let transports: Vec<Key> = self.transports.keys().copied().collect();
+        for key in transports {
+            self.update_bwe_targets(key, now);
+        }
+    }
+
+    /// Tells str0m's bandwidth estimator what this transport's consumers send now (the minimum
+    /// to sustain) and would send at their preferred layers (the capacity to probe for), as
+    /// str0m advises an SFU to.
+    fn update_bwe_targets(&mut self, tkey: Key, now: Instant) {
+        let Some(t) = self.transports.get(&tkey) else {
+            return;
+        };
+        if t.available_bitrate.is_none() || t.consumers.is_empty() {
+            return;
+        }
+        let (mut current, mut desired) = (0u64, 0u64);
+        for ckey in &t.consumers {
+            let Some(c) = self.consumers.get(ckey) else {
+                continue;
+            };
+            if !c.forwarder.is_active() {
+                continue;
+            }
+            let Some(p) = self.producers.get(&c.producer) else {
+                continue;
+            };
+            let statuses = p.layer_statuses(now);
+            let (target, _) = c.forwarder.target_layers();
+            let preferred = c
+                .preferred_layers
+                .map_or(statuses.len().saturating_sub(1), |l| usize::from(l.spatial_layer));
+            let live_best = statuses
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| s.active && *i <= preferred)
+                .map(|(_, s)| s.bitrate)
+                .next_back()
+                .unwrap_or(0);
+            current += statuses.get(target).map_or(0, |s| s.bitrate);
+            desired += live_best;
+        }
+        if desired == 0 {
+            return;
+        }
+        // Ask for a little more than needed, so the estimate clears the upgrade headroom.
+        let desired = (desired as f64 * crate::layers::UPGRADE_HEADROOM * 1.1) as u64;
+        if let Some(t) = self.transports.get_mut(&tkey) {
+            t.rtc.bwe().set_bitrate(
+                str0m::bwe::Bitrate::bps(current.min(desired)),
+                str0m::bwe::Bitrate::bps(desired),
+            );
+            self.dirty.push(tkey);
+        }
     }
 
     /// Polls every transport with pending output until all are idle.

@@ -1,0 +1,89 @@
+//! Simulcast: layer switches by preference, by the bandwidth estimate and when a layer stops,
+//! and what the consumer receives stays one decodable stream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sluice_client::media::{vp8_fields, vp8_stamp};
+use sluice_client::{ClientNumbering, ReceivedRtp, SourceConfig};
+use sluice_media::{ConsumerLayers, MediaEvent};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// The simulcast layer of the packets received in the next `window`.
+async fn layers_seen(rx: &mut UnboundedReceiver<ReceivedRtp>, window: Duration, all: &mut Vec<ReceivedRtp>) -> Vec<u8> {
+    let packets = collect(rx, window).await;
+    let mut layers: Vec<u8> = packets.iter().filter_map(|p| vp8_stamp(&p.payload)).map(|s| s.layer).collect();
+    layers.dedup();
+    all.extend(packets);
+    layers
+}
+
+async fn wait_for_layer(rx: &mut UnboundedReceiver<ReceivedRtp>, layer: u8, within: Duration, all: &mut Vec<ReceivedRtp>) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let seen = layers_seen(rx, Duration::from_millis(500), all).await;
+        if seen == [layer] {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still receiving layers {seen:?}, want only {layer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_consumer_follows_bandwidth_preference_and_live_layers_and_stays_decodable() {
+    let (worker, router) = worker_and_router().await;
+    let publisher = connect(&router, ClientNumbering::chromium(), None).await;
+    let mut receiver = connect_receiver(&router, None).await;
+    let video = produce(&publisher, SourceConfig::simulcast_video()).await;
+    assert_eq!(video.r#type(), sluice_media::ProducerType::Simulcast);
+    let (consumer, mut rx) = consume(&receiver, &router, &video).await;
+    assert_eq!(consumer.rtp_parameters().encodings.len(), 1);
+    assert_eq!(consumer.rtp_parameters().encodings[0].scalability_mode.as_deref(), Some("L3T3"));
+    let mut all = Vec::new();
+
+    // The estimate starts at 600 kbit/s, below the top layer (~1 Mbit/s): a lower layer first,
+    // then the top one once the bandwidth estimate has grown.
+    let early = layers_seen(&mut rx, Duration::from_millis(1500), &mut all).await;
+    assert!(!early.is_empty() && early[0] < 2, "started on layers {early:?}");
+    wait_for_layer(&mut rx, 2, Duration::from_secs(20), &mut all).await;
+
+    // Preference down to layer 0.
+    consumer
+        .set_preferred_layers(ConsumerLayers { spatial_layer: 0, temporal_layer: 2 })
+        .await
+        .unwrap();
+    wait_for_layer(&mut rx, 0, Duration::from_secs(3), &mut all).await;
+
+    // Back up, then the top layer stops (as Chromium does under load): down to layer 1.
+    consumer
+        .set_preferred_layers(ConsumerLayers { spatial_layer: 2, temporal_layer: 2 })
+        .await
+        .unwrap();
+    wait_for_layer(&mut rx, 2, Duration::from_secs(5), &mut all).await;
+    publisher.client.set_layer_active(&video.rtp_parameters().mid.clone().unwrap(), 2, false);
+    wait_for_layer(&mut rx, 1, Duration::from_secs(5), &mut all).await;
+
+    // One decodable stream throughout: continuous sequence numbers, picture ids that never jump.
+    all.sort_by_key(|p| p.seq);
+    assert_continuous(&all);
+    let mut last: Option<u16> = None;
+    for p in &all {
+        let pid = vp8_fields(&p.payload).expect("VP8 descriptor").picture_id;
+        if let Some(prev) = last {
+            let step = pid.wrapping_sub(prev) & 0x7fff;
+            assert!(step <= 1, "picture id jumps {prev} -> {pid}");
+        }
+        last = Some(pid);
+    }
+    // The layer changes were reported.
+    let mut changes = 0;
+    while let Ok(e) = receiver.events.try_recv() {
+        if matches!(e, MediaEvent::ConsumerLayersChange { .. }) {
+            changes += 1;
+        }
+    }
+    assert!(changes >= 4, "layer changes reported: {changes}");
+    worker.close().await;
+}
