@@ -22,7 +22,13 @@ pub struct ClientNumbering {
     caps: RtpCapabilities,
 }
 
-fn codec(kind: MediaKind, mime: &str, pt: u8, clock: u32, channels: Option<u8>) -> RtpCodecCapability {
+fn codec(
+    kind: MediaKind,
+    mime: &str,
+    pt: u8,
+    clock: u32,
+    channels: Option<u8>,
+) -> RtpCodecCapability {
     let video = kind == MediaKind::Video;
     let mut fb = vec![RtcpFeedback {
         r#type: "transport-cc".into(),

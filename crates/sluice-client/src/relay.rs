@@ -23,6 +23,8 @@ struct Shared {
 #[derive(Debug)]
 pub struct LossyRelay {
     addr: SocketAddr,
+    server: SocketAddr,
+    socket: Arc<UdpSocket>,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -31,14 +33,16 @@ impl LossyRelay {
     /// Relays between whoever sends to the returned address and `server`, dropping `loss`
     /// (0.0..=1.0) of the datagrams each way with a seeded generator.
     pub async fn start(server: SocketAddr, loss: f64, seed: u64) -> std::io::Result<LossyRelay> {
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let addr = socket.local_addr()?;
+        let relay_socket = socket.clone();
         let shared = Arc::new(Shared::default());
         shared
             .loss_ppm
             .store((loss.clamp(0.0, 1.0) * 1e6) as u32, Ordering::Relaxed);
         let s = shared.clone();
         let task = tokio::spawn(async move {
+            let socket = relay_socket;
             let mut buf = vec![0u8; 2048];
             let mut client: Option<SocketAddr> = None;
             let mut state = seed | 1;
@@ -68,7 +72,13 @@ impl LossyRelay {
                 let _ = socket.send_to(&buf[..n], to).await;
             }
         });
-        Ok(LossyRelay { addr, shared, task })
+        Ok(LossyRelay {
+            addr,
+            server,
+            socket,
+            shared,
+            task,
+        })
     }
 
     /// Where the client should send.
@@ -85,6 +95,12 @@ impl LossyRelay {
     /// Stops (or resumes) forwarding anything, like a peer that vanished.
     pub fn set_blackhole(&self, on: bool) {
         self.shared.blackhole.store(on, Ordering::Relaxed);
+    }
+
+    /// Sends `datagram` to the server from the relay's address, which the server has validated
+    /// for the client: how a test delivers hostile input on a legitimate tuple.
+    pub async fn inject(&self, datagram: &[u8]) -> std::io::Result<()> {
+        self.socket.send_to(datagram, self.server).await.map(|_| ())
     }
 
     /// (forwarded, dropped) datagrams so far.

@@ -270,12 +270,13 @@ impl ClientTransport {
             .map_err(|e: String| ClientError::BadServerParameters(e))?;
 
         let now = Instant::now();
-        let mut rtc = sluice_media::numbering::rtc_config_for_router(options.numbering.capabilities())
-            .set_rtp_mode(true)
-            .set_stats_interval(Some(Duration::from_secs(1)))
-            .build(now);
-        let local = Candidate::host(local_addr, "udp")
-            .map_err(|e| ClientError::Bind(e.to_string()))?;
+        let mut rtc =
+            sluice_media::numbering::rtc_config_for_router(options.numbering.capabilities())
+                .set_rtp_mode(true)
+                .set_stats_interval(Some(Duration::from_secs(1)))
+                .build(now);
+        let local =
+            Candidate::host(local_addr, "udp").map_err(|e| ClientError::Bind(e.to_string()))?;
         rtc.add_local_candidate(local);
         let remote_candidate = Candidate::host(remote, "udp")
             .map_err(|e| ClientError::BadServerParameters(e.to_string()))?;
@@ -348,7 +349,13 @@ impl ClientTransport {
             .await
             .map_err(|_| ClientError::Timeout("DTLS"))?
             .map_err(|_| ClientError::Closed)
-            .and_then(|s| if s.closed { Err(ClientError::Closed) } else { Ok(()) })
+            .and_then(|s| {
+                if s.closed {
+                    Err(ClientError::Closed)
+                } else {
+                    Ok(())
+                }
+            })
     }
 
     pub fn connection_state(&self) -> ConnectionState {
@@ -554,7 +561,11 @@ impl Driver {
         }
     }
 
-    fn produce(&mut self, config: SourceConfig, paused: bool) -> Result<ClientProducer, ClientError> {
+    fn produce(
+        &mut self,
+        config: SourceConfig,
+        paused: bool,
+    ) -> Result<ClientProducer, ClientError> {
         let kind = config.kind();
         let mid_text = format!("c{}", self.next_mid);
         self.next_mid += 1;
@@ -622,7 +633,9 @@ impl Driver {
             .producer_parameters(kind, &mid_text, encodings, &self.cname)
             .ok_or(ClientError::NoCodec(kind))?;
         let interval = match &config {
-            SourceConfig::Video { fps, .. } => Duration::from_micros(1_000_000 / u64::from((*fps).max(1))),
+            SourceConfig::Video { fps, .. } => {
+                Duration::from_micros(1_000_000 / u64::from((*fps).max(1)))
+            }
             SourceConfig::Audio { .. } => Duration::from_millis(20),
         };
         let started = self.state.borrow().dtls_connected || self.rtc.is_connected();
@@ -695,7 +708,11 @@ impl Driver {
                 let s = &mut self.sources[i];
                 let next = at + s.interval;
                 // Do not burst to catch up after a stall.
-                s.next_at = Some(if next + s.interval < now { now + s.interval } else { next });
+                s.next_at = Some(if next + s.interval < now {
+                    now + s.interval
+                } else {
+                    next
+                });
             }
         }
     }
@@ -788,7 +805,11 @@ impl Driver {
                         l.seq += 1;
                     }
                     if keyframe {
-                        *self.stats.keyframes_sent.entry(s.mid_text.clone()).or_default() += 1;
+                        *self
+                            .stats
+                            .keyframes_sent
+                            .entry(s.mid_text.clone())
+                            .or_default() += 1;
                     }
                     l.frame = l.frame.wrapping_add(1);
                     l.picture_id = (l.picture_id + 1) & 0x7fff;

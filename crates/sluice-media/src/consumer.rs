@@ -225,7 +225,6 @@ pub(crate) struct ConsumerState {
     pub kind: MediaKind,
     pub r#type: ProducerType,
     pub mid: String,
-    pub rtp_parameters: RtpParameters,
     pub ssrc: u32,
     pub rtx_ssrc: Option<u32>,
     pub mime_type: String,

@@ -126,10 +126,7 @@ pub enum MediaEvent {
         layers: Option<ConsumerLayers>,
     },
     /// The egress bandwidth estimate toward this transport's client, bits per second.
-    BandwidthEstimate {
-        transport_id: String,
-        bitrate: u64,
-    },
+    BandwidthEstimate { transport_id: String, bitrate: u64 },
     DataProducerClosed {
         transport_id: String,
         data_producer_id: String,

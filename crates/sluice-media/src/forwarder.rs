@@ -206,7 +206,8 @@ impl Forwarder {
         let switching = self.current_spatial != Some(self.target_spatial);
         if switching {
             let can_start = !self.waits_for_keyframes || p.info.keyframe_start;
-            let without_simulcast_wait = !self.waits_for_keyframes && self.current_spatial.is_none();
+            let without_simulcast_wait =
+                !self.waits_for_keyframes && self.current_spatial.is_none();
             if p.layer == self.target_spatial && (can_start || without_simulcast_wait) {
                 self.switch_to(p, now);
             } else if Some(p.layer) != self.current_spatial {
@@ -408,8 +409,8 @@ mod tests {
         f.set_target_layers(0, 2, t0);
         f.set_paused(false, t0);
         f.take_keyframe_request();
-        let mut last = out(f.on_packet(&frame(0, 100, 1000, true, 500, 0), t0));
-        last = out(f.on_packet(&frame(0, 101, 4000, false, 501, 0), t0));
+        out(f.on_packet(&frame(0, 100, 1000, true, 500, 0), t0));
+        out(f.on_packet(&frame(0, 101, 4000, false, 501, 0), t0));
         // Switch up to layer 2: its packets are dropped until its keyframe, layer 0 keeps going.
         f.set_target_layers(2, 2, t0);
         assert_eq!(f.take_keyframe_request(), Some(2));
@@ -417,7 +418,7 @@ mod tests {
             f.on_packet(&frame(2, 9000, 777, false, 20, 0), t0),
             Verdict::Drop(Drop::OtherLayer)
         );
-        last = out(f.on_packet(&frame(0, 102, 7000, false, 502, 0), t0));
+        let last = out(f.on_packet(&frame(0, 102, 7000, false, 502, 0), t0));
         let t1 = t0 + Duration::from_millis(33);
         let first = out(f.on_packet(&frame(2, 9001, 800, true, 21, 0), t1));
         assert_eq!(first.seq, last.seq + 1);
@@ -493,7 +494,10 @@ mod tests {
         let mut f = Forwarder::new(Codec::Vp8, 90000, true, 1);
         f.set_paused(false, t0);
         assert_eq!(f.take_keyframe_request(), Some(0));
-        f.on_packet(&frame(0, 1, 0, false, 1, 0), t0 + Duration::from_millis(500));
+        f.on_packet(
+            &frame(0, 1, 0, false, 1, 0),
+            t0 + Duration::from_millis(500),
+        );
         assert_eq!(f.take_keyframe_request(), None);
         f.on_packet(&frame(0, 2, 0, false, 2, 0), t0 + KEYFRAME_RETRY);
         assert_eq!(f.take_keyframe_request(), Some(0));

@@ -145,10 +145,19 @@ mod tests {
         assert_eq!(select_spatial_layer(&l, 2, Some(2), Some(600_000)), Some(1));
         assert_eq!(select_spatial_layer(&l, 2, Some(1), Some(100_000)), Some(0));
         // At exactly the top layer's bitrate, no upgrade; with headroom, yes.
-        assert_eq!(select_spatial_layer(&l, 2, Some(1), Some(1_500_000)), Some(1));
-        assert_eq!(select_spatial_layer(&l, 2, Some(1), Some(1_800_000)), Some(2));
+        assert_eq!(
+            select_spatial_layer(&l, 2, Some(1), Some(1_500_000)),
+            Some(1)
+        );
+        assert_eq!(
+            select_spatial_layer(&l, 2, Some(1), Some(1_800_000)),
+            Some(2)
+        );
         // Staying on a layer needs no headroom.
-        assert_eq!(select_spatial_layer(&l, 2, Some(2), Some(1_500_000)), Some(2));
+        assert_eq!(
+            select_spatial_layer(&l, 2, Some(2), Some(1_500_000)),
+            Some(2)
+        );
     }
 
     #[test]

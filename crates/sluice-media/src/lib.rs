@@ -29,7 +29,9 @@ pub mod worker;
 
 pub use consumer::{Consumer, ConsumerDump, ConsumerOptions, ConsumerStat};
 pub use error::MediaError;
-pub use events::{CloseReason, ConsumerLayers, ConsumerScore, EventSender, MediaEvent, ProducerScore};
+pub use events::{
+    CloseReason, ConsumerLayers, ConsumerScore, EventSender, MediaEvent, ProducerScore,
+};
 pub use producer::{Producer, ProducerOptions, ProducerStat, ProducerType};
 pub use router::{Router, RouterDump};
 pub use sluice_ortc as ortc;

@@ -35,12 +35,8 @@ pub fn extension_from_uri(uri: &str) -> Option<Extension> {
     Some(match uri {
         "urn:ietf:params:rtp-hdrext:sdes:mid" => Extension::RtpMid,
         "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" => Extension::RtpStreamId,
-        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id" => {
-            Extension::RepairedRtpStreamId
-        }
-        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time" => {
-            Extension::AbsoluteSendTime
-        }
+        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id" => Extension::RepairedRtpStreamId,
+        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time" => Extension::AbsoluteSendTime,
         "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01" => {
             Extension::TransportSequenceNumber
         }
@@ -126,8 +122,10 @@ pub fn rtc_config_for_router(caps: &RtpCapabilities) -> RtcConfig {
         if is_rtx(&codec.mime_type) {
             continue;
         }
-        let (Some(pt), Some(c)) = (codec.preferred_payload_type, codec_from_mime(&codec.mime_type))
-        else {
+        let (Some(pt), Some(c)) = (
+            codec.preferred_payload_type,
+            codec_from_mime(&codec.mime_type),
+        ) else {
             continue;
         };
         let rtx = caps.codecs.iter().find_map(|r| {
@@ -464,17 +462,36 @@ mod tests {
     #[test]
     fn router_numbering_becomes_the_rtc_tables() {
         let caps = sluice_ortc::generate_router_rtp_capabilities(&[
-            serde_json::from_str(r#"{"kind":"audio","mimeType":"audio/opus","clockRate":48000,"channels":2}"#).unwrap(),
-            serde_json::from_str(r#"{"kind":"video","mimeType":"video/VP8","clockRate":90000}"#).unwrap(),
+            serde_json::from_str(
+                r#"{"kind":"audio","mimeType":"audio/opus","clockRate":48000,"channels":2}"#,
+            )
+            .unwrap(),
+            serde_json::from_str(r#"{"kind":"video","mimeType":"video/VP8","clockRate":90000}"#)
+                .unwrap(),
         ])
         .unwrap();
         let mut config = rtc_config_for_router(&caps);
         let params = config.codec_config().params().to_vec();
-        let opus = caps.codecs.iter().find(|c| c.mime_type == "audio/opus").unwrap();
-        let vp8 = caps.codecs.iter().find(|c| c.mime_type == "video/VP8").unwrap();
-        assert!(params.iter().any(|p| Some(*p.pt()) == opus.preferred_payload_type
-            && p.spec().codec == Codec::Opus));
-        let v = params.iter().find(|p| p.spec().codec == Codec::Vp8).unwrap();
+        let opus = caps
+            .codecs
+            .iter()
+            .find(|c| c.mime_type == "audio/opus")
+            .unwrap();
+        let vp8 = caps
+            .codecs
+            .iter()
+            .find(|c| c.mime_type == "video/VP8")
+            .unwrap();
+        assert!(
+            params
+                .iter()
+                .any(|p| Some(*p.pt()) == opus.preferred_payload_type
+                    && p.spec().codec == Codec::Opus)
+        );
+        let v = params
+            .iter()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .unwrap();
         assert_eq!(Some(*v.pt()), vp8.preferred_payload_type);
         assert!(v.resend().is_some());
         let exts = config.extension_map();

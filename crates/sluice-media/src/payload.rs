@@ -226,7 +226,13 @@ mod tests {
                         seed as u8
                     })
                     .collect();
-                for codec in [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::H265, Codec::Opus] {
+                for codec in [
+                    Codec::Vp8,
+                    Codec::Vp9,
+                    Codec::H264,
+                    Codec::H265,
+                    Codec::Opus,
+                ] {
                     let _ = inspect(codec, &data);
                 }
             }

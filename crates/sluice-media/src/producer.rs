@@ -242,7 +242,6 @@ pub(crate) struct ProducerState {
     pub kind: MediaKind,
     pub r#type: ProducerType,
     pub mid: String,
-    pub rtp_parameters: RtpParameters,
     pub mapping: RtpMapping,
     pub consumable: RtpParameters,
     pub codec: Codec,
@@ -304,7 +303,6 @@ impl ProducerState {
             kind: spec.kind,
             r#type,
             mid,
-            rtp_parameters: spec.rtp_parameters,
             mapping: spec.mapping,
             consumable: spec.consumable,
             codec,
@@ -362,8 +360,7 @@ impl ProducerState {
         let delay = self.key_frame_request_delay;
         let l = self.layers.get_mut(layer)?;
         let ssrc = l.ssrc?;
-        if l
-            .last_keyframe_request
+        if l.last_keyframe_request
             .is_some_and(|t| now.saturating_duration_since(t) < delay)
         {
             return None;
@@ -430,8 +427,10 @@ mod tests {
 
     #[test]
     fn producer_type_follows_encodings() {
-        let mut p = RtpParameters::default();
-        p.encodings = vec![RtpEncodingParameters::default()];
+        let mut p = RtpParameters {
+            encodings: vec![RtpEncodingParameters::default()],
+            ..Default::default()
+        };
         assert_eq!(ProducerType::of(&p), ProducerType::Simple);
         p.encodings[0].scalability_mode = Some("L3T3".into());
         assert_eq!(ProducerType::of(&p), ProducerType::Svc);

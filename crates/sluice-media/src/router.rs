@@ -82,7 +82,7 @@ impl Router {
             .worker
             .request(|reply| Command::CreateWebRtcTransport {
                 router_id,
-                options,
+                options: Box::new(options),
                 reply,
             })
             .await??;

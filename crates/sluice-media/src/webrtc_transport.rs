@@ -215,7 +215,7 @@ impl WebRtcTransport {
         self.worker
             .request(|reply| Command::ConnectTransport {
                 id,
-                dtls_parameters,
+                dtls_parameters: Box::new(dtls_parameters),
                 reply,
             })
             .await?
@@ -262,7 +262,7 @@ impl WebRtcTransport {
         self.worker
             .request(|reply| Command::Produce {
                 transport_id,
-                spec: sent,
+                spec: Box::new(sent),
                 reply,
             })
             .await??;
@@ -285,7 +285,7 @@ impl WebRtcTransport {
             .request(|reply| Command::Consume {
                 transport_id,
                 id: consumer_id,
-                options,
+                options: Box::new(options),
                 reply,
             })
             .await??;
@@ -303,6 +303,15 @@ impl WebRtcTransport {
         self.worker
             .request(|reply| Command::TransportStats { id, reply })
             .await?
+    }
+
+    /// Makes the worker panic while handling this transport, to test that only this session
+    /// closes (with `CloseReason::SessionError`).
+    #[doc(hidden)]
+    pub async fn panic_for_test(&self) -> Result<(), MediaError> {
+        self.worker.send(Command::PanicTransport {
+            id: self.id.clone(),
+        })
     }
 
     /// Closes the transport and everything on it.
@@ -593,7 +602,10 @@ impl TransportState {
         {
             return Ok(());
         }
-        let ufrag = self.remote_ufrag.clone().unwrap_or_else(|| "pending".into());
+        let ufrag = self
+            .remote_ufrag
+            .clone()
+            .unwrap_or_else(|| "pending".into());
         let fingerprint = self.remote_fingerprint.clone().unwrap_or_default();
         let offered: Vec<OfferedMedia> = self
             .medias

@@ -20,8 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sluice_ortc::{
-    DtlsParameters, IceParameters, MediaKind, RtpCapabilities, RtpCodecCapability,
-    SsrcGenerator,
+    DtlsParameters, IceParameters, MediaKind, RtpCapabilities, RtpCodecCapability, SsrcGenerator,
 };
 use str0m::media::{KeyframeRequestKind, Mid};
 use str0m::net::{Protocol, Receive};
@@ -134,12 +133,12 @@ pub(crate) enum Command {
     },
     CreateWebRtcTransport {
         router_id: String,
-        options: WebRtcTransportOptions,
+        options: Box<WebRtcTransportOptions>,
         reply: Reply<Result<TransportCreated, MediaError>>,
     },
     ConnectTransport {
         id: String,
-        dtls_parameters: DtlsParameters,
+        dtls_parameters: Box<DtlsParameters>,
         reply: Reply<Result<(), MediaError>>,
     },
     RestartIce {
@@ -156,7 +155,7 @@ pub(crate) enum Command {
     },
     Produce {
         transport_id: String,
-        spec: ProducerSpec,
+        spec: Box<ProducerSpec>,
         reply: Reply<Result<(), MediaError>>,
     },
     PauseProducer {
@@ -175,7 +174,7 @@ pub(crate) enum Command {
     Consume {
         transport_id: String,
         id: String,
-        options: ConsumerOptions,
+        options: Box<ConsumerOptions>,
         reply: Reply<Result<ConsumerCreated, MediaError>>,
     },
     ConsumerOp {
@@ -199,6 +198,10 @@ pub(crate) enum Command {
     },
     /// Makes the worker thread panic (tests of the "died" report).
     Crash,
+    /// Panics while handling one transport (tests that only that session closes).
+    PanicTransport {
+        id: String,
+    },
     Close {
         reply: Reply<()>,
     },
@@ -324,6 +327,13 @@ impl Worker {
                 return "worker thread is gone".to_owned();
             }
         }
+    }
+
+    pub(crate) fn send(&self, command: Command) -> Result<(), MediaError> {
+        self.inner
+            .commands
+            .send(command)
+            .map_err(|_| MediaError::WorkerClosed(self.inner.index))
     }
 
     pub(crate) async fn request<T>(
@@ -509,18 +519,18 @@ impl WorkerState {
         let now = Instant::now();
         match command {
             Command::CreateRouter { id, caps, reply } => {
-                let result = if self.routers.contains_key(&id) {
-                    Err(MediaError::DuplicateId(id))
-                } else {
-                    self.routers.insert(
-                        id,
-                        RouterState {
+                let result = match self.routers.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        Err(MediaError::DuplicateId(e.key().clone()))
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(RouterState {
                             rtp_capabilities: caps,
                             transports: Default::default(),
                             producers: Default::default(),
-                        },
-                    );
-                    Ok(())
+                        });
+                        Ok(())
+                    }
                 };
                 let _ = reply.send(result);
             }
@@ -557,7 +567,7 @@ impl WorkerState {
                 options,
                 reply,
             } => {
-                let _ = reply.send(self.create_transport(router_id, options, now));
+                let _ = reply.send(self.create_transport(router_id, *options, now));
             }
             Command::ConnectTransport {
                 id,
@@ -616,13 +626,17 @@ impl WorkerState {
                 spec,
                 reply,
             } => {
-                let _ = reply.send(self.produce(&transport_id, spec, now));
+                let _ = reply.send(self.produce(&transport_id, *spec, now));
             }
             Command::PauseProducer { id, paused, reply } => {
                 let _ = reply.send(self.pause_producer(&id, paused, now));
             }
             Command::ProducerStats { id, reply } => {
-                let result = match self.producer_ids.get(&id).and_then(|k| self.producers.get(k)) {
+                let result = match self
+                    .producer_ids
+                    .get(&id)
+                    .and_then(|k| self.producers.get(k))
+                {
                     Some(p) => Ok(p.stats(now, unix_millis())),
                     None => Err(MediaError::UnknownProducer(id)),
                 };
@@ -644,13 +658,17 @@ impl WorkerState {
                 options,
                 reply,
             } => {
-                let _ = reply.send(self.consume(&transport_id, id, options, now));
+                let _ = reply.send(self.consume(&transport_id, id, *options, now));
             }
             Command::ConsumerOp { id, op, reply } => {
                 let _ = reply.send(self.consumer_op(&id, op, now));
             }
             Command::ConsumerStats { id, reply } => {
-                let result = match self.consumer_ids.get(&id).and_then(|k| self.consumers.get(k)) {
+                let result = match self
+                    .consumer_ids
+                    .get(&id)
+                    .and_then(|k| self.consumers.get(k))
+                {
                     Some(c) => Ok(vec![c.stats(now, unix_millis())]),
                     None => Err(MediaError::UnknownConsumer(id)),
                 };
@@ -674,7 +692,26 @@ impl WorkerState {
                 }
                 let _ = reply.send(usage);
             }
+            Command::PanicTransport { id } => {
+                if let Some(&key) = self.transport_ids.get(&id) {
+                    self.guarded(key, socket, |_| panic!("session panic requested"));
+                }
+            }
             Command::Crash | Command::Close { .. } => {}
+        }
+    }
+
+    /// Runs `f` for transport `key`; a panic inside closes that transport (and only it).
+    fn guarded(&mut self, key: Key, socket: &UdpSocket, f: impl FnOnce(&mut Self)) {
+        if catch_unwind(AssertUnwindSafe(|| f(self))).is_err() {
+            self.usage.session_errors += 1;
+            let id = self
+                .transports
+                .get(&key)
+                .map(|t| t.id.clone())
+                .unwrap_or_default();
+            tracing::error!(transport = %id, "session panicked; closing it");
+            self.close_transport(key, CloseReason::SessionError, socket);
         }
     }
 
@@ -799,8 +836,10 @@ impl WorkerState {
             return Err(e);
         }
         if t.dtls_started
-            && let Err(e) =
-                crate::numbering::check_producer_numbering(t.rtc.codec_config(), &spec.rtp_parameters)
+            && let Err(e) = crate::numbering::check_producer_numbering(
+                t.rtc.codec_config(),
+                &spec.rtp_parameters,
+            )
         {
             t.medias[slot].active = false;
             return Err(MediaError::Numbering(e.0));
@@ -982,7 +1021,6 @@ impl WorkerState {
             kind: producer.kind,
             r#type: producer.r#type,
             mid,
-            rtp_parameters: params,
             ssrc: declared.ssrc,
             rtx_ssrc: declared.rtx,
             mime_type,
@@ -1394,7 +1432,9 @@ impl WorkerState {
             let (target, _) = c.forwarder.target_layers();
             let preferred = c
                 .preferred_layers
-                .map_or(statuses.len().saturating_sub(1), |l| usize::from(l.spatial_layer));
+                .map_or(statuses.len().saturating_sub(1), |l| {
+                    usize::from(l.spatial_layer)
+                });
             let live_best = statuses
                 .iter()
                 .enumerate()
@@ -1450,7 +1490,10 @@ impl WorkerState {
                         Ok(Output::Transmit(tx)) => {
                             // A binding success response: str0m checked the request's integrity,
                             // so the address is now a validated tuple of this transport.
-                            if tx.contents.len() >= 2 && tx.contents[0] == 0x01 && tx.contents[1] == 0x01 {
+                            if tx.contents.len() >= 2
+                                && tx.contents[0] == 0x01
+                                && tx.contents[1] == 0x01
+                            {
                                 demux.validate_addr(tx.destination, key);
                                 if t.selected_remote != Some(tx.destination) {
                                     t.selected_remote = Some(tx.destination);
@@ -1500,18 +1543,13 @@ impl WorkerState {
             }
         }
         for event in events {
-            let outcome = catch_unwind(AssertUnwindSafe(|| self.on_event(key, event, now)));
-            match outcome {
-                Ok(Some(reason)) => {
-                    self.close_transport(key, reason, socket);
-                    return;
-                }
-                Ok(None) => {}
-                Err(_) => {
-                    self.usage.session_errors += 1;
-                    self.close_transport(key, CloseReason::SessionError, socket);
-                    return;
-                }
+            let mut close = None;
+            self.guarded(key, socket, |s| close = s.on_event(key, event, now));
+            if let Some(reason) = close {
+                self.close_transport(key, reason, socket);
+            }
+            if !self.transports.contains_key(&key) {
+                return;
             }
         }
     }
@@ -1561,19 +1599,17 @@ impl WorkerState {
                     self.update_layers(ckey, now);
                 }
             }
-            Event::EgressBitrateEstimate(estimate) => {
-                if let str0m::bwe::BweKind::Twcc { estimate, .. } = estimate {
-                    let t = self.transports.get_mut(&key)?;
-                    let bps = estimate.as_u64();
-                    t.available_bitrate = Some(bps);
-                    t.emit(MediaEvent::BandwidthEstimate {
-                        transport_id: t.id.clone(),
-                        bitrate: bps,
-                    });
-                    let consumers = t.consumers.clone();
-                    for ckey in consumers {
-                        self.update_layers(ckey, now);
-                    }
+            Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
+                let t = self.transports.get_mut(&key)?;
+                let bps = estimate.as_u64();
+                t.available_bitrate = Some(bps);
+                t.emit(MediaEvent::BandwidthEstimate {
+                    transport_id: t.id.clone(),
+                    bitrate: bps,
+                });
+                let consumers = t.consumers.clone();
+                for ckey in consumers {
+                    self.update_layers(ckey, now);
                 }
             }
             Event::MediaIngressStats(stats) => {
@@ -1584,7 +1620,11 @@ impl WorkerState {
                 if let Some(l) = p.layers.get_mut(layer) {
                     let loss = stats.loss.unwrap_or(0.0);
                     l.fraction_lost = (loss.clamp(0.0, 1.0) * 255.0) as u8;
-                    l.score = if l.is_active(now) { score_from_loss(loss) } else { 0 };
+                    l.score = if l.is_active(now) {
+                        score_from_loss(loss)
+                    } else {
+                        0
+                    };
                     l.nacks = stats.nacks;
                 }
                 let scores: Vec<u8> = p.layers.iter().map(|l| l.score).collect();
@@ -1825,10 +1865,14 @@ impl WorkerState {
             return;
         };
         if p.layers.len() < 2 {
-            let temporal = c
-                .preferred_layers
-                .map_or(u8::MAX, |l| l.temporal_layer.min(p.temporal_layers.saturating_sub(1)));
-            let temporal = if p.temporal_layers > 1 { temporal } else { u8::MAX };
+            let temporal = c.preferred_layers.map_or(u8::MAX, |l| {
+                l.temporal_layer.min(p.temporal_layers.saturating_sub(1))
+            });
+            let temporal = if p.temporal_layers > 1 {
+                temporal
+            } else {
+                u8::MAX
+            };
             if let Some(c) = self.consumers.get_mut(&ckey) {
                 c.forwarder.set_target_layers(0, temporal, now);
             }

@@ -1,5 +1,7 @@
 //! Media reaches consumers intact: real clients over loopback UDP.
 
+#![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
 mod common;
 
 use std::collections::BTreeSet;
@@ -29,7 +31,9 @@ async fn fan_out_from(numbering: ClientNumbering) {
         let a = drain(arx);
         assert!(v.len() > 100, "video packets: {}", v.len());
         assert!(a.len() > 50, "audio packets: {}", a.len());
-        for (consumer, packets, kind) in [(&*vc, &v, MediaKind::Video), (&*ac, &a, MediaKind::Audio)] {
+        for (consumer, packets, kind) in
+            [(&*vc, &v, MediaKind::Video), (&*ac, &a, MediaKind::Audio)]
+        {
             let params = consumer.rtp_parameters();
             let ssrc = params.encodings[0].ssrc.unwrap();
             let pt = params.codecs[0].payload_type;
@@ -38,7 +42,10 @@ async fn fan_out_from(numbering: ClientNumbering) {
                 assert_eq!(p.ssrc, ssrc, "rewritten SSRC");
                 assert_eq!(p.payload_type, pt, "rewritten payload type");
                 let stamp = stamp_of(kind, p).expect("payload arrives intact");
-                assert!(frames.insert((stamp.frame, stamp.index)), "duplicate packet");
+                assert!(
+                    frames.insert((stamp.frame, stamp.index)),
+                    "duplicate packet"
+                );
             }
             assert_continuous(packets);
             if kind == MediaKind::Video {
@@ -49,7 +56,11 @@ async fn fan_out_from(numbering: ClientNumbering) {
                     let s = stamp_of(kind, p).unwrap();
                     if s.frame < last_frame {
                         for i in 0..s.count {
-                            assert!(frames.contains(&(s.frame, i)), "frame {} misses packet {i}", s.frame);
+                            assert!(
+                                frames.contains(&(s.frame, i)),
+                                "frame {} misses packet {i}",
+                                s.frame
+                            );
                         }
                     }
                 }
@@ -69,4 +80,68 @@ async fn vp8_and_opus_from_a_chromium_numbered_client_reach_two_consumers_intact
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_numbering_like_aiortc_is_forwarded_just_the_same() {
     fan_out_from(ClientNumbering::aiortc()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_transport_can_produce_and_consume_in_its_clients_numbering() {
+    let (worker, router) = worker_and_router().await;
+    // Each peer sends and receives on a single transport, numbered its own way.
+    let a = connect(&router, ClientNumbering::chromium(), None).await;
+    let b = connect(&router, ClientNumbering::aiortc(), None).await;
+    let va = produce(&a, SourceConfig::video()).await;
+    let vb = produce(&b, SourceConfig::video()).await;
+    let (ca, mut ra) = consume(&a, &router, &vb).await;
+    let (cb, mut rb) = consume(&b, &router, &va).await;
+    // The consumers are numbered like their transport's client: VP8 96 for Chromium, 97 for aiortc.
+    assert_eq!(ca.rtp_parameters().codecs[0].payload_type, 96);
+    assert_eq!(cb.rtp_parameters().codecs[0].payload_type, 97);
+    let mid_id = |c: &sluice_media::Consumer| {
+        c.rtp_parameters()
+            .header_extensions
+            .iter()
+            .find(|h| h.uri == sluice_client::numbering::URI_MID)
+            .map(|h| h.id)
+    };
+    assert_eq!(mid_id(&ca), Some(4));
+    assert_eq!(mid_id(&cb), Some(1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for rx in [&mut ra, &mut rb] {
+        let packets = drain(rx);
+        assert!(packets.len() > 40, "{} packets", packets.len());
+        assert!(
+            packets
+                .iter()
+                .all(|p| stamp_of(MediaKind::Video, p).is_some())
+        );
+        assert_continuous(&packets);
+    }
+    worker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_contradicting_its_transports_numbering_is_refused() {
+    let (worker, router) = worker_and_router().await;
+    let peer = connect(&router, ClientNumbering::chromium(), None).await;
+    let _video = produce(&peer, SourceConfig::video()).await;
+    // Same transport, VP8 now claimed at 97, which is already VP8's RTX here.
+    let other = ClientNumbering::aiortc()
+        .producer_parameters(
+            MediaKind::Video,
+            "x1",
+            vec![sluice_client::numbering::ssrc_encoding(5555, Some(5556))],
+            "cname",
+        )
+        .unwrap();
+    let err = peer
+        .server
+        .produce(sluice_media::ProducerOptions::new(MediaKind::Video, other))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, sluice_media::MediaError::Numbering(_)),
+        "{err}"
+    );
+    // The transport still works and still has only its first producer.
+    assert_eq!(router.dump().await.unwrap().producer_ids.len(), 1);
+    worker.close().await;
 }

@@ -1,5 +1,7 @@
 //! Keyframe requests flow from consumers to producers; a (re)started consumer begins on a keyframe.
 
+#![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
 mod common;
 
 use std::time::Duration;
@@ -48,7 +50,10 @@ async fn a_paused_consumer_sends_nothing_and_resumes_on_a_keyframe() {
     // Created paused, as mediasoup-demo does.
     let consumer = receiver
         .server
-        .consume(ConsumerOptions::new(video.id(), router.rtp_capabilities().clone()))
+        .consume(ConsumerOptions::new(
+            video.id(),
+            router.rtp_capabilities().clone(),
+        ))
         .await
         .unwrap();
     let mut rx = receiver
@@ -57,7 +62,11 @@ async fn a_paused_consumer_sends_nothing_and_resumes_on_a_keyframe() {
         .await
         .unwrap();
     let paused = collect(&mut rx, Duration::from_millis(800)).await;
-    assert!(paused.is_empty(), "a paused consumer sent {} packets", paused.len());
+    assert!(
+        paused.is_empty(),
+        "a paused consumer sent {} packets",
+        paused.len()
+    );
 
     // Past the producer's periodic keyframe, so the first one seen was requested by the resume.
     consumer.resume().await.unwrap();
@@ -65,7 +74,10 @@ async fn a_paused_consumer_sends_nothing_and_resumes_on_a_keyframe() {
         .await
         .expect("media after resume")
         .unwrap();
-    assert!(vp8_is_keyframe(&first.payload), "resume starts on a keyframe");
+    assert!(
+        vp8_is_keyframe(&first.payload),
+        "resume starts on a keyframe"
+    );
     let mut running = collect(&mut rx, Duration::from_millis(500)).await;
 
     consumer.pause().await.unwrap();

@@ -1,5 +1,7 @@
 //! NACK and RTX recover loss on both hops.
 
+#![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -31,7 +33,10 @@ async fn five_percent_loss_on_both_hops_leaves_no_gap_in_what_the_consumer_sees(
     let packets = drain(&mut rx);
     let (_, dropped_up) = up.counts();
     let (_, dropped_down) = down.counts();
-    assert!(dropped_up > 10 && dropped_down > 10, "the relays dropped {dropped_up} / {dropped_down}");
+    assert!(
+        dropped_up > 10 && dropped_down > 10,
+        "the relays dropped {dropped_up} / {dropped_down}"
+    );
 
     // Every frame the consumer started receiving is complete, every payload intact.
     let mut frames: BTreeMap<u32, (u16, Vec<u16>)> = BTreeMap::new();
@@ -44,11 +49,17 @@ async fn five_percent_loss_on_both_hops_leaves_no_gap_in_what_the_consumer_sees(
     let last = *frames.keys().last().unwrap();
     assert!(last - first > 100, "frames {first}..{last}");
     for frame in first..last {
-        let (count, indexes) = frames.get(&frame).unwrap_or_else(|| panic!("frame {frame} lost"));
+        let (count, indexes) = frames
+            .get(&frame)
+            .unwrap_or_else(|| panic!("frame {frame} lost"));
         let mut got = indexes.clone();
         got.sort_unstable();
         got.dedup();
-        assert_eq!(got.len(), usize::from(*count), "frame {frame} incomplete: {got:?}");
+        assert_eq!(
+            got.len(),
+            usize::from(*count),
+            "frame {frame} incomplete: {got:?}"
+        );
     }
     assert_continuous(&packets);
     worker.close().await;

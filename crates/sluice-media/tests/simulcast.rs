@@ -1,6 +1,8 @@
 //! Simulcast: layer switches by preference, by the bandwidth estimate and when a layer stops,
 //! and what the consumer receives stays one decodable stream.
 
+#![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
 mod common;
 
 use std::time::Duration;
@@ -12,22 +14,38 @@ use sluice_media::{ConsumerLayers, MediaEvent};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// The simulcast layer of the packets received in the next `window`.
-async fn layers_seen(rx: &mut UnboundedReceiver<ReceivedRtp>, window: Duration, all: &mut Vec<ReceivedRtp>) -> Vec<u8> {
+async fn layers_seen(
+    rx: &mut UnboundedReceiver<ReceivedRtp>,
+    window: Duration,
+    all: &mut Vec<ReceivedRtp>,
+) -> Vec<u8> {
     let packets = collect(rx, window).await;
-    let mut layers: Vec<u8> = packets.iter().filter_map(|p| vp8_stamp(&p.payload)).map(|s| s.layer).collect();
+    let mut layers: Vec<u8> = packets
+        .iter()
+        .filter_map(|p| vp8_stamp(&p.payload))
+        .map(|s| s.layer)
+        .collect();
     layers.dedup();
     all.extend(packets);
     layers
 }
 
-async fn wait_for_layer(rx: &mut UnboundedReceiver<ReceivedRtp>, layer: u8, within: Duration, all: &mut Vec<ReceivedRtp>) {
+async fn wait_for_layer(
+    rx: &mut UnboundedReceiver<ReceivedRtp>,
+    layer: u8,
+    within: Duration,
+    all: &mut Vec<ReceivedRtp>,
+) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let seen = layers_seen(rx, Duration::from_millis(500), all).await;
         if seen == [layer] {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "still receiving layers {seen:?}, want only {layer}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still receiving layers {seen:?}, want only {layer}"
+        );
     }
 }
 
@@ -40,29 +58,45 @@ async fn simulcast_consumer_follows_bandwidth_preference_and_live_layers_and_sta
     assert_eq!(video.r#type(), sluice_media::ProducerType::Simulcast);
     let (consumer, mut rx) = consume(&receiver, &router, &video).await;
     assert_eq!(consumer.rtp_parameters().encodings.len(), 1);
-    assert_eq!(consumer.rtp_parameters().encodings[0].scalability_mode.as_deref(), Some("L3T3"));
+    assert_eq!(
+        consumer.rtp_parameters().encodings[0]
+            .scalability_mode
+            .as_deref(),
+        Some("L3T3")
+    );
     let mut all = Vec::new();
 
     // The estimate starts at 600 kbit/s, below the top layer (~1 Mbit/s): a lower layer first,
     // then the top one once the bandwidth estimate has grown.
     let early = layers_seen(&mut rx, Duration::from_millis(1500), &mut all).await;
-    assert!(!early.is_empty() && early[0] < 2, "started on layers {early:?}");
+    assert!(
+        !early.is_empty() && early[0] < 2,
+        "started on layers {early:?}"
+    );
     wait_for_layer(&mut rx, 2, Duration::from_secs(20), &mut all).await;
 
     // Preference down to layer 0.
     consumer
-        .set_preferred_layers(ConsumerLayers { spatial_layer: 0, temporal_layer: 2 })
+        .set_preferred_layers(ConsumerLayers {
+            spatial_layer: 0,
+            temporal_layer: 2,
+        })
         .await
         .unwrap();
     wait_for_layer(&mut rx, 0, Duration::from_secs(3), &mut all).await;
 
     // Back up, then the top layer stops (as Chromium does under load): down to layer 1.
     consumer
-        .set_preferred_layers(ConsumerLayers { spatial_layer: 2, temporal_layer: 2 })
+        .set_preferred_layers(ConsumerLayers {
+            spatial_layer: 2,
+            temporal_layer: 2,
+        })
         .await
         .unwrap();
     wait_for_layer(&mut rx, 2, Duration::from_secs(5), &mut all).await;
-    publisher.client.set_layer_active(&video.rtp_parameters().mid.clone().unwrap(), 2, false);
+    publisher
+        .client
+        .set_layer_active(&video.rtp_parameters().mid.clone().unwrap(), 2, false);
     wait_for_layer(&mut rx, 1, Duration::from_secs(5), &mut all).await;
 
     // One decodable stream throughout: continuous sequence numbers, picture ids that never jump.

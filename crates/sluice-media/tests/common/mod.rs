@@ -131,7 +131,10 @@ pub async fn consume(
 }
 
 /// Collects packets for `duration`.
-pub async fn collect(rx: &mut mpsc::UnboundedReceiver<ReceivedRtp>, duration: Duration) -> Vec<ReceivedRtp> {
+pub async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<ReceivedRtp>,
+    duration: Duration,
+) -> Vec<ReceivedRtp> {
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + duration;
     while let Ok(Some(p)) = tokio::time::timeout_at(deadline, rx.recv()).await {

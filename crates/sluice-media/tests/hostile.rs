@@ -1,0 +1,183 @@
+//! Hostile input never panics the worker, and the legitimate session keeps forwarding.
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sluice_client::{ClientNumbering, LossyRelay, SourceConfig};
+use sluice_media::{CloseReason, MediaEvent, Worker, WorkerSettings};
+
+fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed as u8
+        })
+        .collect()
+}
+
+/// A STUN binding request with this USERNAME and a bogus MESSAGE-INTEGRITY.
+fn stun_request(username: &str) -> Vec<u8> {
+    let mut attrs = Vec::new();
+    let u = username.as_bytes();
+    attrs.extend_from_slice(&0x0006u16.to_be_bytes());
+    attrs.extend_from_slice(&(u.len() as u16).to_be_bytes());
+    attrs.extend_from_slice(u);
+    while attrs.len() % 4 != 0 {
+        attrs.push(0);
+    }
+    attrs.extend_from_slice(&0x0008u16.to_be_bytes());
+    attrs.extend_from_slice(&20u16.to_be_bytes());
+    attrs.extend_from_slice(&[0xab; 20]);
+    let mut m = Vec::new();
+    m.extend_from_slice(&0x0001u16.to_be_bytes());
+    m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    m.extend_from_slice(&0x2112_a442u32.to_be_bytes());
+    m.extend_from_slice(&[7; 12]);
+    m.extend_from_slice(&attrs);
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_anywhere_and_on_a_validated_tuple_never_stops_forwarding() {
+    let (worker, router) = worker_and_router().await;
+    let relay = LossyRelay::start(worker.local_addr(), 0.0, 3)
+        .await
+        .unwrap();
+    let publisher = connect(&router, ClientNumbering::chromium(), Some(relay.addr())).await;
+    let receiver = connect_receiver(&router, None).await;
+    let video = produce(&publisher, SourceConfig::video()).await;
+    let (_consumer, mut rx) = consume(&receiver, &router, &video).await;
+    assert!(
+        !collect(&mut rx, Duration::from_millis(500))
+            .await
+            .is_empty()
+    );
+
+    // From an address no transport validated: random bytes, RTP-looking and DTLS-looking data.
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut seed = 0x5eed_u64;
+    for i in 0..2000 {
+        let mut d = noise(&mut seed, 1 + i % 300);
+        d[0] = [0x00, 0x16, 0x80, 0x90, 0xff][i % 5];
+        let _ = stranger.send_to(&d, worker.local_addr()).await;
+    }
+    // STUN with an unknown ufrag, and with the right ufrag but a wrong integrity.
+    let ufrag = &publisher.server.ice_parameters().username_fragment;
+    for username in ["nosuchufrag:x".to_owned(), format!("{ufrag}:x")] {
+        stranger
+            .send_to(&stun_request(&username), worker.local_addr())
+            .await
+            .unwrap();
+        relay.inject(&stun_request(&username)).await.unwrap();
+    }
+    // On the publisher's validated tuple: truncated RTP and RTCP, random payloads, fake DTLS.
+    for i in 0..2000 {
+        let mut d = noise(&mut seed, i % 120);
+        if let Some(b) = d.first_mut() {
+            *b = [0x80, 0x81, 0x90, 0x16, 0x17, 0x00][i % 6];
+        }
+        if d.len() > 1 && i % 3 == 0 {
+            d[1] = 200; // RTCP SR
+        }
+        relay.inject(&d).await.unwrap();
+    }
+    let _ = drain(&mut rx);
+    let after = collect(&mut rx, Duration::from_millis(1000)).await;
+    assert!(
+        after.len() > 50,
+        "forwarding continues: {} packets",
+        after.len()
+    );
+    assert!(worker.is_alive());
+    let usage = worker.resource_usage().await.unwrap();
+    assert!(usage.dropped_unknown_source >= 2000, "{usage:?}");
+    assert_eq!(usage.session_errors, 0);
+    worker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_panics_is_closed_alone() {
+    let (worker, router) = worker_and_router().await;
+    let publisher = connect(&router, ClientNumbering::chromium(), None).await;
+    let receiver = connect_receiver(&router, None).await;
+    let mut bystander = connect_receiver(&router, None).await;
+    let video = produce(&publisher, SourceConfig::video()).await;
+    let (_c1, _r1) = consume(&receiver, &router, &video).await;
+    let (_c2, mut r2) = consume(&bystander, &router, &video).await;
+
+    let mut victim_events = receiver.events;
+    receiver.server.panic_for_test().await.unwrap();
+    let closed = wait_event(&mut victim_events, Duration::from_secs(2), |e| {
+        matches!(e, MediaEvent::TransportClosed { .. })
+    })
+    .await;
+    assert!(matches!(
+        closed,
+        Some(MediaEvent::TransportClosed {
+            reason: CloseReason::SessionError,
+            ..
+        })
+    ));
+    let _ = drain(&mut r2);
+    assert!(collect(&mut r2, Duration::from_millis(700)).await.len() > 30);
+    assert!(worker.is_alive());
+    assert_eq!(worker.resource_usage().await.unwrap().session_errors, 1);
+    while let Ok(e) = bystander.events.try_recv() {
+        assert!(
+            !matches!(e, MediaEvent::TransportClosed { .. }),
+            "the bystander was closed: {e:?}"
+        );
+    }
+    worker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_is_reported_and_can_be_replaced_on_its_port() {
+    let worker = Worker::spawn(3, &WorkerSettings::loopback()).unwrap();
+    let port = worker.local_addr().port();
+    let router = worker.create_router(&media_codecs()).await.unwrap();
+    worker.crash_for_test();
+    let reason = tokio::time::timeout(Duration::from_secs(5), worker.died())
+        .await
+        .expect("died is reported");
+    assert!(reason.contains("crash"), "{reason}");
+    assert!(!worker.is_alive());
+    assert!(router.dump().await.is_err());
+    let settings = WorkerSettings {
+        port,
+        ..WorkerSettings::loopback()
+    };
+    let replacement = Worker::spawn(3, &settings).expect("the port is free again");
+    assert_eq!(replacement.local_addr().port(), port);
+    replacement.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_is_disconnected_within_thirty_seconds() {
+    let (worker, router) = worker_and_router().await;
+    let relay = LossyRelay::start(worker.local_addr(), 0.0, 5)
+        .await
+        .unwrap();
+    let mut peer = connect(&router, ClientNumbering::chromium(), Some(relay.addr())).await;
+    relay.set_blackhole(true);
+    let started = tokio::time::Instant::now();
+    let event = wait_event(&mut peer.events, Duration::from_secs(30), |e| {
+        matches!(
+            e,
+            MediaEvent::IceStateChange {
+                state: sluice_media::IceState::Disconnected,
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(event.is_some(), "no disconnection reported");
+    assert!(started.elapsed() <= Duration::from_secs(30));
+    worker.close().await;
+}
