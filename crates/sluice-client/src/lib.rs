@@ -17,6 +17,7 @@ pub use numbering::ClientNumbering;
 pub use relay::LossyRelay;
 pub use sluice_protocol as protocol;
 pub use transport::{
-    ClientError, ClientProducer, ClientStats, ClientTransport, ClientTransportOptions,
-    ConnectionState, ReceivedRtp, ServerTransportInfo, SourceConfig,
+    ClientDataProducer, ClientError, ClientProducer, ClientStats, ClientTransport,
+    ClientTransportOptions, ConnectionState, ReceivedData, ReceivedRtp, ServerTransportInfo,
+    SourceConfig,
 };

@@ -15,6 +15,8 @@ struct Shared {
     loss_ppm: AtomicU32,
     /// Forward nothing at all (a peer that vanished).
     blackhole: AtomicBool,
+    /// Bytes per second forwarded toward the client (0: unlimited); the excess is dropped.
+    rate_to_client: AtomicU64,
     forwarded: AtomicU64,
     dropped: AtomicU64,
 }
@@ -46,6 +48,8 @@ impl LossyRelay {
             let mut buf = vec![0u8; 2048];
             let mut client: Option<SocketAddr> = None;
             let mut state = seed | 1;
+            // Token bucket of the rate toward the client: (tokens, last refill).
+            let mut bucket = (0f64, tokio::time::Instant::now());
             loop {
                 let Ok((n, from)) = socket.recv_from(&mut buf).await else {
                     continue;
@@ -67,6 +71,20 @@ impl LossyRelay {
                 if s.blackhole.load(Ordering::Relaxed) || r < s.loss_ppm.load(Ordering::Relaxed) {
                     s.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
+                }
+                let rate = s.rate_to_client.load(Ordering::Relaxed);
+                if rate > 0 && from == server {
+                    let now = tokio::time::Instant::now();
+                    let burst = rate as f64 / 10.0;
+                    bucket.0 = (bucket.0
+                        + now.duration_since(bucket.1).as_secs_f64() * rate as f64)
+                        .min(burst);
+                    bucket.1 = now;
+                    if bucket.0 < n as f64 {
+                        s.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    bucket.0 -= n as f64;
                 }
                 s.forwarded.fetch_add(1, Ordering::Relaxed);
                 let _ = socket.send_to(&buf[..n], to).await;
@@ -90,6 +108,14 @@ impl LossyRelay {
         self.shared
             .loss_ppm
             .store((loss.clamp(0.0, 1.0) * 1e6) as u32, Ordering::Relaxed);
+    }
+
+    /// Caps the bytes per second forwarded toward the client, dropping the excess like a
+    /// policer on a slow link (`None`: no cap).
+    pub fn set_rate_to_client(&self, bytes_per_second: Option<u64>) {
+        self.shared
+            .rate_to_client
+            .store(bytes_per_second.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Stops (or resumes) forwarding anything, like a peer that vanished.

@@ -10,11 +10,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_media::DataMessage;
 use sluice_media::ortc::{
     DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate, IceParameters, MediaKind,
-    RtpEncodingParameters, RtpParameters, SctpParameters,
+    RtpEncodingParameters, RtpParameters, SctpParameters, SctpStreamParameters,
 };
 use str0m::change::DirectApi;
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::config::Fingerprint;
 use str0m::media::{KeyframeRequestKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
@@ -165,6 +167,21 @@ pub struct ReceivedRtp {
     pub received_us: u64,
 }
 
+/// A data channel the client opened to produce on (`produceData`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientDataProducer {
+    pub label: String,
+    pub sctp_stream_parameters: SctpStreamParameters,
+}
+
+/// One data-channel message received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedData {
+    pub binary: bool,
+    pub data: Vec<u8>,
+    pub received_us: u64,
+}
+
 /// Counters of a client transport.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientStats {
@@ -176,6 +193,10 @@ pub struct ClientStats {
     pub keyframes_sent: HashMap<String, u64>,
     pub datagrams_in: u64,
     pub datagrams_out: u64,
+    pub data_sent: u64,
+    /// Messages SCTP had no room for (or whose channel was not open yet).
+    pub data_refused: u64,
+    pub data_received: u64,
 }
 
 /// Connection progress of a client transport.
@@ -208,6 +229,23 @@ enum Cmd {
         mid: String,
         layer: usize,
         active: bool,
+    },
+    ProduceData {
+        label: String,
+        ordered: bool,
+        max_retransmits: Option<u16>,
+        max_packet_life_time: Option<u16>,
+        stream_id: Option<u16>,
+        reply: oneshot::Sender<ClientDataProducer>,
+    },
+    ConsumeData {
+        params: SctpStreamParameters,
+        label: String,
+        reply: oneshot::Sender<mpsc::UnboundedReceiver<ReceivedData>>,
+    },
+    SendData {
+        stream_id: u16,
+        message: DataMessage,
     },
     Stats {
         reply: oneshot::Sender<ClientStats>,
@@ -316,6 +354,9 @@ impl ClientTransport {
             stats: ClientStats::default(),
             state: state_tx,
             next_mid: 0,
+            next_stream_id: 0,
+            channels: HashMap::new(),
+            data_receivers: HashMap::new(),
             next_ssrc: rand::random::<u32>() % 1_000_000_000 + 1_000_000,
             cname: format!("sluice-client-{}", rand::random::<u32>()),
         };
@@ -412,6 +453,48 @@ impl ClientTransport {
         });
     }
 
+    /// Opens a negotiated data channel to produce on; send its parameters with `produceData`.
+    /// `stream_id`: pick one (tests of hostile clients), else the next free.
+    pub async fn produce_data(
+        &self,
+        label: &str,
+        ordered: bool,
+        max_retransmits: Option<u16>,
+        max_packet_life_time: Option<u16>,
+        stream_id: Option<u16>,
+    ) -> Result<ClientDataProducer, ClientError> {
+        self.ask(|reply| Cmd::ProduceData {
+            label: label.to_owned(),
+            ordered,
+            max_retransmits,
+            max_packet_life_time,
+            stream_id,
+            reply,
+        })
+        .await
+    }
+
+    /// Opens the negotiated channel a server data consumer sends on.
+    pub async fn consume_data(
+        &self,
+        params: SctpStreamParameters,
+        label: &str,
+    ) -> Result<mpsc::UnboundedReceiver<ReceivedData>, ClientError> {
+        self.ask(|reply| Cmd::ConsumeData {
+            params,
+            label: label.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// Sends a message on a data producer's stream.
+    pub fn send_data(&self, stream_id: u16, message: DataMessage) -> Result<(), ClientError> {
+        self.commands
+            .send(Cmd::SendData { stream_id, message })
+            .map_err(|_| ClientError::Closed)
+    }
+
     pub async fn stats(&self) -> Result<ClientStats, ClientError> {
         self.ask(|reply| Cmd::Stats { reply }).await
     }
@@ -454,6 +537,9 @@ struct Driver {
     stats: ClientStats,
     state: watch::Sender<ConnectionState>,
     next_mid: u32,
+    next_stream_id: u16,
+    channels: HashMap<u16, ChannelId>,
+    data_receivers: HashMap<ChannelId, mpsc::UnboundedSender<ReceivedData>>,
     next_ssrc: u32,
     cname: String,
 }
@@ -552,6 +638,64 @@ impl Driver {
                 {
                     l.active = active;
                     l.force_keyframe |= active;
+                }
+            }
+            Cmd::ProduceData {
+                label,
+                ordered,
+                max_retransmits,
+                max_packet_life_time,
+                stream_id,
+                reply,
+            } => {
+                let stream_id = stream_id.unwrap_or_else(|| {
+                    let id = self.next_stream_id;
+                    self.next_stream_id = self.next_stream_id.wrapping_add(1);
+                    id
+                });
+                let params = SctpStreamParameters {
+                    stream_id,
+                    ordered: Some(ordered),
+                    max_packet_life_time: max_packet_life_time.map(u32::from),
+                    max_retransmits: max_retransmits.map(u32::from),
+                };
+                let cid = self
+                    .rtc
+                    .direct_api()
+                    .create_data_channel(channel_config(&params, &label));
+                self.channels.insert(stream_id, cid);
+                let _ = reply.send(ClientDataProducer {
+                    label,
+                    sctp_stream_parameters: params,
+                });
+            }
+            Cmd::ConsumeData {
+                params,
+                label,
+                reply,
+            } => {
+                let cid = self
+                    .rtc
+                    .direct_api()
+                    .create_data_channel(channel_config(&params, &label));
+                self.channels.insert(params.stream_id, cid);
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.data_receivers.insert(cid, tx);
+                let _ = reply.send(rx);
+            }
+            Cmd::SendData { stream_id, message } => {
+                // str0m cannot send an empty message (see sluice-media's data_consumer.rs).
+                let written = !message.data.is_empty()
+                    && self
+                        .channels
+                        .get(&stream_id)
+                        .and_then(|cid| self.rtc.channel(*cid))
+                        .map(|mut ch| matches!(ch.write(message.binary, &message.data), Ok(true)))
+                        .unwrap_or(false);
+                if written {
+                    self.stats.data_sent += 1;
+                } else {
+                    self.stats.data_refused += 1;
                 }
             }
             Cmd::Stats { reply } => {
@@ -885,9 +1029,36 @@ impl Driver {
                     }
                 }
             }
+            Event::ChannelData(d) => {
+                self.stats.data_received += 1;
+                if let Some(tx) = self.data_receivers.get(&d.id) {
+                    let _ = tx.send(ReceivedData {
+                        binary: d.binary,
+                        data: d.data,
+                        received_us: media::now_us(),
+                    });
+                }
+            }
             Event::Closed => self.state.send_modify(|st| st.closed = true),
             _ => {}
         }
+    }
+}
+
+fn channel_config(params: &SctpStreamParameters, label: &str) -> ChannelConfig {
+    let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+    ChannelConfig {
+        label: label.to_owned(),
+        ordered: params.ordered.unwrap_or(true),
+        reliability: match (params.max_packet_life_time, params.max_retransmits) {
+            (Some(l), _) => Reliability::MaxPacketLifetime { lifetime: clamp(l) },
+            (None, Some(r)) => Reliability::MaxRetransmits {
+                retransmits: clamp(r),
+            },
+            (None, None) => Reliability::Reliable,
+        },
+        negotiated: Some(params.stream_id),
+        protocol: String::new(),
     }
 }
 

@@ -14,7 +14,10 @@
 //! `docs/media.md` describes the design and `docs/closures.md` the close cascade.
 
 pub mod consumer;
+pub mod data_consumer;
+pub mod data_producer;
 pub mod demux;
+pub mod direct_transport;
 pub mod error;
 pub mod events;
 pub mod forwarder;
@@ -28,6 +31,9 @@ pub mod webrtc_transport;
 pub mod worker;
 
 pub use consumer::{Consumer, ConsumerDump, ConsumerOptions, ConsumerStat};
+pub use data_consumer::{DataConsumer, DataConsumerOptions, DataConsumerStat, DataReceiver};
+pub use data_producer::{DataMessage, DataProducer, DataProducerOptions, DataProducerStat};
+pub use direct_transport::DirectTransport;
 pub use error::MediaError;
 pub use events::{
     CloseReason, ConsumerLayers, ConsumerScore, EventSender, MediaEvent, ProducerScore,

@@ -94,6 +94,27 @@ impl Router {
         ))
     }
 
+    /// Creates a direct (in-process) transport for server-side game data.
+    pub async fn create_direct_transport(
+        &self,
+        events: Option<crate::events::EventSender>,
+    ) -> Result<crate::direct_transport::DirectTransport, MediaError> {
+        let router_id = self.id.clone();
+        let id = self
+            .worker
+            .request(|reply| Command::CreateDirectTransport {
+                router_id,
+                events,
+                reply,
+            })
+            .await??;
+        Ok(crate::direct_transport::DirectTransport::new(
+            self.worker.clone(),
+            self.id.clone(),
+            id,
+        ))
+    }
+
     pub async fn dump(&self) -> Result<RouterDump, MediaError> {
         let id = self.id.clone();
         self.worker
@@ -124,4 +145,5 @@ pub(crate) struct RouterState {
     pub rtp_capabilities: Arc<RtpCapabilities>,
     pub transports: HashSet<Key>,
     pub producers: HashSet<Key>,
+    pub data_producers: HashSet<Key>,
 }

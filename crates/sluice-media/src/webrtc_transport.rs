@@ -305,6 +305,24 @@ impl WebRtcTransport {
             .await?
     }
 
+    /// Receives a data channel the client opened (`produceData`).
+    pub async fn produce_data(
+        &self,
+        options: crate::data_producer::DataProducerOptions,
+    ) -> Result<crate::data_producer::DataProducer, MediaError> {
+        crate::direct_transport::produce_data(&self.worker, &self.id, options).await
+    }
+
+    /// Sends a data producer's messages to the client on a stream the server picks.
+    pub async fn consume_data(
+        &self,
+        options: crate::data_consumer::DataConsumerOptions,
+    ) -> Result<crate::data_consumer::DataConsumer, MediaError> {
+        crate::direct_transport::consume_data(&self.worker, &self.id, options)
+            .await
+            .map(|(c, _)| c)
+    }
+
     /// Makes the worker panic while handling this transport, to test that only this session
     /// closes (with `CloseReason::SessionError`).
     #[doc(hidden)]
@@ -383,6 +401,11 @@ pub(crate) struct TransportState {
     pub consumer_by_mid: HashMap<Mid, Key>,
     /// SSRC of an incoming stream → (producer, layer).
     pub rx_ssrc: HashMap<u32, (Key, usize)>,
+    /// SCTP stream ids in use (data producers' and data consumers'); `None` without SCTP.
+    pub sctp_streams: Option<sluice_ortc::SctpStreamIdAllocator>,
+    pub data_producers: Vec<Key>,
+    pub data_consumers: Vec<Key>,
+    pub data_by_channel: HashMap<str0m::channel::ChannelId, crate::worker::DataOwner>,
     pub available_bitrate: Option<u64>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
@@ -473,6 +496,17 @@ impl TransportState {
             producer_by_mid: HashMap::new(),
             consumer_by_mid: HashMap::new(),
             rx_ssrc: HashMap::new(),
+            sctp_streams: options.enable_sctp.then(|| {
+                sluice_ortc::SctpStreamIdAllocator::new(
+                    options
+                        .num_sctp_streams
+                        .os
+                        .min(options.num_sctp_streams.mis),
+                )
+            }),
+            data_producers: Vec::new(),
+            data_consumers: Vec::new(),
+            data_by_channel: HashMap::new(),
             available_bitrate: options
                 .enable_bwe
                 .then_some(options.initial_available_outgoing_bitrate),

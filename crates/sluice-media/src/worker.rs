@@ -30,8 +30,18 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::consumer::{ConsumerCreated, ConsumerDump, ConsumerOp, ConsumerOptions, ConsumerState};
+use crate::data_consumer::{
+    DEFAULT_BUFFERED_AMOUNT_LOW_THRESHOLD, DEFAULT_QUEUE_LIMIT, DEFAULT_UNRELIABLE_QUEUE_LIMIT,
+    DataConsumerCreated, DataConsumerOptions, DataConsumerStat, DataConsumerState, DataReceiver,
+    DataSink, Pushed, RELIABLE_SCTP_BUFFER, SendQueue, UNRELIABLE_SCTP_BUFFER,
+};
+use crate::data_producer::{
+    DataMessage, DataProducerOptions, DataProducerStat, DataProducerState, RateLimiter,
+};
 use crate::demux::{DatagramKind, Demux};
+use crate::direct_transport::DirectTransportState;
 use crate::error::MediaError;
+use crate::events::EventSender;
 use crate::events::{CloseReason, ConsumerLayers, ConsumerScore, MediaEvent};
 use crate::forwarder::{Forwarder, InPacket, Verdict};
 use crate::layers::{RateCalculator, select_spatial_layer};
@@ -94,6 +104,8 @@ pub struct ResourceUsage {
     pub send_errors: u64,
     /// Transports closed because handling them panicked.
     pub session_errors: u64,
+    /// Data-channel messages on a stream no data producer declared.
+    pub dropped_data: u64,
 }
 
 /// What a worker holds now (`Worker::dump`); every count is zero once everything is closed.
@@ -106,6 +118,8 @@ pub struct WorkerDump {
     pub transports: usize,
     pub producers: usize,
     pub consumers: usize,
+    pub data_producers: usize,
+    pub data_consumers: usize,
     pub ufrag_entries: usize,
     pub address_entries: usize,
     pub timers: usize,
@@ -189,6 +203,54 @@ pub(crate) enum Command {
     ConsumerDump {
         id: String,
         reply: Reply<Result<ConsumerDump, MediaError>>,
+    },
+    CreateDirectTransport {
+        router_id: String,
+        events: Option<EventSender>,
+        reply: Reply<Result<String, MediaError>>,
+    },
+    ProduceData {
+        transport_id: String,
+        id: String,
+        options: Box<DataProducerOptions>,
+        reply: Reply<Result<(), MediaError>>,
+    },
+    ConsumeData {
+        transport_id: String,
+        id: String,
+        options: Box<DataConsumerOptions>,
+        reply: Reply<Result<DataConsumerCreated, MediaError>>,
+    },
+    /// A message from a direct data producer.
+    DirectSend {
+        data_producer_id: String,
+        message: DataMessage,
+    },
+    PauseDataProducer {
+        id: String,
+        paused: bool,
+        reply: Reply<Result<(), MediaError>>,
+    },
+    PauseDataConsumer {
+        id: String,
+        paused: bool,
+        reply: Reply<Result<(), MediaError>>,
+    },
+    DataProducerStats {
+        id: String,
+        reply: Reply<Result<Vec<DataProducerStat>, MediaError>>,
+    },
+    DataConsumerStats {
+        id: String,
+        reply: Reply<Result<Vec<DataConsumerStat>, MediaError>>,
+    },
+    CloseDataProducer {
+        id: String,
+        reply: Reply<Result<(), MediaError>>,
+    },
+    CloseDataConsumer {
+        id: String,
+        reply: Reply<Result<(), MediaError>>,
     },
     Dump {
         reply: Reply<WorkerDump>,
@@ -467,6 +529,11 @@ pub(crate) struct WorkerState {
     producer_ids: HashMap<String, Key>,
     consumers: HashMap<Key, ConsumerState>,
     consumer_ids: HashMap<String, Key>,
+    directs: HashMap<Key, DirectTransportState>,
+    data_producers: HashMap<Key, DataProducerState>,
+    data_producer_ids: HashMap<String, Key>,
+    data_consumers: HashMap<Key, DataConsumerState>,
+    data_consumer_ids: HashMap<String, Key>,
     timers: BTreeSet<(Instant, Key)>,
     /// Transports with output to poll.
     dirty: Vec<Key>,
@@ -495,6 +562,11 @@ impl WorkerState {
             producer_ids: HashMap::new(),
             consumers: HashMap::new(),
             consumer_ids: HashMap::new(),
+            directs: HashMap::new(),
+            data_producers: HashMap::new(),
+            data_producer_ids: HashMap::new(),
+            data_consumers: HashMap::new(),
+            data_consumer_ids: HashMap::new(),
             timers: BTreeSet::new(),
             dirty: Vec::new(),
             next_key: 1,
@@ -528,6 +600,7 @@ impl WorkerState {
                             rtp_capabilities: caps,
                             transports: Default::default(),
                             producers: Default::default(),
+                            data_producers: Default::default(),
                         });
                         Ok(())
                     }
@@ -613,6 +686,10 @@ impl WorkerState {
             }
             Command::CloseTransport { id, reply } => {
                 let result = match self.transport_ids.get(&id).copied() {
+                    Some(key) if self.directs.contains_key(&key) => {
+                        self.close_direct_transport(key, CloseReason::Closed);
+                        Ok(())
+                    }
                     Some(key) => {
                         self.close_transport(key, CloseReason::Closed, socket);
                         Ok(())
@@ -678,6 +755,103 @@ impl WorkerState {
                 let result = match self.consumer_ids.get(&id).copied() {
                     Some(key) => Ok(self.consumer_dump(key)),
                     None => Err(MediaError::UnknownConsumer(id)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::CreateDirectTransport {
+                router_id,
+                events,
+                reply,
+            } => {
+                let _ = reply.send(self.create_direct_transport(router_id, events));
+            }
+            Command::ProduceData {
+                transport_id,
+                id,
+                options,
+                reply,
+            } => {
+                let _ = reply.send(self.produce_data(&transport_id, id, *options, now));
+            }
+            Command::ConsumeData {
+                transport_id,
+                id,
+                options,
+                reply,
+            } => {
+                let _ = reply.send(self.consume_data(&transport_id, id, *options));
+            }
+            Command::DirectSend {
+                data_producer_id,
+                message,
+            } => {
+                if let Some(&key) = self.data_producer_ids.get(&data_producer_id) {
+                    self.relay_data(key, message, now);
+                }
+            }
+            Command::PauseDataProducer { id, paused, reply } => {
+                let result = match self
+                    .data_producer_ids
+                    .get(&id)
+                    .and_then(|k| self.data_producers.get_mut(k))
+                {
+                    Some(p) => {
+                        p.paused = paused;
+                        Ok(())
+                    }
+                    None => Err(MediaError::UnknownDataProducer(id)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::PauseDataConsumer { id, paused, reply } => {
+                let result = match self
+                    .data_consumer_ids
+                    .get(&id)
+                    .and_then(|k| self.data_consumers.get_mut(k))
+                {
+                    Some(c) => {
+                        c.paused = paused;
+                        Ok(())
+                    }
+                    None => Err(MediaError::UnknownDataConsumer(id)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::DataProducerStats { id, reply } => {
+                let result = match self
+                    .data_producer_ids
+                    .get(&id)
+                    .and_then(|k| self.data_producers.get(k))
+                {
+                    Some(p) => Ok(vec![p.stats(unix_millis())]),
+                    None => Err(MediaError::UnknownDataProducer(id)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::DataConsumerStats { id, reply } => {
+                let result = match self.data_consumer_ids.get(&id).copied() {
+                    Some(key) => Ok(vec![self.data_consumer_stats(key)]),
+                    None => Err(MediaError::UnknownDataConsumer(id)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::CloseDataProducer { id, reply } => {
+                let result = match self.data_producer_ids.get(&id).copied() {
+                    Some(key) => {
+                        self.close_data_producer(key, CloseReason::Closed, false);
+                        Ok(())
+                    }
+                    None => Err(MediaError::UnknownDataProducer(id)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::CloseDataConsumer { id, reply } => {
+                let result = match self.data_consumer_ids.get(&id).copied() {
+                    Some(key) => {
+                        self.close_data_consumer(key, CloseReason::Closed, false);
+                        Ok(())
+                    }
+                    None => Err(MediaError::UnknownDataConsumer(id)),
                 };
                 let _ = reply.send(result);
             }
@@ -1122,16 +1296,32 @@ impl WorkerState {
                     .filter_map(|k| self.consumers.get(k).map(|c| c.id.clone())),
             );
         }
+        let mut data_producer_ids: Vec<String> = r
+            .data_producers
+            .iter()
+            .filter_map(|k| self.data_producers.get(k).map(|p| p.id.clone()))
+            .collect();
+        let mut data_consumer_ids: Vec<String> = self
+            .data_consumers
+            .values()
+            .filter(|c| r.data_producers.contains(&c.data_producer))
+            .map(|c| c.id.clone())
+            .collect();
+        for d in self.directs.values().filter(|d| d.router_id == id) {
+            transport_ids.push(d.id.clone());
+        }
         transport_ids.sort();
         producer_ids.sort();
         consumer_ids.sort();
+        data_producer_ids.sort();
+        data_consumer_ids.sort();
         Ok(RouterDump {
             id: id.to_owned(),
             transport_ids,
             producer_ids,
             consumer_ids,
-            data_producer_ids: Vec::new(),
-            data_consumer_ids: Vec::new(),
+            data_producer_ids,
+            data_consumer_ids,
         })
     }
 
@@ -1143,9 +1333,11 @@ impl WorkerState {
             index: self.index,
             local_addr: self.local_addr.to_string(),
             router_ids,
-            transports: self.transports.len(),
+            transports: self.transports.len() + self.directs.len(),
             producers: self.producers.len(),
             consumers: self.consumers.len(),
+            data_producers: self.data_producers.len(),
+            data_consumers: self.data_consumers.len(),
             ufrag_entries,
             address_entries,
             timers: self.timers.len(),
@@ -1237,6 +1429,14 @@ impl WorkerState {
         let notify = reason != CloseReason::Closed;
         let producers = t.producers.clone();
         let consumers = t.consumers.clone();
+        let data_producers = t.data_producers.clone();
+        let data_consumers = t.data_consumers.clone();
+        for dkey in data_consumers {
+            self.close_data_consumer(dkey, CloseReason::TransportClosed, notify);
+        }
+        for dkey in data_producers {
+            self.close_data_producer(dkey, CloseReason::TransportClosed, notify);
+        }
         for ckey in consumers {
             self.close_consumer(ckey, CloseReason::TransportClosed, notify);
         }
@@ -1293,6 +1493,15 @@ impl WorkerState {
         } else {
             reason
         };
+        let directs: Vec<Key> = self
+            .directs
+            .iter()
+            .filter(|(_, d)| d.router_id == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for dkey in directs {
+            self.close_direct_transport(dkey, transport_reason);
+        }
         for tkey in transports {
             self.close_transport(tkey, transport_reason, socket);
         }
@@ -1303,6 +1512,502 @@ impl WorkerState {
         let ids: Vec<String> = self.routers.keys().cloned().collect();
         for id in ids {
             self.close_router(&id, reason, socket);
+        }
+    }
+
+    // ---- data channels -------------------------------------------------------------------
+
+    fn create_direct_transport(
+        &mut self,
+        router_id: String,
+        events: Option<EventSender>,
+    ) -> Result<String, MediaError> {
+        if !self.routers.contains_key(&router_id) {
+            return Err(MediaError::UnknownRouter(router_id));
+        }
+        let id = crate::new_id();
+        let key = self.key();
+        self.directs.insert(
+            key,
+            DirectTransportState {
+                id: id.clone(),
+                router_id,
+                events,
+                data_producers: Vec::new(),
+                data_consumers: Vec::new(),
+            },
+        );
+        self.transport_ids.insert(id.clone(), key);
+        Ok(id)
+    }
+
+    fn router_of(&self, tkey: Key) -> Option<String> {
+        self.transports
+            .get(&tkey)
+            .map(|t| t.router_id.clone())
+            .or_else(|| self.directs.get(&tkey).map(|d| d.router_id.clone()))
+    }
+
+    fn produce_data(
+        &mut self,
+        transport_id: &str,
+        id: String,
+        options: DataProducerOptions,
+        now: Instant,
+    ) -> Result<(), MediaError> {
+        let tkey = *self
+            .transport_ids
+            .get(transport_id)
+            .ok_or_else(|| MediaError::UnknownTransport(transport_id.to_owned()))?;
+        if self.data_producer_ids.contains_key(&id) {
+            return Err(MediaError::DuplicateId(id));
+        }
+        let router_id = self
+            .router_of(tkey)
+            .ok_or_else(|| MediaError::UnknownTransport(transport_id.to_owned()))?;
+        let key = self.key();
+        let mut channel = None;
+        let mut stream = options.sctp_stream_parameters.clone();
+        if let Some(t) = self.transports.get_mut(&tkey) {
+            let Some(params) = stream.as_mut() else {
+                return Err(MediaError::InvalidSctpParameters(
+                    "sctpStreamParameters are required on a WebRTC transport".into(),
+                ));
+            };
+            sluice_ortc::validate_sctp_stream_parameters(params)
+                .map_err(|e| MediaError::InvalidSctpParameters(e.to_string()))?;
+            let streams = t
+                .sctp_streams
+                .as_mut()
+                .ok_or_else(|| MediaError::SctpDisabled(transport_id.to_owned()))?;
+            streams.reserve(params.stream_id).map_err(|e| {
+                MediaError::InvalidSctpParameters(format!("stream {}: {e}", params.stream_id))
+            })?;
+            let partial = params.max_packet_life_time.is_some() || params.max_retransmits.is_some();
+            params.ordered = Some(params.ordered.unwrap_or(!partial));
+            let config = channel_config(params, &options.label, &options.protocol);
+            let cid = t.rtc.direct_api().create_data_channel(config);
+            t.data_by_channel.insert(cid, DataOwner::Producer(key));
+            t.data_producers.push(key);
+            channel = Some(cid);
+            self.dirty.push(tkey);
+        } else if let Some(d) = self.directs.get_mut(&tkey) {
+            stream = None;
+            d.data_producers.push(key);
+        }
+        if let Some(r) = self.routers.get_mut(&router_id) {
+            r.data_producers.insert(key);
+        }
+        self.data_producer_ids.insert(id.clone(), key);
+        self.data_producers.insert(
+            key,
+            DataProducerState {
+                id,
+                transport: tkey,
+                router_id,
+                stream,
+                channel,
+                label: options.label,
+                protocol: options.protocol,
+                paused: options.paused,
+                consumers: Vec::new(),
+                max_message_size: options.max_message_size,
+                limiter: options
+                    .max_messages_per_second
+                    .map(|rate| RateLimiter::new(rate, now)),
+                messages: 0,
+                bytes: 0,
+                dropped_oversize: 0,
+                dropped_rate: 0,
+            },
+        );
+        Ok(())
+    }
+
+    fn consume_data(
+        &mut self,
+        transport_id: &str,
+        id: String,
+        options: DataConsumerOptions,
+    ) -> Result<DataConsumerCreated, MediaError> {
+        let tkey = *self
+            .transport_ids
+            .get(transport_id)
+            .ok_or_else(|| MediaError::UnknownTransport(transport_id.to_owned()))?;
+        let pkey = *self
+            .data_producer_ids
+            .get(&options.data_producer_id)
+            .ok_or_else(|| MediaError::UnknownDataProducer(options.data_producer_id.clone()))?;
+        let router_id = self
+            .router_of(tkey)
+            .ok_or_else(|| MediaError::UnknownTransport(transport_id.to_owned()))?;
+        let Some(producer) = self.data_producers.get(&pkey) else {
+            return Err(MediaError::UnknownDataProducer(options.data_producer_id));
+        };
+        if producer.router_id != router_id {
+            return Err(MediaError::CannotConsume(
+                "the data producer is on another router".into(),
+            ));
+        }
+        let base = producer.stream.clone().unwrap_or_default();
+        let label = producer.label.clone();
+        let protocol = producer.protocol.clone();
+        let key = self.key();
+        let (sink, params, receiver, reliable) = if let Some(t) = self.transports.get_mut(&tkey) {
+            let streams = t
+                .sctp_streams
+                .as_mut()
+                .ok_or_else(|| MediaError::SctpDisabled(transport_id.to_owned()))?;
+            let stream_id = streams
+                .allocate()
+                .map_err(|e| MediaError::Limit(format!("SCTP streams of this transport: {e}")))?;
+            let mut params =
+                sluice_ortc::get_data_consumer_sctp_stream_parameters(&base, stream_id);
+            if options.ordered.is_some()
+                || options.max_packet_life_time.is_some()
+                || options.max_retransmits.is_some()
+            {
+                params.max_packet_life_time = options.max_packet_life_time;
+                params.max_retransmits = options.max_retransmits;
+                let partial =
+                    params.max_packet_life_time.is_some() || params.max_retransmits.is_some();
+                params.ordered = Some(options.ordered.unwrap_or(!partial));
+            }
+            let reliable =
+                params.max_packet_life_time.is_none() && params.max_retransmits.is_none();
+            let cid = t
+                .rtc
+                .direct_api()
+                .create_data_channel(channel_config(&params, &label, &protocol));
+            t.data_by_channel.insert(cid, DataOwner::Consumer(key));
+            t.data_consumers.push(key);
+            self.dirty.push(tkey);
+            (
+                DataSink::Sctp {
+                    stream_id,
+                    channel: cid,
+                },
+                Some(params),
+                None,
+                reliable,
+            )
+        } else if let Some(d) = self.directs.get_mut(&tkey) {
+            let reliable = options.max_packet_life_time.is_none()
+                && options.max_retransmits.is_none()
+                && base.max_packet_life_time.is_none()
+                && base.max_retransmits.is_none();
+            let limit = options.queue_limit.unwrap_or(if reliable {
+                DEFAULT_QUEUE_LIMIT
+            } else {
+                DEFAULT_UNRELIABLE_QUEUE_LIMIT
+            });
+            let receiver = DataReceiver::new(reliable, limit);
+            d.data_consumers.push(key);
+            (
+                DataSink::Direct(receiver.clone()),
+                None,
+                Some(receiver),
+                reliable,
+            )
+        } else {
+            return Err(MediaError::UnknownTransport(transport_id.to_owned()));
+        };
+        let limit = options.queue_limit.unwrap_or(if reliable {
+            DEFAULT_QUEUE_LIMIT
+        } else {
+            DEFAULT_UNRELIABLE_QUEUE_LIMIT
+        });
+        if let Some(p) = self.data_producers.get_mut(&pkey) {
+            p.consumers.push(key);
+        }
+        self.data_consumer_ids.insert(id.clone(), key);
+        self.data_consumers.insert(
+            key,
+            DataConsumerState {
+                id,
+                data_producer: pkey,
+                transport: tkey,
+                label: label.clone(),
+                protocol: protocol.clone(),
+                paused: options.paused,
+                sink,
+                queue: SendQueue::new(reliable, limit),
+                max_buffered: if reliable {
+                    RELIABLE_SCTP_BUFFER
+                } else {
+                    UNRELIABLE_SCTP_BUFFER
+                },
+                messages: 0,
+                bytes: 0,
+                last_buffered: 0,
+                backed_up: false,
+            },
+        );
+        Ok(DataConsumerCreated {
+            sctp_stream_parameters: params,
+            label,
+            protocol,
+            receiver,
+        })
+    }
+
+    /// Relays one message of data producer `pkey` to its data consumers.
+    fn relay_data(&mut self, pkey: Key, message: DataMessage, now: Instant) {
+        let Some(p) = self.data_producers.get_mut(&pkey) else {
+            return;
+        };
+        if !p.admit(message.data.len(), now) {
+            tracing::debug!(data_producer = %p.id, len = message.data.len(), "data message dropped (size or rate limit)");
+            return;
+        }
+        if p.paused {
+            return;
+        }
+        let consumers = p.consumers.clone();
+        let last = consumers.len().saturating_sub(1);
+        let mut message = Some(message);
+        for (i, dkey) in consumers.into_iter().enumerate() {
+            let m = if i == last {
+                message.take()
+            } else {
+                message.clone()
+            };
+            if let Some(m) = m {
+                self.deliver(dkey, m);
+            }
+        }
+    }
+
+    fn deliver(&mut self, dkey: Key, message: DataMessage) {
+        let WorkerState {
+            data_consumers,
+            transports,
+            dirty,
+            ..
+        } = self;
+        let Some(c) = data_consumers.get_mut(&dkey) else {
+            return;
+        };
+        if c.paused {
+            return;
+        }
+        let len = message.data.len() as u64;
+        match &c.sink {
+            DataSink::Direct(receiver) => {
+                if receiver.push(message) != Pushed::Full {
+                    c.messages += 1;
+                    c.bytes += len;
+                }
+            }
+            DataSink::Sctp { channel, .. } => {
+                if message.data.is_empty() {
+                    // str0m 0.25 writes no chunk for an empty message yet advances the stream
+                    // sequence number, which would stall an ordered stream: drop it, counted.
+                    c.queue.dropped += 1;
+                    return;
+                }
+                let Some(t) = transports.get_mut(&c.transport) else {
+                    return;
+                };
+                if c.queue.is_empty() && try_write(t, *channel, &message, c.max_buffered) {
+                    c.messages += 1;
+                    c.bytes += len;
+                } else {
+                    if c.queue.push(message) == Pushed::Full {
+                        tracing::debug!(data_consumer = %c.id, "data consumer full: message dropped");
+                    }
+                    c.backed_up = true;
+                }
+                dirty.push(c.transport);
+            }
+        }
+    }
+
+    /// Sends what a data consumer queued while SCTP had no room.
+    fn flush_data_consumer(&mut self, dkey: Key) {
+        let Some(c) = self.data_consumers.get_mut(&dkey) else {
+            return;
+        };
+        let DataSink::Sctp { channel, .. } = c.sink else {
+            return;
+        };
+        let Some(t) = self.transports.get_mut(&c.transport) else {
+            return;
+        };
+        while let Some(m) = c.queue.front() {
+            if !try_write(t, channel, m, c.max_buffered) {
+                break;
+            }
+            c.messages += 1;
+            c.bytes += m.data.len() as u64;
+            c.queue.pop();
+        }
+        c.last_buffered = t
+            .rtc
+            .channel(channel)
+            .map_or(0, |mut ch| ch.buffered_amount());
+        self.dirty.push(c.transport);
+        if c.queue.is_empty() && c.backed_up {
+            c.backed_up = false;
+            let event = MediaEvent::DataConsumerBufferedAmountLow {
+                transport_id: t.id.clone(),
+                data_consumer_id: c.id.clone(),
+                buffered_amount: c.last_buffered,
+            };
+            t.emit(event);
+        }
+    }
+
+    fn data_consumer_stats(&mut self, dkey: Key) -> DataConsumerStat {
+        let Some(c) = self.data_consumers.get(&dkey) else {
+            return DataConsumerStat {
+                kind: "data-consumer",
+                timestamp: unix_millis(),
+                label: String::new(),
+                protocol: String::new(),
+                messages_sent: 0,
+                bytes_sent: 0,
+                buffered_amount: 0,
+                queued_bytes: 0,
+                dropped: 0,
+            };
+        };
+        let (buffered, queued, dropped) = match &c.sink {
+            DataSink::Direct(r) => (0, r.queued_bytes(), r.dropped()),
+            DataSink::Sctp { channel, .. } => {
+                let buffered = self
+                    .transports
+                    .get_mut(&c.transport)
+                    .and_then(|t| t.rtc.channel(*channel).map(|mut ch| ch.buffered_amount()))
+                    .unwrap_or(0);
+                (buffered, c.queue.bytes(), c.queue.dropped)
+            }
+        };
+        DataConsumerStat {
+            kind: "data-consumer",
+            timestamp: unix_millis(),
+            label: c.label.clone(),
+            protocol: c.protocol.clone(),
+            messages_sent: c.messages,
+            bytes_sent: c.bytes,
+            buffered_amount: buffered,
+            queued_bytes: queued,
+            dropped,
+        }
+    }
+
+    fn emit_on_any(&self, tkey: Key, mut event: MediaEvent) {
+        if let Some(t) = self.transports.get(&tkey) {
+            set_transport_id(&mut event, &t.id);
+            t.emit(event);
+        } else if let Some(d) = self.directs.get(&tkey) {
+            set_transport_id(&mut event, &d.id);
+            if let Some(events) = &d.events {
+                let _ = events.send(event);
+            }
+        }
+    }
+
+    fn close_data_consumer(&mut self, dkey: Key, reason: CloseReason, notify: bool) {
+        let Some(c) = self.data_consumers.remove(&dkey) else {
+            return;
+        };
+        self.data_consumer_ids.remove(&c.id);
+        if let Some(p) = self.data_producers.get_mut(&c.data_producer) {
+            p.consumers.retain(|k| *k != dkey);
+        }
+        match &c.sink {
+            DataSink::Direct(receiver) => {
+                receiver.close();
+                if let Some(d) = self.directs.get_mut(&c.transport) {
+                    d.data_consumers.retain(|k| *k != dkey);
+                }
+            }
+            DataSink::Sctp { stream_id, channel } => {
+                if let Some(t) = self.transports.get_mut(&c.transport) {
+                    t.data_consumers.retain(|k| *k != dkey);
+                    t.data_by_channel.remove(channel);
+                    if let Some(streams) = t.sctp_streams.as_mut() {
+                        streams.release(*stream_id);
+                    }
+                    if reason != CloseReason::RemoteClosed {
+                        t.rtc.direct_api().close_data_channel(*channel);
+                    }
+                    self.dirty.push(c.transport);
+                }
+            }
+        }
+        if notify {
+            self.emit_on_any(
+                c.transport,
+                MediaEvent::DataConsumerClosed {
+                    transport_id: String::new(),
+                    data_consumer_id: c.id,
+                    reason,
+                },
+            );
+        }
+    }
+
+    fn close_data_producer(&mut self, pkey: Key, reason: CloseReason, notify: bool) {
+        let Some(p) = self.data_producers.remove(&pkey) else {
+            return;
+        };
+        self.data_producer_ids.remove(&p.id);
+        for dkey in &p.consumers {
+            self.close_data_consumer(*dkey, CloseReason::ProducerClosed, true);
+        }
+        if let Some(r) = self.routers.get_mut(&p.router_id) {
+            r.data_producers.remove(&pkey);
+        }
+        if let Some(t) = self.transports.get_mut(&p.transport) {
+            t.data_producers.retain(|k| *k != pkey);
+            if let Some(cid) = p.channel {
+                t.data_by_channel.remove(&cid);
+                if reason != CloseReason::RemoteClosed {
+                    t.rtc.direct_api().close_data_channel(cid);
+                }
+            }
+            if let (Some(streams), Some(stream)) = (t.sctp_streams.as_mut(), p.stream.as_ref()) {
+                streams.release(stream.stream_id);
+            }
+            self.dirty.push(p.transport);
+        } else if let Some(d) = self.directs.get_mut(&p.transport) {
+            d.data_producers.retain(|k| *k != pkey);
+        }
+        if notify {
+            self.emit_on_any(
+                p.transport,
+                MediaEvent::DataProducerClosed {
+                    transport_id: String::new(),
+                    data_producer_id: p.id,
+                    reason,
+                },
+            );
+        }
+    }
+
+    fn close_direct_transport(&mut self, key: Key, reason: CloseReason) {
+        let Some(d) = self.directs.get(&key) else {
+            return;
+        };
+        let notify = reason != CloseReason::Closed;
+        let consumers = d.data_consumers.clone();
+        let producers = d.data_producers.clone();
+        for k in consumers {
+            self.close_data_consumer(k, CloseReason::TransportClosed, notify);
+        }
+        for k in producers {
+            self.close_data_producer(k, CloseReason::TransportClosed, notify);
+        }
+        if let Some(d) = self.directs.remove(&key) {
+            self.transport_ids.remove(&d.id);
+            if notify && let Some(events) = &d.events {
+                let _ = events.send(MediaEvent::TransportClosed {
+                    transport_id: d.id.clone(),
+                    reason,
+                });
+            }
         }
     }
 
@@ -1404,6 +2109,15 @@ impl WorkerState {
         let transports: Vec<Key> = self.transports.keys().copied().collect();
         for key in transports {
             self.update_bwe_targets(key, now);
+        }
+        let backed_up: Vec<Key> = self
+            .data_consumers
+            .iter()
+            .filter(|(_, c)| !c.queue.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in backed_up {
+            self.flush_data_consumer(key);
         }
     }
 
@@ -1653,7 +2367,7 @@ impl WorkerState {
                 self.report_score(ckey);
             }
             Event::Closed => return Some(CloseReason::RemoteClosed),
-            Event::ChannelOpen(..) | Event::ChannelClose(..) => {
+            Event::ChannelOpen(cid, _) => {
                 let t = self.transports.get_mut(&key)?;
                 if t.sctp_state != Some(SctpState::Connected) {
                     t.sctp_state = Some(SctpState::Connected);
@@ -1661,6 +2375,44 @@ impl WorkerState {
                         transport_id: t.id.clone(),
                         state: SctpState::Connected,
                     });
+                }
+                if let Some(DataOwner::Consumer(dkey)) = t.data_by_channel.get(&cid).copied() {
+                    if let Some(mut ch) = t.rtc.channel(cid) {
+                        ch.set_buffered_amount_low_threshold(DEFAULT_BUFFERED_AMOUNT_LOW_THRESHOLD);
+                    }
+                    self.flush_data_consumer(dkey);
+                }
+            }
+            Event::ChannelData(data) => {
+                let t = self.transports.get(&key)?;
+                match t.data_by_channel.get(&data.id).copied() {
+                    Some(DataOwner::Producer(dkey)) => {
+                        let message = DataMessage {
+                            binary: data.binary,
+                            data: data.data,
+                        };
+                        self.relay_data(dkey, message, now);
+                    }
+                    // Data on a consumer's stream, or on a stream no data producer declared.
+                    _ => self.usage.dropped_data += 1,
+                }
+            }
+            Event::ChannelBufferedAmountLow(cid) => {
+                let t = self.transports.get(&key)?;
+                if let Some(DataOwner::Consumer(dkey)) = t.data_by_channel.get(&cid).copied() {
+                    self.flush_data_consumer(dkey);
+                }
+            }
+            Event::ChannelClose(cid) => {
+                let t = self.transports.get(&key)?;
+                match t.data_by_channel.get(&cid).copied() {
+                    Some(DataOwner::Producer(dkey)) => {
+                        self.close_data_producer(dkey, CloseReason::RemoteClosed, true)
+                    }
+                    Some(DataOwner::Consumer(dkey)) => {
+                        self.close_data_consumer(dkey, CloseReason::RemoteClosed, true)
+                    }
+                    None => {}
                 }
             }
             _ => {}
@@ -1969,6 +2721,60 @@ impl WorkerState {
             c.last_score = Some(score);
         }
         self.emit_on(tkey, event);
+    }
+}
+
+/// Who owns a data channel of a WebRTC transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DataOwner {
+    Producer(Key),
+    Consumer(Key),
+}
+
+/// str0m's channel configuration for a negotiated (out-of-band) SCTP stream.
+fn channel_config(
+    params: &sluice_ortc::SctpStreamParameters,
+    label: &str,
+    protocol: &str,
+) -> str0m::channel::ChannelConfig {
+    use str0m::channel::Reliability;
+    let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+    let reliability = match (params.max_packet_life_time, params.max_retransmits) {
+        (Some(lifetime), _) => Reliability::MaxPacketLifetime {
+            lifetime: clamp(lifetime),
+        },
+        (None, Some(retransmits)) => Reliability::MaxRetransmits {
+            retransmits: clamp(retransmits),
+        },
+        (None, None) => Reliability::Reliable,
+    };
+    str0m::channel::ChannelConfig {
+        label: label.to_owned(),
+        ordered: params.ordered.unwrap_or(true),
+        reliability,
+        negotiated: Some(params.stream_id),
+        protocol: protocol.to_owned(),
+    }
+}
+
+/// Writes one message into SCTP if the channel is open and holds less than `max_buffered`
+/// bytes: beyond that a consumer's messages wait in its own queue, where an unreliable one drops
+/// its oldest (SCTP's buffer would only add latency to stale state).
+fn try_write(
+    t: &mut TransportState,
+    channel: str0m::channel::ChannelId,
+    m: &DataMessage,
+    max_buffered: usize,
+) -> bool {
+    match t.rtc.channel(channel) {
+        Some(mut ch) => {
+            let buffered = ch.buffered_amount();
+            if buffered > 0 && buffered + m.data.len() > max_buffered {
+                return false;
+            }
+            matches!(ch.write(m.binary, &m.data), Ok(true))
+        }
+        None => false,
     }
 }
 

@@ -1,0 +1,81 @@
+// Data-channel message formats. Pure: no DOM, no mediasoup.
+//
+// chat   (label "chat", ordered and reliable):    {"from": peerId, "text": "..."}
+// cursor (label "cursor", unordered, no retries): {"from": peerId, "x": 12, "y": 34, "t": 1700000000000}
+
+export const CHAT_LABEL = 'chat';
+export const CURSOR_LABEL = 'cursor';
+
+/** The arena the cursors live in: every page draws and sends in this coordinate space. */
+export const ARENA = { width: 640, height: 360 };
+
+/** Longest chat text sent or shown. */
+export const MAX_CHAT_LENGTH = 500;
+
+export function encodeChat(from, text) {
+  return JSON.stringify({ from, text: String(text).slice(0, MAX_CHAT_LENGTH) });
+}
+
+export function encodeCursor(from, x, y, t = Date.now()) {
+  return JSON.stringify({ from, x: Math.round(x), y: Math.round(y), t });
+}
+
+function parseObject(raw) {
+  if (typeof raw !== 'string') return null;
+  try {
+    const value = JSON.parse(raw);
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Decodes a chat message received on a data consumer of `peerId` (null when the server's own).
+ * The sender is the data consumer's peer when known, so a peer cannot speak for another; the
+ * message's own `from` is used only when the server did not say. Returns null for garbage.
+ */
+export function decodeChat(raw, peerId) {
+  const message = parseObject(raw);
+  if (!message || typeof message.text !== 'string') return null;
+  const from = peerId ?? (typeof message.from === 'string' ? message.from : null);
+  if (!from) return null;
+  return { from, text: message.text.slice(0, MAX_CHAT_LENGTH) };
+}
+
+/** Decodes a cursor message like `decodeChat`; returns `{from, x, y, t}` or null. */
+export function decodeCursor(raw, peerId) {
+  const message = parseObject(raw);
+  if (!message || !Number.isFinite(message.x) || !Number.isFinite(message.y)) return null;
+  const from = peerId ?? (typeof message.from === 'string' ? message.from : null);
+  if (!from) return null;
+  return {
+    from,
+    x: clamp(message.x, 0, ARENA.width),
+    y: clamp(message.y, 0, ARENA.height),
+    t: Number.isFinite(message.t) ? message.t : null,
+  };
+}
+
+function clamp(value, min, max) {
+  return Math.min(max, Math.max(min, value));
+}
+
+/**
+ * Where the cursor goes when nobody moves the mouse: a slow figure of eight around the arena,
+ * phase-shifted per peer so two idle players do not overlap. `t` is in milliseconds.
+ */
+export function idleCursor(t, seed = 0) {
+  const phase = (t / 4000) * 2 * Math.PI + seed;
+  return {
+    x: ARENA.width / 2 + (ARENA.width / 2 - 40) * Math.sin(phase),
+    y: ARENA.height / 2 + (ARENA.height / 2 - 40) * Math.sin(2 * phase) / 1.2,
+  };
+}
+
+/** A stable number in [0, 2π) from a string, to seed `idleCursor`. */
+export function seedOf(text) {
+  let hash = 0;
+  for (const char of String(text)) hash = (hash * 31 + char.codePointAt(0)) >>> 0;
+  return (hash % 6283) / 1000;
+}

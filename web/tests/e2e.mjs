@@ -1,0 +1,515 @@
+#!/usr/bin/env node
+// Browser end-to-end test: a real `sluice serve`, the demo page in Debian's Chromium (driven by
+// playwright-core, fake camera and microphone), and three peers.
+//
+//   node web/tests/e2e.mjs --sluice target/debug/sluice [--artifacts DIR] [--chromium PATH]
+//
+// Prints one line per check that passes, screenshots into a fresh folder (or --artifacts), and
+// exits non-zero with the reason, the pages' state and the server's output on the first failure.
+
+import { spawn } from 'node:child_process';
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+import {
+  Fatal, Tail, USAGE, devModeEnv, parseCliArgs, parseListeningLine, peerIdsOfRoomState, poll,
+  randomSuffix, sleep,
+} from './lib.mjs';
+
+const SERVER_START_TIMEOUT = 30_000;
+const WAIT = 20_000;
+/** The whole run; a hung browser or server must not hang CI. */
+const RUN_TIMEOUT = 5 * 60_000;
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  // So the <audio> elements play without a click; does not change what is received.
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+/** A failure with a message that is the whole story (no stack trace needed). */
+class TestFailure extends Error {}
+
+const run = {
+  server: null, // {child, url, output}
+  browser: null,
+  pages: [], // {name, peerId, roomId, page, context, console, errors}
+  artifacts: null,
+  passed: 0,
+  started: Date.now(),
+};
+
+function log(message) {
+  console.log(message);
+}
+
+async function check(name, body) {
+  const start = Date.now();
+  const detail = await body();
+  run.passed += 1;
+  const seconds = ((Date.now() - start) / 1000).toFixed(1);
+  log(`ok ${run.passed} - ${name}${detail ? `: ${detail}` : ''} (${seconds} s)`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+async function startServer(binary) {
+  const args = ['serve', '--listen', '127.0.0.1:0', '--rtc-ip', '127.0.0.1', '--rtc-port', '0', '--workers', '1'];
+  const output = new Tail(400);
+  const child = spawn(binary, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: devModeEnv(process.env),
+  });
+  run.server = { child, url: null, output, exited: null };
+
+  const url = await new Promise((resolvePromise, rejectPromise) => {
+    const stdoutLines = new Tail(50);
+    const timer = setTimeout(() => {
+      rejectPromise(new TestFailure(
+        `the server did not print "sluice listening on http://…" within ${SERVER_START_TIMEOUT / 1000} s`));
+    }, SERVER_START_TIMEOUT);
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', (chunk) => {
+      output.write(chunk.replace(/^/gm, '[stdout] '));
+      const before = stdoutLines.lines.length;
+      stdoutLines.write(chunk);
+      for (const line of stdoutLines.lines.slice(before)) {
+        const found = parseListeningLine(line);
+        if (found) {
+          clearTimeout(timer);
+          resolvePromise(found);
+        }
+      }
+    });
+    child.stderr.on('data', (chunk) => output.write(chunk));
+    child.on('error', (error) => {
+      // Spawning failed (no such file, not executable): there will be no 'exit'.
+      run.server.exited ??= { error: error.message };
+      clearTimeout(timer);
+      rejectPromise(new TestFailure(`cannot start ${binary}: ${error.message}`));
+    });
+    child.on('exit', (code, signal) => {
+      run.server.exited = { code, signal };
+      clearTimeout(timer);
+      rejectPromise(new TestFailure(`the server exited (${signal ?? `code ${code}`}) before it was listening`));
+    });
+  });
+  run.server.url = url;
+
+  await poll('GET /ready to answer 200', async () => {
+    if (run.server.exited) throw new Fatal('the server exited');
+    const response = await fetch(`${url}/ready`);
+    return response.status === 200;
+  }, { timeout: SERVER_START_TIMEOUT, interval: 200 });
+  return url;
+}
+
+async function stopServer() {
+  const server = run.server;
+  if (!server || server.exited || server.child.pid === undefined) return;
+  const exited = new Promise((resolvePromise) => server.child.once('exit', () => resolvePromise('exited')));
+  server.child.kill('SIGTERM');
+  if (await Promise.race([exited, sleep(5000)]) !== 'exited') {
+    server.output.push('[e2e] the server ignored SIGTERM for 5 s; killing it');
+    server.child.kill('SIGKILL');
+    await Promise.race([exited, sleep(5000)]);
+  }
+}
+
+async function getJson(url, headers = {}) {
+  const response = await fetch(url, { headers: { Accept: 'application/json', ...headers } });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`GET ${url} answered HTTP ${response.status}: ${text.slice(0, 300)}`);
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`GET ${url} did not answer JSON: ${text.slice(0, 300)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Browser and pages
+
+async function launchBrowser(executablePath, headed) {
+  if (!existsSync(executablePath)) {
+    throw new TestFailure(`Chromium is not installed at ${executablePath} `
+      + '(install Debian\'s package: apt-get install -y chromium, or pass --chromium <path>)');
+  }
+  try {
+    accessSync(executablePath, constants.X_OK);
+  } catch {
+    throw new TestFailure(`${executablePath} is not executable`);
+  }
+  try {
+    // launch() gives the browser a fresh temporary profile (a new mkdtemp user-data dir) that
+    // it deletes on close; every page below also gets its own incognito-like context.
+    run.browser = await chromium.launch({
+      executablePath,
+      headless: !headed,
+      args: headed ? CHROMIUM_ARGS.filter((arg) => arg !== '--headless') : CHROMIUM_ARGS,
+      timeout: 30_000,
+    });
+  } catch (error) {
+    throw new TestFailure(`cannot launch Chromium at ${executablePath}: ${error.message}`);
+  }
+  return run.browser.version();
+}
+
+async function openPeer(baseUrl, { name, roomId, peerId, displayName }) {
+  const context = await run.browser.newContext({
+    permissions: ['camera', 'microphone'],
+    viewport: { width: 1280, height: 900 },
+  });
+  const page = await context.newPage();
+  const entry = { name, roomId, peerId, page, context, console: new Tail(300), errors: [] };
+  page.on('console', (message) => entry.console.push(`[${message.type()}] ${message.text()}`));
+  page.on('pageerror', (error) => {
+    entry.errors.push(error.message);
+    entry.console.push(`[pageerror] ${error.stack ?? error.message}`);
+  });
+  page.on('crash', () => entry.errors.push('the page crashed'));
+  run.pages.push(entry);
+  const query = new URLSearchParams({ roomId, peerId, displayName });
+  const response = await page.goto(`${baseUrl}/?${query}`);
+  if (!response?.ok()) {
+    throw new TestFailure(`GET / for ${name} answered HTTP ${response?.status()}`);
+  }
+  return entry;
+}
+
+/** Evaluates `fn(arg)` in the page; the state object is `window.sluiceDemo`. */
+function inPage(peer, fn, arg) {
+  return peer.page.evaluate(fn, arg);
+}
+
+async function waitJoined(peer) {
+  await poll(`${peer.name} to join room ${peer.roomId}`, async () => {
+    const { joined, status, error } = await inPage(peer, () => {
+      const demo = window.sluiceDemo;
+      return demo ? { joined: demo.joined, status: demo.status, error: demo.error } : {};
+    });
+    if (status === 'failed' || status === 'disconnected') {
+      throw new Fatal(`${peer.name}'s page is ${status}: ${error ?? 'no error recorded'}`);
+    }
+    return joined === true;
+  }, { timeout: WAIT });
+}
+
+function tileCount(peer, peerId) {
+  return inPage(peer, (id) => [...document.querySelectorAll('#peers .tile[data-peer-id]')]
+    .filter((tile) => id === undefined || tile.dataset.peerId === id).length, peerId);
+}
+
+async function consumerStats(peer, fromPeerId, kind) {
+  const stats = await inPage(peer, () => window.sluiceDemo.stats());
+  return stats.find((entry) => entry.peerId === fromPeerId && entry.kind === kind) ?? null;
+}
+
+async function screenshot(peer, label) {
+  const file = join(run.artifacts, `${label}-${peer.name}.png`);
+  try {
+    await peer.page.screenshot({ path: file, fullPage: true, timeout: 10_000 });
+  } catch (error) {
+    log(`# screenshot of ${peer.name} failed: ${error.message}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks
+
+async function mediaFlows(viewer, sender) {
+  const first = await poll(`${viewer.name} to decode ${sender.name}'s video`, async () => {
+    const stats = await consumerStats(viewer, sender.peerId, 'video');
+    return stats && stats.framesDecoded > 0 ? stats : null;
+  }, { timeout: WAIT });
+  await sleep(1000);
+  const second = await consumerStats(viewer, sender.peerId, 'video');
+  if (!second || second.consumerId !== first.consumerId || second.framesDecoded <= first.framesDecoded) {
+    throw new TestFailure(`${viewer.name} stopped decoding ${sender.name}'s video: framesDecoded `
+      + `${first.framesDecoded} then ${second?.framesDecoded} one second later`);
+  }
+  return `${viewer.name} decoded ${second.framesDecoded - first.framesDecoded} frames/s of ${sender.name}`;
+}
+
+async function audioFlows(viewer, sender) {
+  const stats = await poll(`${viewer.name} to receive ${sender.name}'s audio`, async () => {
+    const entry = await consumerStats(viewer, sender.peerId, 'audio');
+    return entry && entry.packetsReceived > 0 ? entry : null;
+  }, { timeout: WAIT });
+  return `${viewer.name} got ${stats.packetsReceived} audio packets from ${sender.name}`;
+}
+
+async function cursorsFlow(viewer, sender) {
+  const count = () => inPage(viewer, (id) => window.sluiceDemo.cursors[id]?.count ?? 0, sender.peerId);
+  const first = await poll(`${viewer.name} to receive ${sender.name}'s cursor`, count, { timeout: WAIT });
+  await sleep(1000);
+  const second = await count();
+  if (second <= first) {
+    throw new TestFailure(`${viewer.name} stopped receiving ${sender.name}'s cursor: count ${first} `
+      + `then ${second} one second later`);
+  }
+  return `${viewer.name} got ${second - first} cursor messages/s from ${sender.name}`;
+}
+
+async function chatFlows(sender, receiver) {
+  const text = `hello from ${sender.name} ${randomSuffix(6)}`;
+  // The chat channel opens a moment after joining; sendChat throws until it is open.
+  await poll(`${sender.name}'s chat channel to open and send`, () => inPage(sender, (message) => {
+    try {
+      return window.sluiceDemo.sendChat(message);
+    } catch (error) {
+      if (/not open/.test(error.message)) return false;
+      throw error;
+    }
+  }, text), { timeout: WAIT });
+  await poll(`${receiver.name} to receive ${sender.name}'s chat message "${text}"`, () => inPage(receiver,
+    ({ from, message }) => window.sluiceDemo.chat.some((entry) => entry.from === from && entry.text === message),
+    { from: sender.peerId, message: text }), { timeout: WAIT });
+  const shown = await inPage(receiver, (message) => document.querySelector('#chat-log').textContent.includes(message), text);
+  if (!shown) throw new TestFailure(`${receiver.name} received "${text}" but does not show it`);
+  return `${sender.name} → ${receiver.name}`;
+}
+
+async function pausePropagates(sender, viewer) {
+  const video = await consumerStats(viewer, sender.peerId, 'video');
+  if (!video) throw new TestFailure(`${viewer.name} has no video consumer of ${sender.name}`);
+  const pausedState = () => inPage(viewer, ({ peerId, consumerId }) => ({
+    state: window.sluiceDemo.peers[peerId]?.paused?.[consumerId],
+    tile: document.querySelector(`#peers .tile[data-peer-id="${CSS.escape(peerId)}"]`)?.dataset.videoPaused,
+  }), { peerId: sender.peerId, consumerId: video.consumerId });
+
+  await inPage(sender, () => window.sluiceDemo.pauseVideo());
+  await poll(`${viewer.name} to show ${sender.name}'s video consumer paused`, async () => {
+    const { state, tile } = await pausedState();
+    return state === true && tile === 'true';
+  }, { timeout: WAIT });
+
+  await inPage(sender, () => window.sluiceDemo.resumeVideo());
+  await poll(`${viewer.name} to show ${sender.name}'s video consumer resumed`, async () => {
+    const { state, tile } = await pausedState();
+    return state === false && tile === 'false';
+  }, { timeout: WAIT });
+
+  const resumedAt = (await consumerStats(viewer, sender.peerId, 'video'))?.framesDecoded ?? 0;
+  await poll(`${viewer.name} to decode ${sender.name}'s video again after the resume`, async () => {
+    const stats = await consumerStats(viewer, sender.peerId, 'video');
+    return stats && stats.framesDecoded > resumedAt + 5;
+  }, { timeout: WAIT });
+  return `consumer ${video.consumerId} paused and resumed on ${viewer.name}'s page; frames flow again`;
+}
+
+async function roomIsolated(outsider, insiders) {
+  await waitJoined(outsider);
+  // Give a leak time to show up.
+  await sleep(2000);
+  const peers = await inPage(outsider, () => Object.keys(window.sluiceDemo.peers));
+  const tiles = await tileCount(outsider);
+  if (peers.length !== 0 || tiles !== 0) {
+    throw new TestFailure(`${outsider.name} (room ${outsider.roomId}) sees peers ${JSON.stringify(peers)} `
+      + `and ${tiles} tiles`);
+  }
+  for (const insider of insiders) {
+    const known = await inPage(insider, () => Object.keys(window.sluiceDemo.peers));
+    if (known.includes(outsider.peerId) || await tileCount(insider, outsider.peerId) !== 0) {
+      throw new TestFailure(`${insider.name} (room ${insider.roomId}) sees ${outsider.name} of room ${outsider.roomId}`);
+    }
+  }
+  return `${outsider.name} in ${outsider.roomId} sees nobody; nobody sees ${outsider.name}`;
+}
+
+async function leaveIsSeen(baseUrl, leaver, stayer) {
+  await inPage(leaver, () => window.sluiceDemo.leave());
+  await poll(`${leaver.name}'s page to say it left`, () => inPage(leaver, () => window.sluiceDemo.status === 'left'),
+    { timeout: WAIT });
+  await poll(`${stayer.name}'s tile for ${leaver.name} to disappear`, async () =>
+    await tileCount(stayer, leaver.peerId) === 0
+      && !(await inPage(stayer, (id) => id in window.sluiceDemo.peers, leaver.peerId)),
+  { timeout: WAIT });
+
+  const roomId = leaver.roomId;
+  const tokenUrl = `${baseUrl}/dev/token?${new URLSearchParams({ roomId, peerId: 'e2e-admin', grants: 'admin' })}`;
+  const { token } = await getJson(tokenUrl);
+  if (typeof token !== 'string' || token === '') throw new TestFailure(`GET ${tokenUrl} returned no token`);
+  const stateUrl = `${baseUrl}/api/rooms/${encodeURIComponent(roomId)}`;
+  let ids = [];
+  await poll(`the server's state of room ${roomId} to drop ${leaver.peerId}`, async () => {
+    ids = peerIdsOfRoomState(await getJson(stateUrl, { Authorization: `Bearer ${token}` }));
+    return !ids.includes(leaver.peerId);
+  }, { timeout: WAIT });
+  if (!ids.includes(stayer.peerId)) {
+    throw new TestFailure(`GET ${stateUrl} lists peers ${JSON.stringify(ids)}, without ${stayer.peerId} who is still there`);
+  }
+  return `${stayer.name} no longer shows ${leaver.name}; GET /api/rooms/${roomId} lists ${JSON.stringify(ids)}`;
+}
+
+async function noPageErrors() {
+  const problems = [];
+  for (const peer of run.pages) {
+    for (const error of peer.errors) problems.push(`${peer.name}: uncaught ${error}`);
+    const recorded = await inPage(peer, () => window.sluiceDemo?.errors ?? []).catch(() => []);
+    for (const error of recorded) problems.push(`${peer.name}: ${error}`);
+  }
+  if (problems.length) throw new TestFailure(`the pages reported errors:\n  ${problems.join('\n  ')}`);
+  return `${run.pages.length} pages`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running
+
+async function main(options) {
+  run.artifacts = options.artifacts
+    ? resolve(options.artifacts)
+    : mkdtempSync(join(tmpdir(), 'sluice-e2e-'));
+  mkdirSync(run.artifacts, { recursive: true });
+  log(`# artifacts: ${run.artifacts}`);
+
+  let baseUrl;
+  await check('sluice serve is up', async () => {
+    baseUrl = await startServer(resolve(options.sluice));
+    return `${baseUrl}, /ready answers 200`;
+  });
+  await check('Chromium launched', async () => {
+    const version = await launchBrowser(options.chromium, options.headed);
+    return `${options.chromium} ${version}`;
+  });
+
+  const roomId = `e2e-${randomSuffix()}`;
+  const otherRoomId = `e2e-other-${randomSuffix()}`;
+  const alice = await openPeer(baseUrl, { name: 'alice', roomId, peerId: 'alice', displayName: 'Alice' });
+  const bob = await openPeer(baseUrl, { name: 'bob', roomId, peerId: 'bob', displayName: 'Bob' });
+
+  await check(`Alice and Bob joined room ${roomId}`, async () => {
+    await Promise.all([waitJoined(alice), waitJoined(bob)]);
+  });
+  await check('each sees the other\'s tile', async () => {
+    for (const [viewer, other] of [[alice, bob], [bob, alice]]) {
+      await poll(`${viewer.name} to show a tile for ${other.name}`,
+        async () => await tileCount(viewer, other.peerId) === 1, { timeout: WAIT });
+    }
+  });
+  await check('each decodes the other\'s video', async () =>
+    (await Promise.all([mediaFlows(alice, bob), mediaFlows(bob, alice)])).join('; '));
+  await check('each receives the other\'s audio', async () =>
+    (await Promise.all([audioFlows(alice, bob), audioFlows(bob, alice)])).join('; '));
+  await check('each receives the other\'s cursor positions', async () =>
+    (await Promise.all([cursorsFlow(alice, bob), cursorsFlow(bob, alice)])).join('; '));
+  await check('each receives the other\'s chat message', async () =>
+    (await Promise.all([chatFlows(alice, bob), chatFlows(bob, alice)])).join('; '));
+  await check('Alice pausing her video shows on Bob\'s page', () => pausePropagates(alice, bob));
+
+  const carol = await openPeer(baseUrl, { name: 'carol', roomId: otherRoomId, peerId: 'carol', displayName: 'Carol' });
+  await check('a peer of another room sees nobody of the first', () => roomIsolated(carol, [alice, bob]));
+
+  for (const peer of run.pages) await screenshot(peer, '1-joined');
+  await check('Bob leaving removes him from Alice\'s page and the server', () => leaveIsSeen(baseUrl, bob, alice));
+  for (const peer of run.pages) await screenshot(peer, '2-after-leave');
+
+  await check('no errors on any page', noPageErrors);
+  log(`# screenshots in ${run.artifacts}`);
+}
+
+async function report(error) {
+  console.error(`\nFAILED: ${error instanceof TestFailure || error instanceof Fatal ? error.message : error.stack ?? error}`);
+  for (const peer of run.pages) {
+    const state = await inPage(peer, () => {
+      const demo = window.sluiceDemo;
+      if (!demo) return null;
+      return {
+        status: demo.status,
+        joined: demo.joined,
+        transports: demo.transports,
+        peers: demo.peers,
+        consumers: demo.consumers,
+        dataConsumers: demo.dataConsumers,
+        producers: demo.producers,
+        errors: demo.errors,
+      };
+    }).catch((e) => `unavailable: ${e.message}`);
+    console.error(`\n--- ${peer.name}'s page (room ${peer.roomId}) ---`);
+    console.error(`state: ${JSON.stringify(state, null, 1)}`);
+    const consoleText = peer.console.toString();
+    if (consoleText) console.error(`console (last lines):\n${consoleText.split('\n').slice(-40).join('\n')}`);
+    await screenshot(peer, 'failure');
+  }
+  if (run.server) {
+    const output = run.server.output.toString().split('\n').slice(-80).join('\n');
+    console.error(`\n--- server output (last lines) ---\n${output || '(none)'}`);
+  }
+  if (run.artifacts) console.error(`\nscreenshots in ${run.artifacts}`);
+}
+
+async function cleanup() {
+  if (run.browser) await Promise.race([run.browser.close().catch(() => {}), sleep(10_000)]);
+  await stopServer();
+}
+
+async function cli() {
+  let options;
+  try {
+    options = parseCliArgs(process.argv.slice(2));
+  } catch (error) {
+    console.error(error.message);
+    process.exit(2);
+  }
+  if (options.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+
+  let exitCode = 0;
+  let stopping = false;
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.on(signal, () => {
+      if (stopping) return;
+      stopping = true;
+      console.error(`\n${signal}: stopping`);
+      cleanup().finally(() => process.exit(130));
+    });
+  }
+  const watchdog = setTimeout(() => {
+    if (stopping) return;
+    stopping = true;
+    report(new TestFailure(`the run took longer than ${RUN_TIMEOUT / 1000} s`))
+      .finally(() => cleanup().finally(() => process.exit(1)));
+  }, RUN_TIMEOUT);
+
+  try {
+    await main(options);
+    log(`e2e: ${run.passed} passed, 0 failed`);
+  } catch (error) {
+    if (!stopping) {
+      stopping = true;
+      await report(error);
+      console.error(`e2e: ${run.passed} passed, 1 failed`);
+    }
+    exitCode = 1;
+  } finally {
+    clearTimeout(watchdog);
+    await cleanup();
+  }
+  process.exit(exitCode);
+}
+
+// Run when executed, not when imported (the pieces above can be driven one by one).
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) await cli();
+
+export {
+  run, check, startServer, stopServer, launchBrowser, openPeer, waitJoined, tileCount, consumerStats,
+  mediaFlows, audioFlows, cursorsFlow, chatFlows, pausePropagates, roomIsolated, leaveIsSeen,
+  noPageErrors, report, cleanup, screenshot,
+};
