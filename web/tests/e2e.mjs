@@ -77,7 +77,7 @@ async function startServer(binary) {
   run.server = { child, url: null, output, exited: null };
 
   const url = await new Promise((resolvePromise, rejectPromise) => {
-    const stdoutLines = new Tail(50);
+    let partial = '';
     const timer = setTimeout(() => {
       rejectPromise(new TestFailure(
         `the server did not print "sluice listening on http://…" within ${SERVER_START_TIMEOUT / 1000} s`));
@@ -85,10 +85,10 @@ async function startServer(binary) {
     child.stdout.setEncoding('utf8');
     child.stderr.setEncoding('utf8');
     child.stdout.on('data', (chunk) => {
-      output.write(chunk.replace(/^/gm, '[stdout] '));
-      const before = stdoutLines.lines.length;
-      stdoutLines.write(chunk);
-      for (const line of stdoutLines.lines.slice(before)) {
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop();
+      for (const line of lines) {
+        output.push(`[stdout] ${line}`);
         const found = parseListeningLine(line);
         if (found) {
           clearTimeout(timer);

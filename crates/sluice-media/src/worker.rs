@@ -304,16 +304,10 @@ impl Worker {
     /// Binds the worker's UDP socket and starts its thread.
     pub fn spawn(index: usize, settings: &WorkerSettings) -> Result<Worker, MediaError> {
         let bind = SocketAddr::new(settings.listen_ip, settings.port);
-        let std_socket = StdUdpSocket::bind(bind).map_err(|e| MediaError::Bind {
+        let std_socket = bind_udp(bind).map_err(|e| MediaError::Bind {
             addr: bind,
             reason: e.to_string(),
         })?;
-        std_socket
-            .set_nonblocking(true)
-            .map_err(|e| MediaError::Bind {
-                addr: bind,
-                reason: e.to_string(),
-            })?;
         let local_addr = std_socket.local_addr().map_err(|e| MediaError::Bind {
             addr: bind,
             reason: e.to_string(),
@@ -455,6 +449,25 @@ impl Worker {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
+}
+
+/// Socket buffers asked of the kernel (it caps them at `net.core.rmem_max` / `wmem_max`):
+/// bursts of a keyframe to many consumers must not overflow them.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// A non-blocking UDP socket with large buffers.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<StdUdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: a smaller buffer than asked for is not an error.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
