@@ -28,6 +28,9 @@ const SIGNALING_RETRY = { retries: 2, factor: 2, minTimeout: 1000, maxTimeout: 4
 
 const params = parseRoomParams(location.search);
 const state = createState(params);
+const arena = document.querySelector('#arena');
+arena.width = ARENA.width;
+arena.height = ARENA.height;
 
 // mediasoup and protoo objects; the state above holds only plain data.
 let peer = null;
@@ -112,14 +115,16 @@ async function start() {
     });
   });
   peer.on('failed', (attempt) => {
-    report('signaling', new Error(`WebSocket connection failed (attempt ${attempt})`));
+    report('signaling', new Error(`WebSocket connection to /ws failed (attempt ${attempt}; `
+      + 'is the server up, and the token valid for this room and peer?)'));
   });
   peer.on('disconnected', () => {
     report('signaling', new Error('WebSocket disconnected'));
     teardown('disconnected');
   });
   peer.on('close', () => {
-    if (!isClosed()) teardown('disconnected');
+    // protoo gave up (retries exhausted, or the server closed the session with code 4000).
+    if (!isClosed()) teardown(opened ? 'disconnected' : 'failed');
   });
   peer.on('request', (request, accept, reject) => {
     handleRequest(request, accept, reject).catch((error) => {
@@ -649,6 +654,8 @@ function teardown(status) {
   state.dataConsumers = {};
   state.cursors = {};
   ui.removeAllTiles();
+  ownCursor = null;
+  ui.drawArena(arena, state, null);
   if (peer && !peer.closed) peer.close();
   render();
 }
@@ -693,10 +700,6 @@ async function stats() {
 // ---------------------------------------------------------------------------------------------
 // Wiring
 
-const arena = document.querySelector('#arena');
-arena.width = ARENA.width;
-arena.height = ARENA.height;
-
 arena.addEventListener('pointermove', (event) => {
   const rect = arena.getBoundingClientRect();
   if (rect.width === 0 || rect.height === 0) return;
@@ -714,7 +717,11 @@ document.querySelector('#mic').addEventListener('click', guard('microphone', () 
   setProducerPaused('audio', !micProducer?.paused)));
 document.querySelector('#cam').addEventListener('click', guard('camera', () =>
   setProducerPaused('video', !camProducer?.paused)));
-document.querySelector('#leave').addEventListener('click', guard('leave', leave));
+document.querySelector('#leave').addEventListener('click', guard('leave', () => {
+  // Once out of the room the button offers to come back in.
+  if (isClosed()) location.reload();
+  else leave();
+}));
 document.querySelector('#chat-form').addEventListener('submit', guard('chat', (event) => {
   event.preventDefault();
   const input = document.querySelector('#chat-input');

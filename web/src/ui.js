@@ -42,7 +42,9 @@ export function renderControls(state, { micPaused, camPaused, chatOpen }) {
   cam.textContent = camPaused ? 'Camera on' : 'Camera off';
   mic.setAttribute('aria-pressed', String(Boolean(micPaused)));
   cam.setAttribute('aria-pressed', String(Boolean(camPaused)));
-  $('#leave').disabled = state.status === 'left' || state.status === 'idle';
+  const out = ['left', 'disconnected', 'failed'].includes(state.status);
+  $('#leave').disabled = state.status === 'idle';
+  $('#leave').textContent = out ? 'Rejoin' : 'Leave';
   $('#chat-input').disabled = !(state.joined && chatOpen);
   $('#chat-send').disabled = !(state.joined && chatOpen);
   $('#local-tile').dataset.videoPaused = String(Boolean(camPaused));

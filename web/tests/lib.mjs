@@ -26,7 +26,7 @@ export function parseCliArgs(argv) {
     throw new Error(`${error.message}\n${USAGE}`);
   }
   if (!values.help && !values.sluice) throw new Error(`--sluice is required\n${USAGE}`);
-  return values;
+  return { ...values };
 }
 
 const LISTENING = /^sluice listening on (http:\/\/\S+?)\/?\s*$/;

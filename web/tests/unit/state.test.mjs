@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import {
+  MAX_CHAT_ENTRIES, addChat, addConsumer, addDataConsumer, addPeer, createState, displayNameOf,
+  recordCursor, recordError, removeConsumer, removeDataConsumer, removePeer, setConsumerPaused,
+  setConsumerScore, statusLine,
+} from '../../src/state.js';
+
+function room() {
+  return createState({ roomId: 'r', peerId: 'alice', displayName: 'Alice' });
+}
+
+test('a new state is not joined and knows nobody', () => {
+  const state = room();
+  assert.equal(state.joined, false);
+  assert.deepEqual(state.peers, {});
+  assert.deepEqual(state.producers, { audio: null, video: null });
+  assert.deepEqual(state.chat, []);
+  assert.deepEqual(state.cursors, {});
+});
+
+test('addPeer adds once and updates', () => {
+  const state = room();
+  addPeer(state, { id: 'bob', displayName: 'Bob', device: { name: 'Chromium' } });
+  addPeer(state, { id: 'bob', displayName: 'Robert' });
+  assert.deepEqual(state.peers.bob, {
+    displayName: 'Robert', device: { name: 'Chromium' }, consumerIds: [], paused: {},
+  });
+  addPeer(state, { id: 'carol' });
+  assert.equal(state.peers.carol.displayName, 'carol');
+});
+
+test('consumers are tracked per peer with their paused state', () => {
+  const state = room();
+  addConsumer(state, { id: 'c1', peerId: 'bob', kind: 'video', paused: true });
+  addConsumer(state, { id: 'c2', peerId: 'bob', kind: 'audio' });
+  assert.deepEqual(state.peers.bob.consumerIds, ['c1', 'c2']);
+  assert.deepEqual(state.peers.bob.paused, { c1: true, c2: false });
+
+  assert.equal(setConsumerPaused(state, 'c1', false).peerId, 'bob');
+  assert.equal(state.peers.bob.paused.c1, false);
+  assert.equal(state.consumers.c1.paused, false);
+  assert.equal(setConsumerPaused(state, 'nope', true), null);
+
+  setConsumerScore(state, 'c2', { score: 9 });
+  assert.deepEqual(state.consumers.c2.score, { score: 9 });
+
+  assert.equal(removeConsumer(state, 'c1').kind, 'video');
+  assert.deepEqual(state.peers.bob.consumerIds, ['c2']);
+  assert.deepEqual(state.peers.bob.paused, { c2: false });
+  assert.equal(removeConsumer(state, 'c1'), null);
+});
+
+test('removePeer drops its consumers, data consumers and cursor', () => {
+  const state = room();
+  addPeer(state, { id: 'bob', displayName: 'Bob' });
+  addConsumer(state, { id: 'c1', peerId: 'bob', kind: 'video' });
+  addConsumer(state, { id: 'c2', peerId: 'carol', kind: 'video' });
+  addDataConsumer(state, { id: 'd1', peerId: 'bob', label: 'chat' });
+  recordCursor(state, { from: 'bob', x: 1, y: 2 });
+  state.activeSpeaker = 'bob';
+
+  assert.deepEqual(removePeer(state, 'bob'), { existed: true, consumerIds: ['c1'], dataConsumerIds: ['d1'] });
+  assert.deepEqual(Object.keys(state.peers), ['carol']);
+  assert.deepEqual(Object.keys(state.consumers), ['c2']);
+  assert.deepEqual(state.dataConsumers, {});
+  assert.deepEqual(state.cursors, {});
+  assert.equal(state.activeSpeaker, null);
+  assert.equal(removePeer(state, 'bob').existed, false);
+});
+
+test('data consumers', () => {
+  const state = room();
+  addDataConsumer(state, { id: 'd1', peerId: null, label: 'chat' });
+  assert.deepEqual(state.dataConsumers.d1, { peerId: null, label: 'chat', readyState: 'connecting' });
+  assert.equal(removeDataConsumer(state, 'd1').label, 'chat');
+  assert.equal(removeDataConsumer(state, 'd1'), null);
+});
+
+test('chat keeps the last entries', () => {
+  const state = room();
+  for (let i = 0; i < MAX_CHAT_ENTRIES + 5; i++) addChat(state, { from: 'bob', text: `m${i}` });
+  assert.equal(state.chat.length, MAX_CHAT_ENTRIES);
+  assert.equal(state.chat[0].text, 'm5');
+  assert.equal(state.chat.at(-1).from, 'bob');
+});
+
+test('cursor counts grow', () => {
+  const state = room();
+  recordCursor(state, { from: 'bob', x: 1, y: 2 });
+  recordCursor(state, { from: 'bob', x: 3, y: 4 });
+  assert.equal(state.cursors.bob.count, 2);
+  assert.equal(state.cursors.bob.x, 3);
+  assert.equal(state.cursors.bob.y, 4);
+});
+
+test('display names', () => {
+  const state = room();
+  addPeer(state, { id: 'bob', displayName: 'Bob' });
+  assert.equal(displayNameOf(state, 'alice'), 'Alice');
+  assert.equal(displayNameOf(state, 'bob'), 'Bob');
+  assert.equal(displayNameOf(state, 'ghost'), 'ghost');
+  assert.equal(displayNameOf(state, null), 'server');
+});
+
+test('errors are recorded with their context', () => {
+  const state = room();
+  assert.equal(recordError(state, 'join', new Error('boom')), 'join: boom');
+  recordError(state, 'token', 'plain');
+  assert.equal(state.error, 'token: plain');
+  assert.deepEqual(state.errors, ['join: boom', 'token: plain']);
+});
+
+test('the status line', () => {
+  const state = room();
+  assert.equal(statusLine(state), 'idle');
+  state.status = 'joined';
+  state.joined = true;
+  state.transports = { send: 'connected', recv: 'connecting' };
+  addPeer(state, { id: 'bob' });
+  state.downlinkBwe = { availableBitrate: 1_800_000 };
+  assert.equal(statusLine(state), 'joined · send: connected · recv: connecting · 1 other peer · downlink 1800 kbit/s');
+});
