@@ -172,6 +172,7 @@ async function joinRoom() {
   });
   if (isClosed()) return;
   for (const other of Array.isArray(peers) ? peers : []) {
+    if (typeof other?.id !== 'string') continue;
     addPeer(state, other);
     ui.renderTile(state, other.id);
   }
@@ -366,7 +367,7 @@ async function produceData() {
   chat.on('open', render);
   chat.on('close', () => { chatProducer = null; state.dataProducers.chat = null; render(); });
   chat.on('transportclose', () => { chatProducer = null; state.dataProducers.chat = null; render(); });
-  chat.on('error', (error) => report('chat channel', error));
+  chat.on('error', (error) => dataChannelError('chat channel', error));
   state.dataProducers.chat = chat.id;
 
   const cursor = await sendTransport.produceData({
@@ -378,10 +379,22 @@ async function produceData() {
   cursorProducer = cursor;
   cursor.on('close', () => { cursorProducer = null; state.dataProducers.cursor = null; });
   cursor.on('transportclose', () => { cursorProducer = null; state.dataProducers.cursor = null; });
-  cursor.on('error', (error) => report('cursor channel', error));
+  cursor.on('error', (error) => dataChannelError('cursor channel', error));
   state.dataProducers.cursor = cursor.id;
   startCursorTimer();
   render();
+}
+
+/**
+ * Chromium fires an 'error' ("User-Initiated Abort, reason=Close called") on a data channel the
+ * other side closed, just before 'close': that is a normal close (a peer left), not a failure.
+ */
+function dataChannelError(context, error) {
+  if (/User-Initiated Abort/i.test(String(error?.message ?? error))) {
+    console.debug(`[sluice-demo] ${context} closed by the other side`);
+    return;
+  }
+  report(context, error);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -507,7 +520,7 @@ async function handleRequest(request, accept, reject) {
       dataConsumer.on('open', setReadyState);
       dataConsumer.on('close', () => forgetDataConsumer(id));
       dataConsumer.on('transportclose', () => forgetDataConsumer(id));
-      dataConsumer.on('error', (error) => report(`data consumer "${label}"`, error));
+      dataConsumer.on('error', (error) => dataChannelError(`data consumer "${label}"`, error));
       dataConsumer.on('message', (message) => {
         try {
           onDataMessage(label, peerId ?? null, message);
@@ -528,10 +541,12 @@ function handleNotification({ method, data = {} }) {
   data ??= {};
   switch (method) {
     case 'newPeer':
+      if (typeof data.id !== 'string') throw new Error('newPeer without an id');
       addPeer(state, data);
       ui.renderTile(state, data.id);
       break;
     case 'peerClosed': {
+      if (typeof data.peerId !== 'string') throw new Error('peerClosed without a peerId');
       const { consumerIds, dataConsumerIds } = removePeer(state, data.peerId);
       for (const id of consumerIds) closeConsumer(id);
       for (const id of dataConsumerIds) closeDataConsumer(id);
