@@ -181,8 +181,12 @@ async function joinRoom() {
 
   // Media and data are independent: one failing (no camera, say) leaves the other working.
   await Promise.all([
-    produceMedia().catch((error) => report('media', error)),
-    produceData().catch((error) => report('data', error)),
+    produceMedia().catch((error) => {
+      if (!isClosed()) report('media', error);
+    }),
+    produceData().catch((error) => {
+      if (!isClosed()) report('data', error);
+    }),
   ]);
   render();
 }
@@ -206,6 +210,7 @@ async function createTransport(direction, sctpCapabilities) {
     sctpParameters: info.sctpParameters,
     iceServers: [],
   };
+  if (isClosed()) throw new Error('left while joining');
   const transport = direction === 'send'
     ? device.createSendTransport(options)
     : device.createRecvTransport(options);
@@ -289,7 +294,9 @@ async function produceMedia() {
       micProducer = producer;
       state.producers.audio = producer.id;
       watchProducer(producer, 'audio');
-    }).catch((error) => report('produce microphone', error)));
+    }).catch((error) => {
+      if (!isClosed()) report('produce microphone', error);
+    }));
   }
   if (videoTrack && device.canProduce('video')) {
     const encodings = params.simulcast
@@ -309,7 +316,9 @@ async function produceMedia() {
       camProducer = producer;
       state.producers.video = producer.id;
       watchProducer(producer, 'video');
-    }).catch((error) => report('produce webcam', error)));
+    }).catch((error) => {
+      if (!isClosed()) report('produce webcam', error);
+    }));
   }
   await Promise.all(tasks);
   render();

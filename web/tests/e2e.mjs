@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 import {
-  Fatal, Tail, USAGE, devModeEnv, parseCliArgs, parseListeningLine, peerIdsOfRoomState, poll,
+  Fatal, PollTimeout, Tail, USAGE, devModeEnv, parseCliArgs, parseListeningLine, peerIdsOfRoomState, poll,
   randomSuffix, sleep,
 } from './lib.mjs';
 
@@ -424,7 +424,8 @@ async function main(options) {
 }
 
 async function report(error) {
-  console.error(`\nFAILED: ${error instanceof TestFailure || error instanceof Fatal ? error.message : error.stack ?? error}`);
+  const expected = error instanceof TestFailure || error instanceof Fatal || error instanceof PollTimeout;
+  console.error(`\nFAILED: ${expected ? error.message : error?.stack ?? error}`);
   for (const peer of run.pages) {
     const state = await inPage(peer, () => {
       const demo = window.sluiceDemo;
@@ -446,6 +447,7 @@ async function report(error) {
     if (consoleText) console.error(`console (last lines):\n${consoleText.split('\n').slice(-40).join('\n')}`);
     await screenshot(peer, 'failure');
   }
+  if (run.server?.exited) console.error(`\nthe server exited: ${JSON.stringify(run.server.exited)}`);
   if (run.server) {
     const output = run.server.output.toString().split('\n').slice(-80).join('\n');
     console.error(`\n--- server output (last lines) ---\n${output || '(none)'}`);

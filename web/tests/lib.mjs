@@ -61,6 +61,9 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /** An error that stops polling at once (the condition can no longer become true). */
 export class Fatal extends Error {}
 
+/** What `poll` throws when time runs out; its message tells the whole story. */
+export class PollTimeout extends Error {}
+
 /**
  * Calls `probe` every `interval` ms until it returns a truthy value, and returns that value.
  * After `timeout` ms throws an Error naming `what` with the last value or error seen. A probe
@@ -81,7 +84,7 @@ export async function poll(what, probe, { timeout = 20_000, interval = 250 } = {
     }
     if (Date.now() >= deadline) {
       const seen = lastError ? `last error: ${lastError.message}` : `last value: ${describe(last)}`;
-      throw new Error(`timed out after ${timeout / 1000} s waiting for ${what} (${seen})`);
+      throw new PollTimeout(`timed out after ${timeout / 1000} s waiting for ${what} (${seen})`);
     }
     await sleep(interval);
   }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import {
-  Fatal, Tail, devModeEnv, parseCliArgs, parseListeningLine, peerIdsOfRoomState, poll,
+  Fatal, PollTimeout, Tail, devModeEnv, parseCliArgs, parseListeningLine, peerIdsOfRoomState, poll,
 } from '../lib.mjs';
 
 test('parseCliArgs', () => {
@@ -42,6 +42,10 @@ test('poll times out naming what it waited for and what it saw', async () => {
     /timed out after 0.02 s waiting for the moon \(last value: 0\)/);
   await assert.rejects(poll('a thrower', () => { throw new Error('nope'); }, { timeout: 20, interval: 5 }),
     /waiting for a thrower \(last error: nope\)/);
+});
+
+test('poll times out with a PollTimeout', async () => {
+  await assert.rejects(poll('x', () => false, { timeout: 1, interval: 1 }), PollTimeout);
 });
 
 test('poll stops at once on Fatal', async () => {
