@@ -372,15 +372,25 @@ impl Worker {
         *self.inner.status.borrow() == Status::Running
     }
 
-    /// Resolves with the reason when the worker thread ends without being closed.
+    /// Resolves with the reason when the worker thread ends without being closed; never
+    /// resolves for a worker that runs on or was closed.
     pub async fn died(&self) -> String {
         let mut status = self.inner.status.clone();
         loop {
-            if let Status::Died(reason) = &*status.borrow_and_update() {
-                return reason.clone();
+            let now = status.borrow_and_update().clone();
+            match now {
+                Status::Died(reason) => return reason,
+                Status::Closed => std::future::pending::<()>().await,
+                Status::Running => {}
             }
             if status.changed().await.is_err() {
-                return "worker thread is gone".to_owned();
+                // The sender is gone; its last word decides.
+                let last = status.borrow().clone();
+                return match last {
+                    Status::Died(reason) => reason,
+                    Status::Closed => std::future::pending::<String>().await,
+                    Status::Running => "worker thread is gone".to_owned(),
+                };
             }
         }
     }

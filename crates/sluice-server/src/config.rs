@@ -46,6 +46,111 @@ pub struct Config {
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub router: RouterConfig,
+    pub limits: Limits,
+    pub signaling: SignalingConfig,
+    pub data: DataConfig,
+}
+
+/// Every limit of the signaling server, each enforced with an error code (docs/limits.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Peers connected to one room; one more is refused at the upgrade with HTTP 429.
+    pub peers_per_room: usize,
+    /// WebRTC transports one peer may hold (429).
+    pub transports_per_peer: usize,
+    /// Audio/video producers one peer may hold (429).
+    pub producers_per_peer: usize,
+    /// Consumers one peer may hold; beyond it, new producers are not offered to it.
+    pub consumers_per_peer: usize,
+    /// Data producers (data channels it opens) one peer may hold (429).
+    pub data_producers_per_peer: usize,
+    /// Data consumers one peer may hold; beyond it, new data producers are not offered to it.
+    pub data_consumers_per_peer: usize,
+    /// Largest WebSocket message accepted; a larger one closes the socket with code 1009.
+    pub max_message_bytes: usize,
+    /// Requests per second a peer may send (bursts of twice that); beyond it 429, and a peer that
+    /// keeps flooding is disconnected (close code 1008).
+    pub requests_per_second: u32,
+}
+
+/// Timers of the signaling server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignalingConfig {
+    /// How often the server pings each WebSocket.
+    pub ping_interval_secs: u64,
+    /// A peer silent (no frame, no pong) for this long is removed.
+    pub peer_timeout_secs: u64,
+    /// How long the server waits for a client to answer `newConsumer` / `newDataConsumer`.
+    pub request_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, how long peers get to leave before everything is closed.
+    pub shutdown_grace_secs: u64,
+}
+
+/// Game-data settings: the optional registry of data-channel labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    /// When true, only labels listed in `data.labels` may be produced.
+    pub label_registry: bool,
+    /// Per-label rules (also applied, when present, with the registry off).
+    #[serde(default)]
+    pub labels: Vec<LabelRule>,
+}
+
+/// Where a label's messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Relay {
+    /// To every other peer (and to server-side consumers).
+    Peers,
+    /// Only to server-side consumers (a DirectTransport of the game server).
+    Server,
+}
+
+/// The rules of one data-channel label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelRule {
+    pub name: String,
+    #[serde(default = "LabelRule::default_allowed")]
+    pub allowed: bool,
+    #[serde(default = "LabelRule::default_relay")]
+    pub relay: Relay,
+    /// Reliability of the relayed copies (absent: the producer's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordered: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retransmits: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_packet_life_time: Option<u32>,
+    /// Larger messages are dropped and counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<usize>,
+    /// Messages per second per peer beyond which they are dropped and counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_second: Option<u32>,
+}
+
+impl LabelRule {
+    fn default_allowed() -> bool {
+        true
+    }
+
+    fn default_relay() -> Relay {
+        Relay::Peers
+    }
+}
+
+impl DataConfig {
+    /// The rule for `label`, or why it is refused.
+    pub fn rule(&self, label: &str) -> Result<Option<&LabelRule>, String> {
+        match self.labels.iter().find(|r| r.name == label) {
+            Some(r) if !r.allowed => Err(format!("data label {label:?} is not allowed")),
+            Some(r) => Ok(Some(r)),
+            None if self.label_registry => {
+                Err(format!("data label {label:?} is not registered"))
+            }
+            None => Ok(None),
+        }
+    }
 }
 
 /// Where the workers' UDP sockets live.
@@ -277,6 +382,54 @@ impl Config {
                     format!(
                         "{origin:?} is neither \"*\" nor an origin like \"https://game.example:8443\""
                     ),
+                ));
+            }
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.peers_per_room", l.peers_per_room),
+            ("limits.transports_per_peer", l.transports_per_peer),
+            ("limits.max_message_bytes", l.max_message_bytes),
+            ("limits.requests_per_second", l.requests_per_second as usize),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::bad(key, "must be at least 1"));
+            }
+        }
+        if l.max_message_bytes > 64 << 20 {
+            return Err(ConfigError::bad(
+                "limits.max_message_bytes",
+                "must be at most 64 MiB",
+            ));
+        }
+        let sig = &self.signaling;
+        for (key, v) in [
+            ("signaling.ping_interval_secs", sig.ping_interval_secs),
+            ("signaling.peer_timeout_secs", sig.peer_timeout_secs),
+            ("signaling.request_timeout_secs", sig.request_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::bad(key, "must be at least 1 second"));
+            }
+        }
+        if sig.peer_timeout_secs <= sig.ping_interval_secs {
+            return Err(ConfigError::bad(
+                "signaling.peer_timeout_secs",
+                "must be longer than signaling.ping_interval_secs",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, rule) in self.data.labels.iter().enumerate() {
+            if rule.name.is_empty() || !names.insert(rule.name.as_str()) {
+                return Err(ConfigError::bad(
+                    &format!("data.labels[{i}].name"),
+                    format!("{:?} is empty or listed twice", rule.name),
+                ));
+            }
+            if rule.max_retransmits.is_some() && rule.max_packet_life_time.is_some() {
+                return Err(ConfigError::bad(
+                    &format!("data.labels[{i}]"),
+                    "max_retransmits and max_packet_life_time are exclusive",
                 ));
             }
         }
@@ -665,7 +818,18 @@ mod tests {
         let keys: Vec<_> = table.keys().cloned().collect();
         assert_eq!(
             keys,
-            ["auth", "http", "listen", "log", "router", "rtc", "workers"]
+            [
+                "auth",
+                "data",
+                "http",
+                "limits",
+                "listen",
+                "log",
+                "router",
+                "rtc",
+                "signaling",
+                "workers"
+            ]
         );
         let again: Config = table.try_into().unwrap();
         assert_eq!(again, c);

@@ -1,54 +1,93 @@
-//! HTTP endpoints: liveness and the landing page. Signaling (`/ws`), readiness, metrics, the admin
-//! API and the demo page join this router as their issues land.
+//! HTTP endpoints: the demo page, liveness, readiness, metrics, signaling, dev tokens and the
+//! admin API.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::response::Html;
-use axum::routing::get;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::instance::Instance;
+use crate::{admin, ws};
 
-/// What the HTTP handlers share.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-}
+/// The demo page (web/index.html) and its bundle, built by build.rs.
+const INDEX_HTML: &str = include_str!("../../../web/index.html");
+const APP_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/app.js"));
 
-/// Body of `GET /health`.
+/// Body of `GET /health` and `GET /ready`.
 #[derive(Debug, Serialize)]
-struct Health {
+struct Status {
     status: &'static str,
     version: &'static str,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+pub fn router(instance: Arc<Instance>) -> Router {
+    let mut router = Router::new()
         .route("/", get(index))
+        .route("/app.js", get(app_js))
         .route("/health", get(health))
-        .with_state(state)
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/ws", get(ws::upgrade))
+        .route("/api/rooms", get(admin::rooms))
+        .route("/api/rooms/{id}", get(admin::room))
+        .route("/api/rooms/{id}/peers/{peer_id}", delete(admin::kick));
+    if instance.config.dev_mode() {
+        router = router.route("/dev/token", get(ws::dev_token));
+    }
+    router.with_state(instance)
 }
 
-async fn health() -> Json<Health> {
-    Json(Health {
+async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+async fn app_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        APP_JS,
+    )
+        .into_response()
+}
+
+async fn health() -> Json<Status> {
+    Json(Status {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
     })
 }
 
-async fn index(State(state): State<AppState>) -> Html<String> {
-    let mode = if state.config.dev_mode() {
-        "dev mode (loopback only, dev secret)"
+async fn ready(State(instance): State<Arc<Instance>>) -> Response {
+    if instance.is_ready() {
+        Json(Status {
+            status: "ready",
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .into_response()
     } else {
-        "production mode"
-    };
-    Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sluice</title></head>\
-         <body><h1>sluice {}</h1><p>WebRTC SFU for multiplayer games, running in {mode}.</p>\
-         <p><a href=\"/health\">/health</a></p></body></html>",
-        env!("CARGO_PKG_VERSION"),
-    ))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Status {
+                status: if instance.is_draining() { "draining" } else { "starting" },
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(instance): State<Arc<Instance>>) -> Response {
+    let body = instance.metrics.render(&instance).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

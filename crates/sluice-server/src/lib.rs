@@ -1,9 +1,22 @@
-//! Sluice's control plane: configuration, peer tokens, HTTP, and (as their issues land) rooms and
-//! peers, protoo signaling, the action/state store and the instance lifecycle.
+//! Sluice's control plane: configuration, peer tokens, HTTP, rooms and peers, protoo signaling,
+//! the action/state store and the instance lifecycle.
+//!
+//! - [`instance`]: workers, rooms (a router each on the least-loaded worker), drain and shutdown.
+//! - [`ws`], [`peer`], [`signaling`]: the protoo WebSocket, one peer's connection, the methods.
+//! - [`room`], [`store`]: a room's objects and its action/state store.
+//! - [`http`], [`admin`], [`metrics`]: the HTTP endpoints.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod instance;
+pub mod metrics;
+pub mod peer;
+pub mod room;
+pub mod signaling;
+pub mod store;
+pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,18 +37,24 @@ pub enum ServerError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot start the media workers: {0}")]
+    Workers(sluice_media::MediaError),
 }
 
-/// A server bound to its listen address, not yet serving.
+/// A server bound to its listen address with its workers started, not yet serving.
 pub struct Server {
     config: Arc<Config>,
+    instance: Arc<instance::Instance>,
     listener: TcpListener,
     local_addr: SocketAddr,
 }
 
 impl Server {
-    /// Binds the HTTP/WebSocket listener (`listen`; port 0 picks a free port).
+    /// Starts the workers and binds the HTTP/WebSocket listener (`listen`; port 0 picks a free
+    /// port).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let config = Arc::new(config);
+        let instance = instance::Instance::start(config.clone()).map_err(ServerError::Workers)?;
         let addr = config.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -44,7 +63,8 @@ impl Server {
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
         Ok(Server {
-            config: Arc::new(config),
+            config,
+            instance,
             listener,
             local_addr,
         })
@@ -59,16 +79,25 @@ impl Server {
         &self.config
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and finishes in-flight requests.
+    /// The instance (rooms, workers), e.g. for a game server in the same process.
+    pub fn instance(&self) -> &Arc<instance::Instance> {
+        &self.instance
+    }
+
+    /// Serves until `shutdown` completes, then drains: stops accepting, tells every peer, closes
+    /// everything within `signaling.shutdown_grace_secs`, and returns.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let app = http::router(http::AppState {
-            config: self.config.clone(),
-        });
+        let app = http::router(self.instance.clone());
+        let instance = self.instance.clone();
+        let grace = std::time::Duration::from_secs(self.config.signaling.shutdown_grace_secs);
         axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                instance.drain(grace).await;
+            })
             .await
             .map_err(ServerError::Serve)
     }

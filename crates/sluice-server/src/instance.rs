@@ -1,0 +1,207 @@
+//! The instance: its workers, its rooms (one router each, placed on the least-loaded worker), and
+//! its lifecycle: start, ready, drain, shut down, and a dead worker replaced.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_media::{Worker, WorkerSettings};
+
+use crate::auth::TokenAuthority;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::room::Room;
+
+/// Close code sent to peers when the server shuts down ("going away").
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code sent to peers whose worker died: reconnect.
+pub const CLOSE_TRY_AGAIN: u16 = 1013;
+
+/// Why a room could not be entered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    #[error("the server is shutting down")]
+    Draining,
+    #[error("no worker is available")]
+    NoWorker,
+    #[error("cannot create the room's router: {0}")]
+    Router(String),
+}
+
+/// Everything one `sluice serve` runs.
+pub struct Instance {
+    pub config: Arc<Config>,
+    pub auth: TokenAuthority,
+    pub metrics: Metrics,
+    workers: Mutex<Vec<Worker>>,
+    rooms: tokio::sync::Mutex<HashMap<String, Arc<Room>>>,
+    draining: AtomicBool,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance").finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Starts the workers (one per core unless configured) and their supervisors.
+    pub fn start(config: Arc<Config>) -> Result<Arc<Instance>, sluice_media::MediaError> {
+        let mut workers = Vec::new();
+        for i in 0..config.worker_count() {
+            workers.push(Worker::spawn(i, &worker_settings(&config, i))?);
+        }
+        let instance = Arc::new(Instance {
+            auth: TokenAuthority::new(config.auth_secret()),
+            metrics: Metrics::new(),
+            config,
+            workers: Mutex::new(workers.clone()),
+            rooms: tokio::sync::Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+        });
+        for worker in workers {
+            supervise(Arc::downgrade(&instance), worker);
+        }
+        Ok(instance)
+    }
+
+    pub fn workers(&self) -> Vec<Worker> {
+        self.workers.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Ready: every worker alive and the instance not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && {
+            let workers = self.workers();
+            !workers.is_empty() && workers.iter().all(Worker::is_alive)
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The room, if it exists.
+    pub async fn room(&self, id: &str) -> Option<Arc<Room>> {
+        self.rooms.lock().await.get(id).cloned()
+    }
+
+    /// Every room now.
+    pub async fn rooms(&self) -> Vec<Arc<Room>> {
+        let mut rooms: Vec<Arc<Room>> = self.rooms.lock().await.values().cloned().collect();
+        rooms.sort_by(|a, b| a.id.cmp(&b.id));
+        rooms
+    }
+
+    /// The room, created with a router on the least-loaded worker if needed.
+    pub async fn room_or_create(&self, id: &str) -> Result<Arc<Room>, RoomError> {
+        if self.is_draining() {
+            return Err(RoomError::Draining);
+        }
+        let mut rooms = self.rooms.lock().await;
+        if let Some(room) = rooms.get(id) {
+            return Ok(room.clone());
+        }
+        let mut load: HashMap<usize, usize> = HashMap::new();
+        for r in rooms.values() {
+            *load.entry(r.worker_index).or_default() += 1 + r.peer_count();
+        }
+        let worker = self
+            .workers()
+            .into_iter()
+            .filter(Worker::is_alive)
+            .min_by_key(|w| load.get(&w.index()).copied().unwrap_or(0))
+            .ok_or(RoomError::NoWorker)?;
+        let router = worker
+            .create_router(&self.config.router.media_codecs)
+            .await
+            .map_err(|e| RoomError::Router(e.to_string()))?;
+        let room = Arc::new(Room::new(id, router, worker.index(), self.config.clone()));
+        rooms.insert(id.to_owned(), room.clone());
+        tracing::info!(room = id, worker = worker.index(), "room opened");
+        Ok(room)
+    }
+
+    /// Closes a room that has no peer left (its router too).
+    pub async fn close_room_if_empty(&self, room: &Arc<Room>) {
+        let mut rooms = self.rooms.lock().await;
+        let same = rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room));
+        if same && room.peer_count() == 0 {
+            rooms.remove(&room.id);
+            drop(rooms);
+            let _ = room.router.close().await;
+            tracing::info!(room = %room.id, "room closed");
+        }
+    }
+
+    /// Stops accepting, tells every peer, and closes everything within `grace`.
+    pub async fn drain(&self, grace: Duration) {
+        self.draining.store(true, Ordering::SeqCst);
+        for room in self.rooms().await {
+            room.close_all_peers(CLOSE_GOING_AWAY, "server shutting down");
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.rooms.lock().await.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let rooms: Vec<Arc<Room>> = self.rooms.lock().await.drain().map(|(_, r)| r).collect();
+        for room in rooms {
+            let _ = room.router.close().await;
+        }
+        for worker in self.workers() {
+            worker.close().await;
+        }
+    }
+
+    /// A worker died: replace it and tell its rooms' peers to reconnect.
+    async fn replace_worker(self: &Arc<Self>, dead: &Worker, reason: &str) {
+        let index = dead.index();
+        tracing::error!(worker = index, %reason, "worker died; replacing it");
+        self.metrics.worker_deaths.inc();
+        let replacement = match Worker::spawn(index, &worker_settings(&self.config, index)) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(worker = index, error = %e, "cannot replace the worker");
+                return;
+            }
+        };
+        if let Ok(mut workers) = self.workers.lock()
+            && let Some(slot) = workers.get_mut(index)
+        {
+            *slot = replacement.clone();
+        }
+        supervise(Arc::downgrade(self), replacement);
+        let rooms: Vec<Arc<Room>> = {
+            let mut rooms = self.rooms.lock().await;
+            let dead_rooms: Vec<String> = rooms
+                .values()
+                .filter(|r| r.worker_index == index)
+                .map(|r| r.id.clone())
+                .collect();
+            dead_rooms.iter().filter_map(|id| rooms.remove(id)).collect()
+        };
+        for room in rooms {
+            room.close_all_peers(CLOSE_TRY_AGAIN, "media worker restarted; reconnect");
+        }
+    }
+}
+
+fn worker_settings(config: &Config, index: usize) -> WorkerSettings {
+    WorkerSettings {
+        listen_ip: config.rtc.ip,
+        announced_ip: Some(config.announced_ip()),
+        port: config.worker_port(index),
+    }
+}
+
+fn supervise(instance: std::sync::Weak<Instance>, worker: Worker) {
+    tokio::spawn(async move {
+        let reason = worker.died().await;
+        if let Some(instance) = instance.upgrade()
+            && !instance.is_draining()
+        {
+            instance.replace_worker(&worker, &reason).await;
+        }
+    });
+}

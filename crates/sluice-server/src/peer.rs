@@ -1,0 +1,465 @@
+//! One peer's signaling connection: protoo over a WebSocket.
+//!
+//! The reader handles the peer's requests one at a time, in order (so `pause` then `resume` stay
+//! in that order); server→client requests (`newConsumer`) are sent from their own tasks and their
+//! answers matched by id, so a client that waits for one of its own requests before answering ours
+//! cannot deadlock the connection. A writer task owns the socket's sending half and pings it.
+//!
+//! Abuse handling: a frame larger than `limits.max_message_bytes` closes the socket with 1009; a
+//! peer over `limits.requests_per_second` gets 429 answers, and one that keeps flooding is closed
+//! with 1008; a peer silent for `signaling.peer_timeout_secs` is removed; a peer that does not
+//! read fast enough (its outbound queue fills) is closed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use sluice_media::MediaEvent;
+use sluice_media::ortc::{RtpCapabilities, SctpCapabilities};
+use sluice_protocol::{ClientRequest, ErrorCode, Message, Response, ServerNotification, ServerRequest};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::auth::Grants;
+use crate::instance::Instance;
+use crate::room::Room;
+use crate::signaling::{self, FollowUp, SignalError};
+use crate::store::Action;
+
+/// Frames waiting to be written to one peer; a peer that lets this fill up is closed.
+const OUTBOUND_CAPACITY: usize = 4096;
+
+/// Close codes of our own (4000–4999 are the application's).
+pub const CLOSE_REPLACED: u16 = 4000;
+pub const CLOSE_TIMEOUT: u16 = 4001;
+pub const CLOSE_TOO_SLOW: u16 = 4002;
+pub const CLOSE_KICKED: u16 = 4003;
+/// RFC 6455: message too big.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// RFC 6455: policy violation (request flood).
+pub const CLOSE_POLICY: u16 = 1008;
+
+enum Outbound {
+    Text(String),
+    Close(u16, String),
+}
+
+/// A connected peer.
+pub struct Peer {
+    pub id: String,
+    pub grants: Grants,
+    out: mpsc::Sender<Outbound>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    joined: AtomicBool,
+    caps: Mutex<(Option<RtpCapabilities>, Option<SctpCapabilities>)>,
+    pub(crate) events: mpsc::UnboundedSender<MediaEvent>,
+    closing: watch::Sender<Option<(u16, String)>>,
+    left: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer").field("id", &self.id).finish()
+    }
+}
+
+impl Peer {
+    pub fn is_joined(&self) -> bool {
+        self.joined.load(Ordering::SeqCst)
+    }
+
+    /// Marks the peer joined with its capabilities; false if it already was.
+    pub(crate) fn set_joined(
+        &self,
+        rtp: Option<RtpCapabilities>,
+        sctp: Option<SctpCapabilities>,
+    ) -> bool {
+        if self.joined.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if let Ok(mut caps) = self.caps.lock() {
+            *caps = (rtp, sctp);
+        }
+        true
+    }
+
+    pub fn rtp_capabilities(&self) -> Option<RtpCapabilities> {
+        self.caps.lock().ok()?.0.clone()
+    }
+
+    /// Whether the peer can take data consumers. mediasoup-client 3.24 no longer sends
+    /// `sctpCapabilities` in `join`, so any peer with an SCTP transport can.
+    pub fn has_sctp(&self) -> bool {
+        true
+    }
+
+    fn send(&self, frame: Outbound) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(frame) {
+            tracing::warn!(peer = %self.id, "peer does not read its socket; closing it");
+            self.close(CLOSE_TOO_SLOW, "too slow");
+        }
+    }
+
+    pub fn notify(&self, notification: &ServerNotification) {
+        self.send(Outbound::Text(notification.to_message().to_json()));
+    }
+
+    fn respond(&self, message: Message) {
+        self.send(Outbound::Text(message.to_json()));
+    }
+
+    /// Sends a request to the client and waits for its answer.
+    pub async fn request(&self, request: ServerRequest, timeout: Duration) -> Result<Value, SignalError> {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut pending = self
+                .pending
+                .lock()
+                .map_err(|_| SignalError::internal("pending requests poisoned"))?;
+            let mut id = rand::random::<u64>() % 10_000_000;
+            while pending.contains_key(&id) {
+                id = rand::random::<u64>() % 10_000_000;
+            }
+            pending.insert(id, tx);
+            id
+        };
+        self.send(Outbound::Text(request.to_message(id).to_json()));
+        let answer = tokio::time::timeout(timeout, rx).await;
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(&id);
+        }
+        match answer {
+            Ok(Ok(Response::Ok { data, .. })) => Ok(data),
+            Ok(Ok(Response::Error {
+                error_code,
+                error_reason,
+                ..
+            })) => Err(SignalError::new(
+                ErrorCode::Unsupported,
+                format!("the client refused {}: {error_code} {error_reason}", request.method()),
+            )),
+            Ok(Err(_)) => Err(SignalError::new(ErrorCode::Unavailable, "the peer left")),
+            Err(_) => Err(SignalError::new(
+                ErrorCode::Unavailable,
+                format!("the client did not answer {}", request.method()),
+            )),
+        }
+    }
+
+    /// Asks the connection to close with `code`; the peer then leaves the room.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.closing.send_if_modified(|c| {
+            if c.is_none() {
+                *c = Some((code, reason.to_owned()));
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Waits until the peer has left its room (everything of it closed).
+    pub async fn wait_left(&self) {
+        let mut left = self.left.subscribe();
+        let _ = left.wait_for(|l| *l).await;
+    }
+}
+
+/// Runs one accepted WebSocket until the peer leaves.
+pub async fn run(
+    instance: Arc<Instance>,
+    socket: WebSocket,
+    room_id: String,
+    peer_id: String,
+    grants: Grants,
+) {
+    let (mut ws_tx, mut ws_rx) = socket.split();
+    let room = match instance.room_or_create(&room_id).await {
+        Ok(room) => room,
+        Err(e) => {
+            let _ = ws_tx
+                .send(close_frame(crate::instance::CLOSE_TRY_AGAIN, &e.to_string()))
+                .await;
+            return;
+        }
+    };
+    // A second connection with the same peer id replaces the first, which leaves cleanly first.
+    while let Some(old) = room.peer(&peer_id) {
+        old.close(CLOSE_REPLACED, "replaced by a new connection");
+        if tokio::time::timeout(Duration::from_secs(5), old.wait_left())
+            .await
+            .is_err()
+        {
+            tracing::warn!(peer = %peer_id, "replaced connection did not leave in time");
+            break;
+        }
+    }
+    let limits = instance.config.limits.clone();
+    let signaling = instance.config.signaling.clone();
+    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(OUTBOUND_CAPACITY);
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let (closing, mut closing_rx) = watch::channel(None);
+    let (left, _) = watch::channel(false);
+    let peer = Arc::new(Peer {
+        id: peer_id.clone(),
+        grants,
+        out: out_tx,
+        pending: Mutex::new(HashMap::new()),
+        joined: AtomicBool::new(false),
+        caps: Mutex::new((None, None)),
+        events: events_tx,
+        closing,
+        left,
+    });
+    if let Some(other) = room.insert_peer(peer.clone()) {
+        // Two new connections raced; the older one goes.
+        other.close(CLOSE_REPLACED, "replaced by a new connection");
+    }
+    room.dispatch(Action::PeerConnected {
+        peer_id: peer_id.clone(),
+    });
+    instance.metrics.connections.inc();
+    tracing::info!(room = %room.id, peer = %peer_id, "peer connected");
+
+    // Writer: frames from the outbound queue, and pings.
+    let ping_every = Duration::from_secs(signaling.ping_interval_secs);
+    let writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval(ping_every);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                frame = out_rx.recv() => match frame {
+                    Some(Outbound::Text(text)) => {
+                        if ws_tx.send(WsMessage::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Outbound::Close(code, reason)) => {
+                        let _ = ws_tx.send(close_frame(code, &reason)).await;
+                        let _ = ws_tx.close().await;
+                        break;
+                    }
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    if ws_tx.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+
+    // Media events of this peer's transports become actions.
+    let events_room = room.clone();
+    let events_peer = peer.clone();
+    let events_task = tokio::spawn(async move {
+        while let Some(event) = events_rx.recv().await {
+            signaling::on_media_event(&events_room, &events_peer, event);
+        }
+    });
+
+    // Reader.
+    let timeout = Duration::from_secs(signaling.peer_timeout_secs);
+    let mut last_seen = Instant::now();
+    let mut watchdog = tokio::time::interval(ping_every);
+    let mut bucket = TokenBucket::new(limits.requests_per_second);
+    let mut refused_in_a_row = 0u32;
+    let close = loop {
+        tokio::select! {
+            biased;
+            changed = closing_rx.changed() => {
+                let reason = closing_rx.borrow().clone();
+                if changed.is_err() { break None; }
+                if let Some(reason) = reason { break Some(reason); }
+            }
+            frame = ws_rx.next() => {
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) => {
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("limit exceeded") {
+                            break Some((CLOSE_TOO_BIG, "message too big".to_owned()));
+                        }
+                        break None;
+                    }
+                    None => break None,
+                };
+                last_seen = Instant::now();
+                match frame {
+                    WsMessage::Text(text) => {
+                        if text.len() > limits.max_message_bytes {
+                            break Some((CLOSE_TOO_BIG, format!(
+                                "message of {} bytes is over the limit of {}",
+                                text.len(),
+                                limits.max_message_bytes
+                            )));
+                        }
+                        if let Some(flood) = on_text(&instance, &room, &peer, text.as_str(), &mut bucket, &mut refused_in_a_row).await {
+                            break Some(flood);
+                        }
+                    }
+                    WsMessage::Binary(_) => {
+                        tracing::debug!(peer = %peer.id, "binary frame ignored (protoo is text)");
+                    }
+                    WsMessage::Close(_) => break None,
+                    WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+                }
+            }
+            _ = watchdog.tick() => {
+                if last_seen.elapsed() > timeout {
+                    break Some((CLOSE_TIMEOUT, "peer timed out".to_owned()));
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        tracing::info!(room = %room.id, peer = %peer.id, code, %reason, "closing peer");
+        let _ = peer.out.try_send(Outbound::Close(code, reason));
+    }
+    // Fail what waits for this peer's answers.
+    if let Ok(mut pending) = peer.pending.lock() {
+        pending.clear();
+    }
+    room.leave(&peer).await;
+    events_task.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    peer.left.send_replace(true);
+    tracing::info!(room = %room.id, peer = %peer.id, "peer left");
+    instance.close_room_if_empty(&room).await;
+}
+
+/// Handles one text frame; `Some(close)` when the peer must be disconnected.
+async fn on_text(
+    instance: &Arc<Instance>,
+    room: &Arc<Room>,
+    peer: &Arc<Peer>,
+    text: &str,
+    bucket: &mut TokenBucket,
+    refused_in_a_row: &mut u32,
+) -> Option<(u16, String)> {
+    let message = match Message::parse(text) {
+        Ok(m) => m,
+        Err(e) => {
+            if let Some(id) = Message::recover_request_id(text) {
+                peer.respond(Message::error(id, e.error_code(), e.to_string()));
+            } else {
+                tracing::debug!(peer = %peer.id, error = %e, "unreadable frame ignored");
+            }
+            return None;
+        }
+    };
+    match message {
+        Message::Request { id, method, data } => {
+            if !bucket.take() {
+                *refused_in_a_row += 1;
+                instance.metrics.request(&method, ErrorCode::LimitReached.name());
+                if *refused_in_a_row > bucket.burst() * 2 {
+                    return Some((CLOSE_POLICY, "request flood".to_owned()));
+                }
+                peer.respond(Message::error(
+                    id,
+                    ErrorCode::LimitReached,
+                    format!(
+                        "more than {} requests per second",
+                        instance.config.limits.requests_per_second
+                    ),
+                ));
+                return None;
+            }
+            *refused_in_a_row = 0;
+            let request = match ClientRequest::decode(&method, data) {
+                Ok(r) => r,
+                Err(e) => {
+                    instance.metrics.request(&method, e.error_code().name());
+                    peer.respond(Message::error(id, e.error_code(), e.to_string()));
+                    return None;
+                }
+            };
+            let (result, follow_up) = signaling::handle(instance, room, peer, request).await;
+            let known = known_method(&method);
+            match result {
+                Ok(data) => {
+                    instance.metrics.request(known, "ok");
+                    peer.respond(Message::ok(id, data));
+                }
+                Err(e) => {
+                    instance.metrics.request(known, e.code.name());
+                    peer.respond(Message::error(id, e.code, e.reason));
+                }
+            }
+            if let Some(FollowUp::Joined) = follow_up {
+                room.replay_for(peer);
+            }
+        }
+        Message::Response(response) => {
+            let waiter = peer
+                .pending
+                .lock()
+                .ok()
+                .and_then(|mut p| p.remove(&response.id()));
+            if let Some(w) = waiter {
+                let _ = w.send(response);
+            }
+        }
+        Message::Notification { .. } => {}
+    }
+    None
+}
+
+/// The method name for metrics labels (decoding already refused unknown ones).
+fn known_method(method: &str) -> &str {
+    method
+}
+
+fn close_frame(code: u16, reason: &str) -> WsMessage {
+    // RFC 6455 limits the close reason to 123 bytes.
+    let mut reason = reason.to_owned();
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    WsMessage::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// `rate` requests per second, bursts of twice that.
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        TokenBucket {
+            rate,
+            tokens: rate * 2.0,
+            last: Instant::now(),
+        }
+    }
+
+    fn burst(&self) -> u32 {
+        (self.rate * 2.0) as u32
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate)
+            .min(self.rate * 2.0);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub(crate) fn _unused(_: AtomicU64) {}

@@ -1,0 +1,649 @@
+//! A room: its router, its peers, the media objects they own, and its store.
+//!
+//! Handlers change the room by dispatching [`Action`]s ([`Room::dispatch`]); the room reacts to
+//! each one after the store applied it: it derives the peers' notifications (`newPeer`,
+//! `peerClosed`, `consumerClosed`, …) and offers new producers and data producers to the other
+//! joined peers as consumers (`newConsumer`, `newDataConsumer`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_media::{
+    Consumer, ConsumerOptions, DataConsumer, DataConsumerOptions, DataProducer, Producer, Router,
+    WebRtcTransport,
+};
+use sluice_protocol::{
+    ConsumerLayersChanged, ConsumerRef, ConsumerScore as ConsumerScoreMsg, ConsumerScoreValue,
+    ConsumerType, DataConsumerRef, DownlinkBwe, NewConsumerRequest, NewDataConsumerRequest,
+    PeerDisplayNameChanged, PeerInfo, PeerRef, ProducerScore as ProducerScoreMsg,
+    ProducerStreamScore, ServerNotification, ServerRequest,
+};
+
+use crate::config::{Config, Relay};
+use crate::peer::Peer;
+use crate::signaling::SignalError;
+use crate::store::{Action, Store};
+
+/// A media object and the peer that owns it.
+#[derive(Debug, Clone)]
+pub struct Owned<T> {
+    pub peer_id: String,
+    pub object: T,
+    pub app_data: Value,
+}
+
+/// A transport and what its peer said it is for.
+#[derive(Debug, Clone)]
+pub struct TransportEntry {
+    pub transport: WebRtcTransport,
+    pub producing: bool,
+    pub consuming: bool,
+}
+
+/// The media handles of a room, by id.
+#[derive(Debug, Default)]
+pub struct Objects {
+    pub transports: HashMap<String, Owned<TransportEntry>>,
+    pub producers: HashMap<String, Owned<Producer>>,
+    pub consumers: HashMap<String, Owned<Consumer>>,
+    pub data_producers: HashMap<String, Owned<DataProducer>>,
+    pub data_consumers: HashMap<String, Owned<DataConsumer>>,
+}
+
+impl Objects {
+    /// Forgets everything `peer_id` owns; returns its transports (to close them).
+    fn remove_peer(&mut self, peer_id: &str) -> Vec<WebRtcTransport> {
+        self.producers.retain(|_, o| o.peer_id != peer_id);
+        self.consumers.retain(|_, o| o.peer_id != peer_id);
+        self.data_producers.retain(|_, o| o.peer_id != peer_id);
+        self.data_consumers.retain(|_, o| o.peer_id != peer_id);
+        let mut transports = Vec::new();
+        self.transports.retain(|_, o| {
+            if o.peer_id == peer_id {
+                transports.push(o.object.transport.clone());
+                false
+            } else {
+                true
+            }
+        });
+        transports
+    }
+
+    /// How many objects of each kind `peer_id` owns: (transports, producers, consumers, data
+    /// producers, data consumers).
+    pub fn count_of(&self, peer_id: &str) -> [usize; 5] {
+        [
+            self.transports.values().filter(|o| o.peer_id == peer_id).count(),
+            self.producers.values().filter(|o| o.peer_id == peer_id).count(),
+            self.consumers.values().filter(|o| o.peer_id == peer_id).count(),
+            self.data_producers
+                .values()
+                .filter(|o| o.peer_id == peer_id)
+                .count(),
+            self.data_consumers
+                .values()
+                .filter(|o| o.peer_id == peer_id)
+                .count(),
+        ]
+    }
+}
+
+/// One room.
+pub struct Room {
+    pub id: String,
+    pub router: Router,
+    pub worker_index: usize,
+    pub store: Store,
+    pub config: Arc<Config>,
+    peers: Mutex<HashMap<String, Arc<Peer>>>,
+    objects: Mutex<Objects>,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room").field("id", &self.id).finish()
+    }
+}
+
+/// Looks an object up for `peer_id`: 404 if it does not exist, 403 if another peer owns it.
+fn owned<T: Clone>(
+    map: &HashMap<String, Owned<T>>,
+    what: &str,
+    id: &str,
+    peer_id: &str,
+) -> Result<T, SignalError> {
+    match map.get(id) {
+        None => Err(SignalError::not_found(format!("no {what} {id}"))),
+        Some(o) if o.peer_id != peer_id => Err(SignalError::forbidden(format!(
+            "{what} {id} belongs to another peer"
+        ))),
+        Some(o) => Ok(o.object.clone()),
+    }
+}
+
+impl Room {
+    pub fn new(id: &str, router: Router, worker_index: usize, config: Arc<Config>) -> Self {
+        Room {
+            id: id.to_owned(),
+            router,
+            worker_index,
+            store: Store::new(id),
+            config,
+            peers: Mutex::new(HashMap::new()),
+            objects: Mutex::new(Objects::default()),
+        }
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.lock().map_or(0, |p| p.len())
+    }
+
+    pub fn peer(&self, id: &str) -> Option<Arc<Peer>> {
+        self.peers.lock().ok()?.get(id).cloned()
+    }
+
+    fn peers(&self) -> Vec<Arc<Peer>> {
+        self.peers
+            .lock()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Joined peers other than `except`.
+    fn joined_peers_except(&self, except: &str) -> Vec<Arc<Peer>> {
+        self.peers()
+            .into_iter()
+            .filter(|p| p.id != except && p.is_joined())
+            .collect()
+    }
+
+    /// Registers a connected peer; returns the one it replaces (same peer id), if any.
+    pub fn insert_peer(&self, peer: Arc<Peer>) -> Option<Arc<Peer>> {
+        self.peers
+            .lock()
+            .ok()
+            .and_then(|mut p| p.insert(peer.id.clone(), peer))
+    }
+
+    /// Removes `peer` if it is still the registered one for its id.
+    fn remove_peer(&self, peer: &Arc<Peer>) -> bool {
+        let Ok(mut peers) = self.peers.lock() else {
+            return false;
+        };
+        if peers.get(&peer.id).is_some_and(|p| Arc::ptr_eq(p, peer)) {
+            peers.remove(&peer.id);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn objects(&self) -> std::sync::MutexGuard<'_, Objects> {
+        // A poisoned lock means a panic while holding it; the maps stay usable.
+        self.objects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn transport_of(&self, peer_id: &str, id: &str) -> Result<WebRtcTransport, SignalError> {
+        owned(&self.objects().transports, "transport", id, peer_id).map(|t| t.transport)
+    }
+
+    pub fn producer_of(&self, peer_id: &str, id: &str) -> Result<Producer, SignalError> {
+        owned(&self.objects().producers, "producer", id, peer_id)
+    }
+
+    pub fn consumer_of(&self, peer_id: &str, id: &str) -> Result<Consumer, SignalError> {
+        owned(&self.objects().consumers, "consumer", id, peer_id)
+    }
+
+    pub fn data_producer_of(&self, peer_id: &str, id: &str) -> Result<DataProducer, SignalError> {
+        owned(&self.objects().data_producers, "data producer", id, peer_id)
+    }
+
+    pub fn data_consumer_of(&self, peer_id: &str, id: &str) -> Result<DataConsumer, SignalError> {
+        owned(&self.objects().data_consumers, "data consumer", id, peer_id)
+    }
+
+    /// Applies an action to the store, then derives notifications and consumers from it.
+    pub fn dispatch(self: &Arc<Self>, action: Action) {
+        let action = self.store.dispatch(action);
+        self.react(&action);
+    }
+
+    fn notify_peer(&self, peer_id: &str, n: ServerNotification) {
+        if let Some(p) = self.peer(peer_id) {
+            p.notify(&n);
+        }
+    }
+
+    fn react(self: &Arc<Self>, action: &Action) {
+        match action {
+            Action::PeerJoined {
+                peer_id,
+                display_name,
+                device,
+            } => {
+                let n = ServerNotification::NewPeer(PeerInfo {
+                    id: peer_id.clone(),
+                    display_name: display_name.clone(),
+                    device: device.clone(),
+                });
+                for p in self.joined_peers_except(peer_id) {
+                    p.notify(&n);
+                }
+            }
+            Action::PeerLeft {
+                peer_id,
+                joined: true,
+            } => {
+                let n = ServerNotification::PeerClosed(PeerRef {
+                    peer_id: peer_id.clone(),
+                });
+                for p in self.joined_peers_except(peer_id) {
+                    p.notify(&n);
+                }
+            }
+            Action::DisplayNameChanged {
+                peer_id,
+                display_name,
+                old_display_name,
+            } => {
+                let n = ServerNotification::PeerDisplayNameChanged(PeerDisplayNameChanged {
+                    peer_id: peer_id.clone(),
+                    display_name: display_name.clone(),
+                    old_display_name: old_display_name.clone(),
+                });
+                for p in self.joined_peers_except(peer_id) {
+                    p.notify(&n);
+                }
+            }
+            Action::ProducerCreated {
+                peer_id,
+                producer_id,
+                ..
+            } => {
+                for p in self.joined_peers_except(peer_id) {
+                    self.spawn_consumer(p, peer_id.clone(), producer_id.clone());
+                }
+            }
+            Action::DataProducerCreated {
+                peer_id,
+                data_producer_id,
+                label,
+                ..
+            } => {
+                if self.relays_to_peers(label) {
+                    for p in self.joined_peers_except(peer_id) {
+                        self.spawn_data_consumer(p, peer_id.clone(), data_producer_id.clone());
+                    }
+                }
+            }
+            Action::ProducerScoreChanged {
+                peer_id,
+                producer_id,
+                score,
+            } => self.notify_peer(
+                peer_id,
+                ServerNotification::ProducerScore(ProducerScoreMsg {
+                    producer_id: producer_id.clone(),
+                    score: score
+                        .iter()
+                        .map(|s| ProducerStreamScore {
+                            encoding_idx: s.encoding_idx,
+                            ssrc: s.ssrc,
+                            rid: s.rid.clone(),
+                            score: s.score,
+                        })
+                        .collect(),
+                }),
+            ),
+            Action::ConsumerProducerPaused {
+                peer_id,
+                consumer_id,
+            } => self.notify_peer(
+                peer_id,
+                ServerNotification::ConsumerPaused(ConsumerRef {
+                    consumer_id: consumer_id.clone(),
+                }),
+            ),
+            Action::ConsumerProducerResumed {
+                peer_id,
+                consumer_id,
+            } => self.notify_peer(
+                peer_id,
+                ServerNotification::ConsumerResumed(ConsumerRef {
+                    consumer_id: consumer_id.clone(),
+                }),
+            ),
+            Action::ConsumerScoreChanged {
+                peer_id,
+                consumer_id,
+                score,
+            } => self.notify_peer(
+                peer_id,
+                ServerNotification::ConsumerScore(ConsumerScoreMsg {
+                    consumer_id: consumer_id.clone(),
+                    score: ConsumerScoreValue {
+                        score: score.score,
+                        producer_score: score.producer_score,
+                        producer_scores: score.producer_scores.clone(),
+                    },
+                }),
+            ),
+            Action::ConsumerLayersChanged {
+                peer_id,
+                consumer_id,
+                layers,
+            } => self.notify_peer(
+                peer_id,
+                ServerNotification::ConsumerLayersChanged(ConsumerLayersChanged {
+                    consumer_id: consumer_id.clone(),
+                    spatial_layer: layers.map(|l| l.spatial_layer),
+                    temporal_layer: layers.map(|l| l.temporal_layer),
+                }),
+            ),
+            Action::ConsumerClosed {
+                peer_id,
+                consumer_id,
+                notify: true,
+            } => self.notify_peer(
+                peer_id,
+                ServerNotification::ConsumerClosed(ConsumerRef {
+                    consumer_id: consumer_id.clone(),
+                }),
+            ),
+            Action::DataConsumerClosed {
+                peer_id,
+                data_consumer_id,
+                notify: true,
+            } => self.notify_peer(
+                peer_id,
+                ServerNotification::DataConsumerClosed(DataConsumerRef {
+                    data_consumer_id: data_consumer_id.clone(),
+                }),
+            ),
+            Action::DownlinkBwe {
+                peer_id,
+                desired_bitrate,
+                available_bitrate,
+                ..
+            } => self.notify_peer(
+                peer_id,
+                ServerNotification::DownlinkBwe(DownlinkBwe {
+                    desired_bitrate: *desired_bitrate,
+                    effective_desired_bitrate: *desired_bitrate,
+                    available_bitrate: *available_bitrate,
+                }),
+            ),
+            _ => {}
+        }
+    }
+
+    fn relays_to_peers(&self, label: &str) -> bool {
+        !matches!(self.config.data.rule(label), Ok(Some(rule)) if rule.relay == Relay::Server)
+    }
+
+    /// After `peer` joined: consume what the others already produce (the cached actions).
+    pub fn replay_for(self: &Arc<Self>, peer: &Arc<Peer>) {
+        for action in self.store.cached() {
+            match &*action {
+                Action::ProducerCreated {
+                    peer_id,
+                    producer_id,
+                    ..
+                } if peer_id != &peer.id => {
+                    self.spawn_consumer(peer.clone(), peer_id.clone(), producer_id.clone());
+                }
+                Action::DataProducerCreated {
+                    peer_id,
+                    data_producer_id,
+                    label,
+                    ..
+                } if peer_id != &peer.id && self.relays_to_peers(label) => {
+                    self.spawn_data_consumer(peer.clone(), peer_id.clone(), data_producer_id.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn spawn_consumer(self: &Arc<Self>, peer: Arc<Peer>, producer_peer: String, producer_id: String) {
+        let room = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = room.create_consumer(&peer, &producer_peer, &producer_id).await {
+                tracing::debug!(room = %room.id, peer = %peer.id, producer = %producer_id, error = %e.reason, "no consumer");
+            }
+        });
+    }
+
+    fn spawn_data_consumer(self: &Arc<Self>, peer: Arc<Peer>, producer_peer: String, id: String) {
+        let room = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = room.create_data_consumer(&peer, &producer_peer, &id).await {
+                tracing::debug!(room = %room.id, peer = %peer.id, data_producer = %id, error = %e.reason, "no data consumer");
+            }
+        });
+    }
+
+    /// The transport `peer` receives on: the one created with `consuming`, else any.
+    fn consuming_transport(&self, peer_id: &str, sctp: bool) -> Option<WebRtcTransport> {
+        let objects = self.objects();
+        let mine = || objects.transports.values().filter(|t| t.peer_id == peer_id);
+        mine()
+            .find(|t| t.object.consuming && (!sctp || t.object.transport.sctp_parameters().is_some()))
+            .or_else(|| mine().find(|t| !t.object.producing))
+            .map(|t| t.object.transport.clone())
+    }
+
+    /// mediasoup-demo's `createConsumer`: a paused consumer, `newConsumer` to its peer, resumed
+    /// once the peer accepted it (closed if it refused or did not answer).
+    async fn create_consumer(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        producer_peer: &str,
+        producer_id: &str,
+    ) -> Result<(), SignalError> {
+        if !peer.grants.subscribe || !peer.is_joined() {
+            return Ok(());
+        }
+        let Some(caps) = peer.rtp_capabilities() else {
+            return Ok(());
+        };
+        if self.objects().count_of(&peer.id)[2] >= self.config.limits.consumers_per_peer {
+            return Err(SignalError::limit("consumers per peer"));
+        }
+        let Some(transport) = self.consuming_transport(&peer.id, false) else {
+            return Ok(());
+        };
+        let (producer, app_data) = {
+            let objects = self.objects();
+            let Some(p) = objects.producers.get(producer_id) else {
+                return Ok(());
+            };
+            (p.object.clone(), p.app_data.clone())
+        };
+        if !self
+            .router
+            .can_consume(producer_id, &caps)
+            .await
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let consumer = transport
+            .consume(ConsumerOptions::new(producer_id, caps))
+            .await
+            .map_err(SignalError::from)?;
+        self.objects().consumers.insert(
+            consumer.id().to_owned(),
+            Owned {
+                peer_id: peer.id.clone(),
+                object: consumer.clone(),
+                app_data: Value::Null,
+            },
+        );
+        self.dispatch(Action::ConsumerCreated {
+            peer_id: peer.id.clone(),
+            transport_id: transport.id().to_owned(),
+            consumer_id: consumer.id().to_owned(),
+            producer_id: producer_id.to_owned(),
+            producer_peer_id: producer_peer.to_owned(),
+            kind: consumer.kind(),
+            paused: true,
+            producer_paused: consumer.producer_paused(),
+        });
+        let request = ServerRequest::NewConsumer(NewConsumerRequest {
+            peer_id: producer_peer.to_owned(),
+            producer_id: producer_id.to_owned(),
+            id: consumer.id().to_owned(),
+            kind: consumer.kind(),
+            rtp_parameters: consumer.rtp_parameters().clone(),
+            r#type: match consumer.r#type() {
+                sluice_media::ProducerType::Simple => ConsumerType::Simple,
+                sluice_media::ProducerType::Simulcast => ConsumerType::Simulcast,
+                sluice_media::ProducerType::Svc => ConsumerType::Svc,
+            },
+            app_data: match app_data {
+                Value::Object(m) => m,
+                _ => Default::default(),
+            },
+            producer_paused: consumer.producer_paused(),
+        });
+        let _ = producer;
+        match peer.request(request, self.request_timeout()).await {
+            Ok(_) => {
+                consumer.resume().await.map_err(SignalError::from)?;
+                self.dispatch(Action::ConsumerResumed {
+                    peer_id: peer.id.clone(),
+                    consumer_id: consumer.id().to_owned(),
+                });
+                let score = consumer.score().clone();
+                self.dispatch(Action::ConsumerScoreChanged {
+                    peer_id: peer.id.clone(),
+                    consumer_id: consumer.id().to_owned(),
+                    score,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let _ = consumer.close().await;
+                self.objects().consumers.remove(consumer.id());
+                self.dispatch(Action::ConsumerClosed {
+                    peer_id: peer.id.clone(),
+                    consumer_id: consumer.id().to_owned(),
+                    notify: false,
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// mediasoup-demo's `createDataConsumer`: a data consumer and `newDataConsumer` to its peer.
+    async fn create_data_consumer(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        producer_peer: &str,
+        data_producer_id: &str,
+    ) -> Result<(), SignalError> {
+        if !peer.grants.subscribe || !peer.is_joined() || !peer.has_sctp() {
+            return Ok(());
+        }
+        if self.objects().count_of(&peer.id)[4] >= self.config.limits.data_consumers_per_peer {
+            return Err(SignalError::limit("data consumers per peer"));
+        }
+        let Some(transport) = self.consuming_transport(&peer.id, true) else {
+            return Ok(());
+        };
+        let (label, app_data) = {
+            let objects = self.objects();
+            let Some(p) = objects.data_producers.get(data_producer_id) else {
+                return Ok(());
+            };
+            (p.object.label().to_owned(), p.app_data.clone())
+        };
+        let mut options = DataConsumerOptions::new(data_producer_id);
+        if let Ok(Some(rule)) = self.config.data.rule(&label)
+            && (rule.ordered.is_some()
+                || rule.max_retransmits.is_some()
+                || rule.max_packet_life_time.is_some())
+        {
+            options.ordered = rule.ordered;
+            options.max_retransmits = rule.max_retransmits;
+            options.max_packet_life_time = rule.max_packet_life_time;
+        }
+        let consumer = transport
+            .consume_data(options)
+            .await
+            .map_err(SignalError::from)?;
+        self.objects().data_consumers.insert(
+            consumer.id().to_owned(),
+            Owned {
+                peer_id: peer.id.clone(),
+                object: consumer.clone(),
+                app_data: Value::Null,
+            },
+        );
+        self.dispatch(Action::DataConsumerCreated {
+            peer_id: peer.id.clone(),
+            transport_id: transport.id().to_owned(),
+            data_consumer_id: consumer.id().to_owned(),
+            data_producer_id: data_producer_id.to_owned(),
+            label: consumer.label().to_owned(),
+        });
+        let Some(params) = consumer.sctp_stream_parameters().cloned() else {
+            return Err(SignalError::internal("data consumer without a stream"));
+        };
+        let request = ServerRequest::NewDataConsumer(NewDataConsumerRequest {
+            peer_id: Some(producer_peer.to_owned()),
+            data_producer_id: data_producer_id.to_owned(),
+            id: consumer.id().to_owned(),
+            sctp_stream_parameters: params,
+            label: consumer.label().to_owned(),
+            protocol: consumer.protocol().to_owned(),
+            app_data: match app_data {
+                Value::Object(m) => m,
+                _ => Default::default(),
+            },
+        });
+        if let Err(e) = peer.request(request, self.request_timeout()).await {
+            let _ = consumer.close().await;
+            self.objects().data_consumers.remove(consumer.id());
+            self.dispatch(Action::DataConsumerClosed {
+                peer_id: peer.id.clone(),
+                data_consumer_id: consumer.id().to_owned(),
+                notify: false,
+            });
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.signaling.request_timeout_secs)
+    }
+
+    /// `peer` left: others get `peerClosed`, then its transports close (their consumers of its
+    /// producers get `consumerClosed`). Returns false if another connection replaced it already.
+    pub async fn leave(self: &Arc<Self>, peer: &Arc<Peer>) -> bool {
+        if !self.remove_peer(peer) {
+            return false;
+        }
+        self.dispatch(Action::PeerLeft {
+            peer_id: peer.id.clone(),
+            joined: peer.is_joined(),
+        });
+        let transports = self.objects().remove_peer(&peer.id);
+        for t in transports {
+            let _ = t.close().await;
+        }
+        true
+    }
+
+    /// Asks every peer to disconnect (shutdown, dead worker).
+    pub fn close_all_peers(&self, code: u16, reason: &str) {
+        for p in self.peers() {
+            p.close(code, reason);
+        }
+    }
+}

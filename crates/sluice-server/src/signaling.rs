@@ -1,0 +1,549 @@
+//! The mediasoup-demo methods: what each client request does, and how media events become
+//! actions. Errors are protoo error responses with a stable code ([`SignalError`]).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use sluice_media::ortc::NumSctpStreams;
+use sluice_media::{
+    CloseReason, ConsumerLayers, DataProducerOptions, MediaError, MediaEvent, ProducerOptions,
+    WebRtcTransportOptions,
+};
+use sluice_protocol::{ClientRequest, CreateWebRtcTransportResponse, ErrorCode, IdResponse, JoinResponse, PeerInfo};
+
+use crate::instance::Instance;
+use crate::peer::Peer;
+use crate::room::{Owned, Room, TransportEntry};
+use crate::store::Action;
+
+/// A failed request: the protoo `errorCode` and `errorReason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalError {
+    pub code: ErrorCode,
+    pub reason: String,
+}
+
+impl SignalError {
+    pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
+        SignalError {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn not_found(reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, reason)
+    }
+
+    pub fn forbidden(reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, reason)
+    }
+
+    pub fn conflict(reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, reason)
+    }
+
+    pub fn internal(reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, reason)
+    }
+
+    pub fn limit(what: &str) -> Self {
+        Self::new(ErrorCode::LimitReached, format!("limit reached: {what}"))
+    }
+}
+
+impl From<MediaError> for SignalError {
+    fn from(e: MediaError) -> Self {
+        let code = match &e {
+            MediaError::UnknownRouter(_)
+            | MediaError::UnknownTransport(_)
+            | MediaError::UnknownProducer(_)
+            | MediaError::UnknownConsumer(_)
+            | MediaError::UnknownDataProducer(_)
+            | MediaError::UnknownDataConsumer(_) => ErrorCode::NotFound,
+            MediaError::InvalidDtlsParameters(_)
+            | MediaError::InvalidRtpParameters(_)
+            | MediaError::InvalidSctpParameters(_)
+            | MediaError::InvalidMediaCodecs(_) => ErrorCode::BadRequest,
+            MediaError::CannotConsume(_) | MediaError::Numbering(_) | MediaError::SctpDisabled(_) => {
+                ErrorCode::Unsupported
+            }
+            MediaError::AlreadyConnected(_) | MediaError::DuplicateId(_) => ErrorCode::Conflict,
+            MediaError::Limit(_) => ErrorCode::LimitReached,
+            MediaError::WorkerClosed(_) => ErrorCode::Unavailable,
+            MediaError::Bind { .. }
+            | MediaError::Spawn(_)
+            | MediaError::Certificate
+            | MediaError::Rtc(_) => ErrorCode::Internal,
+        };
+        SignalError::new(code, e.to_string())
+    }
+}
+
+/// What the connection does after answering a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowUp {
+    /// The peer joined: offer it what the others produce.
+    Joined,
+}
+
+type Handled = (Result<Value, SignalError>, Option<FollowUp>);
+
+fn to_value<T: Serialize>(v: &T) -> Result<Value, SignalError> {
+    serde_json::to_value(v).map_err(|e| SignalError::internal(e.to_string()))
+}
+
+fn need_joined(peer: &Peer) -> Result<(), SignalError> {
+    if peer.is_joined() {
+        Ok(())
+    } else {
+        Err(SignalError::conflict("not joined yet"))
+    }
+}
+
+/// Handles one client request.
+pub async fn handle(
+    instance: &Arc<Instance>,
+    room: &Arc<Room>,
+    peer: &Arc<Peer>,
+    request: ClientRequest,
+) -> Handled {
+    if let ClientRequest::Join(join) = request {
+        if !peer.set_joined(join.rtp_capabilities.clone(), join.sctp_capabilities) {
+            return (Err(SignalError::conflict("already joined")), None);
+        }
+        if let Some(caps) = &join.rtp_capabilities
+            && let Err(e) = sluice_media::ortc::validate_rtp_capabilities(caps)
+        {
+            return (
+                Err(SignalError::new(ErrorCode::BadRequest, format!("rtpCapabilities: {e}"))),
+                None,
+            );
+        }
+        let peers: Vec<PeerInfo> = room
+            .store
+            .read(|s| {
+                s.peers
+                    .iter()
+                    .filter(|(id, p)| *id != &peer.id && p.joined)
+                    .map(|(id, p)| PeerInfo {
+                        id: id.clone(),
+                        display_name: p.display_name.clone(),
+                        device: p.device.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        room.dispatch(Action::PeerJoined {
+            peer_id: peer.id.clone(),
+            display_name: join.display_name,
+            device: join.device,
+        });
+        return (to_value(&JoinResponse { peers }), Some(FollowUp::Joined));
+    }
+    (handle_request(instance, room, peer, request).await, None)
+}
+
+async fn handle_request(
+    instance: &Arc<Instance>,
+    room: &Arc<Room>,
+    peer: &Arc<Peer>,
+    request: ClientRequest,
+) -> Result<Value, SignalError> {
+    let limits = &instance.config.limits;
+    match request {
+        ClientRequest::GetRouterRtpCapabilities(_) => to_value(room.router.rtp_capabilities()),
+        ClientRequest::Join(_) => Err(SignalError::internal("join is handled above")),
+        ClientRequest::CreateWebRtcTransport(req) => {
+            if room.objects().count_of(&peer.id)[0] >= limits.transports_per_peer {
+                return Err(SignalError::limit("transports per peer"));
+            }
+            if req.force_tcp {
+                return Err(SignalError::new(
+                    ErrorCode::Unsupported,
+                    "forceTcp: sluice serves WebRTC over UDP only",
+                ));
+            }
+            let streams = req
+                .sctp_capabilities
+                .map_or(NumSctpStreams::default(), |c| c.num_streams);
+            let transport = room
+                .router
+                .create_webrtc_transport(WebRtcTransportOptions {
+                    num_sctp_streams: NumSctpStreams {
+                        os: streams.os.clamp(1, 65535),
+                        mis: streams.mis.clamp(1, 65535),
+                    },
+                    events: Some(peer.events.clone()),
+                    ..Default::default()
+                })
+                .await?;
+            // Neither flag (an older client): the transport may do both.
+            let (producing, consuming) = if req.producing || req.consuming {
+                (req.producing, req.consuming)
+            } else {
+                (true, true)
+            };
+            room.objects().transports.insert(
+                transport.id().to_owned(),
+                Owned {
+                    peer_id: peer.id.clone(),
+                    object: TransportEntry {
+                        transport: transport.clone(),
+                        producing,
+                        consuming,
+                    },
+                    app_data: Value::Object(req.app_data),
+                },
+            );
+            room.dispatch(Action::TransportCreated {
+                peer_id: peer.id.clone(),
+                transport_id: transport.id().to_owned(),
+                producing,
+                consuming,
+                sctp: transport.sctp_parameters().is_some(),
+            });
+            to_value(&CreateWebRtcTransportResponse {
+                id: transport.id().to_owned(),
+                ice_parameters: transport.ice_parameters().clone(),
+                ice_candidates: transport.ice_candidates().to_vec(),
+                dtls_parameters: transport.dtls_parameters().clone(),
+                sctp_parameters: transport.sctp_parameters().cloned(),
+            })
+        }
+        ClientRequest::ConnectWebRtcTransport(req) => {
+            let transport = room.transport_of(&peer.id, &req.transport_id)?;
+            transport.connect(req.dtls_parameters).await?;
+            room.dispatch(Action::TransportConnected {
+                peer_id: peer.id.clone(),
+                transport_id: req.transport_id,
+            });
+            Ok(json!({}))
+        }
+        ClientRequest::RestartIce(req) => {
+            let transport = room.transport_of(&peer.id, &req.transport_id)?;
+            to_value(&transport.restart_ice().await?)
+        }
+        ClientRequest::Produce(req) => {
+            need_joined(peer)?;
+            if !peer.grants.publish {
+                return Err(SignalError::forbidden("the token does not grant publish"));
+            }
+            let transport = room.transport_of(&peer.id, &req.transport_id)?;
+            if room.objects().count_of(&peer.id)[1] >= limits.producers_per_peer {
+                return Err(SignalError::limit("producers per peer"));
+            }
+            let producer = transport
+                .produce(ProducerOptions::new(req.kind, req.rtp_parameters))
+                .await?;
+            let app_data = Value::Object(req.app_data);
+            room.objects().producers.insert(
+                producer.id().to_owned(),
+                Owned {
+                    peer_id: peer.id.clone(),
+                    object: producer.clone(),
+                    app_data: app_data.clone(),
+                },
+            );
+            room.dispatch(Action::ProducerCreated {
+                peer_id: peer.id.clone(),
+                transport_id: req.transport_id,
+                producer_id: producer.id().to_owned(),
+                kind: producer.kind(),
+                producer_type: producer.r#type().as_str().to_owned(),
+                paused: false,
+                app_data,
+            });
+            to_value(&IdResponse {
+                id: producer.id().to_owned(),
+            })
+        }
+        ClientRequest::CloseProducer(req) => {
+            let producer = room.producer_of(&peer.id, &req.producer_id)?;
+            producer.close().await?;
+            room.objects().producers.remove(&req.producer_id);
+            room.dispatch(Action::ProducerClosed {
+                peer_id: peer.id.clone(),
+                producer_id: req.producer_id,
+            });
+            Ok(json!({}))
+        }
+        ClientRequest::PauseProducer(req) => {
+            let producer = room.producer_of(&peer.id, &req.producer_id)?;
+            producer.pause().await?;
+            room.dispatch(Action::ProducerPaused {
+                peer_id: peer.id.clone(),
+                producer_id: req.producer_id,
+            });
+            Ok(json!({}))
+        }
+        ClientRequest::ResumeProducer(req) => {
+            let producer = room.producer_of(&peer.id, &req.producer_id)?;
+            producer.resume().await?;
+            room.dispatch(Action::ProducerResumed {
+                peer_id: peer.id.clone(),
+                producer_id: req.producer_id,
+            });
+            Ok(json!({}))
+        }
+        ClientRequest::ProduceData(req) => {
+            need_joined(peer)?;
+            if !peer.grants.data {
+                return Err(SignalError::forbidden("the token does not grant data"));
+            }
+            let transport = room.transport_of(&peer.id, &req.transport_id)?;
+            let rule = instance
+                .config
+                .data
+                .rule(&req.label)
+                .map_err(SignalError::forbidden)?
+                .cloned();
+            if room.objects().count_of(&peer.id)[3] >= limits.data_producers_per_peer {
+                return Err(SignalError::limit("data producers per peer"));
+            }
+            let mut options = DataProducerOptions::sctp(req.sctp_stream_parameters, &req.label);
+            options.protocol = req.protocol.clone();
+            if let Some(rule) = &rule {
+                if let Some(max) = rule.max_message_size {
+                    options.max_message_size = max;
+                }
+                options.max_messages_per_second = rule.max_messages_per_second;
+            }
+            let dp = transport.produce_data(options).await?;
+            let app_data = Value::Object(req.app_data);
+            room.objects().data_producers.insert(
+                dp.id().to_owned(),
+                Owned {
+                    peer_id: peer.id.clone(),
+                    object: dp.clone(),
+                    app_data: app_data.clone(),
+                },
+            );
+            room.dispatch(Action::DataProducerCreated {
+                peer_id: peer.id.clone(),
+                transport_id: req.transport_id,
+                data_producer_id: dp.id().to_owned(),
+                label: req.label,
+                protocol: req.protocol,
+                app_data,
+            });
+            to_value(&IdResponse {
+                id: dp.id().to_owned(),
+            })
+        }
+        ClientRequest::PauseConsumer(req) => {
+            let consumer = room.consumer_of(&peer.id, &req.consumer_id)?;
+            consumer.pause().await?;
+            room.dispatch(Action::ConsumerPaused {
+                peer_id: peer.id.clone(),
+                consumer_id: req.consumer_id,
+            });
+            Ok(json!({}))
+        }
+        ClientRequest::ResumeConsumer(req) => {
+            let consumer = room.consumer_of(&peer.id, &req.consumer_id)?;
+            consumer.resume().await?;
+            room.dispatch(Action::ConsumerResumed {
+                peer_id: peer.id.clone(),
+                consumer_id: req.consumer_id,
+            });
+            Ok(json!({}))
+        }
+        ClientRequest::SetConsumerPreferredLayers(req) => {
+            let consumer = room.consumer_of(&peer.id, &req.consumer_id)?;
+            consumer
+                .set_preferred_layers(ConsumerLayers {
+                    spatial_layer: req.spatial_layer,
+                    temporal_layer: req.temporal_layer.unwrap_or(u8::MAX),
+                })
+                .await?;
+            Ok(json!({}))
+        }
+        ClientRequest::SetConsumerPriority(req) => {
+            if req.priority == 0 {
+                return Err(SignalError::new(ErrorCode::BadRequest, "priority must be 1..=255"));
+            }
+            let consumer = room.consumer_of(&peer.id, &req.consumer_id)?;
+            consumer.set_priority(req.priority).await?;
+            Ok(json!({}))
+        }
+        ClientRequest::RequestConsumerKeyFrame(req) => {
+            let consumer = room.consumer_of(&peer.id, &req.consumer_id)?;
+            consumer.request_key_frame().await?;
+            Ok(json!({}))
+        }
+        ClientRequest::ChangeDisplayName(req) => {
+            need_joined(peer)?;
+            let old = room
+                .store
+                .read(|s| s.peers.get(&peer.id).map(|p| p.display_name.clone()))
+                .flatten()
+                .unwrap_or_default();
+            room.dispatch(Action::DisplayNameChanged {
+                peer_id: peer.id.clone(),
+                display_name: req.display_name,
+                old_display_name: old,
+            });
+            Ok(json!({}))
+        }
+        ClientRequest::GetTransportStats(req) => {
+            let transport = room.transport_of(&peer.id, &req.transport_id)?;
+            to_value(&vec![transport.get_stats().await?])
+        }
+        ClientRequest::GetProducerStats(req) => {
+            let producer = room.producer_of(&peer.id, &req.producer_id)?;
+            to_value(&producer.get_stats().await?)
+        }
+        ClientRequest::GetConsumerStats(req) => {
+            let consumer = room.consumer_of(&peer.id, &req.consumer_id)?;
+            to_value(&consumer.get_stats().await?)
+        }
+        ClientRequest::GetDataProducerStats(req) => {
+            let dp = room.data_producer_of(&peer.id, &req.data_producer_id)?;
+            to_value(&dp.get_stats().await?)
+        }
+        ClientRequest::GetDataConsumerStats(req) => {
+            let dc = room.data_consumer_of(&peer.id, &req.data_consumer_id)?;
+            to_value(&dc.get_stats().await?)
+        }
+    }
+}
+
+/// Turns one media event of `peer`'s transports into actions (and so notifications).
+pub fn on_media_event(room: &Arc<Room>, peer: &Arc<Peer>, event: MediaEvent) {
+    let peer_id = peer.id.clone();
+    match event {
+        MediaEvent::ConsumerClosed { consumer_id, .. } => {
+            if room.objects().consumers.remove(&consumer_id).is_some() {
+                room.dispatch(Action::ConsumerClosed {
+                    peer_id,
+                    consumer_id,
+                    notify: true,
+                });
+            }
+        }
+        MediaEvent::ConsumerProducerPaused { consumer_id, .. } => {
+            room.dispatch(Action::ConsumerProducerPaused {
+                peer_id,
+                consumer_id,
+            });
+        }
+        MediaEvent::ConsumerProducerResumed { consumer_id, .. } => {
+            room.dispatch(Action::ConsumerProducerResumed {
+                peer_id,
+                consumer_id,
+            });
+        }
+        MediaEvent::ConsumerScore {
+            consumer_id, score, ..
+        } => room.dispatch(Action::ConsumerScoreChanged {
+            peer_id,
+            consumer_id,
+            score,
+        }),
+        MediaEvent::ConsumerLayersChange {
+            consumer_id,
+            layers,
+            ..
+        } => room.dispatch(Action::ConsumerLayersChanged {
+            peer_id,
+            consumer_id,
+            layers,
+        }),
+        MediaEvent::ProducerScore {
+            producer_id,
+            scores,
+            ..
+        } => room.dispatch(Action::ProducerScoreChanged {
+            peer_id,
+            producer_id,
+            score: scores,
+        }),
+        MediaEvent::ProducerClosed { producer_id, .. } => {
+            if room.objects().producers.remove(&producer_id).is_some() {
+                room.dispatch(Action::ProducerClosed {
+                    peer_id,
+                    producer_id,
+                });
+            }
+        }
+        MediaEvent::DataProducerClosed {
+            data_producer_id, ..
+        } => {
+            if room.objects().data_producers.remove(&data_producer_id).is_some() {
+                room.dispatch(Action::DataProducerClosed {
+                    peer_id,
+                    data_producer_id,
+                });
+            }
+        }
+        MediaEvent::DataConsumerClosed {
+            data_consumer_id,
+            reason,
+            ..
+        } => {
+            if room.objects().data_consumers.remove(&data_consumer_id).is_some() {
+                room.dispatch(Action::DataConsumerClosed {
+                    peer_id,
+                    data_consumer_id,
+                    // The client closed it itself: nothing to tell it.
+                    notify: reason != CloseReason::RemoteClosed,
+                });
+            }
+        }
+        MediaEvent::TransportClosed { transport_id, .. } => {
+            if room.objects().transports.remove(&transport_id).is_some() {
+                room.dispatch(Action::TransportClosed {
+                    peer_id,
+                    transport_id,
+                });
+            }
+        }
+        MediaEvent::IceStateChange {
+            transport_id,
+            state,
+        } => room.dispatch(Action::TransportStateChanged {
+            peer_id,
+            transport_id,
+            ice_state: Some(format!("{state:?}").to_lowercase()),
+            dtls_state: None,
+        }),
+        MediaEvent::DtlsStateChange {
+            transport_id,
+            state,
+        } => room.dispatch(Action::TransportStateChanged {
+            peer_id,
+            transport_id,
+            ice_state: None,
+            dtls_state: Some(format!("{state:?}").to_lowercase()),
+        }),
+        MediaEvent::BandwidthEstimate {
+            transport_id,
+            bitrate,
+        } => {
+            // Only changes of more than 10 % are worth a notification.
+            let last = room
+                .store
+                .read(|s| {
+                    s.peers
+                        .get(&peer_id)
+                        .and_then(|p| p.transports.get(&transport_id))
+                        .and_then(|t| t.available_bitrate)
+                })
+                .flatten();
+            if last.is_some_and(|l| bitrate.abs_diff(l) * 10 < l) {
+                return;
+            }
+            room.dispatch(Action::DownlinkBwe {
+                peer_id,
+                transport_id,
+                desired_bitrate: bitrate,
+                available_bitrate: bitrate,
+            })
+        }
+        MediaEvent::IceSelectedTupleChange { .. }
+        | MediaEvent::SctpStateChange { .. }
+        | MediaEvent::DataConsumerBufferedAmountLow { .. } => {}
+    }
+}

@@ -1,0 +1,737 @@
+//! The room's action/state store, after iR Engine's Hyperflux.
+//!
+//! Every change to a room is a typed [`Action`], applied by one reducer ([`RoomState::apply`]) to
+//! the room's state, keyed by peer and object id. Subscribers receive every action after it is
+//! applied: the room derives peer notifications from them, and anyone can [`Store::subscribe`]
+//! (metrics, the admin API, a game server, later cluster sync). Actions marked *cached*
+//! ([`Action::is_cached`]) are kept while the thing they announce lives, and are replayed to late
+//! joiners ([`Store::cached`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::Value;
+use sluice_media::ortc::MediaKind;
+use sluice_media::{ConsumerLayers, ConsumerScore, ProducerScore};
+use sluice_protocol::Device;
+use tokio::sync::broadcast;
+
+/// One change to a room.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all_fields = "camelCase")]
+pub enum Action {
+    /// A peer's WebSocket was accepted (it may create transports before it joins).
+    PeerConnected { peer_id: String },
+    /// The peer joined: it is visible to the others. Cached.
+    PeerJoined {
+        peer_id: String,
+        display_name: String,
+        device: Device,
+    },
+    /// The peer left (socket closed, timed out, kicked or replaced); everything of it is gone.
+    /// `joined`: whether the others knew it (they get `peerClosed`).
+    PeerLeft { peer_id: String, joined: bool },
+    DisplayNameChanged {
+        peer_id: String,
+        display_name: String,
+        old_display_name: String,
+    },
+    TransportCreated {
+        peer_id: String,
+        transport_id: String,
+        producing: bool,
+        consuming: bool,
+        sctp: bool,
+    },
+    TransportConnected { peer_id: String, transport_id: String },
+    TransportStateChanged {
+        peer_id: String,
+        transport_id: String,
+        ice_state: Option<String>,
+        dtls_state: Option<String>,
+    },
+    TransportClosed { peer_id: String, transport_id: String },
+    /// Cached: late joiners consume it.
+    ProducerCreated {
+        peer_id: String,
+        transport_id: String,
+        producer_id: String,
+        kind: MediaKind,
+        producer_type: String,
+        paused: bool,
+        app_data: Value,
+    },
+    ProducerPaused { peer_id: String, producer_id: String },
+    ProducerResumed { peer_id: String, producer_id: String },
+    ProducerScoreChanged {
+        peer_id: String,
+        producer_id: String,
+        score: Vec<ProducerScore>,
+    },
+    ProducerClosed { peer_id: String, producer_id: String },
+    ConsumerCreated {
+        peer_id: String,
+        transport_id: String,
+        consumer_id: String,
+        producer_id: String,
+        producer_peer_id: String,
+        kind: MediaKind,
+        paused: bool,
+        producer_paused: bool,
+    },
+    /// The consumer's owner paused or resumed it.
+    ConsumerPaused { peer_id: String, consumer_id: String },
+    ConsumerResumed { peer_id: String, consumer_id: String },
+    /// Its producer paused or resumed (`consumerPaused` / `consumerResumed` to the owner).
+    ConsumerProducerPaused { peer_id: String, consumer_id: String },
+    ConsumerProducerResumed { peer_id: String, consumer_id: String },
+    ConsumerScoreChanged {
+        peer_id: String,
+        consumer_id: String,
+        score: ConsumerScore,
+    },
+    ConsumerLayersChanged {
+        peer_id: String,
+        consumer_id: String,
+        layers: Option<ConsumerLayers>,
+    },
+    /// The consumer closed by cascade (`consumerClosed` to the owner) or by its owner.
+    ConsumerClosed {
+        peer_id: String,
+        consumer_id: String,
+        notify: bool,
+    },
+    /// Cached: late joiners consume it.
+    DataProducerCreated {
+        peer_id: String,
+        transport_id: String,
+        data_producer_id: String,
+        label: String,
+        protocol: String,
+        app_data: Value,
+    },
+    DataProducerClosed {
+        peer_id: String,
+        data_producer_id: String,
+    },
+    DataConsumerCreated {
+        peer_id: String,
+        transport_id: String,
+        data_consumer_id: String,
+        data_producer_id: String,
+        label: String,
+    },
+    DataConsumerClosed {
+        peer_id: String,
+        data_consumer_id: String,
+        notify: bool,
+    },
+    /// The egress bandwidth estimate toward a peer's transport (`downlinkBwe`).
+    DownlinkBwe {
+        peer_id: String,
+        transport_id: String,
+        desired_bitrate: u64,
+        available_bitrate: u64,
+    },
+}
+
+impl Action {
+    /// Whether the action is kept for late joiners while what it announces lives.
+    pub fn is_cached(&self) -> bool {
+        matches!(
+            self,
+            Action::PeerJoined { .. }
+                | Action::ProducerCreated { .. }
+                | Action::DataProducerCreated { .. }
+        )
+    }
+
+    /// The peer the action is about.
+    pub fn peer_id(&self) -> &str {
+        match self {
+            Action::PeerConnected { peer_id }
+            | Action::PeerJoined { peer_id, .. }
+            | Action::PeerLeft { peer_id, .. }
+            | Action::DisplayNameChanged { peer_id, .. }
+            | Action::TransportCreated { peer_id, .. }
+            | Action::TransportConnected { peer_id, .. }
+            | Action::TransportStateChanged { peer_id, .. }
+            | Action::TransportClosed { peer_id, .. }
+            | Action::ProducerCreated { peer_id, .. }
+            | Action::ProducerPaused { peer_id, .. }
+            | Action::ProducerResumed { peer_id, .. }
+            | Action::ProducerScoreChanged { peer_id, .. }
+            | Action::ProducerClosed { peer_id, .. }
+            | Action::ConsumerCreated { peer_id, .. }
+            | Action::ConsumerPaused { peer_id, .. }
+            | Action::ConsumerResumed { peer_id, .. }
+            | Action::ConsumerProducerPaused { peer_id, .. }
+            | Action::ConsumerProducerResumed { peer_id, .. }
+            | Action::ConsumerScoreChanged { peer_id, .. }
+            | Action::ConsumerLayersChanged { peer_id, .. }
+            | Action::ConsumerClosed { peer_id, .. }
+            | Action::DataProducerCreated { peer_id, .. }
+            | Action::DataProducerClosed { peer_id, .. }
+            | Action::DataConsumerCreated { peer_id, .. }
+            | Action::DataConsumerClosed { peer_id, .. }
+            | Action::DownlinkBwe { peer_id, .. } => peer_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportInfo {
+    pub producing: bool,
+    pub consuming: bool,
+    pub sctp: bool,
+    pub connected: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ice_state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtls_state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_bitrate: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerInfo {
+    pub transport_id: String,
+    pub kind: MediaKind,
+    pub r#type: String,
+    pub paused: bool,
+    pub score: Vec<ProducerScore>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerInfo {
+    pub transport_id: String,
+    pub producer_id: String,
+    pub producer_peer_id: String,
+    pub kind: MediaKind,
+    pub paused: bool,
+    pub producer_paused: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<ConsumerLayers>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<ConsumerScore>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataProducerInfo {
+    pub transport_id: String,
+    pub label: String,
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataConsumerInfo {
+    pub transport_id: String,
+    pub data_producer_id: String,
+    pub label: String,
+}
+
+/// One peer of a room and everything it holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerState {
+    pub joined: bool,
+    pub display_name: String,
+    pub device: Device,
+    pub transports: BTreeMap<String, TransportInfo>,
+    pub producers: BTreeMap<String, ProducerInfo>,
+    pub consumers: BTreeMap<String, ConsumerInfo>,
+    pub data_producers: BTreeMap<String, DataProducerInfo>,
+    pub data_consumers: BTreeMap<String, DataConsumerInfo>,
+}
+
+/// The state of one room (the admin API's `GET /api/rooms/{id}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomState {
+    pub id: String,
+    pub peers: BTreeMap<String, PeerState>,
+    /// Actions applied so far.
+    pub version: u64,
+}
+
+impl RoomState {
+    pub fn new(id: &str) -> Self {
+        RoomState {
+            id: id.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// The reducer: applies one action. Actions about unknown peers or objects change nothing.
+    pub fn apply(&mut self, action: &Action) {
+        self.version += 1;
+        if let Action::PeerConnected { peer_id } = action {
+            self.peers.entry(peer_id.clone()).or_default();
+            return;
+        }
+        if let Action::PeerLeft { peer_id, .. } = action {
+            self.peers.remove(peer_id);
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(action.peer_id()) else {
+            return;
+        };
+        match action {
+            Action::PeerConnected { .. } | Action::PeerLeft { .. } => {}
+            Action::PeerJoined {
+                display_name,
+                device,
+                ..
+            } => {
+                peer.joined = true;
+                peer.display_name = display_name.clone();
+                peer.device = device.clone();
+            }
+            Action::DisplayNameChanged { display_name, .. } => {
+                peer.display_name = display_name.clone();
+            }
+            Action::TransportCreated {
+                transport_id,
+                producing,
+                consuming,
+                sctp,
+                ..
+            } => {
+                peer.transports.insert(
+                    transport_id.clone(),
+                    TransportInfo {
+                        producing: *producing,
+                        consuming: *consuming,
+                        sctp: *sctp,
+                        ..Default::default()
+                    },
+                );
+            }
+            Action::TransportConnected { transport_id, .. } => {
+                if let Some(t) = peer.transports.get_mut(transport_id) {
+                    t.connected = true;
+                }
+            }
+            Action::TransportStateChanged {
+                transport_id,
+                ice_state,
+                dtls_state,
+                ..
+            } => {
+                if let Some(t) = peer.transports.get_mut(transport_id) {
+                    if ice_state.is_some() {
+                        t.ice_state = ice_state.clone();
+                    }
+                    if dtls_state.is_some() {
+                        t.dtls_state = dtls_state.clone();
+                    }
+                }
+            }
+            Action::TransportClosed { transport_id, .. } => {
+                peer.transports.remove(transport_id);
+                peer.producers.retain(|_, p| &p.transport_id != transport_id);
+                peer.consumers.retain(|_, c| &c.transport_id != transport_id);
+                peer.data_producers
+                    .retain(|_, p| &p.transport_id != transport_id);
+                peer.data_consumers
+                    .retain(|_, c| &c.transport_id != transport_id);
+            }
+            Action::ProducerCreated {
+                transport_id,
+                producer_id,
+                kind,
+                producer_type,
+                paused,
+                ..
+            } => {
+                peer.producers.insert(
+                    producer_id.clone(),
+                    ProducerInfo {
+                        transport_id: transport_id.clone(),
+                        kind: *kind,
+                        r#type: producer_type.clone(),
+                        paused: *paused,
+                        score: Vec::new(),
+                    },
+                );
+            }
+            Action::ProducerPaused { producer_id, .. } => {
+                if let Some(p) = peer.producers.get_mut(producer_id) {
+                    p.paused = true;
+                }
+            }
+            Action::ProducerResumed { producer_id, .. } => {
+                if let Some(p) = peer.producers.get_mut(producer_id) {
+                    p.paused = false;
+                }
+            }
+            Action::ProducerScoreChanged {
+                producer_id, score, ..
+            } => {
+                if let Some(p) = peer.producers.get_mut(producer_id) {
+                    p.score = score.clone();
+                }
+            }
+            Action::ProducerClosed { producer_id, .. } => {
+                peer.producers.remove(producer_id);
+            }
+            Action::ConsumerCreated {
+                transport_id,
+                consumer_id,
+                producer_id,
+                producer_peer_id,
+                kind,
+                paused,
+                producer_paused,
+                ..
+            } => {
+                peer.consumers.insert(
+                    consumer_id.clone(),
+                    ConsumerInfo {
+                        transport_id: transport_id.clone(),
+                        producer_id: producer_id.clone(),
+                        producer_peer_id: producer_peer_id.clone(),
+                        kind: *kind,
+                        paused: *paused,
+                        producer_paused: *producer_paused,
+                        layers: None,
+                        score: None,
+                    },
+                );
+            }
+            Action::ConsumerPaused { consumer_id, .. }
+            | Action::ConsumerResumed { consumer_id, .. } => {
+                if let Some(c) = peer.consumers.get_mut(consumer_id) {
+                    c.paused = matches!(action, Action::ConsumerPaused { .. });
+                }
+            }
+            Action::ConsumerProducerPaused { consumer_id, .. }
+            | Action::ConsumerProducerResumed { consumer_id, .. } => {
+                if let Some(c) = peer.consumers.get_mut(consumer_id) {
+                    c.producer_paused = matches!(action, Action::ConsumerProducerPaused { .. });
+                }
+            }
+            Action::ConsumerScoreChanged {
+                consumer_id, score, ..
+            } => {
+                if let Some(c) = peer.consumers.get_mut(consumer_id) {
+                    c.score = Some(score.clone());
+                }
+            }
+            Action::ConsumerLayersChanged {
+                consumer_id,
+                layers,
+                ..
+            } => {
+                if let Some(c) = peer.consumers.get_mut(consumer_id) {
+                    c.layers = *layers;
+                }
+            }
+            Action::ConsumerClosed { consumer_id, .. } => {
+                peer.consumers.remove(consumer_id);
+            }
+            Action::DataProducerCreated {
+                transport_id,
+                data_producer_id,
+                label,
+                protocol,
+                ..
+            } => {
+                peer.data_producers.insert(
+                    data_producer_id.clone(),
+                    DataProducerInfo {
+                        transport_id: transport_id.clone(),
+                        label: label.clone(),
+                        protocol: protocol.clone(),
+                    },
+                );
+            }
+            Action::DataProducerClosed {
+                data_producer_id, ..
+            } => {
+                peer.data_producers.remove(data_producer_id);
+            }
+            Action::DataConsumerCreated {
+                transport_id,
+                data_consumer_id,
+                data_producer_id,
+                label,
+                ..
+            } => {
+                peer.data_consumers.insert(
+                    data_consumer_id.clone(),
+                    DataConsumerInfo {
+                        transport_id: transport_id.clone(),
+                        data_producer_id: data_producer_id.clone(),
+                        label: label.clone(),
+                    },
+                );
+            }
+            Action::DataConsumerClosed {
+                data_consumer_id, ..
+            } => {
+                peer.data_consumers.remove(data_consumer_id);
+            }
+            Action::DownlinkBwe {
+                transport_id,
+                available_bitrate,
+                ..
+            } => {
+                if let Some(t) = peer.transports.get_mut(transport_id) {
+                    t.available_bitrate = Some(*available_bitrate);
+                }
+            }
+        }
+    }
+
+    /// Number of (peers, transports, producers, consumers, data producers, data consumers).
+    pub fn counts(&self) -> [usize; 6] {
+        let mut c = [self.peers.len(), 0, 0, 0, 0, 0];
+        for p in self.peers.values() {
+            c[1] += p.transports.len();
+            c[2] += p.producers.len();
+            c[3] += p.consumers.len();
+            c[4] += p.data_producers.len();
+            c[5] += p.data_consumers.len();
+        }
+        c
+    }
+}
+
+/// A room's state, its cached actions and its subscribers.
+#[derive(Debug)]
+pub struct Store {
+    inner: Mutex<(RoomState, Vec<Arc<Action>>)>,
+    subscribers: broadcast::Sender<Arc<Action>>,
+}
+
+impl Store {
+    pub fn new(room_id: &str) -> Self {
+        let (subscribers, _) = broadcast::channel(4096);
+        Store {
+            inner: Mutex::new((RoomState::new(room_id), Vec::new())),
+            subscribers,
+        }
+    }
+
+    /// Applies `action`, updates the cache and hands the action to subscribers. Returns it.
+    pub fn dispatch(&self, action: Action) -> Arc<Action> {
+        let action = Arc::new(action);
+        if let Ok(mut inner) = self.inner.lock() {
+            let (state, cached) = &mut *inner;
+            state.apply(&action);
+            prune_cache(cached, &action);
+            if action.is_cached() {
+                cached.push(action.clone());
+            }
+        }
+        let _ = self.subscribers.send(action.clone());
+        action
+    }
+
+    /// Every action from now on (a lagging subscriber misses the oldest).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Action>> {
+        self.subscribers.subscribe()
+    }
+
+    /// The cached actions, oldest first: what a late joiner replays.
+    pub fn cached(&self) -> Vec<Arc<Action>> {
+        self.inner.lock().map(|i| i.1.clone()).unwrap_or_default()
+    }
+
+    /// A copy of the state.
+    pub fn state(&self) -> RoomState {
+        self.inner.lock().map(|i| i.0.clone()).unwrap_or_default()
+    }
+
+    /// Reads the state without copying it.
+    pub fn read<T>(&self, f: impl FnOnce(&RoomState) -> T) -> Option<T> {
+        self.inner.lock().ok().map(|i| f(&i.0))
+    }
+}
+
+/// Drops cached actions whose subject `action` ends.
+fn prune_cache(cached: &mut Vec<Arc<Action>>, action: &Action) {
+    match action {
+        Action::PeerLeft { peer_id, .. } => cached.retain(|a| a.peer_id() != peer_id),
+        Action::ProducerClosed { producer_id, .. } => cached.retain(|a| {
+            !matches!(&**a, Action::ProducerCreated { producer_id: p, .. } if p == producer_id)
+        }),
+        Action::DataProducerClosed {
+            data_producer_id, ..
+        } => cached.retain(|a| {
+            !matches!(&**a, Action::DataProducerCreated { data_producer_id: p, .. } if p == data_producer_id)
+        }),
+        Action::TransportClosed { transport_id, .. } => cached.retain(|a| match &**a {
+            Action::ProducerCreated { transport_id: t, .. }
+            | Action::DataProducerCreated { transport_id: t, .. } => t != transport_id,
+            _ => true,
+        }),
+        Action::DisplayNameChanged {
+            peer_id,
+            display_name,
+            ..
+        } => {
+            for a in cached.iter_mut() {
+                if let Action::PeerJoined {
+                    peer_id: p,
+                    device,
+                    ..
+                } = &**a
+                    && p == peer_id
+                {
+                    *a = Arc::new(Action::PeerJoined {
+                        peer_id: p.clone(),
+                        display_name: display_name.clone(),
+                        device: device.clone(),
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(store: &Store, peer: &str) {
+        store.dispatch(Action::PeerConnected {
+            peer_id: peer.into(),
+        });
+        store.dispatch(Action::PeerJoined {
+            peer_id: peer.into(),
+            display_name: peer.to_uppercase(),
+            device: Device::default(),
+        });
+    }
+
+    fn producer(peer: &str, id: &str) -> Action {
+        Action::ProducerCreated {
+            peer_id: peer.into(),
+            transport_id: format!("t-{peer}"),
+            producer_id: id.into(),
+            kind: MediaKind::Video,
+            producer_type: "simple".into(),
+            paused: false,
+            app_data: Value::Null,
+        }
+    }
+
+    #[test]
+    fn actions_build_the_state_keyed_by_peer_and_object() {
+        let store = Store::new("r1");
+        joined(&store, "alice");
+        store.dispatch(Action::TransportCreated {
+            peer_id: "alice".into(),
+            transport_id: "t-alice".into(),
+            producing: true,
+            consuming: false,
+            sctp: true,
+        });
+        store.dispatch(producer("alice", "p1"));
+        store.dispatch(Action::ProducerPaused {
+            peer_id: "alice".into(),
+            producer_id: "p1".into(),
+        });
+        let state = store.state();
+        let alice = &state.peers["alice"];
+        assert!(alice.joined);
+        assert_eq!(alice.display_name, "ALICE");
+        assert!(alice.producers["p1"].paused);
+        assert_eq!(state.counts(), [1, 1, 1, 0, 0, 0]);
+        assert_eq!(state.version, 5);
+    }
+
+    #[test]
+    fn closing_a_transport_removes_what_was_on_it() {
+        let store = Store::new("r1");
+        joined(&store, "bob");
+        store.dispatch(Action::TransportCreated {
+            peer_id: "bob".into(),
+            transport_id: "t-bob".into(),
+            producing: true,
+            consuming: true,
+            sctp: true,
+        });
+        store.dispatch(producer("bob", "p1"));
+        store.dispatch(Action::TransportClosed {
+            peer_id: "bob".into(),
+            transport_id: "t-bob".into(),
+        });
+        assert_eq!(store.state().counts(), [1, 0, 0, 0, 0, 0]);
+        assert!(store.cached().iter().all(|a| !matches!(&**a, Action::ProducerCreated { .. })));
+    }
+
+    #[test]
+    fn cached_actions_replay_what_lives_and_forget_what_ended() {
+        let store = Store::new("r1");
+        joined(&store, "alice");
+        joined(&store, "bob");
+        store.dispatch(producer("alice", "p1"));
+        store.dispatch(producer("alice", "p2"));
+        store.dispatch(producer("bob", "p3"));
+        store.dispatch(Action::ProducerClosed {
+            peer_id: "alice".into(),
+            producer_id: "p1".into(),
+        });
+        store.dispatch(Action::PeerLeft {
+            peer_id: "bob".into(),
+            joined: true,
+        });
+        store.dispatch(Action::DisplayNameChanged {
+            peer_id: "alice".into(),
+            display_name: "Al".into(),
+            old_display_name: "ALICE".into(),
+        });
+        let cached = store.cached();
+        assert_eq!(cached.len(), 2);
+        assert!(matches!(&*cached[0], Action::PeerJoined { display_name, .. } if display_name == "Al"));
+        assert!(matches!(&*cached[1], Action::ProducerCreated { producer_id, .. } if producer_id == "p2"));
+        assert_eq!(store.state().counts()[0], 1);
+    }
+
+    #[test]
+    fn subscribers_receive_every_action_in_order() {
+        let store = Store::new("r1");
+        let mut rx = store.subscribe();
+        joined(&store, "carol");
+        store.dispatch(Action::PeerLeft {
+            peer_id: "carol".into(),
+            joined: true,
+        });
+        let mut seen = Vec::new();
+        while let Ok(a) = rx.try_recv() {
+            seen.push(a);
+        }
+        assert_eq!(seen.len(), 3);
+        assert!(matches!(&*seen[2], Action::PeerLeft { .. }));
+        assert_eq!(store.state().counts(), [0; 6]);
+    }
+
+    #[test]
+    fn actions_about_unknown_peers_change_nothing() {
+        let mut state = RoomState::new("r");
+        state.apply(&producer("ghost", "p"));
+        assert_eq!(state.counts(), [0; 6]);
+    }
+
+    #[test]
+    fn actions_serialise_with_their_type() {
+        let a = Action::PeerLeft {
+            peer_id: "x".into(),
+            joined: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::json!({"type":"PeerLeft","peerId":"x","joined":false})
+        );
+    }
+}
