@@ -7,10 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let web = manifest.join("../../web");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("app.js");
-    for path in ["src", "index.html", "build.mjs", "package.json", "package-lock.json"] {
+    for path in [
+        "src",
+        "index.html",
+        "build.mjs",
+        "package.json",
+        "package-lock.json",
+    ] {
         println!("cargo:rerun-if-changed={}", web.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=SLUICE_SKIP_WEB_BUILD");

@@ -7,14 +7,20 @@
 //!   integrity and latency checks.
 //! - [`numbering`]: how a client numbers what it sends (Chromium's, aiortc's, a router's).
 //! - [`relay`]: a UDP relay that drops packets, for loss tests.
+//! - [`signaling`]: [`SignalingClient`], protoo over a WebSocket.
+//! - [`session`]: [`Session`], a whole peer running mediasoup-demo's flow (bots, load tests).
 
 pub mod media;
 pub mod numbering;
 pub mod relay;
+pub mod session;
+pub mod signaling;
 pub mod transport;
 
 pub use numbering::ClientNumbering;
 pub use relay::LossyRelay;
+pub use session::{Session, SessionError, SessionEvent, SessionOptions};
+pub use signaling::{Incoming, SignalingClient, SignalingError, ws_url};
 pub use sluice_protocol as protocol;
 pub use transport::{
     ClientDataProducer, ClientError, ClientProducer, ClientStats, ClientTransport,

@@ -38,14 +38,19 @@ fn refuse(status: StatusCode, reason: &str) -> Response {
     (status, Json(json!({ "error": reason }))).into_response()
 }
 
-fn authorize(instance: &Instance, headers: &HeaderMap) -> Result<Scope, Response> {
-    let token = bearer(headers).ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "no token"))?;
+/// The scope of the request's admin token, or the refusal to answer with.
+fn authorize(instance: &Instance, headers: &HeaderMap) -> Result<Scope, Box<Response>> {
+    let token =
+        bearer(headers).ok_or_else(|| Box::new(refuse(StatusCode::UNAUTHORIZED, "no token")))?;
     let claims = instance
         .auth
         .verify(&token)
-        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, &e.to_string()))?;
+        .map_err(|e| Box::new(refuse(StatusCode::UNAUTHORIZED, &e.to_string())))?;
     if !claims.grants.admin {
-        return Err(refuse(StatusCode::FORBIDDEN, "the token does not grant admin"));
+        return Err(Box::new(refuse(
+            StatusCode::FORBIDDEN,
+            "the token does not grant admin",
+        )));
     }
     Ok(if claims.room == "*" {
         Scope::All
@@ -70,7 +75,7 @@ struct RoomSummary {
 pub async fn rooms(State(instance): State<Arc<Instance>>, headers: HeaderMap) -> Response {
     let scope = match authorize(&instance, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut out = Vec::new();
     for room in instance.rooms().await {
@@ -99,7 +104,7 @@ pub async fn room(
 ) -> Response {
     let scope = match authorize(&instance, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !scope.allows(&id) {
         return refuse(StatusCode::FORBIDDEN, "the token is for another room");
@@ -117,7 +122,7 @@ pub async fn kick(
 ) -> Response {
     let scope = match authorize(&instance, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !scope.allows(&id) {
         return refuse(StatusCode::FORBIDDEN, "the token is for another room");

@@ -145,9 +145,7 @@ impl DataConfig {
         match self.labels.iter().find(|r| r.name == label) {
             Some(r) if !r.allowed => Err(format!("data label {label:?} is not allowed")),
             Some(r) => Ok(Some(r)),
-            None if self.label_registry => {
-                Err(format!("data label {label:?} is not registered"))
-            }
+            None if self.label_registry => Err(format!("data label {label:?} is not registered")),
             None => Ok(None),
         }
     }

@@ -72,7 +72,11 @@ async fn ready(State(instance): State<Arc<Instance>>) -> Response {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Status {
-                status: if instance.is_draining() { "draining" } else { "starting" },
+                status: if instance.is_draining() {
+                    "draining"
+                } else {
+                    "starting"
+                },
                 version: env!("CARGO_PKG_VERSION"),
             }),
         )

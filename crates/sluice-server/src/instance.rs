@@ -179,7 +179,10 @@ impl Instance {
                 .filter(|r| r.worker_index == index)
                 .map(|r| r.id.clone())
                 .collect();
-            dead_rooms.iter().filter_map(|id| rooms.remove(id)).collect()
+            dead_rooms
+                .iter()
+                .filter_map(|id| rooms.remove(id))
+                .collect()
         };
         for room in rooms {
             room.close_all_peers(CLOSE_TRY_AGAIN, "media worker restarted; reconnect");

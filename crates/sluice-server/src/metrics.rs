@@ -140,9 +140,16 @@ impl Metrics {
             self.objects.get_or_create(&ObjectLabels { object }).set(v);
         };
         set("rooms", rooms.len() as i64);
-        for (name, v) in ["peers", "transports", "producers", "consumers", "data_producers", "data_consumers"]
-            .into_iter()
-            .zip(totals)
+        for (name, v) in [
+            "peers",
+            "transports",
+            "producers",
+            "consumers",
+            "data_producers",
+            "data_consumers",
+        ]
+        .into_iter()
+        .zip(totals)
         {
             set(name, v);
         }

@@ -11,7 +11,7 @@
 //! read fast enough (its outbound queue fills) is closed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use sluice_media::MediaEvent;
 use sluice_media::ortc::{RtpCapabilities, SctpCapabilities};
-use sluice_protocol::{ClientRequest, ErrorCode, Message, Response, ServerNotification, ServerRequest};
+use sluice_protocol::{
+    ClientRequest, ErrorCode, Message, Response, ServerNotification, ServerRequest,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::Grants;
@@ -56,6 +58,8 @@ pub struct Peer {
     joined: AtomicBool,
     caps: Mutex<(Option<RtpCapabilities>, Option<SctpCapabilities>)>,
     pub(crate) events: mpsc::UnboundedSender<MediaEvent>,
+    /// Consumers and data consumers being created (counted against their limits).
+    pub(crate) reserved: [std::sync::atomic::AtomicUsize; 2],
     closing: watch::Sender<Option<(u16, String)>>,
     left: watch::Sender<bool>,
 }
@@ -112,7 +116,11 @@ impl Peer {
     }
 
     /// Sends a request to the client and waits for its answer.
-    pub async fn request(&self, request: ServerRequest, timeout: Duration) -> Result<Value, SignalError> {
+    pub async fn request(
+        &self,
+        request: ServerRequest,
+        timeout: Duration,
+    ) -> Result<Value, SignalError> {
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut pending = self
@@ -139,7 +147,10 @@ impl Peer {
                 ..
             })) => Err(SignalError::new(
                 ErrorCode::Unsupported,
-                format!("the client refused {}: {error_code} {error_reason}", request.method()),
+                format!(
+                    "the client refused {}: {error_code} {error_reason}",
+                    request.method()
+                ),
             )),
             Ok(Err(_)) => Err(SignalError::new(ErrorCode::Unavailable, "the peer left")),
             Err(_) => Err(SignalError::new(
@@ -181,7 +192,10 @@ pub async fn run(
         Ok(room) => room,
         Err(e) => {
             let _ = ws_tx
-                .send(close_frame(crate::instance::CLOSE_TRY_AGAIN, &e.to_string()))
+                .send(close_frame(
+                    crate::instance::CLOSE_TRY_AGAIN,
+                    &e.to_string(),
+                ))
                 .await;
             return;
         }
@@ -211,6 +225,7 @@ pub async fn run(
         joined: AtomicBool::new(false),
         caps: Mutex::new((None, None)),
         events: events_tx,
+        reserved: Default::default(),
         closing,
         left,
     });
@@ -356,7 +371,9 @@ async fn on_text(
         Message::Request { id, method, data } => {
             if !bucket.take() {
                 *refused_in_a_row += 1;
-                instance.metrics.request(&method, ErrorCode::LimitReached.name());
+                instance
+                    .metrics
+                    .request(&method, ErrorCode::LimitReached.name());
                 if *refused_in_a_row > bucket.burst() * 2 {
                     return Some((CLOSE_POLICY, "request flood".to_owned()));
                 }
@@ -461,5 +478,3 @@ impl TokenBucket {
         }
     }
 }
-
-pub(crate) fn _unused(_: AtomicU64) {}

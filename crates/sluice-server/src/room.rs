@@ -75,9 +75,18 @@ impl Objects {
     /// producers, data consumers).
     pub fn count_of(&self, peer_id: &str) -> [usize; 5] {
         [
-            self.transports.values().filter(|o| o.peer_id == peer_id).count(),
-            self.producers.values().filter(|o| o.peer_id == peer_id).count(),
-            self.consumers.values().filter(|o| o.peer_id == peer_id).count(),
+            self.transports
+                .values()
+                .filter(|o| o.peer_id == peer_id)
+                .count(),
+            self.producers
+                .values()
+                .filter(|o| o.peer_id == peer_id)
+                .count(),
+            self.consumers
+                .values()
+                .filter(|o| o.peer_id == peer_id)
+                .count(),
             self.data_producers
                 .values()
                 .filter(|o| o.peer_id == peer_id)
@@ -87,6 +96,36 @@ impl Objects {
                 .filter(|o| o.peer_id == peer_id)
                 .count(),
         ]
+    }
+}
+
+/// A place counted against a per-peer limit while its object is being created (consumers are
+/// created concurrently, so counting existing objects alone would let a burst overshoot).
+pub struct Reservation<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Reservation<'a> {
+    /// Takes a place if `peer_id`'s objects of kind `index` (see [`Objects::count_of`]) plus the
+    /// places already taken stay below `limit`.
+    pub fn take(
+        objects: &Objects,
+        peer_id: &str,
+        index: usize,
+        reserved: &'a std::sync::atomic::AtomicUsize,
+        limit: usize,
+    ) -> Option<Reservation<'a>> {
+        use std::sync::atomic::Ordering;
+        let used = objects.count_of(peer_id)[index] + reserved.load(Ordering::SeqCst);
+        if used >= limit {
+            return None;
+        }
+        reserved.fetch_add(1, Ordering::SeqCst);
+        Some(Reservation(reserved))
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -272,11 +311,9 @@ impl Room {
                 data_producer_id,
                 label,
                 ..
-            } => {
-                if self.relays_to_peers(label) {
-                    for p in self.joined_peers_except(peer_id) {
-                        self.spawn_data_consumer(p, peer_id.clone(), data_producer_id.clone());
-                    }
+            } if self.relays_to_peers(label) => {
+                for p in self.joined_peers_except(peer_id) {
+                    self.spawn_data_consumer(p, peer_id.clone(), data_producer_id.clone());
                 }
             }
             Action::ProducerScoreChanged {
@@ -401,17 +438,29 @@ impl Room {
                     label,
                     ..
                 } if peer_id != &peer.id && self.relays_to_peers(label) => {
-                    self.spawn_data_consumer(peer.clone(), peer_id.clone(), data_producer_id.clone());
+                    self.spawn_data_consumer(
+                        peer.clone(),
+                        peer_id.clone(),
+                        data_producer_id.clone(),
+                    );
                 }
                 _ => {}
             }
         }
     }
 
-    fn spawn_consumer(self: &Arc<Self>, peer: Arc<Peer>, producer_peer: String, producer_id: String) {
+    fn spawn_consumer(
+        self: &Arc<Self>,
+        peer: Arc<Peer>,
+        producer_peer: String,
+        producer_id: String,
+    ) {
         let room = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = room.create_consumer(&peer, &producer_peer, &producer_id).await {
+            if let Err(e) = room
+                .create_consumer(&peer, &producer_peer, &producer_id)
+                .await
+            {
                 tracing::debug!(room = %room.id, peer = %peer.id, producer = %producer_id, error = %e.reason, "no consumer");
             }
         });
@@ -431,7 +480,9 @@ impl Room {
         let objects = self.objects();
         let mine = || objects.transports.values().filter(|t| t.peer_id == peer_id);
         mine()
-            .find(|t| t.object.consuming && (!sctp || t.object.transport.sctp_parameters().is_some()))
+            .find(|t| {
+                t.object.consuming && (!sctp || t.object.transport.sctp_parameters().is_some())
+            })
             .or_else(|| mine().find(|t| !t.object.producing))
             .map(|t| t.object.transport.clone())
     }
@@ -450,9 +501,14 @@ impl Room {
         let Some(caps) = peer.rtp_capabilities() else {
             return Ok(());
         };
-        if self.objects().count_of(&peer.id)[2] >= self.config.limits.consumers_per_peer {
-            return Err(SignalError::limit("consumers per peer"));
-        }
+        let _slot = Reservation::take(
+            &self.objects(),
+            &peer.id,
+            2,
+            &peer.reserved[0],
+            self.config.limits.consumers_per_peer,
+        )
+        .ok_or_else(|| SignalError::limit("consumers per peer"))?;
         let Some(transport) = self.consuming_transport(&peer.id, false) else {
             return Ok(());
         };
@@ -549,9 +605,14 @@ impl Room {
         if !peer.grants.subscribe || !peer.is_joined() || !peer.has_sctp() {
             return Ok(());
         }
-        if self.objects().count_of(&peer.id)[4] >= self.config.limits.data_consumers_per_peer {
-            return Err(SignalError::limit("data consumers per peer"));
-        }
+        let _slot = Reservation::take(
+            &self.objects(),
+            &peer.id,
+            4,
+            &peer.reserved[1],
+            self.config.limits.data_consumers_per_peer,
+        )
+        .ok_or_else(|| SignalError::limit("data consumers per peer"))?;
         let Some(transport) = self.consuming_transport(&peer.id, true) else {
             return Ok(());
         };

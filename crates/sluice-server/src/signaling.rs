@@ -10,7 +10,9 @@ use sluice_media::{
     CloseReason, ConsumerLayers, DataProducerOptions, MediaError, MediaEvent, ProducerOptions,
     WebRtcTransportOptions,
 };
-use sluice_protocol::{ClientRequest, CreateWebRtcTransportResponse, ErrorCode, IdResponse, JoinResponse, PeerInfo};
+use sluice_protocol::{
+    ClientRequest, CreateWebRtcTransportResponse, ErrorCode, IdResponse, JoinResponse, PeerInfo,
+};
 
 use crate::instance::Instance;
 use crate::peer::Peer;
@@ -66,9 +68,9 @@ impl From<MediaError> for SignalError {
             | MediaError::InvalidRtpParameters(_)
             | MediaError::InvalidSctpParameters(_)
             | MediaError::InvalidMediaCodecs(_) => ErrorCode::BadRequest,
-            MediaError::CannotConsume(_) | MediaError::Numbering(_) | MediaError::SctpDisabled(_) => {
-                ErrorCode::Unsupported
-            }
+            MediaError::CannotConsume(_)
+            | MediaError::Numbering(_)
+            | MediaError::SctpDisabled(_) => ErrorCode::Unsupported,
             MediaError::AlreadyConnected(_) | MediaError::DuplicateId(_) => ErrorCode::Conflict,
             MediaError::Limit(_) => ErrorCode::LimitReached,
             MediaError::WorkerClosed(_) => ErrorCode::Unavailable,
@@ -117,7 +119,10 @@ pub async fn handle(
             && let Err(e) = sluice_media::ortc::validate_rtp_capabilities(caps)
         {
             return (
-                Err(SignalError::new(ErrorCode::BadRequest, format!("rtpCapabilities: {e}"))),
+                Err(SignalError::new(
+                    ErrorCode::BadRequest,
+                    format!("rtpCapabilities: {e}"),
+                )),
                 None,
             );
         }
@@ -362,7 +367,10 @@ async fn handle_request(
         }
         ClientRequest::SetConsumerPriority(req) => {
             if req.priority == 0 {
-                return Err(SignalError::new(ErrorCode::BadRequest, "priority must be 1..=255"));
+                return Err(SignalError::new(
+                    ErrorCode::BadRequest,
+                    "priority must be 1..=255",
+                ));
             }
             let consumer = room.consumer_of(&peer.id, &req.consumer_id)?;
             consumer.set_priority(req.priority).await?;
@@ -471,7 +479,12 @@ pub fn on_media_event(room: &Arc<Room>, peer: &Arc<Peer>, event: MediaEvent) {
         MediaEvent::DataProducerClosed {
             data_producer_id, ..
         } => {
-            if room.objects().data_producers.remove(&data_producer_id).is_some() {
+            if room
+                .objects()
+                .data_producers
+                .remove(&data_producer_id)
+                .is_some()
+            {
                 room.dispatch(Action::DataProducerClosed {
                     peer_id,
                     data_producer_id,
@@ -483,7 +496,12 @@ pub fn on_media_event(room: &Arc<Room>, peer: &Arc<Peer>, event: MediaEvent) {
             reason,
             ..
         } => {
-            if room.objects().data_consumers.remove(&data_consumer_id).is_some() {
+            if room
+                .objects()
+                .data_consumers
+                .remove(&data_consumer_id)
+                .is_some()
+            {
                 room.dispatch(Action::DataConsumerClosed {
                     peer_id,
                     data_consumer_id,

@@ -44,14 +44,20 @@ pub enum Action {
         consuming: bool,
         sctp: bool,
     },
-    TransportConnected { peer_id: String, transport_id: String },
+    TransportConnected {
+        peer_id: String,
+        transport_id: String,
+    },
     TransportStateChanged {
         peer_id: String,
         transport_id: String,
         ice_state: Option<String>,
         dtls_state: Option<String>,
     },
-    TransportClosed { peer_id: String, transport_id: String },
+    TransportClosed {
+        peer_id: String,
+        transport_id: String,
+    },
     /// Cached: late joiners consume it.
     ProducerCreated {
         peer_id: String,
@@ -62,14 +68,23 @@ pub enum Action {
         paused: bool,
         app_data: Value,
     },
-    ProducerPaused { peer_id: String, producer_id: String },
-    ProducerResumed { peer_id: String, producer_id: String },
+    ProducerPaused {
+        peer_id: String,
+        producer_id: String,
+    },
+    ProducerResumed {
+        peer_id: String,
+        producer_id: String,
+    },
     ProducerScoreChanged {
         peer_id: String,
         producer_id: String,
         score: Vec<ProducerScore>,
     },
-    ProducerClosed { peer_id: String, producer_id: String },
+    ProducerClosed {
+        peer_id: String,
+        producer_id: String,
+    },
     ConsumerCreated {
         peer_id: String,
         transport_id: String,
@@ -81,11 +96,23 @@ pub enum Action {
         producer_paused: bool,
     },
     /// The consumer's owner paused or resumed it.
-    ConsumerPaused { peer_id: String, consumer_id: String },
-    ConsumerResumed { peer_id: String, consumer_id: String },
+    ConsumerPaused {
+        peer_id: String,
+        consumer_id: String,
+    },
+    ConsumerResumed {
+        peer_id: String,
+        consumer_id: String,
+    },
     /// Its producer paused or resumed (`consumerPaused` / `consumerResumed` to the owner).
-    ConsumerProducerPaused { peer_id: String, consumer_id: String },
-    ConsumerProducerResumed { peer_id: String, consumer_id: String },
+    ConsumerProducerPaused {
+        peer_id: String,
+        consumer_id: String,
+    },
+    ConsumerProducerResumed {
+        peer_id: String,
+        consumer_id: String,
+    },
     ConsumerScoreChanged {
         peer_id: String,
         consumer_id: String,
@@ -335,8 +362,10 @@ impl RoomState {
             }
             Action::TransportClosed { transport_id, .. } => {
                 peer.transports.remove(transport_id);
-                peer.producers.retain(|_, p| &p.transport_id != transport_id);
-                peer.consumers.retain(|_, c| &c.transport_id != transport_id);
+                peer.producers
+                    .retain(|_, p| &p.transport_id != transport_id);
+                peer.consumers
+                    .retain(|_, c| &c.transport_id != transport_id);
                 peer.data_producers
                     .retain(|_, p| &p.transport_id != transport_id);
                 peer.data_consumers
@@ -667,7 +696,12 @@ mod tests {
             transport_id: "t-bob".into(),
         });
         assert_eq!(store.state().counts(), [1, 0, 0, 0, 0, 0]);
-        assert!(store.cached().iter().all(|a| !matches!(&**a, Action::ProducerCreated { .. })));
+        assert!(
+            store
+                .cached()
+                .iter()
+                .all(|a| !matches!(&**a, Action::ProducerCreated { .. }))
+        );
     }
 
     #[test]
@@ -693,8 +727,12 @@ mod tests {
         });
         let cached = store.cached();
         assert_eq!(cached.len(), 2);
-        assert!(matches!(&*cached[0], Action::PeerJoined { display_name, .. } if display_name == "Al"));
-        assert!(matches!(&*cached[1], Action::ProducerCreated { producer_id, .. } if producer_id == "p2"));
+        assert!(
+            matches!(&*cached[0], Action::PeerJoined { display_name, .. } if display_name == "Al")
+        );
+        assert!(
+            matches!(&*cached[1], Action::ProducerCreated { producer_id, .. } if producer_id == "p2")
+        );
         assert_eq!(store.state().counts()[0], 1);
     }
 

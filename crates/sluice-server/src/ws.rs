@@ -91,7 +91,10 @@ async fn authorize(
     headers: &HeaderMap,
 ) -> Result<(String, String, Grants), (StatusCode, String)> {
     if instance.is_draining() {
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down".into()));
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down".into(),
+        ));
     }
     let room_id = query.room_id.clone().unwrap_or_default();
     let peer_id = query.peer_id.clone().unwrap_or_default();
@@ -126,7 +129,10 @@ async fn authorize(
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == "protoo");
     if !protoo {
-        return Err((StatusCode::BAD_REQUEST, "the protoo subprotocol is required".into()));
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "the protoo subprotocol is required".into(),
+        ));
     }
     if let Some(room) = instance.room(&room_id).await
         && room.peer(&peer_id).is_none()
@@ -191,7 +197,9 @@ pub async fn dev_token(
         instance.config.auth.token_ttl_secs,
         auth::unix_now(),
     ) {
-        Ok(token) => Json(json!({ "token": token, "roomId": room_id, "peerId": peer_id })).into_response(),
+        Ok(token) => {
+            Json(json!({ "token": token, "roomId": room_id, "peerId": peer_id })).into_response()
+        }
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -128,7 +128,10 @@ fn serve_answers_health_and_exits_0_on_sigterm() {
     assert_eq!(health["status"], "ok");
     let (status, body) = http_get(&addr, "/");
     assert_eq!(status, 200);
-    assert!(body.contains("dev mode"), "{body}");
+    assert!(body.contains("/app.js"), "the demo page: {body}");
+    // Dev mode mints demo tokens.
+    let (status, body) = http_get(&addr, "/dev/token?roomId=r&peerId=p");
+    assert_eq!(status, 200, "{body}");
     let (status, _) = http_get(&addr, "/no-such-page");
     assert_eq!(status, 404);
 
@@ -144,9 +147,9 @@ fn serve_answers_health_and_exits_0_on_sigterm() {
 #[test]
 fn serve_exits_0_on_sigint() {
     let (mut server, addr) = start_server(&["--auth-secret", SECRET]);
-    let (status, body) = http_get(&addr, "/");
-    assert_eq!(status, 200);
-    assert!(body.contains("production mode"), "{body}");
+    // Production mode has no dev tokens.
+    let (status, _) = http_get(&addr, "/dev/token?roomId=r&peerId=p");
+    assert_eq!(status, 404);
     Command::new("kill")
         .args(["-INT", &server.0.id().to_string()])
         .status()
@@ -337,4 +340,47 @@ fn serve_help_lists_the_flag_contract() {
     ] {
         assert!(help.contains(flag), "missing {flag} in\n{help}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tells_connected_peers_drains_and_exits_0() {
+    let (mut server, addr) = start_server(&["--workers", "1"]);
+    let (status, body) = http_get(&addr, "/dev/token?roomId=r&peerId=p");
+    assert_eq!(status, 200, "{body}");
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let url = sluice_client::ws_url(
+        &format!("http://{addr}"),
+        "r",
+        "p",
+        token["token"].as_str().unwrap(),
+    );
+    let session = sluice_client::Session::join(
+        sluice_client::SignalingClient::connect(&url).await.unwrap(),
+        sluice_client::SessionOptions::new("p"),
+    )
+    .await
+    .unwrap();
+    let mut session = session;
+    assert_eq!(http_get(&addr, "/ready").0, 200);
+    Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    let closed = session
+        .wait_event(Duration::from_secs(10), |e| {
+            matches!(e, sluice_client::SessionEvent::Closed { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            closed,
+            Some(sluice_client::SessionEvent::Closed {
+                code: Some(1001),
+                ..
+            })
+        ),
+        "{closed:?}"
+    );
+    let status = wait_exit(&mut server.0, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0));
 }

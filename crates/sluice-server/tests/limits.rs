@@ -1,0 +1,266 @@
+//! Every limit of `[limits]` and `[signaling]`, with its error code.
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use sluice_client::{Incoming, SessionEvent, SignalingClient, SignalingError, SourceConfig};
+use sluice_media::ortc::MediaKind;
+use sluice_protocol::{ClientRequest, CreateWebRtcTransportRequest, ServerNotification};
+use sluice_server::config::{LabelRule, Relay};
+
+fn code(r: Result<serde_json::Value, SignalingError>) -> Option<u16> {
+    r.unwrap_err().code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_room_refuses_one_more_peer_with_429() {
+    let server = TestServer::start(|c| c.limits.peers_per_room = 2).await;
+    let _a = server.signaling("r", "a").await;
+    let _b = server.signaling("r", "b").await;
+    match SignalingClient::connect(&server.url("r", "c")).await {
+        Err(SignalingError::Refused { status, .. }) => assert_eq!(status, 429),
+        other => panic!("{other:?}"),
+    }
+    // Another room is not affected.
+    assert!(
+        SignalingClient::connect(&server.url("r2", "c"))
+            .await
+            .is_ok()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transports_producers_and_data_producers_per_peer_are_capped_with_429() {
+    let server = TestServer::start(|c| {
+        c.limits.transports_per_peer = 2;
+        c.limits.producers_per_peer = 1;
+        c.limits.data_producers_per_peer = 2;
+    })
+    .await;
+    let session = server.session("r", "p").await;
+    // The session already made its two transports.
+    let more = session
+        .request(ClientRequest::CreateWebRtcTransport(
+            CreateWebRtcTransportRequest::default(),
+        ))
+        .await;
+    assert_eq!(code(more), Some(429));
+    session.produce(SourceConfig::audio()).await.unwrap();
+    let err = session.produce(SourceConfig::video()).await.unwrap_err();
+    assert!(err.to_string().contains("429"), "{err}");
+    session.produce_data("a", true, None).await.unwrap();
+    session.produce_data("b", true, None).await.unwrap();
+    let err = session.produce_data("c", true, None).await.unwrap_err();
+    assert!(err.to_string().contains("429"), "{err}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_opening_a_thousand_channels_is_capped() {
+    let server = TestServer::start(|_| {}).await;
+    let session = server.session("r", "p").await;
+    let limit = server.instance.config.limits.data_producers_per_peer;
+    let mut refused = 0;
+    for i in 0..1000 {
+        if let Err(e) = session.produce_data(&format!("ch{i}"), true, None).await {
+            assert!(e.to_string().contains("429"), "{e}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 1000 - limit);
+    let state = server.instance.room("r").await.unwrap().store.state();
+    assert_eq!(state.counts()[4], limit);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_per_peer_caps_what_a_peer_is_offered() {
+    let server = TestServer::start(|c| c.limits.consumers_per_peer = 1).await;
+    let alice = server.session("r", "alice").await;
+    alice.produce(SourceConfig::audio()).await.unwrap();
+    alice.produce(SourceConfig::video()).await.unwrap();
+    let mut bob = server.session("r", "bob").await;
+    let _first = bob
+        .wait_event(Duration::from_secs(5), |e| {
+            matches!(e, SessionEvent::Consumer { .. })
+        })
+        .await
+        .unwrap();
+    assert!(
+        bob.wait_event(Duration::from_millis(800), |e| matches!(
+            e,
+            SessionEvent::Consumer { .. }
+        ))
+        .await
+        .is_none()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_flood_gets_429_then_the_socket_is_closed_with_1008() {
+    let server = TestServer::start(|c| c.limits.requests_per_second = 5).await;
+    let client = server.signaling("r", "p").await;
+    // The burst (2 s worth) passes, the next are refused.
+    let mut codes = Vec::new();
+    for _ in 0..14 {
+        codes.push(
+            client
+                .request(ClientRequest::GetRouterRtpCapabilities(Default::default()))
+                .await
+                .err()
+                .and_then(|e| e.code()),
+        );
+    }
+    assert!(codes[..10].iter().all(Option::is_none), "{codes:?}");
+    assert!(codes[10..].iter().all(|c| *c == Some(429)), "{codes:?}");
+    // Keep flooding without waiting for answers.
+    for i in 0..100 {
+        let _ = client.send_raw(format!(
+            r#"{{"request":true,"id":{i},"method":"getRouterRtpCapabilities","data":{{}}}}"#
+        ));
+    }
+    let closed = client
+        .wait_for(Duration::from_secs(5), |i| {
+            matches!(i, Incoming::Closed { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            closed,
+            Some(Incoming::Closed {
+                code: Some(1008),
+                ..
+            })
+        ),
+        "{closed:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_answering_heartbeats_is_removed() {
+    let server = TestServer::start(|c| {
+        c.signaling.ping_interval_secs = 1;
+        c.signaling.peer_timeout_secs = 3;
+    })
+    .await;
+    let mut watcher = server.session("r", "watcher").await;
+    // A raw socket that joins and then never reads again (so never answers a ping).
+    let (mut socket, _) = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = server.url("r", "ghost").into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "protoo".parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.unwrap()
+    };
+    {
+        use futures_util::SinkExt;
+        let join = r#"{"request":true,"id":1,"method":"join","data":{"displayName":"ghost"}}"#;
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(join.into()))
+            .await
+            .unwrap();
+    }
+    assert!(
+        wait_notification(
+            &mut watcher,
+            Duration::from_secs(3),
+            |n| matches!(n, ServerNotification::NewPeer(p) if p.id == "ghost")
+        )
+        .await
+        .is_some()
+    );
+    let started = tokio::time::Instant::now();
+    let gone = wait_notification(
+        &mut watcher,
+        Duration::from_secs(8),
+        |n| matches!(n, ServerNotification::PeerClosed(p) if p.peer_id == "ghost"),
+    )
+    .await;
+    assert!(gone.is_some(), "the silent peer was removed");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    drop(socket);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_label_registry_refuses_unregistered_labels_and_keeps_server_only_labels_from_peers() {
+    let server = TestServer::start(|c| {
+        c.data.label_registry = true;
+        c.data.labels = vec![
+            LabelRule {
+                name: "chat".into(),
+                allowed: true,
+                relay: Relay::Peers,
+                ordered: None,
+                max_retransmits: None,
+                max_packet_life_time: None,
+                max_message_size: Some(512),
+                max_messages_per_second: None,
+            },
+            LabelRule {
+                name: "input".into(),
+                allowed: true,
+                relay: Relay::Server,
+                ordered: None,
+                max_retransmits: None,
+                max_packet_life_time: None,
+                max_message_size: None,
+                max_messages_per_second: None,
+            },
+            LabelRule {
+                name: "banned".into(),
+                allowed: false,
+                relay: Relay::Peers,
+                ordered: None,
+                max_retransmits: None,
+                max_packet_life_time: None,
+                max_message_size: None,
+                max_messages_per_second: None,
+            },
+        ];
+    })
+    .await;
+    let alice = server.session("r", "alice").await;
+    let err = alice
+        .produce_data("whatever", true, None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("403") && err.to_string().contains("not registered"),
+        "{err}"
+    );
+    let err = alice.produce_data("banned", true, None).await.unwrap_err();
+    assert!(err.to_string().contains("not allowed"), "{err}");
+    alice.produce_data("input", false, Some(0)).await.unwrap();
+    alice.produce_data("chat", true, None).await.unwrap();
+    let mut bob = server.session("r", "bob").await;
+    let Some(SessionEvent::DataConsumer { label, .. }) = bob
+        .wait_event(Duration::from_secs(5), |e| {
+            matches!(e, SessionEvent::DataConsumer { .. })
+        })
+        .await
+    else {
+        panic!("bob gets chat");
+    };
+    assert_eq!(label, "chat");
+    assert!(
+        bob.wait_event(Duration::from_millis(800), |e| matches!(
+            e,
+            SessionEvent::DataConsumer { .. }
+        ))
+        .await
+        .is_none(),
+        "input is for the server only"
+    );
+    let _ = MediaKind::Audio;
+    let _ = json!({});
+    server.stop().await;
+}

@@ -1,0 +1,642 @@
+//! The signaling server end to end: real server on loopback, driven by sluice-client.
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use sluice_client::media::{audio_stamp, vp8_stamp};
+use sluice_client::{
+    SessionEvent, SessionOptions, SignalingClient, SignalingError, SourceConfig, ws_url,
+};
+use sluice_media::ortc::MediaKind;
+use sluice_protocol::{ClientRequest, ConsumerRef, ProducerRef, ServerNotification};
+use sluice_server::auth::Grants;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_join_produce_and_consume_each_other_and_a_late_joiner_gets_existing_producers()
+{
+    let server = TestServer::start(|_| {}).await;
+    let mut alice = server.session("arena", "alice").await;
+    assert!(alice.peers.is_empty());
+    let video = alice.produce(SourceConfig::video()).await.unwrap();
+    let _audio = alice.produce(SourceConfig::audio()).await.unwrap();
+
+    // Bob joins later: he sees Alice and is offered both of her producers.
+    let mut bob = server.session("arena", "bob").await;
+    assert_eq!(bob.peers.len(), 1);
+    assert_eq!(bob.peers[0].id, "alice");
+    let new_peer = wait_notification(
+        &mut alice,
+        Duration::from_secs(5),
+        |n| matches!(n, ServerNotification::NewPeer(p) if p.id == "bob"),
+    )
+    .await;
+    assert!(new_peer.is_some(), "alice is told bob arrived");
+    let (_vid, vpeer, mut vrx) = wait_consumer(&mut bob, MediaKind::Video).await;
+    let (_aid, apeer, mut arx) = wait_consumer(&mut bob, MediaKind::Audio).await;
+    assert_eq!((vpeer.as_str(), apeer.as_str()), ("alice", "alice"));
+
+    // Bob produces too: Alice gets it.
+    bob.produce(SourceConfig::video()).await.unwrap();
+    let (_id, from, mut back) = wait_consumer(&mut alice, MediaKind::Video).await;
+    assert_eq!(from, "bob");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let count = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<sluice_client::ReceivedRtp>,
+                 kind| {
+        let mut n = 0;
+        while let Ok(p) = rx.try_recv() {
+            let ok = match kind {
+                MediaKind::Video => vp8_stamp(&p.payload).is_some(),
+                MediaKind::Audio => audio_stamp(&p.payload).is_some(),
+            };
+            assert!(ok, "payload intact");
+            n += 1;
+        }
+        n
+    };
+    assert!(count(&mut vrx, MediaKind::Video) > 50);
+    assert!(count(&mut arx, MediaKind::Audio) > 30);
+    assert!(count(&mut back, MediaKind::Video) > 50);
+
+    // The store knows all of it.
+    let state = server.instance.room("arena").await.unwrap().store.state();
+    assert_eq!(state.counts(), [2, 4, 3, 3, 0, 0]);
+    let _ = video;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_before_the_upgrade() {
+    let server = TestServer::start(|_| {}).await;
+    let ok = server.token("room", "p", Grants::player());
+    let refused = |url: String| async move {
+        match SignalingClient::connect(&url).await {
+            Err(SignalingError::Refused { status, .. }) => status,
+            Ok(_) => 101,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let base = server.base.clone();
+    // Missing.
+    assert_eq!(
+        refused(format!(
+            "{}/ws?roomId=room&peerId=p",
+            base.replace("http", "ws")
+        ))
+        .await,
+        401
+    );
+    // Malformed.
+    assert_eq!(refused(ws_url(&base, "room", "p", "not.a.jwt")).await, 401);
+    // Signed with another key.
+    let other =
+        sluice_server::auth::TokenAuthority::new("another-secret-that-is-at-least-32-bytes-long")
+            .mint(
+                "room",
+                "p",
+                Grants::player(),
+                600,
+                sluice_server::auth::unix_now(),
+            )
+            .unwrap();
+    assert_eq!(refused(ws_url(&base, "room", "p", &other)).await, 401);
+    // Expired (beyond the 5 s leeway).
+    let expired = server
+        .instance
+        .auth
+        .mint(
+            "room",
+            "p",
+            Grants::player(),
+            1,
+            sluice_server::auth::unix_now() - 100,
+        )
+        .unwrap();
+    assert_eq!(refused(ws_url(&base, "room", "p", &expired)).await, 401);
+    // alg: none.
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg":"none","typ":"JWT"})),
+        b64(json!({"sub":"p","room":"room","exp": sluice_server::auth::unix_now() + 600}))
+    );
+    assert_eq!(refused(ws_url(&base, "room", "p", &none)).await, 401);
+    // Another room or peer.
+    assert_eq!(refused(ws_url(&base, "other", "p", &ok)).await, 403);
+    assert_eq!(refused(ws_url(&base, "room", "q", &ok)).await, 403);
+    // The protoo subprotocol is required.
+    let no_protoo = SignalingClient::connect_with(&ws_url(&base, "room", "p", &ok), &[]).await;
+    assert!(matches!(
+        no_protoo,
+        Err(SignalingError::Refused { status: 400, .. })
+    ));
+    // The token as a bearer header works.
+    let url = format!("{}/ws?roomId=room&peerId=p", base.replace("http", "ws"));
+    let bearer = format!("Bearer {ok}");
+    let c = SignalingClient::connect_with(
+        &url,
+        &[
+            ("Sec-WebSocket-Protocol", "protoo"),
+            ("Authorization", &bearer),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(
+        c.request(ClientRequest::GetRouterRtpCapabilities(Default::default()))
+            .await
+            .is_ok()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acting_on_another_peers_object_is_forbidden_and_unknown_ids_are_not_found() {
+    let server = TestServer::start(|_| {}).await;
+    let alice = server.session("r", "alice").await;
+    let producer = alice.produce(SourceConfig::video()).await.unwrap();
+    let mut bob = server.session("r", "bob").await;
+    let (consumer, _, _rx) = wait_consumer(&mut bob, MediaKind::Video).await;
+    let code = |r: Result<serde_json::Value, SignalingError>| r.unwrap_err().code();
+    // Bob may not pause or close Alice's producer, nor use her transport.
+    assert_eq!(
+        code(
+            bob.request(ClientRequest::PauseProducer(ProducerRef {
+                producer_id: producer.clone()
+            }))
+            .await
+        ),
+        Some(403)
+    );
+    assert_eq!(
+        code(
+            bob.request(ClientRequest::CloseProducer(ProducerRef {
+                producer_id: producer.clone()
+            }))
+            .await
+        ),
+        Some(403)
+    );
+    assert_eq!(
+        code(
+            bob.request_raw(
+                "getTransportStats",
+                json!({"transportId": alice.send_transport_id})
+            )
+            .await
+        ),
+        Some(403)
+    );
+    // Alice may not pause Bob's consumer.
+    assert_eq!(
+        code(
+            alice
+                .request(ClientRequest::PauseConsumer(ConsumerRef {
+                    consumer_id: consumer.clone()
+                }))
+                .await
+        ),
+        Some(403)
+    );
+    // Unknown ids.
+    assert_eq!(
+        code(
+            alice
+                .request(ClientRequest::PauseProducer(ProducerRef {
+                    producer_id: "nope".into()
+                }))
+                .await
+        ),
+        Some(404)
+    );
+    assert_eq!(
+        code(
+            bob.request(ClientRequest::ResumeConsumer(ConsumerRef {
+                consumer_id: "nope".into()
+            }))
+            .await
+        ),
+        Some(404)
+    );
+    // Their own objects work.
+    assert!(
+        bob.request(ClientRequest::PauseConsumer(ConsumerRef {
+            consumer_id: consumer
+        }))
+        .await
+        .is_ok()
+    );
+    assert!(
+        alice
+            .request(ClientRequest::PauseProducer(ProducerRef {
+                producer_id: producer
+            }))
+            .await
+            .is_ok()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_and_unknown_methods_get_errors_and_the_connection_stays_usable() {
+    let server = TestServer::start(|_| {}).await;
+    let client = server.signaling("r", "p").await;
+    client.send_raw("{not json".into()).unwrap();
+    client.send_raw("[1,2,3]".into()).unwrap();
+    client
+        .send_raw(r#"{"request":true,"id":77,"method":42}"#.into())
+        .unwrap();
+    assert_eq!(
+        client
+            .request_raw("noSuchMethod", json!({}))
+            .await
+            .unwrap_err()
+            .code(),
+        Some(501)
+    );
+    assert_eq!(
+        client
+            .request_raw("produce", json!({"kind": 5}))
+            .await
+            .unwrap_err()
+            .code(),
+        Some(400)
+    );
+    assert_eq!(
+        client
+            .request_raw("join", json!("a string"))
+            .await
+            .unwrap_err()
+            .code(),
+        Some(400)
+    );
+    // Not joined yet.
+    assert_eq!(
+        client
+            .request_raw(
+                "produce",
+                json!({"transportId":"x","kind":"audio","rtpParameters":{"codecs":[]}})
+            )
+            .await
+            .unwrap_err()
+            .code(),
+        Some(409)
+    );
+    // Still usable.
+    let caps = client
+        .request(ClientRequest::GetRouterRtpCapabilities(Default::default()))
+        .await
+        .unwrap();
+    assert!(caps["codecs"].as_array().is_some_and(|c| !c.is_empty()));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_frame_closes_the_socket_with_1009() {
+    let server = TestServer::start(|c| c.limits.max_message_bytes = 10_000).await;
+    let client = server.signaling("r", "p").await;
+    let big = format!(
+        r#"{{"request":true,"id":1,"method":"changeDisplayName","data":{{"displayName":"{}"}}}}"#,
+        "x".repeat(20_000)
+    );
+    client.send_raw(big).unwrap();
+    let closed = client
+        .wait_for(Duration::from_secs(5), |i| {
+            matches!(i, sluice_client::Incoming::Closed { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            closed,
+            Some(sluice_client::Incoming::Closed {
+                code: Some(1009),
+                ..
+            })
+        ),
+        "{closed:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_peer_is_removed_the_others_told_and_every_count_returns_to_zero() {
+    let server = TestServer::start(|_| {}).await;
+    let mut alice = server.session("r", "alice").await;
+    alice.produce(SourceConfig::video()).await.unwrap();
+    alice.produce_data("chat", true, None).await.unwrap();
+    let mut bob = server.session("r", "bob").await;
+    bob.produce(SourceConfig::audio()).await.unwrap();
+    let _ = wait_consumer(&mut alice, MediaKind::Audio).await;
+    let _ = wait_consumer(&mut bob, MediaKind::Video).await;
+    let worker = server.instance.workers()[0].clone();
+    assert!(worker.dump().await.unwrap().consumers >= 2);
+
+    // Bob's socket drops: Alice gets peerClosed, then consumerClosed for what she got from him.
+    bob.close();
+    let mut order = Vec::new();
+    while order.len() < 2 {
+        match alice.next_event(Duration::from_secs(5)).await {
+            Some(SessionEvent::Notification(ServerNotification::PeerClosed(p))) => {
+                order.push(format!("peerClosed {}", p.peer_id))
+            }
+            Some(SessionEvent::Notification(ServerNotification::ConsumerClosed(_))) => {
+                order.push("consumerClosed".into())
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_eq!(order, ["peerClosed bob", "consumerClosed"]);
+    let state = server.instance.room("r").await.unwrap().store.state();
+    assert!(!state.peers.contains_key("bob"));
+    assert!(state.peers.contains_key("alice"));
+
+    // Alice leaves too: the room, its router and every worker object are gone.
+    alice.close();
+    let mut gone = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if server.instance.room("r").await.is_none() {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the empty room closed");
+    let dump = worker.dump().await.unwrap();
+    assert_eq!(
+        (
+            dump.router_ids.len(),
+            dump.transports,
+            dump.producers,
+            dump.consumers,
+            dump.data_producers,
+            dump.data_consumers
+        ),
+        (0, 0, 0, 0, 0, 0)
+    );
+    assert_eq!(
+        (dump.ufrag_entries, dump.address_entries, dump.timers),
+        (0, 0, 0)
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_with_the_same_peer_id_replaces_the_first() {
+    let server = TestServer::start(|_| {}).await;
+    let mut watcher = server.session("r", "watcher").await;
+    let mut first = server.session("r", "dup").await;
+    let _ = wait_notification(&mut watcher, Duration::from_secs(5), |n| {
+        matches!(n, ServerNotification::NewPeer(_))
+    })
+    .await;
+    let _second = server.session("r", "dup").await;
+    let closed = first
+        .wait_event(Duration::from_secs(5), |e| {
+            matches!(e, SessionEvent::Closed { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            closed,
+            Some(SessionEvent::Closed {
+                code: Some(4000),
+                ..
+            })
+        ),
+        "{closed:?}"
+    );
+    // The watcher saw the old one leave, then the new one join.
+    let left = wait_notification(
+        &mut watcher,
+        Duration::from_secs(5),
+        |n| matches!(n, ServerNotification::PeerClosed(p) if p.peer_id == "dup"),
+    )
+    .await;
+    assert!(left.is_some());
+    let back = wait_notification(
+        &mut watcher,
+        Duration::from_secs(5),
+        |n| matches!(n, ServerNotification::NewPeer(p) if p.id == "dup"),
+    )
+    .await;
+    assert!(back.is_some());
+    assert_eq!(server.instance.room("r").await.unwrap().peer_count(), 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_decide_what_a_peer_may_do() {
+    let server = TestServer::start(|_| {}).await;
+    let mut producer = server.session("r", "p").await;
+    producer.produce(SourceConfig::audio()).await.unwrap();
+    let viewer_grants = Grants {
+        subscribe: true,
+        ..Grants::default()
+    };
+    let mut viewer = server
+        .session_with("r", "viewer", viewer_grants, SessionOptions::new("viewer"))
+        .await;
+    let _ = wait_consumer(&mut viewer, MediaKind::Audio).await;
+    let err = viewer.produce(SourceConfig::audio()).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    let err = viewer.produce_data("chat", true, None).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    // A publisher without subscribe is offered nothing.
+    let publish_only = Grants {
+        publish: true,
+        ..Grants::default()
+    };
+    let mut blind = server
+        .session_with("r", "blind", publish_only, SessionOptions::new("blind"))
+        .await;
+    assert!(
+        blind
+            .wait_event(Duration::from_millis(800), |e| matches!(
+                e,
+                SessionEvent::Consumer { .. }
+            ))
+            .await
+            .is_none()
+    );
+    let _ = &mut producer;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_close_reach_the_consumers_owner() {
+    let server = TestServer::start(|_| {}).await;
+    let alice = server.session("r", "alice").await;
+    let video = alice.produce(SourceConfig::video()).await.unwrap();
+    let mut bob = server.session("r", "bob").await;
+    let (consumer, _, _rx) = wait_consumer(&mut bob, MediaKind::Video).await;
+    let r = ProducerRef {
+        producer_id: video.clone(),
+    };
+    alice
+        .request(ClientRequest::PauseProducer(r.clone()))
+        .await
+        .unwrap();
+    assert!(
+        wait_notification(
+            &mut bob,
+            Duration::from_secs(3),
+            |n| matches!(n, ServerNotification::ConsumerPaused(c) if c.consumer_id == consumer)
+        )
+        .await
+        .is_some()
+    );
+    alice
+        .request(ClientRequest::ResumeProducer(r.clone()))
+        .await
+        .unwrap();
+    assert!(
+        wait_notification(
+            &mut bob,
+            Duration::from_secs(3),
+            |n| matches!(n, ServerNotification::ConsumerResumed(c) if c.consumer_id == consumer)
+        )
+        .await
+        .is_some()
+    );
+    alice
+        .request(ClientRequest::CloseProducer(r))
+        .await
+        .unwrap();
+    assert!(
+        wait_notification(
+            &mut bob,
+            Duration::from_secs(3),
+            |n| matches!(n, ServerNotification::ConsumerClosed(c) if c.consumer_id == consumer)
+        )
+        .await
+        .is_some()
+    );
+    let state = server.instance.room("r").await.unwrap().store.state();
+    assert_eq!(state.counts()[2..4], [0, 0]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_channels_relay_between_peers_through_signaling() {
+    let server = TestServer::start(|_| {}).await;
+    let alice = server.session("r", "alice").await;
+    let (_dp, stream) = alice.produce_data("chat", true, None).await.unwrap();
+    let mut bob = server.session("r", "bob").await;
+    let Some(SessionEvent::DataConsumer {
+        label,
+        peer_id,
+        mut messages,
+        ..
+    }) = bob
+        .wait_event(Duration::from_secs(5), |e| {
+            matches!(e, SessionEvent::DataConsumer { .. })
+        })
+        .await
+    else {
+        panic!("no data consumer");
+    };
+    assert_eq!(
+        (label.as_str(), peer_id.as_deref()),
+        ("chat", Some("alice"))
+    );
+    let mut got = None;
+    for _ in 0..100 {
+        alice
+            .send_data(stream, sluice_media::DataMessage::text("gg"))
+            .unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), messages.recv()).await
+        {
+            got = Some(m);
+            break;
+        }
+    }
+    assert_eq!(got.unwrap().data, b"gg");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_needs_the_admin_grant_shows_rooms_and_kicks() {
+    let server = TestServer::start(|_| {}).await;
+    let _alice = server.session("lobby", "alice").await;
+    let mut bob = server.session("lobby", "bob").await;
+    let player = server.token("lobby", "alice", Grants::player());
+    assert_eq!(server.get("/api/rooms", None).await.0, 401);
+    assert_eq!(server.get("/api/rooms", Some(&player)).await.0, 403);
+    let admin = server.admin_token();
+    let (status, body) = server.get("/api/rooms", Some(&admin)).await;
+    assert_eq!(status, 200);
+    let rooms: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rooms[0]["id"], "lobby");
+    assert_eq!(rooms[0]["peers"], 2);
+    let (status, body) = server.get("/api/rooms/lobby", Some(&admin)).await;
+    assert_eq!(status, 200);
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(state["peers"]["bob"]["joined"].as_bool().unwrap());
+    assert_eq!(server.get("/api/rooms/nowhere", Some(&admin)).await.0, 404);
+    // A room-scoped admin token sees its room only.
+    let scoped = server.token(
+        "other",
+        "admin",
+        Grants {
+            admin: true,
+            ..Grants::default()
+        },
+    );
+    assert_eq!(server.get("/api/rooms/lobby", Some(&scoped)).await.0, 403);
+    // Kick.
+    let (status, _) = http(
+        "DELETE",
+        &server.base,
+        "/api/rooms/lobby/peers/bob",
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let closed = bob
+        .wait_event(Duration::from_secs(3), |e| {
+            matches!(e, SessionEvent::Closed { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            closed,
+            Some(SessionEvent::Closed {
+                code: Some(4003),
+                ..
+            })
+        ),
+        "{closed:?}"
+    );
+    let (_, body) = server.get("/api/rooms/lobby", Some(&admin)).await;
+    assert!(!body.contains("\"bob\""));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_and_metrics_answer() {
+    let server = TestServer::start(|_| {}).await;
+    let _p = server.session("m", "p").await;
+    assert_eq!(server.get("/health", None).await.0, 200);
+    assert_eq!(server.get("/ready", None).await.0, 200);
+    let (status, body) = server.get("/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(r#"sluice_objects{object="peers"} 1"#),
+        "{body}"
+    );
+    assert!(body.contains("sluice_ws_connections_total 1"), "{body}");
+    assert!(
+        body.contains("sluice_requests_total{method=\"join\",result=\"ok\"} 1"),
+        "{body}"
+    );
+    server.stop().await;
+}
