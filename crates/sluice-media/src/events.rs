@@ -143,12 +143,19 @@ pub enum MediaEvent {
         data_consumer_id: String,
         buffered_amount: usize,
     },
+    /// (On the router's event sender.) The loudest audio producer of the last interval, with its
+    /// average level in dBov; `None` once everyone is below the threshold (silence).
+    ActiveSpeaker {
+        router_id: String,
+        producer_id: Option<String>,
+        volume: Option<i8>,
+    },
 }
 
 impl MediaEvent {
-    /// The transport the event concerns.
-    pub fn transport_id(&self) -> &str {
-        match self {
+    /// The transport the event concerns (`None` for router events).
+    pub fn transport_id(&self) -> Option<&str> {
+        Some(match self {
             MediaEvent::IceStateChange { transport_id, .. }
             | MediaEvent::IceSelectedTupleChange { transport_id, .. }
             | MediaEvent::DtlsStateChange { transport_id, .. }
@@ -165,6 +172,7 @@ impl MediaEvent {
             | MediaEvent::DataProducerClosed { transport_id, .. }
             | MediaEvent::DataConsumerClosed { transport_id, .. }
             | MediaEvent::DataConsumerBufferedAmountLow { transport_id, .. } => transport_id,
-        }
+            MediaEvent::ActiveSpeaker { .. } => return None,
+        })
     }
 }

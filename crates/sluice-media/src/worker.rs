@@ -129,6 +129,7 @@ pub(crate) enum Command {
     CreateRouter {
         id: String,
         caps: Arc<RtpCapabilities>,
+        events: Option<EventSender>,
         reply: Reply<Result<(), MediaError>>,
     },
     CloseRouter {
@@ -420,12 +421,22 @@ impl Worker {
         &self,
         media_codecs: &[RtpCodecCapability],
     ) -> Result<Router, MediaError> {
+        self.create_router_with_events(media_codecs, None).await
+    }
+
+    /// Creates a router whose own events (the active speaker) go to `events`.
+    pub async fn create_router_with_events(
+        &self,
+        media_codecs: &[RtpCodecCapability],
+        events: Option<EventSender>,
+    ) -> Result<Router, MediaError> {
         let caps = Arc::new(router_capabilities(media_codecs)?);
         let id = crate::new_id();
         let (rid, rcaps) = (id.clone(), caps.clone());
         self.request(|reply| Command::CreateRouter {
             id: rid,
             caps: rcaps,
+            events,
             reply,
         })
         .await??;
@@ -613,7 +624,12 @@ impl WorkerState {
     fn handle_command(&mut self, command: Command, socket: &UdpSocket) {
         let now = Instant::now();
         match command {
-            Command::CreateRouter { id, caps, reply } => {
+            Command::CreateRouter {
+                id,
+                caps,
+                events,
+                reply,
+            } => {
                 let result = match self.routers.entry(id) {
                     std::collections::hash_map::Entry::Occupied(e) => {
                         Err(MediaError::DuplicateId(e.key().clone()))
@@ -624,6 +640,8 @@ impl WorkerState {
                             transports: Default::default(),
                             producers: Default::default(),
                             data_producers: Default::default(),
+                            events,
+                            speaker: Default::default(),
                         });
                         Ok(())
                     }
@@ -2133,6 +2151,7 @@ impl WorkerState {
         for key in transports {
             self.update_bwe_targets(key, now);
         }
+        self.observe_speakers(now);
         let backed_up: Vec<Key> = self
             .data_consumers
             .iter()
@@ -2141,6 +2160,37 @@ impl WorkerState {
             .collect();
         for key in backed_up {
             self.flush_data_consumer(key);
+        }
+    }
+
+    /// Reports each router's loudest audio producer when it changes.
+    fn observe_speakers(&mut self, now: Instant) {
+        let WorkerState {
+            routers, producers, ..
+        } = self;
+        for (router_id, r) in routers.iter_mut() {
+            let Some(change) = r.speaker.interval(now) else {
+                continue;
+            };
+            let Some(events) = &r.events else {
+                continue;
+            };
+            let event = match change {
+                Some((pkey, volume)) => match producers.get(&pkey) {
+                    Some(p) => MediaEvent::ActiveSpeaker {
+                        router_id: router_id.clone(),
+                        producer_id: Some(p.id.clone()),
+                        volume: Some(volume),
+                    },
+                    None => continue,
+                },
+                None => MediaEvent::ActiveSpeaker {
+                    router_id: router_id.clone(),
+                    producer_id: None,
+                    volume: None,
+                },
+            };
+            let _ = events.send(event);
         }
     }
 
@@ -2486,6 +2536,12 @@ impl WorkerState {
             return;
         };
         p.on_packet(layer, packet.payload.len(), now);
+        if let Some(level) = packet.header.ext_vals.audio_level
+            && !p.paused
+            && let Some(r) = self.routers.get_mut(&p.router_id)
+        {
+            r.speaker.record(pkey, level);
+        }
         if p.paused || p.consumers.is_empty() {
             return;
         }
@@ -2821,6 +2877,7 @@ fn set_transport_id(event: &mut MediaEvent, id: &str) {
         | MediaEvent::DataConsumerBufferedAmountLow { transport_id, .. } => {
             *transport_id = id.to_owned();
         }
+        MediaEvent::ActiveSpeaker { .. } => {}
     }
 }
 

@@ -113,12 +113,22 @@ impl Instance {
             .filter(Worker::is_alive)
             .min_by_key(|w| load.get(&w.index()).copied().unwrap_or(0))
             .ok_or(RoomError::NoWorker)?;
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
         let router = worker
-            .create_router(&self.config.router.media_codecs)
+            .create_router_with_events(&self.config.router.media_codecs, Some(events_tx))
             .await
             .map_err(|e| RoomError::Router(e.to_string()))?;
         let room = Arc::new(Room::new(id, router, worker.index(), self.config.clone()));
         rooms.insert(id.to_owned(), room.clone());
+        let weak = Arc::downgrade(&room);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match weak.upgrade() {
+                    Some(room) => room.on_router_event(event),
+                    None => break,
+                }
+            }
+        });
         tracing::info!(room = id, worker = worker.index(), "room opened");
         Ok(room)
     }

@@ -15,10 +15,10 @@ use sluice_media::{
     WebRtcTransport,
 };
 use sluice_protocol::{
-    ConsumerLayersChanged, ConsumerRef, ConsumerScore as ConsumerScoreMsg, ConsumerScoreValue,
-    ConsumerType, DataConsumerRef, DownlinkBwe, NewConsumerRequest, NewDataConsumerRequest,
-    PeerDisplayNameChanged, PeerInfo, PeerRef, ProducerScore as ProducerScoreMsg,
-    ProducerStreamScore, ServerNotification, ServerRequest,
+    ActiveSpeaker, ConsumerLayersChanged, ConsumerRef, ConsumerScore as ConsumerScoreMsg,
+    ConsumerScoreValue, ConsumerType, DataConsumerRef, DownlinkBwe, NewConsumerRequest,
+    NewDataConsumerRequest, PeerDisplayNameChanged, PeerInfo, PeerRef,
+    ProducerScore as ProducerScoreMsg, ProducerStreamScore, ServerNotification, ServerRequest,
 };
 
 use crate::config::{Config, Relay};
@@ -400,6 +400,15 @@ impl Room {
                     data_consumer_id: data_consumer_id.clone(),
                 }),
             ),
+            Action::ActiveSpeaker { peer_id, volume } => {
+                let n = ServerNotification::ActiveSpeaker(ActiveSpeaker {
+                    peer_id: (!peer_id.is_empty()).then(|| peer_id.clone()),
+                    volume: volume.map(i32::from),
+                });
+                for p in self.joined_peers_except("") {
+                    p.notify(&n);
+                }
+            }
             Action::DownlinkBwe {
                 peer_id,
                 desired_bitrate,
@@ -699,6 +708,21 @@ impl Room {
             let _ = t.close().await;
         }
         true
+    }
+
+    /// A router event: the loudest audio producer changed.
+    pub fn on_router_event(self: &Arc<Self>, event: sluice_media::MediaEvent) {
+        if let sluice_media::MediaEvent::ActiveSpeaker {
+            producer_id,
+            volume,
+            ..
+        } = event
+        {
+            let peer_id = producer_id
+                .and_then(|id| self.objects().producers.get(&id).map(|p| p.peer_id.clone()))
+                .unwrap_or_default();
+            self.dispatch(Action::ActiveSpeaker { peer_id, volume });
+        }
     }
 
     /// Asks every peer to disconnect (shutdown, dead worker).

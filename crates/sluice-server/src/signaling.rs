@@ -562,6 +562,7 @@ pub fn on_media_event(room: &Arc<Room>, peer: &Arc<Peer>, event: MediaEvent) {
         }
         MediaEvent::IceSelectedTupleChange { .. }
         | MediaEvent::SctpStateChange { .. }
-        | MediaEvent::DataConsumerBufferedAmountLow { .. } => {}
+        | MediaEvent::DataConsumerBufferedAmountLow { .. }
+        | MediaEvent::ActiveSpeaker { .. } => {}
     }
 }

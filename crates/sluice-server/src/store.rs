@@ -154,6 +154,8 @@ pub enum Action {
         data_consumer_id: String,
         notify: bool,
     },
+    /// The room's loudest peer changed (`activeSpeaker`); an empty `peer_id` is silence.
+    ActiveSpeaker { peer_id: String, volume: Option<i8> },
     /// The egress bandwidth estimate toward a peer's transport (`downlinkBwe`).
     DownlinkBwe {
         peer_id: String,
@@ -202,7 +204,8 @@ impl Action {
             | Action::DataProducerClosed { peer_id, .. }
             | Action::DataConsumerCreated { peer_id, .. }
             | Action::DataConsumerClosed { peer_id, .. }
-            | Action::DownlinkBwe { peer_id, .. } => peer_id,
+            | Action::DownlinkBwe { peer_id, .. }
+            | Action::ActiveSpeaker { peer_id, .. } => peer_id,
         }
     }
 }
@@ -283,6 +286,9 @@ pub struct PeerState {
 pub struct RoomState {
     pub id: String,
     pub peers: BTreeMap<String, PeerState>,
+    /// The loudest peer now, if anyone speaks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_speaker: Option<String>,
     /// Actions applied so far.
     pub version: u64,
 }
@@ -304,13 +310,22 @@ impl RoomState {
         }
         if let Action::PeerLeft { peer_id, .. } = action {
             self.peers.remove(peer_id);
+            if self.active_speaker.as_ref() == Some(peer_id) {
+                self.active_speaker = None;
+            }
+            return;
+        }
+        if let Action::ActiveSpeaker { peer_id, .. } = action {
+            self.active_speaker = (!peer_id.is_empty()).then(|| peer_id.clone());
             return;
         }
         let Some(peer) = self.peers.get_mut(action.peer_id()) else {
             return;
         };
         match action {
-            Action::PeerConnected { .. } | Action::PeerLeft { .. } => {}
+            Action::PeerConnected { .. }
+            | Action::PeerLeft { .. }
+            | Action::ActiveSpeaker { .. } => {}
             Action::PeerJoined {
                 display_name,
                 device,

@@ -640,3 +640,22 @@ async fn health_ready_and_metrics_answer() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loudest_peer_is_announced_as_active_speaker() {
+    let server = TestServer::start(|_| {}).await;
+    let alice = server.session("r", "alice").await;
+    let mut bob = server.session("r", "bob").await;
+    alice.produce(SourceConfig::audio()).await.unwrap();
+    let speaker = wait_notification(&mut bob, Duration::from_secs(5), |n| {
+        matches!(n, ServerNotification::ActiveSpeaker(s) if s.peer_id.as_deref() == Some("alice"))
+    })
+    .await;
+    match speaker {
+        Some(ServerNotification::ActiveSpeaker(s)) => assert_eq!(s.volume, Some(-30)),
+        other => panic!("{other:?}"),
+    }
+    let state = server.instance.room("r").await.unwrap().store.state();
+    assert_eq!(state.active_speaker.as_deref(), Some("alice"));
+    server.stop().await;
+}
