@@ -290,6 +290,25 @@ impl Session {
         None
     }
 
+    /// Takes the event stream out of the session, for a task of its own; `next_event` and
+    /// `wait_event` see nothing afterwards.
+    pub fn take_events(&mut self) -> mpsc::UnboundedReceiver<SessionEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for e in self.stash.drain(..) {
+            let _ = tx.send(e);
+        }
+        let (_, empty) = mpsc::unbounded_channel();
+        let mut old = std::mem::replace(&mut self.events, empty);
+        tokio::spawn(async move {
+            while let Some(e) = old.recv().await {
+                if tx.send(e).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
     /// Leaves: closes the signaling connection and the transports.
     pub fn close(&self) {
         self.signaling.close();

@@ -399,6 +399,22 @@ impl ClientTransport {
             })
     }
 
+    /// Waits until ICE is connected (before DTLS completes).
+    pub async fn wait_ice_connected(&self, timeout: Duration) -> Result<(), ClientError> {
+        let mut state = self.state.clone();
+        tokio::time::timeout(timeout, state.wait_for(|s| s.ice_connected || s.closed))
+            .await
+            .map_err(|_| ClientError::Timeout("ICE"))?
+            .map_err(|_| ClientError::Closed)
+            .and_then(|s| {
+                if s.closed {
+                    Err(ClientError::Closed)
+                } else {
+                    Ok(())
+                }
+            })
+    }
+
     pub fn connection_state(&self) -> ConnectionState {
         *self.state.borrow()
     }
@@ -965,11 +981,17 @@ impl Driver {
     /// Polls str0m's output: sends datagrams, handles events; returns the next deadline, or
     /// `None` when the session is over.
     fn drain(&mut self) -> Option<Instant> {
+        let mut immediate = 0;
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
                     self.stats.datagrams_out += 1;
                     let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                // Written media leaves str0m only on a timeout: give it at once.
+                Ok(Output::Timeout(t)) if immediate < 2 && t <= Instant::now() => {
+                    immediate += 1;
+                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
                 }
                 Ok(Output::Timeout(t)) => return Some(t),
                 Ok(Output::Event(e)) => self.event(e),

@@ -106,6 +106,10 @@ pub struct ResourceUsage {
     pub session_errors: u64,
     /// Data-channel messages on a stream no data producer declared.
     pub dropped_data: u64,
+    /// str0m timeouts handled (all transports).
+    pub timeouts: u64,
+    /// Wake-ups of the worker loop.
+    pub wakeups: u64,
 }
 
 /// What a worker holds now (`Worker::dump`); every count is zero once everything is closed.
@@ -545,6 +549,7 @@ async fn run(mut state: WorkerState, socket: UdpSocket, mut rx: mpsc::UnboundedR
             () = sleep => state.on_timeout(Instant::now(), &socket),
             _ = tick.tick() => state.on_tick(Instant::now(), &socket),
         }
+        state.usage.wakeups += 1;
         state.flush(&socket);
     }
 }
@@ -2130,6 +2135,7 @@ impl WorkerState {
                 continue;
             };
             t.next_timeout = None;
+            self.usage.timeouts += 1;
             let result = catch_unwind(AssertUnwindSafe(|| t.rtc.handle_input(Input::Timeout(now))));
             match result {
                 Ok(_) => self.drain(key, now, socket),
@@ -2272,6 +2278,7 @@ impl WorkerState {
             let demux = &mut self.demux;
             let timers = &mut self.timers;
             catch_unwind(AssertUnwindSafe(|| {
+                let mut immediate = 0;
                 loop {
                     match t.rtc.poll_output() {
                         Ok(Output::Transmit(tx)) => {
@@ -2301,6 +2308,15 @@ impl WorkerState {
                             }
                         }
                         Ok(Output::Event(e)) => events.push(e),
+                        // Written media leaves str0m only on a timeout: give it at once
+                        // rather than through the timer (no wake-up, no timer latency).
+                        Ok(Output::Timeout(deadline)) if deadline <= now && immediate < 2 => {
+                            immediate += 1;
+                            usage.timeouts += 1;
+                            if let Err(e) = t.rtc.handle_input(Input::Timeout(now)) {
+                                break Err(e);
+                            }
+                        }
                         Ok(Output::Timeout(deadline)) => {
                             if t.next_timeout != Some(deadline) {
                                 if let Some(old) = t.next_timeout.take() {

@@ -158,6 +158,9 @@ pub struct RtcConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced_ip: Option<IpAddr>,
     pub port: u16,
+    /// Estimate each transport's egress bandwidth (TWCC) to pick simulcast layers; costs some
+    /// CPU per packet (str0m's pacer).
+    pub bandwidth_estimation: bool,
 }
 
 /// Token verification and minting.

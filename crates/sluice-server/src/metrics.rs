@@ -171,6 +171,8 @@ impl Metrics {
                 g("cpu_user_ms", u.cpu_user_ms);
                 g("cpu_system_ms", u.cpu_system_ms);
                 g("session_errors", u.session_errors);
+                g("timeouts", u.timeouts);
+                g("wakeups", u.wakeups);
             }
         }
         let mut out = String::new();

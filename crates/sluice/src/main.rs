@@ -10,6 +10,8 @@ use sluice_server::Server;
 use sluice_server::auth::{self, Grants, TokenAuthority};
 use sluice_server::config::{self, Config, Overrides};
 
+mod bench;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice",
@@ -30,6 +32,8 @@ enum Command {
     Token(TokenArgs),
     /// Print the effective configuration as TOML (secret redacted) and exit.
     Config(ConfigArgs),
+    /// Load generator and benchmarks (docs/benchmarks.md).
+    Bench(bench::BenchArgs),
 }
 
 /// Flags that override configuration keys; each also reads its environment variable.
@@ -123,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args.load()?),
         Command::Token(args) => token(&args),
+        Command::Bench(args) => bench::run(args),
         Command::Config(args) => {
             let mut config = args.load()?;
             if config.auth.secret.is_some() {

@@ -1,0 +1,104 @@
+//! `sluice bench …`: the load generator. Synthetic clients (sluice-client: real ICE, DTLS, SRTP
+//! and SCTP, no encoding) drive a server through its protoo signaling, so the target can be this
+//! sluice (spawned pinned to one core by default) or any server speaking mediasoup-demo's
+//! protocol (`--url`, with `--token-cmd` to mint its tokens).
+//!
+//! Every scenario prints human-readable rows and one final JSON line.
+
+mod scenarios;
+mod target;
+
+use clap::{Args, Subcommand};
+
+pub use target::Target;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// The server's HTTP base URL; without it, a sluice is spawned pinned to --server-cpu.
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// A shell command printing a token for a peer, with {room} and {peer} replaced (used with
+    /// --url; without it, GET /dev/token is tried).
+    #[arg(long, global = true)]
+    pub token_cmd: Option<String>,
+    /// The CPU the spawned server runs on.
+    #[arg(long, global = true, default_value_t = 0)]
+    pub server_cpu: usize,
+    /// The CPU this generator runs on.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub client_cpu: usize,
+    /// Seconds measured per step.
+    #[arg(long, global = true, default_value_t = 5)]
+    pub seconds: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// One video+audio publisher fanned out to N subscribers, N stepped up until loss > 1 %.
+    Fanout {
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "10,25,50,100,150,200,300"
+        )]
+        subscribers: Vec<usize>,
+    },
+    /// N peers each sending opus to all others, N stepped up until loss > 1 %.
+    AudioRoom {
+        #[arg(long, value_delimiter = ',', default_value = "5,10,15,20,30")]
+        peers: Vec<usize>,
+    },
+    /// M players each sending 100-byte unordered messages at 60 Hz to every other player.
+    Data {
+        #[arg(long, value_delimiter = ',', default_value = "2,10,25,50")]
+        players: Vec<usize>,
+        #[arg(long, default_value_t = 60)]
+        hz: u32,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
+    /// N clients joining within one second: time to ICE, DTLS and first media.
+    Join {
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+    },
+    /// Resident memory per idle transport and per active video consumer.
+    Memory {
+        #[arg(long, default_value_t = 100)]
+        peers: usize,
+    },
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    target::pin_self(args.target.client_cpu);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let target = Target::start(&args.target).await?;
+        let result = match args.scenario {
+            Scenario::Fanout { subscribers } => {
+                scenarios::fanout(&target, &args.target, &subscribers).await
+            }
+            Scenario::AudioRoom { peers } => {
+                scenarios::audio_room(&target, &args.target, &peers).await
+            }
+            Scenario::Data { players, hz, size } => {
+                scenarios::data(&target, &args.target, &players, hz, size).await
+            }
+            Scenario::Join { clients } => scenarios::join(&target, clients).await,
+            Scenario::Memory { peers } => scenarios::memory(&target, peers).await,
+        };
+        target.stop();
+        result
+    })
+}

@@ -1,0 +1,589 @@
+//! The scenarios: fan-out, audio room, data relay, join storm and memory.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+use sluice_client::media::{audio_stamp, now_us, vp8_stamp};
+use sluice_client::{ReceivedData, ReceivedRtp, Session, SessionEvent, SourceConfig};
+use sluice_media::DataMessage;
+use sluice_media::ortc::MediaKind;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::{Target, TargetArgs};
+
+/// What one received stream saw during the measurement window.
+#[derive(Debug, Default)]
+struct StreamStats {
+    min_seq: Option<u64>,
+    max_seq: u64,
+    count: u64,
+    latencies_us: Vec<u32>,
+}
+
+/// Every stream of a scenario, reset at the start of each window.
+#[derive(Debug, Default, Clone)]
+struct Meter {
+    streams: Arc<Mutex<Vec<Arc<Mutex<StreamStats>>>>>,
+}
+
+/// One window's totals.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    received: u64,
+    expected: u64,
+    p50_us: u32,
+    p99_us: u32,
+    p999_us: u32,
+}
+
+impl Window {
+    fn loss(&self) -> f64 {
+        if self.expected == 0 {
+            return 0.0;
+        }
+        1.0 - self.received.min(self.expected) as f64 / self.expected as f64
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+impl Meter {
+    fn stream(&self) -> Arc<Mutex<StreamStats>> {
+        let s = Arc::new(Mutex::new(StreamStats::default()));
+        if let Ok(mut streams) = self.streams.lock() {
+            streams.push(s.clone());
+        }
+        s
+    }
+
+    fn reset(&self) {
+        if let Ok(streams) = self.streams.lock() {
+            for s in streams.iter() {
+                if let Ok(mut s) = s.lock() {
+                    *s = StreamStats::default();
+                }
+            }
+        }
+    }
+
+    fn read(&self) -> Window {
+        let (mut received, mut expected, mut lat) = (0, 0, Vec::new());
+        if let Ok(streams) = self.streams.lock() {
+            for s in streams.iter() {
+                if let Ok(s) = s.lock() {
+                    received += s.count;
+                    if let Some(min) = s.min_seq {
+                        expected += s.max_seq - min + 1;
+                    }
+                    lat.extend_from_slice(&s.latencies_us);
+                }
+            }
+        }
+        lat.sort_unstable();
+        Window {
+            received,
+            expected,
+            p50_us: percentile(&lat, 0.5),
+            p99_us: percentile(&lat, 0.99),
+            p999_us: percentile(&lat, 0.999),
+        }
+    }
+}
+
+/// Counts a consumer's packets (sequence gaps are loss) and their one-way latency.
+fn meter_rtp(meter: &Meter, kind: MediaKind, mut packets: UnboundedReceiver<ReceivedRtp>) {
+    let stats = meter.stream();
+    tokio::spawn(async move {
+        while let Some(p) = packets.recv().await {
+            let stamp = match kind {
+                MediaKind::Video => vp8_stamp(&p.payload),
+                MediaKind::Audio => audio_stamp(&p.payload),
+            };
+            let Ok(mut s) = stats.lock() else { break };
+            s.count += 1;
+            s.min_seq = Some(s.min_seq.map_or(p.seq, |m| m.min(p.seq)));
+            s.max_seq = s.max_seq.max(p.seq);
+            if let Some(stamp) = stamp
+                && s.latencies_us.len() < 200_000
+            {
+                let l = p.received_us.saturating_sub(stamp.sent_us);
+                s.latencies_us.push(u32::try_from(l).unwrap_or(u32::MAX));
+            }
+        }
+    });
+}
+
+/// Takes every consumer event of `session` from now on and meters it.
+fn meter_session(meter: &Meter, mut session: Session) -> Arc<Session> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SessionEvent>();
+    let meter = meter.clone();
+    tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            if let SessionEvent::Consumer { kind, packets, .. } = e {
+                meter_rtp(&meter, kind, packets);
+            }
+        }
+    });
+    // Pump the session's events into the meter (the session stays usable for requests).
+    let events = session.take_events();
+    tokio::spawn(async move {
+        let mut events = events;
+        while let Some(e) = events.recv().await {
+            if tx.send(e).is_err() {
+                break;
+            }
+        }
+    });
+    Arc::new(session)
+}
+
+/// CPU time of this process, in nanoseconds.
+fn own_cpu_ns() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let Some(i) = stat.rfind(')') else { return 0 };
+    let f: Vec<&str> = stat[i + 2..].split_whitespace().collect();
+    let t = |n: usize| f.get(n).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (t(11) + t(12)) * 10_000_000
+}
+
+/// A measured step.
+struct Step {
+    window: Window,
+    seconds: f64,
+    server_cpu: Option<f64>,
+    client_cpu: f64,
+}
+
+impl Step {
+    fn out_pps(&self) -> f64 {
+        self.window.received as f64 / self.seconds
+    }
+
+    fn cpu_ns_per_packet(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.window.received > 0).then(|| cpu * self.seconds * 1e9 / self.window.received as f64)
+    }
+
+    fn pps_per_core(&self) -> Option<f64> {
+        self.cpu_ns_per_packet().map(|ns| 1e9 / ns)
+    }
+}
+
+async fn measure(target: &Target, meter: &Meter, seconds: u64) -> Step {
+    meter.reset();
+    let (s0, c0, t0) = (target.cpu_ns(), own_cpu_ns(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let window = meter.read();
+    let (s1, c1, elapsed) = (target.cpu_ns(), own_cpu_ns(), t0.elapsed().as_secs_f64());
+    Step {
+        window,
+        seconds: elapsed,
+        server_cpu: s0
+            .zip(s1)
+            .map(|(a, b)| (b.saturating_sub(a)) as f64 / 1e9 / elapsed),
+        client_cpu: (c1.saturating_sub(c0)) as f64 / 1e9 / elapsed,
+    }
+}
+
+fn fmt_opt(v: Option<f64>, scale: f64, unit: &str) -> String {
+    v.map_or("n/a".to_owned(), |v| format!("{:.1}{unit}", v * scale))
+}
+
+fn print_step(label: &str, n: usize, step: &Step) {
+    println!(
+        "{label:>12} {n:>5}  out {:>9.0} pps  loss {:>6.2} %  p50 {:>6} µs  p99 {:>7} µs  server cpu {:>7}  {:>9} ns/pkt  {:>10} pps/core  generator cpu {:.0} %",
+        step.out_pps(),
+        step.window.loss() * 100.0,
+        step.window.p50_us,
+        step.window.p99_us,
+        fmt_opt(step.server_cpu, 100.0, " %"),
+        fmt_opt(step.cpu_ns_per_packet(), 1.0, ""),
+        fmt_opt(step.pps_per_core(), 1.0, ""),
+        step.client_cpu * 100.0,
+    );
+}
+
+/// Waits until `session` was offered `n` consumers (or the timeout).
+async fn wait_consumers(meter: &Meter, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if meter.streams.lock().map_or(0, |s| s.len()) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn fanout(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
+    let room = format!("bench-fanout-{}", std::process::id());
+    let publisher = target.session(&room, "publisher", false).await?;
+    publisher.produce(SourceConfig::video()).await?;
+    publisher.produce(SourceConfig::audio()).await?;
+    let meter = Meter::default();
+    let mut subscribers = Vec::new();
+    let mut best: Option<(usize, Step)> = None;
+    println!(
+        "fanout: 1 publisher (VP8 ≈100 pkt/s of 1200 B + opus 50 pkt/s) → N subscribers; {} s per step",
+        args.seconds
+    );
+    for &n in steps {
+        while subscribers.len() < n {
+            let s = target
+                .session(&room, &format!("sub-{}", subscribers.len()), true)
+                .await
+                .with_context(|| format!("subscriber {}", subscribers.len()))?;
+            subscribers.push(meter_session(&meter, s));
+        }
+        wait_consumers(&meter, 2 * n, Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let step = measure(target, &meter, args.seconds).await;
+        print_step("subscribers", n, &step);
+        let ok = step.window.loss() < 0.01;
+        if ok {
+            best = Some((n, step));
+        } else {
+            println!("loss above 1 %: the knee is below {n} subscribers");
+            break;
+        }
+    }
+    let (n, step) = best.context("no step stayed under 1 % loss")?;
+    println!(
+        "{}",
+        json!({
+            "scenario": "fanout", "sfu": "sluice",
+            "out_pps": step.out_pps().round(),
+            "out_pps_per_core": step.pps_per_core().map(f64::round),
+            "cpu_ns_per_out_packet": step.cpu_ns_per_packet().map(f64::round),
+            "p50_us": step.window.p50_us, "p99_us": step.window.p99_us,
+            "max_subscribers": n,
+            "loss": step.window.loss(),
+        })
+    );
+    Ok(())
+}
+
+pub async fn audio_room(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
+    let room = format!("bench-audio-{}", std::process::id());
+    let meter = Meter::default();
+    let mut peers = Vec::new();
+    let mut best: Option<(usize, Step)> = None;
+    println!(
+        "audio-room: N peers, each sending opus (50 pkt/s) to all others; {} s per step",
+        args.seconds
+    );
+    for &n in steps {
+        while peers.len() < n {
+            let s = target
+                .session(&room, &format!("peer-{}", peers.len()), true)
+                .await?;
+            s.produce(SourceConfig::audio()).await?;
+            peers.push(meter_session(&meter, s));
+        }
+        wait_consumers(&meter, n * (n - 1), Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let step = measure(target, &meter, args.seconds).await;
+        print_step("peers", n, &step);
+        if step.window.loss() < 0.01 {
+            best = Some((n, step));
+        } else {
+            println!("loss above 1 %: the knee is below {n} peers");
+            break;
+        }
+    }
+    let (n, step) = best.context("no step stayed under 1 % loss")?;
+    println!(
+        "{}",
+        json!({
+            "scenario": "audio-room", "sfu": "sluice",
+            "out_pps": step.out_pps().round(),
+            "out_pps_per_core": step.pps_per_core().map(f64::round),
+            "cpu_ns_per_out_packet": step.cpu_ns_per_packet().map(f64::round),
+            "p50_us": step.window.p50_us, "p99_us": step.window.p99_us,
+            "max_peers": n,
+            "loss": step.window.loss(),
+        })
+    );
+    Ok(())
+}
+
+/// Counts a data consumer's messages and their latency (the first 8 bytes: send time, µs).
+fn meter_data(stats: Arc<Mutex<StreamStats>>, mut messages: UnboundedReceiver<ReceivedData>) {
+    tokio::spawn(async move {
+        while let Some(m) = messages.recv().await {
+            let Ok(mut s) = stats.lock() else { break };
+            s.count += 1;
+            if m.data.len() >= 8 && s.latencies_us.len() < 500_000 {
+                let mut sent = [0u8; 8];
+                sent.copy_from_slice(&m.data[..8]);
+                let l = m.received_us.saturating_sub(u64::from_be_bytes(sent));
+                s.latencies_us.push(u32::try_from(l).unwrap_or(u32::MAX));
+            }
+        }
+    });
+}
+
+pub async fn data(
+    target: &Target,
+    args: &TargetArgs,
+    steps: &[usize],
+    hz: u32,
+    size: usize,
+) -> anyhow::Result<()> {
+    println!(
+        "data: M players, each sending {size}-byte unordered messages (maxRetransmits 0) at {hz} Hz to every other player; {} s per step",
+        args.seconds
+    );
+    let mut last = None;
+    for &m in steps {
+        let room = format!("bench-data-{}-{m}", std::process::id());
+        let received = Meter::default();
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut players = Vec::new();
+        for i in 0..m {
+            let mut s = target.session(&room, &format!("player-{i}"), true).await?;
+            let (_, stream) = s.produce_data("state", false, Some(0)).await?;
+            let events = s.take_events();
+            let meter = received.clone();
+            tokio::spawn(async move {
+                let mut events = events;
+                while let Some(e) = events.recv().await {
+                    if let SessionEvent::DataConsumer { messages, .. } = e {
+                        meter_data(meter.stream(), messages);
+                    }
+                }
+            });
+            players.push((Arc::new(s), stream));
+        }
+        wait_consumers(&received, m * (m - 1), Duration::from_secs(30)).await;
+        // Every player sends at `hz`, stamped with the send time.
+        let mut senders = Vec::new();
+        for (i, (s, stream)) in players.iter().enumerate() {
+            let (s, stream) = (s.clone(), *stream);
+            let (sent, counting) = (sent.clone(), counting.clone());
+            senders.push(tokio::spawn(async move {
+                let mut tick =
+                    tokio::time::interval(Duration::from_micros(1_000_000 / u64::from(hz.max(1))));
+                let mut seq = 0u32;
+                loop {
+                    tick.tick().await;
+                    let mut m = vec![0u8; size.max(14)];
+                    m[..8].copy_from_slice(&now_us().to_be_bytes());
+                    m[8..10].copy_from_slice(&(i as u16).to_be_bytes());
+                    m[10..14].copy_from_slice(&seq.to_be_bytes());
+                    seq = seq.wrapping_add(1);
+                    if s.send_data(stream, DataMessage::binary(m)).is_err() {
+                        break;
+                    }
+                    if counting.load(std::sync::atomic::Ordering::Relaxed) {
+                        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        sent.store(0, std::sync::atomic::Ordering::Relaxed);
+        counting.store(true, std::sync::atomic::Ordering::Relaxed);
+        let step = measure(target, &received, args.seconds).await;
+        counting.store(false, std::sync::atomic::Ordering::Relaxed);
+        let sent_n = sent.load(std::sync::atomic::Ordering::Relaxed);
+        let expected = sent_n * (m as u64 - 1);
+        let delivered = if expected == 0 {
+            1.0
+        } else {
+            step.window.received as f64 / expected as f64
+        };
+        println!(
+            "{:>12} {m:>5}  relayed {:>8.0} msg/s  delivered {:>6.2} %  p50 {:>6} µs  p99 {:>7} µs  p99.9 {:>7} µs  server cpu {:>7}",
+            "players",
+            step.out_pps(),
+            delivered.min(1.0) * 100.0,
+            step.window.p50_us,
+            step.window.p99_us,
+            step.window.p999_us,
+            fmt_opt(step.server_cpu, 100.0, " %"),
+        );
+        for t in senders {
+            t.abort();
+        }
+        for (s, _) in &players {
+            s.close();
+        }
+        last = Some((m, step, delivered));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (m, step, delivered) = last.context("no step")?;
+    println!(
+        "{}",
+        json!({
+            "scenario": "data", "sfu": "sluice", "players": m, "hz": hz, "size": size,
+            "relayed_msgs_per_s": step.out_pps().round(),
+            "delivered": delivered.min(1.0),
+            "p50_us": step.window.p50_us, "p99_us": step.window.p99_us, "p999_us": step.window.p999_us,
+            "server_cpu": step.server_cpu,
+        })
+    );
+    Ok(())
+}
+
+pub async fn join(target: &Target, clients: usize) -> anyhow::Result<()> {
+    let room = format!("bench-join-{}", std::process::id());
+    let publisher = target.session(&room, "publisher", false).await?;
+    publisher.produce(SourceConfig::video()).await?;
+    println!("join: {clients} clients joining within one second a room with one video publisher");
+    let spread = Duration::from_secs(1);
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let delay = spread * i as u32 / clients.max(1) as u32;
+        let token = target.token(&room, &format!("joiner-{i}")).await?;
+        let url = sluice_client::ws_url(&target.base, &room, &format!("joiner-{i}"), &token);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let t0 = Instant::now();
+            let signaling = sluice_client::SignalingClient::connect(&url).await?;
+            let mut session =
+                Session::join(signaling, sluice_client::SessionOptions::new("joiner")).await?;
+            let joined = t0.elapsed();
+            let recv = session.recv.clone().context("no receive transport")?;
+            recv.wait_ice_connected(Duration::from_secs(10)).await?;
+            let ice = t0.elapsed();
+            recv.wait_connected(Duration::from_secs(10)).await?;
+            let dtls = t0.elapsed();
+            let Some(SessionEvent::Consumer { mut packets, .. }) = session
+                .wait_event(Duration::from_secs(10), |e| {
+                    matches!(e, SessionEvent::Consumer { .. })
+                })
+                .await
+            else {
+                anyhow::bail!("no consumer");
+            };
+            tokio::time::timeout(Duration::from_secs(10), packets.recv())
+                .await?
+                .context("no media")?;
+            let media = t0.elapsed();
+            Ok::<_, anyhow::Error>((session, [joined, ice, dtls, media]))
+        }));
+    }
+    let mut times: [Vec<u32>; 4] = Default::default();
+    let mut sessions = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok((s, ts))) => {
+                for (v, d) in times.iter_mut().zip(ts) {
+                    v.push(d.as_millis() as u32);
+                }
+                sessions.push(s);
+            }
+            _ => failed += 1,
+        }
+    }
+    let names = [
+        "signaling joined + send transport up",
+        "receive ICE connected",
+        "receive DTLS connected",
+        "first media packet",
+    ];
+    let mut summary = serde_json::Map::new();
+    for (name, v) in names.iter().zip(times.iter_mut()) {
+        v.sort_unstable();
+        println!(
+            "{name:>40}: p50 {:>5} ms  p99 {:>5} ms  max {:>5} ms",
+            percentile(v, 0.5),
+            percentile(v, 0.99),
+            v.last().copied().unwrap_or(0)
+        );
+        summary.insert(
+            name.split_whitespace().last().unwrap_or(name).to_owned(),
+            json!({"p50_ms": percentile(v, 0.5), "p99_ms": percentile(v, 0.99)}),
+        );
+    }
+    println!(
+        "{}",
+        json!({
+            "scenario": "join", "sfu": "sluice", "clients": clients, "failed": failed,
+            "first_media_p50_ms": percentile(&times[3], 0.5),
+            "first_media_p99_ms": percentile(&times[3], 0.99),
+            "ice_p50_ms": percentile(&times[1], 0.5),
+            "dtls_p50_ms": percentile(&times[2], 0.5),
+        })
+    );
+    for s in &sessions {
+        s.close();
+    }
+    Ok(())
+}
+
+pub async fn memory(target: &Target, peers: usize) -> anyhow::Result<()> {
+    let room = format!("bench-memory-{}", std::process::id());
+    let rss = || {
+        target
+            .rss_bytes()
+            .context("memory needs a spawned server (no --url)")
+    };
+    // Warm the room, the worker and the allocator with one peer first.
+    let warm = target.session(&room, "warm", true).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base = rss()?;
+    let mut sessions = Vec::new();
+    let mut events = Vec::new();
+    for i in 0..peers {
+        let mut s = target.session(&room, &format!("idle-{i}"), true).await?;
+        events.push(s.take_events());
+        sessions.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = rss()?;
+    let per_transport = (idle.saturating_sub(base)) as f64 / (2 * peers) as f64;
+    println!(
+        "memory: {peers} peers, 2 idle transports each: RSS {} → {} KiB: {:.1} KiB per idle transport",
+        base / 1024,
+        idle / 1024,
+        per_transport / 1024.0
+    );
+    let publisher = target.session(&room, "publisher", false).await?;
+    publisher.produce(SourceConfig::video()).await?;
+    // Keep the consumers' packets flowing (and drained) while measuring.
+    let meter = Meter::default();
+    for e in events {
+        let meter = meter.clone();
+        tokio::spawn(async move {
+            let mut e = e;
+            while let Some(ev) = e.recv().await {
+                if let SessionEvent::Consumer { kind, packets, .. } = ev {
+                    meter_rtp(&meter, kind, packets);
+                }
+            }
+        });
+    }
+    wait_consumers(&meter, peers, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let active = rss()?;
+    let per_consumer = (active.saturating_sub(idle)) as f64 / peers as f64;
+    println!(
+        "memory: {peers} active video consumers: RSS {} → {} KiB: {:.1} KiB per video consumer",
+        idle / 1024,
+        active / 1024,
+        per_consumer / 1024.0
+    );
+    println!(
+        "{}",
+        json!({
+            "scenario": "memory", "sfu": "sluice", "peers": peers,
+            "bytes_per_idle_transport": per_transport.round(),
+            "bytes_per_video_consumer": per_consumer.round(),
+        })
+    );
+    drop(warm);
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! The server under test: spawned here pinned to one CPU (so its CPU time and memory can be read
+//! from /proc), or any server at a URL.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sluice_client::{Session, SessionOptions, SignalingClient, ws_url};
+use sluice_server::auth::{self, Grants, TokenAuthority};
+
+use super::TargetArgs;
+
+/// Pins this process (and the threads it will start) to `cpu`; best effort.
+pub fn pin_self(cpu: usize) {
+    let _ = Command::new("taskset")
+        .args(["-cp", &cpu.to_string(), &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+pub struct Target {
+    pub base: String,
+    child: Option<Child>,
+    token_cmd: Option<String>,
+    authority: Option<TokenAuthority>,
+}
+
+impl Target {
+    pub async fn start(args: &TargetArgs) -> anyhow::Result<Target> {
+        if let Some(url) = &args.url {
+            return Ok(Target {
+                base: url.trim_end_matches('/').to_owned(),
+                child: None,
+                token_cmd: args.token_cmd.clone(),
+                authority: None,
+            });
+        }
+        let exe = std::env::current_exe().context("cannot find the sluice executable")?;
+        // Room and peer limits far above any step of a benchmark.
+        let config = std::env::temp_dir().join(format!("sluice-bench-{}.toml", std::process::id()));
+        std::fs::write(
+            &config,
+            "[limits]\npeers_per_room = 100000\nconsumers_per_peer = 100000\nrequests_per_second = 100000\n",
+        )?;
+        let mut child = Command::new("taskset")
+            .arg("-c")
+            .arg(args.server_cpu.to_string())
+            .arg(exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--rtc-ip",
+                "127.0.0.1",
+                "--rtc-port",
+                "0",
+                "--workers",
+                "1",
+                "--log",
+                "error",
+            ])
+            .env_remove("SLUICE_AUTH_SECRET")
+            .env_remove("SLUICE_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot spawn the server (is taskset installed?)")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(addr) = line.trim().strip_prefix("sluice listening on ") else {
+            let _ = child.kill();
+            bail!("unexpected first line from the server: {line:?}");
+        };
+        Ok(Target {
+            base: addr.to_owned(),
+            child: Some(child),
+            token_cmd: None,
+            authority: Some(TokenAuthority::new(auth::DEV_SECRET)),
+        })
+    }
+
+    /// A token for `peer` in `room`.
+    pub async fn token(&self, room: &str, peer: &str) -> anyhow::Result<String> {
+        if let Some(a) = &self.authority {
+            return Ok(a.mint(room, peer, Grants::player(), 3600, auth::unix_now())?);
+        }
+        if let Some(cmd) = &self.token_cmd {
+            let cmd = cmd.replace("{room}", room).replace("{peer}", peer);
+            let out = Command::new("sh").arg("-c").arg(&cmd).output()?;
+            if !out.status.success() {
+                bail!(
+                    "token command failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            return Ok(String::from_utf8(out.stdout)?.trim().to_owned());
+        }
+        let body = http_get(
+            &self.base,
+            &format!("/dev/token?roomId={room}&peerId={peer}"),
+        )
+        .await?;
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        v["token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no token in /dev/token's answer; give --token-cmd")
+    }
+
+    /// A joined session.
+    pub async fn session(&self, room: &str, peer: &str, consume: bool) -> anyhow::Result<Session> {
+        let token = self.token(room, peer).await?;
+        let signaling = SignalingClient::connect(&ws_url(&self.base, room, peer, &token)).await?;
+        let mut options = SessionOptions::new(peer);
+        options.consume = consume;
+        Ok(Session::join(signaling, options).await?)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// CPU time of the spawned server, in nanoseconds (all threads).
+    pub fn cpu_ns(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some(ticks * 10_000_000)
+    }
+
+    /// Resident memory of the spawned server, in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    pub fn stop(mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            for _ in 0..100 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// GET over a plain TCP connection (bench only talks to loopback).
+async fn http_get(base: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default())
+}
