@@ -64,6 +64,9 @@ pub enum Scenario {
         hz: u32,
         #[arg(long, default_value_t = 100)]
         size: usize,
+        /// How many of the players send (default: all).
+        #[arg(long)]
+        senders: Option<usize>,
     },
     /// N clients joining within one second: time to ICE, DTLS and first media.
     Join {
@@ -80,7 +83,7 @@ pub enum Scenario {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     target::pin_self(args.target.client_cpu);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
@@ -92,9 +95,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::AudioRoom { peers } => {
                 scenarios::audio_room(&target, &args.target, &peers).await
             }
-            Scenario::Data { players, hz, size } => {
-                scenarios::data(&target, &args.target, &players, hz, size).await
-            }
+            Scenario::Data {
+                players,
+                hz,
+                size,
+                senders,
+            } => scenarios::data(&target, &args.target, &players, hz, size, senders).await,
             Scenario::Join { clients } => scenarios::join(&target, clients).await,
             Scenario::Memory { peers } => scenarios::memory(&target, peers).await,
         };

@@ -338,6 +338,7 @@ pub async fn data(
     steps: &[usize],
     hz: u32,
     size: usize,
+    sender_count: Option<usize>,
 ) -> anyhow::Result<()> {
     println!(
         "data: M players, each sending {size}-byte unordered messages (maxRetransmits 0) at {hz} Hz to every other player; {} s per step",
@@ -368,12 +369,16 @@ pub async fn data(
         wait_consumers(&received, m * (m - 1), Duration::from_secs(30)).await;
         // Every player sends at `hz`, stamped with the send time.
         let mut senders = Vec::new();
-        for (i, (s, stream)) in players.iter().enumerate() {
+        let sending = sender_count.unwrap_or(m).min(m);
+        for (i, (s, stream)) in players.iter().enumerate().take(sending) {
             let (s, stream) = (s.clone(), *stream);
             let (sent, counting) = (sent.clone(), counting.clone());
+            let period = Duration::from_micros(1_000_000 / u64::from(hz.max(1)));
+            // Players are not in phase: spread their first send over one period.
+            let phase = period * i as u32 / m.max(1) as u32;
             senders.push(tokio::spawn(async move {
                 let mut tick =
-                    tokio::time::interval(Duration::from_micros(1_000_000 / u64::from(hz.max(1))));
+                    tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
                 let mut seq = 0u32;
                 loop {
                     tick.tick().await;
@@ -398,13 +403,14 @@ pub async fn data(
         counting.store(false, std::sync::atomic::Ordering::Relaxed);
         let sent_n = sent.load(std::sync::atomic::Ordering::Relaxed);
         let expected = sent_n * (m as u64 - 1);
+        let _ = sending;
         let delivered = if expected == 0 {
             1.0
         } else {
             step.window.received as f64 / expected as f64
         };
         println!(
-            "{:>12} {m:>5}  relayed {:>8.0} msg/s  delivered {:>6.2} %  p50 {:>6} µs  p99 {:>7} µs  p99.9 {:>7} µs  server cpu {:>7}",
+            "{:>12} {m:>5}  relayed {:>8.0} msg/s  delivered {:>6.2} %  p50 {:>6} µs  p99 {:>7} µs  p99.9 {:>7} µs  server cpu {:>7}  generator cpu {:.0} %",
             "players",
             step.out_pps(),
             delivered.min(1.0) * 100.0,
@@ -412,6 +418,7 @@ pub async fn data(
             step.window.p99_us,
             step.window.p999_us,
             fmt_opt(step.server_cpu, 100.0, " %"),
+            step.client_cpu * 100.0,
         );
         for t in senders {
             t.abort();
@@ -431,6 +438,7 @@ pub async fn data(
             "delivered": delivered.min(1.0),
             "p50_us": step.window.p50_us, "p99_us": step.window.p99_us, "p999_us": step.window.p999_us,
             "server_cpu": step.server_cpu,
+            "generator_cpu": step.client_cpu,
         })
     );
     Ok(())
