@@ -250,6 +250,22 @@ enum Cmd {
     Stats {
         reply: oneshot::Sender<ClientStats>,
     },
+    /// SDP mode: an offer sending these sources.
+    CreateOffer {
+        sources: Vec<SourceConfig>,
+        reply: oneshot::Sender<Result<String, ClientError>>,
+    },
+    AcceptAnswer {
+        answer: String,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    AcceptOffer {
+        offer: String,
+        reply: oneshot::Sender<Result<String, ClientError>>,
+    },
+    ReceiveAll {
+        reply: oneshot::Sender<mpsc::UnboundedReceiver<ReceivedRtp>>,
+    },
     Close,
 }
 
@@ -351,11 +367,13 @@ impl ClientTransport {
             enable_sctp: options.enable_sctp,
             sources: Vec::new(),
             receivers: HashMap::new(),
+            catch_all: None,
             stats: ClientStats::default(),
             state: state_tx,
             next_mid: 0,
             next_stream_id: 0,
             channels: HashMap::new(),
+            pending_offer: None,
             data_receivers: HashMap::new(),
             next_ssrc: rand::random::<u32>() % 1_000_000_000 + 1_000_000,
             cname: format!("sluice-client-{}", rand::random::<u32>()),
@@ -511,6 +529,75 @@ impl ClientTransport {
             .map_err(|_| ClientError::Closed)
     }
 
+    /// A transport negotiated with SDP offer/answer instead of mediasoup's parameters (for SFUs
+    /// that speak SDP, such as Janus, in side-by-side benchmarks). ICE and DTLS start once the
+    /// first offer/answer completes.
+    pub async fn new_sdp(options: ClientTransportOptions) -> Result<ClientTransport, ClientError> {
+        let socket = UdpSocket::bind(SocketAddr::new(options.bind_ip, 0))
+            .await
+            .map_err(|e| ClientError::Bind(e.to_string()))?;
+        let local_addr = socket
+            .local_addr()
+            .map_err(|e| ClientError::Bind(e.to_string()))?;
+        let mut rtc = sluice_media::numbering::rtc_config_for_router(options.numbering.capabilities())
+            .set_rtp_mode(true)
+            .build(Instant::now());
+        let local = Candidate::host(local_addr, "udp")
+            .map_err(|e| ClientError::Bind(e.to_string()))?;
+        rtc.add_local_candidate(local);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (state_tx, state_rx) = watch::channel(ConnectionState::default());
+        let driver = Driver {
+            rtc,
+            socket,
+            local_addr,
+            numbering: options.numbering,
+            enable_sctp: false,
+            sources: Vec::new(),
+            receivers: HashMap::new(),
+            catch_all: None,
+            stats: ClientStats::default(),
+            state: state_tx,
+            next_mid: 0,
+            next_stream_id: 0,
+            channels: HashMap::new(),
+            pending_offer: None,
+            data_receivers: HashMap::new(),
+            next_ssrc: rand::random::<u32>() % 1_000_000_000 + 1_000_000,
+            cname: format!("sluice-client-{}", rand::random::<u32>()),
+        };
+        tokio::spawn(driver.run(rx));
+        Ok(ClientTransport {
+            commands: tx,
+            local_addr,
+            dtls_parameters: DtlsParameters {
+                role: None,
+                fingerprints: vec![],
+            },
+            state: state_rx,
+        })
+    }
+
+    /// SDP mode: an offer that sends these sources (each its own m-line, send-only).
+    pub async fn create_offer(&self, sources: Vec<SourceConfig>) -> Result<String, ClientError> {
+        self.ask(|reply| Cmd::CreateOffer { sources, reply }).await?
+    }
+
+    /// SDP mode: the answer to our offer.
+    pub async fn accept_answer(&self, answer: String) -> Result<(), ClientError> {
+        self.ask(|reply| Cmd::AcceptAnswer { answer, reply }).await?
+    }
+
+    /// SDP mode: answers the remote's offer (receiving what it offers).
+    pub async fn accept_offer(&self, offer: String) -> Result<String, ClientError> {
+        self.ask(|reply| Cmd::AcceptOffer { offer, reply }).await?
+    }
+
+    /// Every RTP packet received on a stream no consumer was declared for.
+    pub async fn receive_all(&self) -> Result<mpsc::UnboundedReceiver<ReceivedRtp>, ClientError> {
+        self.ask(|reply| Cmd::ReceiveAll { reply }).await
+    }
+
     pub async fn stats(&self) -> Result<ClientStats, ClientError> {
         self.ask(|reply| Cmd::Stats { reply }).await
     }
@@ -550,11 +637,14 @@ struct Driver {
     enable_sctp: bool,
     sources: Vec<Source>,
     receivers: HashMap<u32, mpsc::UnboundedSender<ReceivedRtp>>,
+    /// Where packets of undeclared streams go (SDP mode).
+    catch_all: Option<mpsc::UnboundedSender<ReceivedRtp>>,
     stats: ClientStats,
     state: watch::Sender<ConnectionState>,
     next_mid: u32,
     next_stream_id: u16,
     channels: HashMap<u16, ChannelId>,
+    pending_offer: Option<str0m::change::SdpPendingOffer>,
     data_receivers: HashMap<ChannelId, mpsc::UnboundedSender<ReceivedData>>,
     next_ssrc: u32,
     cname: String,
@@ -717,6 +807,61 @@ impl Driver {
             Cmd::Stats { reply } => {
                 let _ = reply.send(self.stats.clone());
             }
+            Cmd::CreateOffer { sources, reply } => {
+                let mut api = self.rtc.sdp_api();
+                let mut added = Vec::new();
+                for source in sources {
+                    let kind = match source.kind() {
+                        MediaKind::Audio => str0m::media::MediaKind::Audio,
+                        MediaKind::Video => str0m::media::MediaKind::Video,
+                    };
+                    let mid = api.add_media(kind, str0m::media::Direction::SendOnly, None, None, None);
+                    added.push((mid, source));
+                }
+                let result = match api.apply() {
+                    Some((offer, pending)) => {
+                        self.pending_offer = Some(pending);
+                        for (mid, source) in added {
+                            self.add_sdp_source(mid, source);
+                        }
+                        Ok(offer.to_sdp_string())
+                    }
+                    None => Err(ClientError::BadServerParameters("nothing to offer".into())),
+                };
+                let _ = reply.send(result);
+            }
+            Cmd::AcceptAnswer { answer, reply } => {
+                let result = match (
+                    self.pending_offer.take(),
+                    str0m::change::SdpAnswer::from_sdp_string(&answer),
+                ) {
+                    (Some(pending), Ok(answer)) => self
+                        .rtc
+                        .sdp_api()
+                        .accept_answer(pending, answer)
+                        .map_err(|e| ClientError::BadServerParameters(e.to_string())),
+                    (None, _) => Err(ClientError::BadServerParameters("no pending offer".into())),
+                    (_, Err(e)) => Err(ClientError::BadServerParameters(e.to_string())),
+                };
+                let _ = reply.send(result);
+            }
+            Cmd::AcceptOffer { offer, reply } => {
+                let result = str0m::change::SdpOffer::from_sdp_string(&offer)
+                    .map_err(|e| ClientError::BadServerParameters(e.to_string()))
+                    .and_then(|offer| {
+                        self.rtc
+                            .sdp_api()
+                            .accept_offer(offer)
+                            .map(|a| a.to_sdp_string())
+                            .map_err(|e| ClientError::BadServerParameters(e.to_string()))
+                    });
+                let _ = reply.send(result);
+            }
+            Cmd::ReceiveAll { reply } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.catch_all = Some(tx);
+                let _ = reply.send(rx);
+            }
             Cmd::Close => {}
         }
     }
@@ -853,6 +998,59 @@ impl Driver {
         Ok(rx)
     }
 
+    /// A source on an SDP m-line; its SSRC and payload type are known once negotiated.
+    fn add_sdp_source(&mut self, mid: Mid, config: SourceConfig) {
+        let interval = match &config {
+            SourceConfig::Video { fps, .. } => {
+                Duration::from_micros(1_000_000 / u64::from((*fps).max(1)))
+            }
+            SourceConfig::Audio { .. } => Duration::from_millis(20),
+        };
+        self.sources.push(Source {
+            mid,
+            mid_text: mid.to_string(),
+            pt: Pt::from(0),
+            config,
+            layers: vec![SourceLayer {
+                ssrc: Ssrc::from(0),
+                rid: None,
+                active: true,
+                frame: 0,
+                picture_id: rand::random::<u16>() & 0x7fff,
+                tl0: rand::random(),
+                force_keyframe: true,
+                seq: u64::from(rand::random::<u16>() & 0x3fff) + 1,
+            }],
+            sending: true,
+            next_at: None,
+            interval,
+        });
+    }
+
+    /// Fills in an SDP source's SSRC and payload type from the negotiated session.
+    fn resolve_sdp_source(&mut self, index: usize) -> bool {
+        let s = &self.sources[index];
+        if *s.layers[0].ssrc != 0 {
+            return true;
+        }
+        let mid = s.mid;
+        let Some(pt) = self.rtc.media(mid).and_then(|m| m.remote_pts().first().copied()) else {
+            return false;
+        };
+        let Some(ssrc) = self
+            .rtc
+            .direct_api()
+            .stream_tx_by_mid(mid, None)
+            .map(|s| s.ssrc())
+        else {
+            return false;
+        };
+        let s = &mut self.sources[index];
+        s.pt = pt;
+        s.layers[0].ssrc = ssrc;
+        true
+    }
+
     /// Sends every source's due frames.
     fn send_due(&mut self, now: Instant) {
         let connected = self.state.borrow().dtls_connected;
@@ -878,6 +1076,9 @@ impl Driver {
     }
 
     fn send_frame(&mut self, index: usize, now: Instant) {
+        if !self.resolve_sdp_source(index) {
+            return;
+        }
         let sent_us = media::now_us();
         let mut api = self.rtc.direct_api();
         let s = &mut self.sources[index];
@@ -1024,7 +1225,7 @@ impl Driver {
             Event::RtpPacket(p) => {
                 self.stats.rtp_received += 1;
                 let ssrc = *p.header.ssrc;
-                if let Some(tx) = self.receivers.get(&ssrc) {
+                if let Some(tx) = self.receivers.get(&ssrc).or(self.catch_all.as_ref()) {
                     let _ = tx.send(ReceivedRtp {
                         ssrc,
                         payload_type: *p.header.payload_type,

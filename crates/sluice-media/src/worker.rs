@@ -2310,7 +2310,7 @@ impl WorkerState {
                         Ok(Output::Event(e)) => events.push(e),
                         // Written media leaves str0m only on a timeout: give it at once
                         // rather than through the timer (no wake-up, no timer latency).
-                        Ok(Output::Timeout(deadline)) if deadline <= now && immediate < 2 => {
+                        Ok(Output::Timeout(deadline)) if deadline <= now && immediate < 16 => {
                             immediate += 1;
                             usage.timeouts += 1;
                             if let Err(e) = t.rtc.handle_input(Input::Timeout(now)) {

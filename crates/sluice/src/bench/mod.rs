@@ -5,6 +5,7 @@
 //!
 //! Every scenario prints human-readable rows and one final JSON line.
 
+mod janus;
 mod scenarios;
 mod target;
 
@@ -35,6 +36,9 @@ pub struct TargetArgs {
     /// The CPU this generator runs on.
     #[arg(long, global = true, default_value_t = 1)]
     pub client_cpu: usize,
+    /// Run the spawned sluice with `rtc.bandwidth_estimation = false`.
+    #[arg(long, global = true)]
+    pub no_bwe: bool,
     /// Seconds measured per step.
     #[arg(long, global = true, default_value_t = 5)]
     pub seconds: u64,
@@ -73,6 +77,13 @@ pub enum Scenario {
         #[arg(long, default_value_t = 50)]
         clients: usize,
     },
+    /// Fan-out and audio room on sluice, then on Janus (VideoRoom) on the same CPU, with ratios.
+    Compare {
+        #[arg(long, value_delimiter = ',', default_value = "25,50,100,200,300,400")]
+        subscribers: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_value = "5,10,15,20,25")]
+        peers: Vec<usize>,
+    },
     /// Resident memory per idle transport and per active video consumer.
     Memory {
         #[arg(long, default_value_t = 100)]
@@ -103,6 +114,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             } => scenarios::data(&target, &args.target, &players, hz, size, senders).await,
             Scenario::Join { clients } => scenarios::join(&target, clients).await,
             Scenario::Memory { peers } => scenarios::memory(&target, peers).await,
+            Scenario::Compare { subscribers, peers } => {
+                scenarios::compare(&target, &args.target, &subscribers, &peers).await
+            }
         };
         target.stop();
         result

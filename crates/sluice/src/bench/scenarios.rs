@@ -11,6 +11,7 @@ use sluice_media::DataMessage;
 use sluice_media::ortc::MediaKind;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::janus::{self, Janus, JanusSession};
 use super::{Target, TargetArgs};
 
 /// What one received stream saw during the measurement window.
@@ -180,11 +181,15 @@ impl Step {
 }
 
 async fn measure(target: &Target, meter: &Meter, seconds: u64) -> Step {
+    measure_with(&|| target.cpu_ns(), meter, seconds).await
+}
+
+async fn measure_with(cpu: &dyn Fn() -> Option<u64>, meter: &Meter, seconds: u64) -> Step {
     meter.reset();
-    let (s0, c0, t0) = (target.cpu_ns(), own_cpu_ns(), Instant::now());
+    let (s0, c0, t0) = (cpu(), own_cpu_ns(), Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let window = meter.read();
-    let (s1, c1, elapsed) = (target.cpu_ns(), own_cpu_ns(), t0.elapsed().as_secs_f64());
+    let (s1, c1, elapsed) = (cpu(), own_cpu_ns(), t0.elapsed().as_secs_f64());
     Step {
         window,
         seconds: elapsed,
@@ -224,16 +229,35 @@ async fn wait_consumers(meter: &Meter, n: usize, timeout: Duration) {
     }
 }
 
-pub async fn fanout(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
+/// Whether a step is past the knee: over 1 % loss, or p99 latency over 100 ms (queues growing).
+fn saturated(step: &Step) -> bool {
+    step.window.loss() >= 0.01 || step.window.p99_us > 100_000
+}
+
+/// The last step before the knee, as the scenario's JSON line.
+fn summary(scenario: &str, sfu: &str, what: &str, steps: &[(usize, Step)]) -> Option<serde_json::Value> {
+    let (n, step) = steps.iter().rev().find(|(_, s)| !saturated(s))?;
+    Some(json!({
+        "scenario": scenario, "sfu": sfu,
+        "out_pps": step.out_pps().round(),
+        "out_pps_per_core": step.pps_per_core().map(f64::round),
+        "cpu_ns_per_out_packet": step.cpu_ns_per_packet().map(f64::round),
+        "p50_us": step.window.p50_us, "p99_us": step.window.p99_us,
+        what: n,
+        "loss": step.window.loss(),
+    }))
+}
+
+async fn fanout_steps(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<Vec<(usize, Step)>> {
     let room = format!("bench-fanout-{}", std::process::id());
     let publisher = target.session(&room, "publisher", false).await?;
     publisher.produce(SourceConfig::video()).await?;
     publisher.produce(SourceConfig::audio()).await?;
     let meter = Meter::default();
     let mut subscribers = Vec::new();
-    let mut best: Option<(usize, Step)> = None;
+    let mut out = Vec::new();
     println!(
-        "fanout: 1 publisher (VP8 ≈100 pkt/s of 1200 B + opus 50 pkt/s) → N subscribers; {} s per step",
+        "fanout on sluice: 1 publisher (VP8 ≈100 pkt/s of 1200 B + opus 50 pkt/s) → N subscribers; {} s per step",
         args.seconds
     );
     for &n in steps {
@@ -248,37 +272,34 @@ pub async fn fanout(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyh
         tokio::time::sleep(Duration::from_secs(2)).await;
         let step = measure(target, &meter, args.seconds).await;
         print_step("subscribers", n, &step);
-        let ok = step.window.loss() < 0.01;
-        if ok {
-            best = Some((n, step));
-        } else {
-            println!("loss above 1 %: the knee is below {n} subscribers");
+        let knee = saturated(&step);
+        out.push((n, step));
+        if knee {
+            println!("past the knee (loss ≥ 1 % or p99 > 100 ms) at {n} subscribers");
             break;
         }
     }
-    let (n, step) = best.context("no step stayed under 1 % loss")?;
-    println!(
-        "{}",
-        json!({
-            "scenario": "fanout", "sfu": "sluice",
-            "out_pps": step.out_pps().round(),
-            "out_pps_per_core": step.pps_per_core().map(f64::round),
-            "cpu_ns_per_out_packet": step.cpu_ns_per_packet().map(f64::round),
-            "p50_us": step.window.p50_us, "p99_us": step.window.p99_us,
-            "max_subscribers": n,
-            "loss": step.window.loss(),
-        })
-    );
+    for s in &subscribers {
+        s.close();
+    }
+    publisher.close();
+    Ok(out)
+}
+
+pub async fn fanout(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
+    let steps = fanout_steps(target, args, steps).await?;
+    let line = summary("fanout", "sluice", "max_subscribers", &steps).context("no step before the knee")?;
+    println!("{line}");
     Ok(())
 }
 
-pub async fn audio_room(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
+async fn audio_room_steps(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<Vec<(usize, Step)>> {
     let room = format!("bench-audio-{}", std::process::id());
     let meter = Meter::default();
     let mut peers = Vec::new();
-    let mut best: Option<(usize, Step)> = None;
+    let mut out = Vec::new();
     println!(
-        "audio-room: N peers, each sending opus (50 pkt/s) to all others; {} s per step",
+        "audio-room on sluice: N peers, each sending opus (50 pkt/s) to all others; {} s per step",
         args.seconds
     );
     for &n in steps {
@@ -293,26 +314,196 @@ pub async fn audio_room(target: &Target, args: &TargetArgs, steps: &[usize]) -> 
         tokio::time::sleep(Duration::from_secs(2)).await;
         let step = measure(target, &meter, args.seconds).await;
         print_step("peers", n, &step);
-        if step.window.loss() < 0.01 {
-            best = Some((n, step));
-        } else {
-            println!("loss above 1 %: the knee is below {n} peers");
+        let knee = saturated(&step);
+        out.push((n, step));
+        if knee {
+            println!("past the knee (loss ≥ 1 % or p99 > 100 ms) at {n} peers");
             break;
         }
     }
-    let (n, step) = best.context("no step stayed under 1 % loss")?;
-    println!(
-        "{}",
-        json!({
-            "scenario": "audio-room", "sfu": "sluice",
-            "out_pps": step.out_pps().round(),
-            "out_pps_per_core": step.pps_per_core().map(f64::round),
-            "cpu_ns_per_out_packet": step.cpu_ns_per_packet().map(f64::round),
-            "p50_us": step.window.p50_us, "p99_us": step.window.p99_us,
-            "max_peers": n,
-            "loss": step.window.loss(),
-        })
-    );
+    for p in &peers {
+        p.close();
+    }
+    Ok(out)
+}
+
+pub async fn audio_room(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
+    let steps = audio_room_steps(target, args, steps).await?;
+    let line = summary("audio-room", "sluice", "max_peers", &steps).context("no step before the knee")?;
+    println!("{line}");
+    Ok(())
+}
+
+/// Meters a stream carrying several SSRCs (a Janus subscription): per-SSRC sequence gaps.
+fn meter_mixed(meter: &Meter, mut packets: UnboundedReceiver<ReceivedRtp>) {
+    let meter = meter.clone();
+    tokio::spawn(async move {
+        let mut streams: std::collections::HashMap<u32, Arc<Mutex<StreamStats>>> = Default::default();
+        while let Some(p) = packets.recv().await {
+            let stats = streams.entry(p.ssrc).or_insert_with(|| meter.stream()).clone();
+            let stamp = vp8_stamp(&p.payload).or_else(|| audio_stamp(&p.payload));
+            let Ok(mut s) = stats.lock() else { break };
+            s.count += 1;
+            s.min_seq = Some(s.min_seq.map_or(p.seq, |m| m.min(p.seq)));
+            s.max_seq = s.max_seq.max(p.seq);
+            if let Some(stamp) = stamp
+                && s.latencies_us.len() < 200_000
+            {
+                let l = p.received_us.saturating_sub(stamp.sent_us);
+                s.latencies_us.push(u32::try_from(l).unwrap_or(u32::MAX));
+            }
+        }
+    });
+}
+
+async fn janus_fanout_steps(janus: &Janus, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<Vec<(usize, Step)>> {
+    let session = JanusSession::connect(&janus.base()).await?;
+    let room = 1000 + u64::from(std::process::id() % 1000);
+    janus::create_room(&session, room).await?;
+    let publisher = janus::publish(&session, room, vec![SourceConfig::video(), SourceConfig::audio()]).await?;
+    let meter = Meter::default();
+    let mut subscribers = Vec::new();
+    let mut out = Vec::new();
+    println!("fanout on Janus: the same publisher and subscribers (VideoRoom); {} s per step", args.seconds);
+    for &n in steps {
+        while subscribers.len() < n {
+            let (handle, transport, packets) = janus::subscribe(&session, room, publisher.feed).await?;
+            meter_mixed(&meter, packets);
+            subscribers.push((handle, transport));
+        }
+        wait_consumers(&meter, 2 * n, Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let step = measure_with(&|| janus.cpu_ns(), &meter, args.seconds).await;
+        print_step("subscribers", n, &step);
+        let knee = saturated(&step);
+        out.push((n, step));
+        if knee {
+            println!("past the knee (loss ≥ 1 % or p99 > 100 ms) at {n} subscribers");
+            break;
+        }
+    }
+    for (_, t) in &subscribers {
+        t.close();
+    }
+    session.close();
+    drop(publisher);
+    Ok(out)
+}
+
+async fn janus_audio_room_steps(janus: &Janus, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<Vec<(usize, Step)>> {
+    let session = JanusSession::connect(&janus.base()).await?;
+    let room = 2000 + u64::from(std::process::id() % 1000);
+    janus::create_room(&session, room).await?;
+    let meter = Meter::default();
+    let mut publishers = Vec::new();
+    let mut subscriptions = Vec::new();
+    let mut out = Vec::new();
+    println!("audio-room on Janus: each peer publishes opus and subscribes to every other (one subscription per pair); {} s per step", args.seconds);
+    for &n in steps {
+        while publishers.len() < n {
+            let p = janus::publish(&session, room, vec![SourceConfig::audio()]).await?;
+            publishers.push(p);
+        }
+        // Every ordered pair (i hears j) has a subscription.
+        while subscriptions.len() < n * (n - 1) {
+            let k = subscriptions.len();
+            let (i, j) = pair(k);
+            let _ = i;
+            let (handle, transport, packets) = janus::subscribe(&session, room, publishers[j].feed).await?;
+            meter_mixed(&meter, packets);
+            subscriptions.push((handle, transport));
+        }
+        wait_consumers(&meter, n * (n - 1), Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let step = measure_with(&|| janus.cpu_ns(), &meter, args.seconds).await;
+        print_step("peers", n, &step);
+        let knee = saturated(&step);
+        out.push((n, step));
+        if knee {
+            println!("past the knee (loss ≥ 1 % or p99 > 100 ms) at {n} peers");
+            break;
+        }
+    }
+    for (_, t) in &subscriptions {
+        t.close();
+    }
+    session.close();
+    Ok(out)
+}
+
+/// The k-th ordered pair (listener, speaker) of distinct peers, in an order that only grows:
+/// all pairs among the first n peers come before any pair involving peer n.
+fn pair(k: usize) -> (usize, usize) {
+    // Peer m adds 2m pairs: (m, 0..m) and (0..m, m).
+    let mut m = 1;
+    let mut base = 0;
+    while base + 2 * m <= k {
+        base += 2 * m;
+        m += 1;
+    }
+    let r = k - base;
+    if r < m { (m, r) } else { (r - m, m) }
+}
+
+fn print_ratio(metric: &str, sluice: Option<f64>, janus: Option<f64>) {
+    match (sluice, janus) {
+        (Some(s), Some(j)) if j != 0.0 => println!("{metric:>28}: sluice {s:>10.1}  janus {j:>10.1}  sluice/janus {:.2}", s / j),
+        _ => println!("{metric:>28}: sluice {sluice:?}  janus {janus:?}"),
+    }
+}
+
+fn compare_steps(scenario: &str, what: &str, sluice: &[(usize, Step)], janus: &[(usize, Step)]) -> serde_json::Value {
+    let s = summary(scenario, "sluice", what, sluice);
+    let j = summary(scenario, "janus", what, janus);
+    if let Some(s) = &s {
+        println!("{s}");
+    }
+    if let Some(j) = &j {
+        println!("{j}");
+    }
+    let get = |v: &Option<serde_json::Value>, k: &str| v.as_ref().and_then(|v| v[k].as_f64());
+    println!("{scenario}: sluice vs Janus");
+    let mut ratios = serde_json::Map::new();
+    for k in ["out_pps_per_core", "cpu_ns_per_out_packet", "p50_us", "p99_us", what] {
+        let (a, b) = (get(&s, k), get(&j, k));
+        print_ratio(k, a, b);
+        if let (Some(a), Some(b)) = (a, b)
+            && b != 0.0
+        {
+            ratios.insert(k.to_owned(), json!((a / b * 100.0).round() / 100.0));
+        }
+    }
+    // The same load on both: CPU per packet at the largest step both served.
+    if let Some((n, ss)) = sluice.iter().rev().find(|(n, st)| !saturated(st) && janus.iter().any(|(m, jt)| m == n && !saturated(jt))) {
+        if let Some((_, js)) = janus.iter().find(|(m, _)| m == n) {
+            print_ratio(&format!("cpu ns/pkt at {what} = {n}"), ss.cpu_ns_per_packet(), js.cpu_ns_per_packet());
+            print_ratio(&format!("p99 µs at {what} = {n}"), Some(f64::from(ss.window.p99_us)), Some(f64::from(js.window.p99_us)));
+        }
+    }
+    json!({"scenario": scenario, "sfu": "sluice/janus", "ratios": ratios})
+}
+
+pub async fn compare(
+    target: &Target,
+    args: &TargetArgs,
+    subscribers: &[usize],
+    peers: &[usize],
+) -> anyhow::Result<()> {
+    let sluice_fanout = fanout_steps(target, args, subscribers).await?;
+    let sluice_audio = audio_room_steps(target, args, peers).await?;
+    let janus = Janus::start(args.server_cpu)?;
+    let result = async {
+        let janus_fanout = janus_fanout_steps(&janus, args, subscribers).await?;
+        let janus_audio = janus_audio_room_steps(&janus, args, peers).await?;
+        Ok::<_, anyhow::Error>((janus_fanout, janus_audio))
+    }
+    .await;
+    janus.stop();
+    let (janus_fanout, janus_audio) = result?;
+    let f = compare_steps("fanout", "max_subscribers", &sluice_fanout, &janus_fanout);
+    let a = compare_steps("audio-room", "max_peers", &sluice_audio, &janus_audio);
+    println!("{f}");
+    println!("{a}");
     Ok(())
 }
 

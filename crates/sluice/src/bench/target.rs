@@ -42,7 +42,10 @@ impl Target {
         let config = std::env::temp_dir().join(format!("sluice-bench-{}.toml", std::process::id()));
         std::fs::write(
             &config,
-            "[limits]\npeers_per_room = 100000\nconsumers_per_peer = 100000\nrequests_per_second = 100000\n",
+            format!(
+                "[limits]\npeers_per_room = 100000\nconsumers_per_peer = 100000\nrequests_per_second = 100000\n[rtc]\nbandwidth_estimation = {}\n",
+                !args.no_bwe
+            ),
         )?;
         let mut child = Command::new("taskset")
             .arg("-c")
