@@ -539,11 +539,12 @@ impl ClientTransport {
         let local_addr = socket
             .local_addr()
             .map_err(|e| ClientError::Bind(e.to_string()))?;
-        let mut rtc = sluice_media::numbering::rtc_config_for_router(options.numbering.capabilities())
-            .set_rtp_mode(true)
-            .build(Instant::now());
-        let local = Candidate::host(local_addr, "udp")
-            .map_err(|e| ClientError::Bind(e.to_string()))?;
+        let mut rtc =
+            sluice_media::numbering::rtc_config_for_router(options.numbering.capabilities())
+                .set_rtp_mode(true)
+                .build(Instant::now());
+        let local =
+            Candidate::host(local_addr, "udp").map_err(|e| ClientError::Bind(e.to_string()))?;
         rtc.add_local_candidate(local);
         let (tx, rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(ConnectionState::default());
@@ -580,12 +581,14 @@ impl ClientTransport {
 
     /// SDP mode: an offer that sends these sources (each its own m-line, send-only).
     pub async fn create_offer(&self, sources: Vec<SourceConfig>) -> Result<String, ClientError> {
-        self.ask(|reply| Cmd::CreateOffer { sources, reply }).await?
+        self.ask(|reply| Cmd::CreateOffer { sources, reply })
+            .await?
     }
 
     /// SDP mode: the answer to our offer.
     pub async fn accept_answer(&self, answer: String) -> Result<(), ClientError> {
-        self.ask(|reply| Cmd::AcceptAnswer { answer, reply }).await?
+        self.ask(|reply| Cmd::AcceptAnswer { answer, reply })
+            .await?
     }
 
     /// SDP mode: answers the remote's offer (receiving what it offers).
@@ -815,7 +818,8 @@ impl Driver {
                         MediaKind::Audio => str0m::media::MediaKind::Audio,
                         MediaKind::Video => str0m::media::MediaKind::Video,
                     };
-                    let mid = api.add_media(kind, str0m::media::Direction::SendOnly, None, None, None);
+                    let mid =
+                        api.add_media(kind, str0m::media::Direction::SendOnly, None, None, None);
                     added.push((mid, source));
                 }
                 let result = match api.apply() {
@@ -1034,7 +1038,11 @@ impl Driver {
             return true;
         }
         let mid = s.mid;
-        let Some(pt) = self.rtc.media(mid).and_then(|m| m.remote_pts().first().copied()) else {
+        let Some(pt) = self
+            .rtc
+            .media(mid)
+            .and_then(|m| m.remote_pts().first().copied())
+        else {
             return false;
         };
         let Some(ssrc) = self

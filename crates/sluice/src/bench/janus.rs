@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use sluice_client::{ClientNumbering, ClientTransport, ClientTransportOptions, ReceivedRtp, SourceConfig};
+use sluice_client::{
+    ClientNumbering, ClientTransport, ClientTransportOptions, ReceivedRtp, SourceConfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,7 +49,11 @@ pub struct Janus {
 }
 
 fn janus_lib_dir() -> anyhow::Result<PathBuf> {
-    for d in ["/usr/lib/x86_64-linux-gnu/janus", "/usr/lib/aarch64-linux-gnu/janus", "/usr/lib/janus"] {
+    for d in [
+        "/usr/lib/x86_64-linux-gnu/janus",
+        "/usr/lib/aarch64-linux-gnu/janus",
+        "/usr/lib/janus",
+    ] {
         if Path::new(d).join("plugins").exists() {
             return Ok(PathBuf::from(d));
         }
@@ -70,7 +76,9 @@ pub fn ensure_installed() -> anyhow::Result<()> {
             c.arg("apt-get");
             c
         };
-        c.args(args).env("DEBIAN_FRONTEND", "noninteractive").status()
+        c.args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
     };
     apt(&["update", "-qq"])?;
     let status = apt(&["install", "-y", "-qq", "janus"])?;
@@ -101,9 +109,21 @@ impl Janus {
             bail!("cannot build the loopback shim");
         }
         let port = free_tcp_port()?;
-        let plugins = ["audiobridge", "duktape", "echotest", "lua", "nosip", "recordplay", "sip", "streaming", "textroom", "videocall", "voicemail"]
-            .map(|p| format!("libjanus_{p}.so"))
-            .join(",");
+        let plugins = [
+            "audiobridge",
+            "duktape",
+            "echotest",
+            "lua",
+            "nosip",
+            "recordplay",
+            "sip",
+            "streaming",
+            "textroom",
+            "videocall",
+            "voicemail",
+        ]
+        .map(|p| format!("libjanus_{p}.so"))
+        .join(",");
         std::fs::write(
             dir.join("janus.jcfg"),
             format!(
@@ -218,12 +238,18 @@ async fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> any
     stream.read_to_end(&mut response).await?;
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").context("bad HTTP response")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
     };
-    Ok(serde_json::from_str(body.trim()).with_context(|| format!("bad JSON from Janus: {body}"))?)
+    Ok(
+        serde_json::from_str(body.trim())
+            .with_context(|| format!("bad JSON from Janus: {body}"))?,
+    )
 }
 
 /// Decodes an HTTP/1.1 chunked body.
@@ -259,7 +285,14 @@ impl JanusSession {
     pub async fn connect(addr: &str) -> anyhow::Result<JanusSession> {
         let mut tries = 0;
         let created = loop {
-            match http(addr, "POST", "/janus", Some(&json!({"janus":"create","transaction":tx()}))).await {
+            match http(
+                addr,
+                "POST",
+                "/janus",
+                Some(&json!({"janus":"create","transaction":tx()})),
+            )
+            .await
+            {
                 Ok(v) => break v,
                 Err(e) if tries < 100 => {
                     tries += 1;
@@ -315,7 +348,9 @@ impl JanusSession {
             Some(&json!({"janus":"attach","plugin":"janus.plugin.videoroom","transaction":tx()})),
         )
         .await?;
-        let id = r["data"]["id"].as_u64().with_context(|| format!("attach failed: {r}"))?;
+        let id = r["data"]["id"]
+            .as_u64()
+            .with_context(|| format!("attach failed: {r}"))?;
         let (events_tx, events) = mpsc::unbounded_channel();
         if let Ok(mut w) = self.waiters.lock() {
             w.insert(id, events_tx);
@@ -359,12 +394,18 @@ impl JanusHandle {
     }
 
     /// Waits for an event of this handle matching `f`.
-    pub async fn wait(&mut self, timeout: Duration, mut f: impl FnMut(&Value) -> bool) -> anyhow::Result<Value> {
+    pub async fn wait(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(e)) if f(&e) => return Ok(e),
-                Ok(Some(e)) if e["janus"] == "event" && e["plugindata"]["data"]["error"].is_string() => {
+                Ok(Some(e))
+                    if e["janus"] == "event" && e["plugindata"]["data"]["error"].is_string() =>
+                {
                     bail!("Janus error: {}", e["plugindata"]["data"]["error"]);
                 }
                 Ok(Some(_)) => {}
@@ -397,9 +438,14 @@ pub async fn create_room(session: &JanusSession, room: u64) -> anyhow::Result<()
 }
 
 /// Joins as a publisher sending `sources`; returns once Janus reports the PeerConnection up.
-pub async fn publish(session: &JanusSession, room: u64, sources: Vec<SourceConfig>) -> anyhow::Result<JanusPublisher> {
+pub async fn publish(
+    session: &JanusSession,
+    room: u64,
+    sources: Vec<SourceConfig>,
+) -> anyhow::Result<JanusPublisher> {
     let mut handle = session.attach().await?;
-    let transport = ClientTransport::new_sdp(ClientTransportOptions::new(ClientNumbering::chromium())).await?;
+    let transport =
+        ClientTransport::new_sdp(ClientTransportOptions::new(ClientNumbering::chromium())).await?;
     let offer = transport.create_offer(sources).await?;
     handle
         .message(
@@ -410,7 +456,9 @@ pub async fn publish(session: &JanusSession, room: u64, sources: Vec<SourceConfi
     let joined = handle
         .wait(Duration::from_secs(10), |e| e["jsep"]["type"] == "answer")
         .await?;
-    let feed = joined["plugindata"]["data"]["id"].as_u64().context("no publisher id")?;
+    let feed = joined["plugindata"]["data"]["id"]
+        .as_u64()
+        .context("no publisher id")?;
     let answer = joined["jsep"]["sdp"].as_str().context("no answer")?;
     transport.accept_answer(answer.to_owned()).await?;
     handle
@@ -429,13 +477,33 @@ pub async fn subscribe(
     session: &JanusSession,
     room: u64,
     feed: u64,
-) -> anyhow::Result<(JanusHandle, ClientTransport, mpsc::UnboundedReceiver<ReceivedRtp>)> {
+) -> anyhow::Result<(
+    JanusHandle,
+    ClientTransport,
+    mpsc::UnboundedReceiver<ReceivedRtp>,
+)> {
+    subscribe_many(session, room, &[feed]).await
+}
+
+/// One subscriber PeerConnection receiving several feeds (Janus 1.x multistream), as a peer of
+/// an audio room would; more can be added with [`subscribe_more`].
+pub async fn subscribe_many(
+    session: &JanusSession,
+    room: u64,
+    feeds: &[u64],
+) -> anyhow::Result<(
+    JanusHandle,
+    ClientTransport,
+    mpsc::UnboundedReceiver<ReceivedRtp>,
+)> {
     let mut handle = session.attach().await?;
-    let transport = ClientTransport::new_sdp(ClientTransportOptions::new(ClientNumbering::chromium())).await?;
+    let transport =
+        ClientTransport::new_sdp(ClientTransportOptions::new(ClientNumbering::chromium())).await?;
     let packets = transport.receive_all().await?;
+    let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
     handle
         .message(
-            json!({"request":"join","room":room,"ptype":"subscriber","streams":[{"feed":feed}]}),
+            json!({"request":"join","room":room,"ptype":"subscriber","streams":streams}),
             None,
         )
         .await?;
@@ -445,7 +513,35 @@ pub async fn subscribe(
     let offer = attached["jsep"]["sdp"].as_str().context("no offer")?;
     let answer = transport.accept_offer(offer.to_owned()).await?;
     handle
-        .message(json!({"request":"start","room":room}), Some(json!({"type":"answer","sdp":answer})))
+        .message(
+            json!({"request":"start","room":room}),
+            Some(json!({"type":"answer","sdp":answer})),
+        )
         .await?;
     Ok((handle, transport, packets))
+}
+
+/// Adds feeds to a subscription: Janus renegotiates with a new offer, which is answered.
+pub async fn subscribe_more(
+    handle: &mut JanusHandle,
+    transport: &ClientTransport,
+    room: u64,
+    feeds: &[u64],
+) -> anyhow::Result<()> {
+    let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
+    handle
+        .message(json!({"request":"update","subscribe":streams}), None)
+        .await?;
+    let updated = handle
+        .wait(Duration::from_secs(10), |e| e["jsep"]["type"] == "offer")
+        .await?;
+    let offer = updated["jsep"]["sdp"].as_str().context("no offer")?;
+    let answer = transport.accept_offer(offer.to_owned()).await?;
+    handle
+        .message(
+            json!({"request":"start","room":room}),
+            Some(json!({"type":"answer","sdp":answer})),
+        )
+        .await?;
+    Ok(())
 }

@@ -235,7 +235,12 @@ fn saturated(step: &Step) -> bool {
 }
 
 /// The last step before the knee, as the scenario's JSON line.
-fn summary(scenario: &str, sfu: &str, what: &str, steps: &[(usize, Step)]) -> Option<serde_json::Value> {
+fn summary(
+    scenario: &str,
+    sfu: &str,
+    what: &str,
+    steps: &[(usize, Step)],
+) -> Option<serde_json::Value> {
     let (n, step) = steps.iter().rev().find(|(_, s)| !saturated(s))?;
     Some(json!({
         "scenario": scenario, "sfu": sfu,
@@ -248,7 +253,11 @@ fn summary(scenario: &str, sfu: &str, what: &str, steps: &[(usize, Step)]) -> Op
     }))
 }
 
-async fn fanout_steps(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<Vec<(usize, Step)>> {
+async fn fanout_steps(
+    target: &Target,
+    args: &TargetArgs,
+    steps: &[usize],
+) -> anyhow::Result<Vec<(usize, Step)>> {
     let room = format!("bench-fanout-{}", std::process::id());
     let publisher = target.session(&room, "publisher", false).await?;
     publisher.produce(SourceConfig::video()).await?;
@@ -288,12 +297,17 @@ async fn fanout_steps(target: &Target, args: &TargetArgs, steps: &[usize]) -> an
 
 pub async fn fanout(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
     let steps = fanout_steps(target, args, steps).await?;
-    let line = summary("fanout", "sluice", "max_subscribers", &steps).context("no step before the knee")?;
+    let line = summary("fanout", "sluice", "max_subscribers", &steps)
+        .context("no step before the knee")?;
     println!("{line}");
     Ok(())
 }
 
-async fn audio_room_steps(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<Vec<(usize, Step)>> {
+async fn audio_room_steps(
+    target: &Target,
+    args: &TargetArgs,
+    steps: &[usize],
+) -> anyhow::Result<Vec<(usize, Step)>> {
     let room = format!("bench-audio-{}", std::process::id());
     let meter = Meter::default();
     let mut peers = Vec::new();
@@ -329,7 +343,8 @@ async fn audio_room_steps(target: &Target, args: &TargetArgs, steps: &[usize]) -
 
 pub async fn audio_room(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
     let steps = audio_room_steps(target, args, steps).await?;
-    let line = summary("audio-room", "sluice", "max_peers", &steps).context("no step before the knee")?;
+    let line =
+        summary("audio-room", "sluice", "max_peers", &steps).context("no step before the knee")?;
     println!("{line}");
     Ok(())
 }
@@ -338,9 +353,13 @@ pub async fn audio_room(target: &Target, args: &TargetArgs, steps: &[usize]) -> 
 fn meter_mixed(meter: &Meter, mut packets: UnboundedReceiver<ReceivedRtp>) {
     let meter = meter.clone();
     tokio::spawn(async move {
-        let mut streams: std::collections::HashMap<u32, Arc<Mutex<StreamStats>>> = Default::default();
+        let mut streams: std::collections::HashMap<u32, Arc<Mutex<StreamStats>>> =
+            Default::default();
         while let Some(p) = packets.recv().await {
-            let stats = streams.entry(p.ssrc).or_insert_with(|| meter.stream()).clone();
+            let stats = streams
+                .entry(p.ssrc)
+                .or_insert_with(|| meter.stream())
+                .clone();
             let stamp = vp8_stamp(&p.payload).or_else(|| audio_stamp(&p.payload));
             let Ok(mut s) = stats.lock() else { break };
             s.count += 1;
@@ -356,18 +375,31 @@ fn meter_mixed(meter: &Meter, mut packets: UnboundedReceiver<ReceivedRtp>) {
     });
 }
 
-async fn janus_fanout_steps(janus: &Janus, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<Vec<(usize, Step)>> {
+async fn janus_fanout_steps(
+    janus: &Janus,
+    args: &TargetArgs,
+    steps: &[usize],
+) -> anyhow::Result<Vec<(usize, Step)>> {
     let session = JanusSession::connect(&janus.base()).await?;
     let room = 1000 + u64::from(std::process::id() % 1000);
     janus::create_room(&session, room).await?;
-    let publisher = janus::publish(&session, room, vec![SourceConfig::video(), SourceConfig::audio()]).await?;
+    let publisher = janus::publish(
+        &session,
+        room,
+        vec![SourceConfig::video(), SourceConfig::audio()],
+    )
+    .await?;
     let meter = Meter::default();
     let mut subscribers = Vec::new();
     let mut out = Vec::new();
-    println!("fanout on Janus: the same publisher and subscribers (VideoRoom); {} s per step", args.seconds);
+    println!(
+        "fanout on Janus: the same publisher and subscribers (VideoRoom); {} s per step",
+        args.seconds
+    );
     for &n in steps {
         while subscribers.len() < n {
-            let (handle, transport, packets) = janus::subscribe(&session, room, publisher.feed).await?;
+            let (handle, transport, packets) =
+                janus::subscribe(&session, room, publisher.feed).await?;
             meter_mixed(&meter, packets);
             subscribers.push((handle, transport));
         }
@@ -390,28 +422,45 @@ async fn janus_fanout_steps(janus: &Janus, args: &TargetArgs, steps: &[usize]) -
     Ok(out)
 }
 
-async fn janus_audio_room_steps(janus: &Janus, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<Vec<(usize, Step)>> {
+async fn janus_audio_room_steps(
+    janus: &Janus,
+    args: &TargetArgs,
+    steps: &[usize],
+) -> anyhow::Result<Vec<(usize, Step)>> {
     let session = JanusSession::connect(&janus.base()).await?;
     let room = 2000 + u64::from(std::process::id() % 1000);
     janus::create_room(&session, room).await?;
     let meter = Meter::default();
-    let mut publishers = Vec::new();
-    let mut subscriptions = Vec::new();
+    let mut publishers: Vec<janus::JanusPublisher> = Vec::new();
+    // Per peer: one subscriber PeerConnection carrying every other peer's audio.
+    let mut listeners: Vec<(janus::JanusHandle, sluice_client::ClientTransport)> = Vec::new();
     let mut out = Vec::new();
-    println!("audio-room on Janus: each peer publishes opus and subscribes to every other (one subscription per pair); {} s per step", args.seconds);
+    println!(
+        "audio-room on Janus: each peer publishes opus and receives every other peer on one subscriber PeerConnection (multistream); {} s per step",
+        args.seconds
+    );
     for &n in steps {
+        let before = publishers.len();
         while publishers.len() < n {
-            let p = janus::publish(&session, room, vec![SourceConfig::audio()]).await?;
-            publishers.push(p);
+            publishers.push(janus::publish(&session, room, vec![SourceConfig::audio()]).await?);
         }
-        // Every ordered pair (i hears j) has a subscription.
-        while subscriptions.len() < n * (n - 1) {
-            let k = subscriptions.len();
-            let (i, j) = pair(k);
-            let _ = i;
-            let (handle, transport, packets) = janus::subscribe(&session, room, publishers[j].feed).await?;
+        let new_feeds: Vec<u64> = publishers[before..].iter().map(|p| p.feed).collect();
+        // Existing listeners add the newcomers.
+        for (handle, transport) in listeners.iter_mut() {
+            janus::subscribe_more(handle, transport, room, &new_feeds).await?;
+        }
+        // Newcomers subscribe to everyone else.
+        for i in before..n {
+            let feeds: Vec<u64> = publishers
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, p)| p.feed)
+                .collect();
+            let (handle, transport, packets) =
+                janus::subscribe_many(&session, room, &feeds).await?;
             meter_mixed(&meter, packets);
-            subscriptions.push((handle, transport));
+            listeners.push((handle, transport));
         }
         wait_consumers(&meter, n * (n - 1), Duration::from_secs(60)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -424,35 +473,29 @@ async fn janus_audio_room_steps(janus: &Janus, args: &TargetArgs, steps: &[usize
             break;
         }
     }
-    for (_, t) in &subscriptions {
+    for (_, t) in &listeners {
         t.close();
     }
     session.close();
     Ok(out)
 }
 
-/// The k-th ordered pair (listener, speaker) of distinct peers, in an order that only grows:
-/// all pairs among the first n peers come before any pair involving peer n.
-fn pair(k: usize) -> (usize, usize) {
-    // Peer m adds 2m pairs: (m, 0..m) and (0..m, m).
-    let mut m = 1;
-    let mut base = 0;
-    while base + 2 * m <= k {
-        base += 2 * m;
-        m += 1;
-    }
-    let r = k - base;
-    if r < m { (m, r) } else { (r - m, m) }
-}
-
 fn print_ratio(metric: &str, sluice: Option<f64>, janus: Option<f64>) {
     match (sluice, janus) {
-        (Some(s), Some(j)) if j != 0.0 => println!("{metric:>28}: sluice {s:>10.1}  janus {j:>10.1}  sluice/janus {:.2}", s / j),
+        (Some(s), Some(j)) if j != 0.0 => println!(
+            "{metric:>28}: sluice {s:>10.1}  janus {j:>10.1}  sluice/janus {:.2}",
+            s / j
+        ),
         _ => println!("{metric:>28}: sluice {sluice:?}  janus {janus:?}"),
     }
 }
 
-fn compare_steps(scenario: &str, what: &str, sluice: &[(usize, Step)], janus: &[(usize, Step)]) -> serde_json::Value {
+fn compare_steps(
+    scenario: &str,
+    what: &str,
+    sluice: &[(usize, Step)],
+    janus: &[(usize, Step)],
+) -> serde_json::Value {
     let s = summary(scenario, "sluice", what, sluice);
     let j = summary(scenario, "janus", what, janus);
     if let Some(s) = &s {
@@ -464,7 +507,13 @@ fn compare_steps(scenario: &str, what: &str, sluice: &[(usize, Step)], janus: &[
     let get = |v: &Option<serde_json::Value>, k: &str| v.as_ref().and_then(|v| v[k].as_f64());
     println!("{scenario}: sluice vs Janus");
     let mut ratios = serde_json::Map::new();
-    for k in ["out_pps_per_core", "cpu_ns_per_out_packet", "p50_us", "p99_us", what] {
+    for k in [
+        "out_pps_per_core",
+        "cpu_ns_per_out_packet",
+        "p50_us",
+        "p99_us",
+        what,
+    ] {
         let (a, b) = (get(&s, k), get(&j, k));
         print_ratio(k, a, b);
         if let (Some(a), Some(b)) = (a, b)
@@ -474,10 +523,22 @@ fn compare_steps(scenario: &str, what: &str, sluice: &[(usize, Step)], janus: &[
         }
     }
     // The same load on both: CPU per packet at the largest step both served.
-    if let Some((n, ss)) = sluice.iter().rev().find(|(n, st)| !saturated(st) && janus.iter().any(|(m, jt)| m == n && !saturated(jt))) {
+    if let Some((n, ss)) = sluice
+        .iter()
+        .rev()
+        .find(|(n, st)| !saturated(st) && janus.iter().any(|(m, jt)| m == n && !saturated(jt)))
+    {
         if let Some((_, js)) = janus.iter().find(|(m, _)| m == n) {
-            print_ratio(&format!("cpu ns/pkt at {what} = {n}"), ss.cpu_ns_per_packet(), js.cpu_ns_per_packet());
-            print_ratio(&format!("p99 µs at {what} = {n}"), Some(f64::from(ss.window.p99_us)), Some(f64::from(js.window.p99_us)));
+            print_ratio(
+                &format!("cpu ns/pkt at {what} = {n}"),
+                ss.cpu_ns_per_packet(),
+                js.cpu_ns_per_packet(),
+            );
+            print_ratio(
+                &format!("p99 µs at {what} = {n}"),
+                Some(f64::from(ss.window.p99_us)),
+                Some(f64::from(js.window.p99_us)),
+            );
         }
     }
     json!({"scenario": scenario, "sfu": "sluice/janus", "ratios": ratios})
