@@ -16,6 +16,10 @@ use crate::layers::{LAYER_INACTIVE_AFTER, LayerStatus, RateCalculator};
 use crate::worker::{Command, Key, Worker};
 
 /// Default least time between two keyframe requests sent to one producer stream.
+/// Bytes a forwarded RTP packet carries besides its payload: an RTP header with a few extensions
+/// (≈32), the SRTP authentication tag (10), UDP (8) and IPv4 (20).
+pub const WIRE_OVERHEAD_BYTES: usize = 70;
+
 pub const DEFAULT_KEY_FRAME_REQUEST_DELAY: Duration = Duration::from_millis(500);
 
 /// mediasoup's producer types.
@@ -332,11 +336,14 @@ impl ProducerState {
         }
     }
 
+    /// Counts one received packet of `bytes` payload bytes. The layer's bitrate is measured on
+    /// the wire (payload plus [`WIRE_OVERHEAD_BYTES`]), as bandwidth estimates and str0m's pacer
+    /// count it: for small audio packets the headers are nearly half of what is sent.
     pub fn on_packet(&mut self, layer: usize, bytes: usize, now: Instant) {
         if let Some(l) = self.layers.get_mut(layer) {
             l.packets += 1;
             l.bytes += bytes as u64;
-            l.rate.add(bytes, now);
+            l.rate.add(bytes + WIRE_OVERHEAD_BYTES, now);
             l.last_packet_at = Some(now);
             l.stalled = false;
             if l.score == 0 {

@@ -550,6 +550,13 @@ async fn run(mut state: WorkerState, socket: UdpSocket, mut rx: mpsc::UnboundedR
             _ = tick.tick() => state.on_tick(Instant::now(), &socket),
         }
         state.usage.wakeups += 1;
+        // Expired timers run after every wake-up, not only when the sleep branch wins: under
+        // load the socket is always readable and the biased select would starve them (str0m
+        // releases paced media and sends feedback only on timeouts).
+        let now = Instant::now();
+        if state.next_deadline().is_some_and(|d| d <= now) {
+            state.on_timeout(now, &socket);
+        }
         state.flush(&socket);
     }
 }

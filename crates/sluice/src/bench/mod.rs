@@ -39,6 +39,9 @@ pub struct TargetArgs {
     /// Run the spawned sluice with `rtc.bandwidth_estimation = false`.
     #[arg(long, global = true)]
     pub no_bwe: bool,
+    /// The spawned server's log filter (its log goes to stderr).
+    #[arg(long, global = true, default_value = "error")]
+    pub server_log: String,
     /// Seconds measured per step.
     #[arg(long, global = true, default_value_t = 5)]
     pub seconds: u64,

@@ -63,9 +63,9 @@ impl Target {
                 "0",
                 "--workers",
                 "1",
-                "--log",
-                "error",
             ])
+            .arg("--log")
+            .arg(&args.server_log)
             .env_remove("SLUICE_AUTH_SECRET")
             .env_remove("SLUICE_CONFIG")
             .stdout(Stdio::piped())
