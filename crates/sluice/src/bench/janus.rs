@@ -246,10 +246,7 @@ async fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> any
     } else {
         body.to_owned()
     };
-    Ok(
-        serde_json::from_str(body.trim())
-            .with_context(|| format!("bad JSON from Janus: {body}"))?,
-    )
+    serde_json::from_str(body.trim()).with_context(|| format!("bad JSON from Janus: {body}"))
 }
 
 /// Decodes an HTTP/1.1 chunked body.
