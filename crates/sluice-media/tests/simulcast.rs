@@ -1,5 +1,5 @@
-//! Simulcast: layer switches by preference, by the bandwidth estimate and when a layer stops,
-//! and what the consumer receives stays one decodable stream.
+//! Simulcast: layer switches by preference, by the bandwidth estimate (growing, and falling when
+//! the downlink narrows) and when a layer stops, and what the consumer receives stays decodable.
 
 #![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use sluice_client::media::{vp8_fields, vp8_stamp};
-use sluice_client::{ClientNumbering, ReceivedRtp, SourceConfig};
+use sluice_client::{ClientNumbering, LossyRelay, ReceivedRtp, SourceConfig};
 use sluice_media::{ConsumerLayers, MediaEvent};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -119,5 +119,39 @@ async fn simulcast_consumer_follows_bandwidth_preference_and_live_layers_and_sta
         }
     }
     assert!(changes >= 4, "layer changes reported: {changes}");
+    worker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_consumer_drops_a_layer_when_its_downlink_narrows_and_comes_back_when_it_widens()
+{
+    let (worker, router) = worker_and_router().await;
+    let down = LossyRelay::start(worker.local_addr(), 0.0, 7)
+        .await
+        .unwrap();
+    let publisher = connect(&router, ClientNumbering::chromium(), None).await;
+    let receiver = connect_receiver(&router, Some(down.addr())).await;
+    let video = produce(&publisher, SourceConfig::simulcast_video()).await;
+    let (_consumer, mut rx) = consume(&receiver, &router, &video).await;
+    let mut all = Vec::new();
+    wait_for_layer(&mut rx, 2, Duration::from_secs(20), &mut all).await;
+
+    // The layers send ≈260 / 510 / 1030 kbit/s on the wire; the link now carries 400 kbit/s.
+    down.set_rate_to_client(Some(50_000));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = layers_seen(&mut rx, Duration::from_millis(500), &mut all).await;
+        if !seen.is_empty() && seen.iter().all(|&l| l < 2) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still receiving layers {seen:?} through a 400 kbit/s link"
+        );
+    }
+
+    // The link widens again: the estimate grows back and so does the layer.
+    down.set_rate_to_client(None);
+    wait_for_layer(&mut rx, 2, Duration::from_secs(30), &mut all).await;
     worker.close().await;
 }
