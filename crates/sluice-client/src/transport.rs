@@ -221,6 +221,10 @@ enum Cmd {
     RequestKeyframe {
         mid: String,
     },
+    RequestRemb {
+        mid: String,
+        bps: u64,
+    },
     SetSending {
         mid: String,
         sending: bool,
@@ -468,6 +472,15 @@ impl ClientTransport {
     /// Sends a PLI for the consumer with this mid.
     pub fn request_keyframe(&self, mid: &str) {
         let _ = self.commands.send(Cmd::RequestKeyframe { mid: mid.into() });
+    }
+
+    /// Sends a REMB (receiver-estimated maximum bitrate) for the consumer with this mid, as a
+    /// browser does when it estimates bandwidth on the receiving side (abs-send-time).
+    pub fn request_remb(&self, mid: &str, bps: u64) {
+        let _ = self.commands.send(Cmd::RequestRemb {
+            mid: mid.into(),
+            bps,
+        });
     }
 
     /// Stops or restarts a producer's packets (what a browser does on pause).
@@ -727,6 +740,13 @@ impl Driver {
                 let mut api = self.rtc.direct_api();
                 if let Some(s) = api.stream_rx_by_mid(mid, None) {
                     s.request_keyframe(KeyframeRequestKind::Pli);
+                }
+            }
+            Cmd::RequestRemb { mid, bps } => {
+                let mid = Mid::from(mid.as_str());
+                let mut api = self.rtc.direct_api();
+                if let Some(s) = api.stream_rx_by_mid(mid, None) {
+                    s.request_remb(str0m::bwe::Bitrate::bps(bps));
                 }
             }
             Cmd::SetSending { mid, sending } => {

@@ -42,7 +42,8 @@ pub use producer::{Producer, ProducerOptions, ProducerStat, ProducerType};
 pub use router::{Router, RouterDump};
 pub use sluice_ortc as ortc;
 pub use webrtc_transport::{
-    DtlsState, IceState, SctpState, TransportStat, WebRtcTransport, WebRtcTransportOptions,
+    BandwidthEstimation, DtlsState, IceState, SctpState, TransportStat, WebRtcTransport,
+    WebRtcTransportOptions,
 };
 pub use worker::{ResourceUsage, Worker, WorkerDump, WorkerSettings};
 

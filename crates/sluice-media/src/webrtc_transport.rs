@@ -41,6 +41,21 @@ pub const INITIAL_AVAILABLE_OUTGOING_BITRATE: u64 = 600_000;
 /// our own password only, so the client's is never used; mediasoup signaling does not carry it.
 const REMOTE_ICE_PASSWORD: &str = "sluiceremoteicepasswordunused";
 
+/// How a transport estimates its egress bandwidth, from which its consumers' simulcast layers
+/// are picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BandwidthEstimation {
+    /// Send side: the client's transport-wide congestion feedback feeds str0m's estimator, which
+    /// paces what we send and probes for more.
+    #[default]
+    Twcc,
+    /// Receive side: the client's REMB reports (consumers negotiate `goog-remb` with
+    /// abs-send-time instead of `transport-cc`). No pacing or probing: cheaper per packet.
+    Remb,
+    /// None: layers follow preferences and live layers only.
+    Off,
+}
+
 /// Options of a new WebRTC transport.
 #[derive(Debug, Clone)]
 pub struct WebRtcTransportOptions {
@@ -50,8 +65,8 @@ pub struct WebRtcTransportOptions {
     pub num_sctp_streams: NumSctpStreams,
     /// Largest SCTP message accepted and announced.
     pub max_sctp_message_size: u32,
-    /// Estimate the egress bandwidth (TWCC) and use it to pick simulcast layers.
-    pub enable_bwe: bool,
+    /// How the egress bandwidth is estimated (simulcast layers are picked from it).
+    pub bandwidth_estimation: BandwidthEstimation,
     pub initial_available_outgoing_bitrate: u64,
     /// Where the transport's events go.
     pub events: Option<EventSender>,
@@ -63,7 +78,7 @@ impl Default for WebRtcTransportOptions {
             enable_sctp: true,
             num_sctp_streams: NumSctpStreams::default(),
             max_sctp_message_size: MAX_SCTP_MESSAGE_SIZE,
-            enable_bwe: true,
+            bandwidth_estimation: BandwidthEstimation::default(),
             initial_available_outgoing_bitrate: INITIAL_AVAILABLE_OUTGOING_BITRATE,
             events: None,
         }
@@ -406,6 +421,7 @@ pub(crate) struct TransportState {
     pub data_producers: Vec<Key>,
     pub data_consumers: Vec<Key>,
     pub data_by_channel: HashMap<str0m::channel::ChannelId, crate::worker::DataOwner>,
+    pub bandwidth_estimation: BandwidthEstimation,
     pub available_bitrate: Option<u64>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
@@ -433,7 +449,7 @@ impl TransportState {
             .set_dtls_cert(cert.clone())
             .set_sctp_max_message_size(options.max_sctp_message_size)
             .set_stats_interval(Some(Duration::from_secs(1)));
-        if options.enable_bwe {
+        if options.bandwidth_estimation == BandwidthEstimation::Twcc {
             config = config.enable_bwe(Some(Bitrate::bps(
                 options.initial_available_outgoing_bitrate,
             )));
@@ -507,8 +523,8 @@ impl TransportState {
             data_producers: Vec::new(),
             data_consumers: Vec::new(),
             data_by_channel: HashMap::new(),
-            available_bitrate: options
-                .enable_bwe
+            bandwidth_estimation: options.bandwidth_estimation,
+            available_bitrate: (options.bandwidth_estimation != BandwidthEstimation::Off)
                 .then_some(options.initial_available_outgoing_bitrate),
             bytes_received: 0,
             bytes_sent: 0,

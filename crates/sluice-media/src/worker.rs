@@ -22,6 +22,7 @@ use serde::Serialize;
 use sluice_ortc::{
     DtlsParameters, IceParameters, MediaKind, RtpCapabilities, RtpCodecCapability, SsrcGenerator,
 };
+use str0m::bwe::BweKind;
 use str0m::media::{KeyframeRequestKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
@@ -49,8 +50,8 @@ use crate::payload;
 use crate::producer::{ProducerSpec, ProducerStat, ProducerState, score_from_loss};
 use crate::router::{Router, RouterDump, RouterState, router_capabilities};
 use crate::webrtc_transport::{
-    DtlsState, MediaLine, MediaOwner, SctpState, TransportCreated, TransportStat, TransportState,
-    WebRtcTransportOptions,
+    BandwidthEstimation, DtlsState, MediaLine, MediaOwner, SctpState, TransportCreated,
+    TransportStat, TransportState, WebRtcTransportOptions,
 };
 
 /// Worker-local key of a transport, producer or consumer.
@@ -1176,10 +1177,22 @@ impl WorkerState {
                 "the device cannot receive any of the producer's codecs".into(),
             ));
         }
+        // With REMB the device must not be offered transport-wide sequence numbers: a browser
+        // that has them estimates on the send side and sends no REMB.
+        let remb_caps;
+        let caps = if t.bandwidth_estimation == BandwidthEstimation::Remb {
+            let mut c = options.rtp_capabilities.clone();
+            c.header_extensions
+                .retain(|e| e.uri != sluice_ortc::supported::TRANSPORT_WIDE_CC_URI);
+            remb_caps = c;
+            &remb_caps
+        } else {
+            &options.rtp_capabilities
+        };
         let ssrcs = &mut self.ssrcs;
         let mut params = sluice_ortc::get_consumer_rtp_parameters(
             &producer.consumable,
-            &options.rtp_capabilities,
+            caps,
             false,
             &mut || ssrcs.next_ssrc(),
         )
@@ -2214,7 +2227,7 @@ impl WorkerState {
         let Some(t) = self.transports.get(&tkey) else {
             return;
         };
-        if t.available_bitrate.is_none() || t.consumers.is_empty() {
+        if t.bandwidth_estimation != BandwidthEstimation::Twcc || t.consumers.is_empty() {
             return;
         }
         let (mut current, mut desired) = (0u64, 0u64);
@@ -2409,9 +2422,15 @@ impl WorkerState {
                     self.update_layers(ckey, now);
                 }
             }
-            Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
+            Event::EgressBitrateEstimate(kind) => {
                 let t = self.transports.get_mut(&key)?;
-                let bps = estimate.as_u64();
+                let bps = match (kind, t.bandwidth_estimation) {
+                    (BweKind::Twcc { estimate, .. }, BandwidthEstimation::Twcc)
+                    | (BweKind::Remb { estimate, .. }, BandwidthEstimation::Remb) => {
+                        estimate.as_u64()
+                    }
+                    _ => return None,
+                };
                 t.available_bitrate = Some(bps);
                 t.emit(MediaEvent::BandwidthEstimate {
                     transport_id: t.id.clone(),

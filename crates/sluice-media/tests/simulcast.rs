@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use sluice_client::media::{vp8_fields, vp8_stamp};
 use sluice_client::{ClientNumbering, LossyRelay, ReceivedRtp, SourceConfig};
-use sluice_media::{ConsumerLayers, MediaEvent};
+use sluice_media::{BandwidthEstimation, ConsumerLayers, MediaEvent, WebRtcTransportOptions};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// The simulcast layer of the packets received in the next `window`.
@@ -153,5 +153,60 @@ async fn simulcast_consumer_drops_a_layer_when_its_downlink_narrows_and_comes_ba
     // The link widens again: the estimate grows back and so does the layer.
     down.set_rate_to_client(None);
     wait_for_layer(&mut rx, 2, Duration::from_secs(30), &mut all).await;
+    worker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_remb_the_receivers_reports_pick_the_simulcast_layer() {
+    let (worker, router) = worker_and_router().await;
+    let publisher = connect(&router, ClientNumbering::chromium(), None).await;
+    let receiver = connect_with(
+        &router,
+        ClientNumbering::from_router(router.rtp_capabilities()),
+        None,
+        WebRtcTransportOptions {
+            bandwidth_estimation: BandwidthEstimation::Remb,
+            ..Default::default()
+        },
+    )
+    .await;
+    let video = produce(&publisher, SourceConfig::simulcast_video()).await;
+    let (consumer, mut rx) = consume(&receiver, &router, &video).await;
+
+    // The consumer negotiates receive-side estimation: goog-remb and abs-send-time, no
+    // transport-wide sequence numbers (a browser given those would send no REMB).
+    let params = consumer.rtp_parameters();
+    let feedback: Vec<&str> = params.codecs[0]
+        .rtcp_feedback
+        .iter()
+        .map(|f| f.r#type.as_str())
+        .collect();
+    assert!(feedback.contains(&"goog-remb"), "{feedback:?}");
+    assert!(!feedback.contains(&"transport-cc"), "{feedback:?}");
+    let uris: Vec<&str> = params
+        .header_extensions
+        .iter()
+        .map(|e| e.uri.as_str())
+        .collect();
+    assert!(uris.contains(&sluice_media::ortc::supported::ABS_SEND_TIME_URI));
+    assert!(!uris.contains(&sluice_media::ortc::supported::TRANSPORT_WIDE_CC_URI));
+
+    // Until a report arrives the initial estimate (600 kbit/s) holds: below the top layer.
+    let mut all = Vec::new();
+    let early = layers_seen(&mut rx, Duration::from_secs(2), &mut all).await;
+    assert!(
+        !early.is_empty() && early.iter().all(|&l| l < 2),
+        "{early:?}"
+    );
+
+    // The receiver reports 5 Mbit/s: the top layer; then 300 kbit/s: the lowest.
+    let mid = params.mid.clone().unwrap();
+    let remb = |bps: u64| receiver.client.request_remb(&mid, bps);
+    remb(5_000_000);
+    wait_for_layer(&mut rx, 2, Duration::from_secs(5), &mut all).await;
+    remb(300_000);
+    wait_for_layer(&mut rx, 0, Duration::from_secs(5), &mut all).await;
+    remb(5_000_000);
+    wait_for_layer(&mut rx, 2, Duration::from_secs(5), &mut all).await;
     worker.close().await;
 }

@@ -158,9 +158,30 @@ pub struct RtcConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced_ip: Option<IpAddr>,
     pub port: u16,
-    /// Estimate each transport's egress bandwidth (TWCC) to pick simulcast layers; costs some
-    /// CPU per packet (str0m's pacer).
-    pub bandwidth_estimation: bool,
+    /// How each transport estimates its egress bandwidth, from which simulcast layers are picked.
+    pub bandwidth_estimation: BandwidthEstimationMode,
+}
+
+/// `rtc.bandwidth_estimation`: `"twcc"`, `"remb"` or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BandwidthEstimationMode {
+    /// Send side (transport-wide congestion control), with str0m's pacer and probing.
+    Twcc,
+    /// The receiving browser's REMB reports: no pacing, cheaper per packet.
+    Remb,
+    /// None: layers follow preferences and live layers only.
+    Off,
+}
+
+impl From<BandwidthEstimationMode> for sluice_media::BandwidthEstimation {
+    fn from(mode: BandwidthEstimationMode) -> Self {
+        match mode {
+            BandwidthEstimationMode::Twcc => sluice_media::BandwidthEstimation::Twcc,
+            BandwidthEstimationMode::Remb => sluice_media::BandwidthEstimation::Remb,
+            BandwidthEstimationMode::Off => sluice_media::BandwidthEstimation::Off,
+        }
+    }
 }
 
 /// Token verification and minting.
@@ -668,6 +689,28 @@ mod tests {
             matches!(&err, ConfigError::BadValue { key, .. } if key == "rtc.port"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bandwidth_estimation_is_one_of_three_modes_and_defaults_to_twcc() {
+        assert_eq!(
+            load("").unwrap().rtc.bandwidth_estimation,
+            BandwidthEstimationMode::Twcc
+        );
+        for (text, mode) in [
+            ("remb", BandwidthEstimationMode::Remb),
+            ("off", BandwidthEstimationMode::Off),
+        ] {
+            let c = load(&format!("[rtc]\nbandwidth_estimation = \"{text}\"\n")).unwrap();
+            assert_eq!(c.rtc.bandwidth_estimation, mode);
+        }
+        for bad in ["true", "\"gcc\""] {
+            let err = load(&format!("[rtc]\nbandwidth_estimation = {bad}\n")).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::BadValue { key, .. } if key == "rtc.bandwidth_estimation"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -181,7 +181,7 @@ async fn handle_request(
                         mis: streams.mis.clamp(1, 65535),
                     },
                     events: Some(peer.events.clone()),
-                    enable_bwe: instance.config.rtc.bandwidth_estimation,
+                    bandwidth_estimation: instance.config.rtc.bandwidth_estimation.into(),
                     ..Default::default()
                 })
                 .await?;

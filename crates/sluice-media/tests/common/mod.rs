@@ -55,11 +55,21 @@ pub async fn connect(
     numbering: ClientNumbering,
     relay: Option<std::net::SocketAddr>,
 ) -> Peer {
+    connect_with(router, numbering, relay, WebRtcTransportOptions::default()).await
+}
+
+/// [`connect`] to a transport created with `options` (its `events` are the peer's).
+pub async fn connect_with(
+    router: &Router,
+    numbering: ClientNumbering,
+    relay: Option<std::net::SocketAddr>,
+    options: WebRtcTransportOptions,
+) -> Peer {
     let (tx, events) = mpsc::unbounded_channel();
     let server = router
         .create_webrtc_transport(WebRtcTransportOptions {
             events: Some(tx),
-            ..Default::default()
+            ..options
         })
         .await
         .expect("transport is created");

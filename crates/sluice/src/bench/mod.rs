@@ -36,7 +36,11 @@ pub struct TargetArgs {
     /// The CPU this generator runs on.
     #[arg(long, global = true, default_value_t = 1)]
     pub client_cpu: usize,
-    /// Run the spawned sluice with `rtc.bandwidth_estimation = false`.
+    /// The spawned sluice's `rtc.bandwidth_estimation` (the synthetic clients send TWCC feedback
+    /// but no REMB, so with `remb` the estimate stays at its initial value).
+    #[arg(long, global = true, default_value = "twcc", value_parser = ["twcc", "remb", "off"])]
+    pub bwe: String,
+    /// Same as `--bwe off`.
     #[arg(long, global = true)]
     pub no_bwe: bool,
     /// The spawned server's log filter (its log goes to stderr).

@@ -43,8 +43,12 @@ impl Target {
         std::fs::write(
             &config,
             format!(
-                "[limits]\npeers_per_room = 100000\nconsumers_per_peer = 100000\nrequests_per_second = 100000\n[rtc]\nbandwidth_estimation = {}\n",
-                !args.no_bwe
+                "[limits]\npeers_per_room = 100000\nconsumers_per_peer = 100000\nrequests_per_second = 100000\n[rtc]\nbandwidth_estimation = \"{}\"\n",
+                if args.no_bwe {
+                    "off"
+                } else {
+                    args.bwe.as_str()
+                }
             ),
         )?;
         let mut child = Command::new("taskset")
