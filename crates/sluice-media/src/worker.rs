@@ -2431,6 +2431,7 @@ impl WorkerState {
                     }
                     _ => return None,
                 };
+                tracing::trace!(transport = %t.id, bps, "egress bandwidth estimate");
                 t.available_bitrate = Some(bps);
                 t.emit(MediaEvent::BandwidthEstimate {
                     transport_id: t.id.clone(),
