@@ -34,6 +34,9 @@ use crate::store::Action;
 /// Frames waiting to be written to one peer; a peer that lets this fill up is closed.
 const OUTBOUND_CAPACITY: usize = 4096;
 
+/// How long a closed peer's socket is read for the client's answering close frame.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Close codes of our own (4000–4999 are the application's).
 pub const CLOSE_REPLACED: u16 = 4000;
 pub const CLOSE_TIMEOUT: u16 = 4001;
@@ -334,6 +337,19 @@ pub async fn run(
     if let Some((code, reason)) = close {
         tracing::info!(room = %room.id, peer = %peer.id, code, %reason, "closing peer");
         let _ = peer.out.try_send(Outbound::Close(code, reason));
+        // The closing handshake: read and discard until the client answers our close (or
+        // a deadline), so the connection ends with FIN. Dropping it with unread frames would
+        // reset it, and a reset can destroy our close frame before the client reads it.
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                while let Some(Ok(frame)) = ws_rx.next().await {
+                    if matches!(frame, WsMessage::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
     }
     // Fail what waits for this peer's answers.
     if let Ok(mut pending) = peer.pending.lock() {
