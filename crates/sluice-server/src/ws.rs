@@ -82,8 +82,15 @@ pub async fn upgrade(
         // make the read fail, which closes the socket the same way.
         .max_message_size(max.saturating_mul(4))
         .max_frame_size(max.saturating_mul(4))
+        // Signaling messages are a few KiB; the 128 KiB default read buffer, allocated per
+        // peer, was most of what an idle peer cost. Larger messages still arrive (the buffer
+        // grows up to the message limit).
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
         .on_upgrade(move |socket| crate::peer::run(instance, socket, room_id, peer_id, grants))
 }
+
+/// Initial read buffer of a peer's WebSocket.
+const WS_READ_BUFFER_BYTES: usize = 8 * 1024;
 
 async fn authorize(
     instance: &Arc<Instance>,

@@ -795,6 +795,20 @@ pub async fn memory(target: &Target, peers: usize) -> anyhow::Result<()> {
     let warm = target.session(&room, "warm", true).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base = rss()?;
+    // Peers joined over signaling only: what a peer costs before any transport.
+    let mut lobby = Vec::new();
+    for i in 0..peers {
+        lobby.push(target.signaling_peer(&room, &format!("lobby-{i}")).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let joined = rss()?;
+    let per_peer = (joined.saturating_sub(base)) as f64 / peers as f64;
+    println!(
+        "memory: {peers} peers joined, no transports: RSS {} → {} KiB: {:.1} KiB per peer (signaling)",
+        base / 1024,
+        joined / 1024,
+        per_peer / 1024.0
+    );
     let mut sessions = Vec::new();
     let mut events = Vec::new();
     for i in 0..peers {
@@ -804,10 +818,12 @@ pub async fn memory(target: &Target, peers: usize) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss()?;
-    let per_transport = (idle.saturating_sub(base)) as f64 / (2 * peers) as f64;
+    // Each of these peers also costs a signaling peer; the rest is its two transports.
+    let per_transport = (idle.saturating_sub(joined) as f64 - per_peer * peers as f64).max(0.0)
+        / (2 * peers) as f64;
     println!(
-        "memory: {peers} peers, 2 idle transports each: RSS {} → {} KiB: {:.1} KiB per idle transport",
-        base / 1024,
+        "memory: {peers} more peers with 2 idle transports each: RSS {} → {} KiB: {:.1} KiB per idle transport (beyond its peer)",
+        joined / 1024,
         idle / 1024,
         per_transport / 1024.0
     );
@@ -840,10 +856,12 @@ pub async fn memory(target: &Target, peers: usize) -> anyhow::Result<()> {
         "{}",
         json!({
             "scenario": "memory", "sfu": "sluice", "peers": peers,
+            "bytes_per_signaling_peer": per_peer.round(),
             "bytes_per_idle_transport": per_transport.round(),
             "bytes_per_video_consumer": per_consumer.round(),
         })
     );
     drop(warm);
+    drop(lobby);
     Ok(())
 }

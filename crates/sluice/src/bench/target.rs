@@ -128,6 +128,26 @@ impl Target {
         Ok(Session::join(signaling, options).await?)
     }
 
+    /// A peer that joins `room` over signaling only (no transports), as a lobby player would.
+    pub async fn signaling_peer(&self, room: &str, peer: &str) -> anyhow::Result<SignalingClient> {
+        let token = self.token(room, peer).await?;
+        let signaling = SignalingClient::connect(&ws_url(&self.base, room, peer, &token)).await?;
+        let caps = signaling
+            .request_raw("getRouterRtpCapabilities", serde_json::json!({}))
+            .await?;
+        signaling
+            .request_raw(
+                "join",
+                serde_json::json!({
+                    "displayName": peer,
+                    "device": { "name": "sluice-bench" },
+                    "rtpCapabilities": caps,
+                }),
+            )
+            .await?;
+        Ok(signaling)
+    }
+
     fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
