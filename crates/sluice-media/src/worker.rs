@@ -508,16 +508,11 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 async fn run(mut state: WorkerState, socket: UdpSocket, mut rx: mpsc::UnboundedReceiver<Command>) {
     let mut buf = vec![0u8; 2048];
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut next_tick = Instant::now() + TICK;
     loop {
-        let deadline = state.next_deadline();
-        let sleep = async move {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                None => std::future::pending::<()>().await,
-            }
-        };
+        let deadline = state
+            .next_deadline()
+            .map_or(next_tick, |d| d.min(next_tick));
         tokio::select! {
             biased;
             command = rx.recv() => match command {
@@ -547,16 +542,19 @@ async fn run(mut state: WorkerState, socket: UdpSocket, mut rx: mpsc::UnboundedR
                     }
                 }
             }
-            () = sleep => state.on_timeout(Instant::now(), &socket),
-            _ = tick.tick() => state.on_tick(Instant::now(), &socket),
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
         }
         state.usage.wakeups += 1;
-        // Expired timers run after every wake-up, not only when the sleep branch wins: under
-        // load the socket is always readable and the biased select would starve them (str0m
-        // releases paced media and sends feedback only on timeouts).
+        // Timers and the tick run after every wake-up, not only when the sleep branch wins:
+        // under load the socket is always readable and the biased select would starve them
+        // (str0m releases paced media and sends feedback only on timeouts).
         let now = Instant::now();
         if state.next_deadline().is_some_and(|d| d <= now) {
             state.on_timeout(now, &socket);
+        }
+        if now >= next_tick {
+            state.on_tick(now, &socket);
+            next_tick = now + TICK;
         }
         state.flush(&socket);
     }
