@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_media::DataMessage;
+use sluice_media::fingerprint::HashFunction;
 use sluice_media::ortc::{
     DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate, IceParameters, MediaKind,
     RtpEncodingParameters, RtpParameters, SctpParameters, SctpStreamParameters,
@@ -76,6 +77,9 @@ pub struct ClientTransportOptions {
     pub remote_override: Option<SocketAddr>,
     pub bind_ip: IpAddr,
     pub enable_sctp: bool,
+    /// The hash function of the fingerprint announced in our DTLS parameters (browsers use
+    /// sha-256; pymediasoup with aiortc announces sha-512).
+    pub fingerprint_hash: HashFunction,
 }
 
 impl ClientTransportOptions {
@@ -85,6 +89,7 @@ impl ClientTransportOptions {
             remote_override: None,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             enable_sctp: true,
+            fingerprint_hash: HashFunction::Sha256,
         }
     }
 }
@@ -328,10 +333,16 @@ impl ClientTransport {
             .map_err(|e: String| ClientError::BadServerParameters(e))?;
 
         let now = Instant::now();
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| ClientError::Bind("cannot generate a DTLS certificate".into()))?;
+        let announced = options.fingerprint_hash.digest(&cert.certificate);
         let mut rtc =
             sluice_media::numbering::rtc_config_for_router(options.numbering.capabilities())
                 .set_rtp_mode(true)
                 .set_stats_interval(Some(Duration::from_secs(1)))
+                .set_dtls_cert(cert)
                 .build(now);
         let local =
             Candidate::host(local_addr, "udp").map_err(|e| ClientError::Bind(e.to_string()))?;
@@ -348,13 +359,11 @@ impl ClientTransport {
         api.set_ice_controlling(true);
         // Transport-wide congestion feedback lets the server estimate its bandwidth toward us.
         api.enable_twcc_feedback();
-        let local_fp = api.local_dtls_fingerprint().clone();
         let dtls_parameters = DtlsParameters {
             role: Some(DtlsRole::Client),
             fingerprints: vec![DtlsFingerprint {
-                algorithm: local_fp.hash_func.clone(),
-                value: local_fp
-                    .bytes
+                algorithm: options.fingerprint_hash.name().to_owned(),
+                value: announced
                     .iter()
                     .map(|b| format!("{b:02X}"))
                     .collect::<Vec<_>>()

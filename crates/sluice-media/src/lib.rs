@@ -20,6 +20,7 @@ pub mod demux;
 pub mod direct_transport;
 pub mod error;
 pub mod events;
+pub mod fingerprint;
 pub mod forwarder;
 pub mod layers;
 pub mod numbering;

@@ -24,6 +24,7 @@ use str0m::{Candidate, IceConnectionState, IceCreds, Rtc};
 use crate::consumer::{Consumer, ConsumerOptions};
 use crate::error::MediaError;
 use crate::events::{EventSender, MediaEvent};
+use crate::fingerprint::{ExpectedFingerprint, HashFunction, PeerCertificateCapture};
 use crate::numbering::{self, OfferSession, OfferedMedia};
 use crate::producer::{Producer, ProducerOptions, ProducerSpec, ProducerType};
 use crate::worker::{Command, Key, Worker};
@@ -400,6 +401,10 @@ pub(crate) struct TransportState {
     pub remote_setup: &'static str,
     /// `sha-256 AB:CD:…` of the client, once connected.
     pub remote_fingerprint: Option<String>,
+    /// The client's fingerprint the peer is checked against when DTLS connects.
+    pub expected_fingerprint: Option<ExpectedFingerprint>,
+    /// Reads the peer's certificate from the handshake when the fingerprint is not sha-256.
+    pub peer_certificate: Option<PeerCertificateCapture>,
     pub ice_state: IceState,
     pub dtls_state: DtlsState,
     pub sctp_state: Option<SctpState>,
@@ -448,7 +453,10 @@ impl TransportState {
             .set_local_ice_credentials(creds.clone())
             .set_dtls_cert(cert.clone())
             .set_sctp_max_message_size(options.max_sctp_message_size)
-            .set_stats_interval(Some(Duration::from_secs(1)));
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            // str0m checks only sha-256 and sha-1 fingerprints; the transport checks the peer
+            // itself when DTLS connects (`verify_peer`), whatever the hash function.
+            .set_fingerprint_verification(false);
         if options.bandwidth_estimation == BandwidthEstimation::Twcc {
             config = config.enable_bwe(Some(Bitrate::bps(
                 options.initial_available_outgoing_bitrate,
@@ -499,6 +507,8 @@ impl TransportState {
             dtls_started: false,
             remote_setup: "active",
             remote_fingerprint: None,
+            expected_fingerprint: None,
+            peer_certificate: None,
             ice_state: IceState::New,
             dtls_state: DtlsState::New,
             sctp_state: options.enable_sctp.then_some(SctpState::New),
@@ -548,27 +558,41 @@ impl TransportState {
     }
 
     /// Installs the client's fingerprint and starts DTLS in the role the client left us.
+    ///
+    /// Every hash function mediasoup accepts is accepted (sha-1, sha-224, sha-256, sha-384,
+    /// sha-512); the peer is verified when DTLS connects ([`crate::fingerprint`]).
     pub fn connect(&mut self, params: &DtlsParameters) -> Result<(), MediaError> {
         if self.dtls_started {
             return Err(MediaError::AlreadyConnected(self.id.clone()));
         }
-        let fingerprint = params
+        if params.fingerprints.is_empty() {
+            return Err(MediaError::InvalidDtlsParameters(
+                "no fingerprint".to_owned(),
+            ));
+        }
+        let expected = params
             .fingerprints
             .iter()
-            .find(|f| f.algorithm.eq_ignore_ascii_case("sha-256"))
-            .ok_or_else(|| {
-                MediaError::InvalidDtlsParameters("no sha-256 fingerprint".to_owned())
-            })?;
-        let text = format!("sha-256 {}", fingerprint.value.trim());
+            .map(|f| ExpectedFingerprint::parse(&f.algorithm, &f.value))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(MediaError::InvalidDtlsParameters)?;
+        // sha-256 when the client gave one: str0m then fingerprints the very certificate it used.
+        let chosen = expected
+            .iter()
+            .find(|f| f.hash == HashFunction::Sha256)
+            .or_else(|| expected.first())
+            .cloned()
+            .ok_or_else(|| MediaError::InvalidDtlsParameters("no fingerprint".to_owned()))?;
+        let text = chosen.to_sdp();
         let parsed: Fingerprint = text
             .parse()
             .map_err(|e: String| MediaError::InvalidDtlsParameters(e))?;
-        if parsed.bytes.len() != 32 {
-            return Err(MediaError::InvalidDtlsParameters(format!(
-                "a sha-256 fingerprint has 32 bytes, not {}",
-                parsed.bytes.len()
-            )));
+        // str0m fingerprints the handshake's certificate itself with sha-256 and sha-1; for
+        // the others the certificate is read from the handshake.
+        if !matches!(chosen.hash, HashFunction::Sha256 | HashFunction::Sha1) {
+            self.peer_certificate = Some(PeerCertificateCapture::default());
         }
+        self.expected_fingerprint = Some(chosen);
         // The client says which role it takes; we take the other. "auto" from a client (not
         // something mediasoup-client sends) leaves us the server, as our own "auto" implies.
         let active = matches!(params.role, Some(DtlsRole::Server));
@@ -586,6 +610,53 @@ impl TransportState {
         if self.enable_sctp {
             self.sctp_state = Some(SctpState::Connecting);
         }
+        Ok(())
+    }
+
+    /// Checks the certificate the DTLS handshake used against the client's fingerprint; called
+    /// when str0m reports DTLS connected, before anything else of the transport is polled.
+    pub fn verify_peer(&mut self) -> Result<(), String> {
+        let expected = self
+            .expected_fingerprint
+            .as_ref()
+            .ok_or("DTLS connected before connect()")?;
+        // str0m's fingerprint of the certificate the handshake used: with the client's hash
+        // function when str0m has it (sha-256, sha-1), else sha-256.
+        let used = self
+            .rtc
+            .direct_api()
+            .remote_dtls_fingerprint()
+            .and_then(|f| Some((HashFunction::parse(&f.hash_func)?, f.bytes.clone())))
+            .ok_or("DTLS connected without the peer's certificate")?;
+        if used.0 == expected.hash {
+            return if used.1 == expected.bytes {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the peer's certificate does not match its {} fingerprint",
+                    expected.hash.name()
+                ))
+            };
+        }
+        if used.0 != HashFunction::Sha256 {
+            return Err("DTLS connected without the peer's sha-256 fingerprint".into());
+        }
+        let used = used.1;
+        let der = self
+            .peer_certificate
+            .as_ref()
+            .and_then(PeerCertificateCapture::certificate)
+            .ok_or("the peer's certificate was not seen in the handshake")?;
+        if HashFunction::Sha256.digest(der) != used {
+            return Err("the certificate seen is not the one the handshake used".into());
+        }
+        if !expected.matches(der) {
+            return Err(format!(
+                "the peer's certificate does not match its {} fingerprint",
+                expected.hash.name()
+            ));
+        }
+        self.peer_certificate = None;
         Ok(())
     }
 

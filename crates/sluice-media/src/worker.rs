@@ -2116,6 +2116,11 @@ impl WorkerState {
         };
         t.bytes_received += data.len() as u64;
         t.packets_received += 1;
+        if let Some(capture) = t.peer_certificate.as_mut()
+            && kind == DatagramKind::Dtls
+        {
+            capture.on_datagram(data);
+        }
         let result = catch_unwind(AssertUnwindSafe(|| {
             t.rtc.handle_input(Input::Receive(now, receive))
         }));
@@ -2325,6 +2330,14 @@ impl WorkerState {
                                 Err(_) => usage.send_errors += 1,
                             }
                         }
+                        // The peer is checked before anything after the handshake is polled,
+                        // so nothing is sent to a peer that fails.
+                        Ok(Output::Event(Event::Connected)) => {
+                            if let Err(why) = t.verify_peer() {
+                                break Ok(Some(why));
+                            }
+                            events.push(Event::Connected);
+                        }
                         Ok(Output::Event(e)) => events.push(e),
                         // Written media leaves str0m only on a timeout: give it at once
                         // rather than through the timer (no wake-up, no timer latency).
@@ -2343,7 +2356,7 @@ impl WorkerState {
                                 t.next_timeout = Some(deadline);
                                 timers.insert((deadline, key));
                             }
-                            break Ok(());
+                            break Ok(None);
                         }
                         Err(e) => break Err(e),
                     }
@@ -2351,7 +2364,19 @@ impl WorkerState {
             }))
         };
         match result {
-            Ok(Ok(())) => {}
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(why))) => {
+                if let Some(t) = self.transports.get_mut(&key) {
+                    tracing::warn!(transport = %t.id, reason = %why, "DTLS peer refused");
+                    t.dtls_state = DtlsState::Failed;
+                    t.emit(MediaEvent::DtlsStateChange {
+                        transport_id: t.id.clone(),
+                        state: DtlsState::Failed,
+                    });
+                }
+                self.close_transport(key, CloseReason::DtlsFailed, socket);
+                return;
+            }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "transport output error; closing it");
                 self.close_transport(key, CloseReason::SessionError, socket);

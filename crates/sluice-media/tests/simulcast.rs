@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use sluice_client::media::{vp8_fields, vp8_stamp};
-use sluice_client::{ClientNumbering, LossyRelay, ReceivedRtp, SourceConfig};
+use sluice_client::{
+    ClientNumbering, ClientTransportOptions, LossyRelay, ReceivedRtp, SourceConfig,
+};
 use sluice_media::{BandwidthEstimation, ConsumerLayers, MediaEvent, WebRtcTransportOptions};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -162,8 +164,7 @@ async fn with_remb_the_receivers_reports_pick_the_simulcast_layer() {
     let publisher = connect(&router, ClientNumbering::chromium(), None).await;
     let receiver = connect_with(
         &router,
-        ClientNumbering::from_router(router.rtp_capabilities()),
-        None,
+        ClientTransportOptions::new(ClientNumbering::from_router(router.rtp_capabilities())),
         WebRtcTransportOptions {
             bandwidth_estimation: BandwidthEstimation::Remb,
             ..Default::default()

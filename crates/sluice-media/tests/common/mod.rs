@@ -55,29 +55,19 @@ pub async fn connect(
     numbering: ClientNumbering,
     relay: Option<std::net::SocketAddr>,
 ) -> Peer {
-    connect_with(router, numbering, relay, WebRtcTransportOptions::default()).await
+    let mut client = ClientTransportOptions::new(numbering);
+    client.remote_override = relay;
+    connect_with(router, client, WebRtcTransportOptions::default()).await
 }
 
-/// [`connect`] to a transport created with `options` (its `events` are the peer's).
+/// A client with `client` options connected to a transport created with `server` options (its
+/// `events` are the peer's).
 pub async fn connect_with(
     router: &Router,
-    numbering: ClientNumbering,
-    relay: Option<std::net::SocketAddr>,
-    options: WebRtcTransportOptions,
+    client: ClientTransportOptions,
+    server: WebRtcTransportOptions,
 ) -> Peer {
-    let (tx, events) = mpsc::unbounded_channel();
-    let server = router
-        .create_webrtc_transport(WebRtcTransportOptions {
-            events: Some(tx),
-            ..options
-        })
-        .await
-        .expect("transport is created");
-    let mut options = ClientTransportOptions::new(numbering);
-    options.remote_override = relay;
-    let client = ClientTransport::new(&ServerTransportInfo::from(&server), options)
-        .await
-        .expect("client binds");
+    let (server, client, events) = connect_unchecked(router, client, server).await;
     server
         .connect(client.dtls_parameters().clone())
         .await
@@ -92,6 +82,30 @@ pub async fn connect_with(
         client,
         events,
     }
+}
+
+/// A server transport and a client for it, neither connected nor started.
+pub async fn connect_unchecked(
+    router: &Router,
+    client: ClientTransportOptions,
+    server: WebRtcTransportOptions,
+) -> (
+    WebRtcTransport,
+    ClientTransport,
+    mpsc::UnboundedReceiver<MediaEvent>,
+) {
+    let (tx, events) = mpsc::unbounded_channel();
+    let server = router
+        .create_webrtc_transport(WebRtcTransportOptions {
+            events: Some(tx),
+            ..server
+        })
+        .await
+        .expect("transport is created");
+    let client = ClientTransport::new(&ServerTransportInfo::from(&server), client)
+        .await
+        .expect("client binds");
+    (server, client, events)
 }
 
 /// A receiving peer (router numbering).
