@@ -408,6 +408,7 @@ async fn on_text(
                 Ok(r) => r,
                 Err(e) => {
                     instance.metrics.request(&method, e.error_code().name());
+                    tracing::debug!(peer = %peer.id, %method, error = %e, "request refused");
                     peer.respond(Message::error(id, e.error_code(), e.to_string()));
                     return None;
                 }
@@ -421,6 +422,10 @@ async fn on_text(
                 }
                 Err(e) => {
                     instance.metrics.request(known, e.code.name());
+                    tracing::debug!(
+                        peer = %peer.id, method = known, code = e.code.name(), reason = %e.reason,
+                        "request refused"
+                    );
                     peer.respond(Message::error(id, e.code, e.reason));
                 }
             }
