@@ -6,14 +6,20 @@
 //!   uplink bandwidth; a consumer pinned to it would starve), and never above the preference;
 //! - without a bandwidth estimate, the highest such layer;
 //! - with one, the highest layer whose measured bitrate fits; going *up* needs
-//!   [`UPGRADE_HEADROOM`] above the layer's bitrate, so an estimate hovering at a layer's bitrate
-//!   does not flap; if none fits, the lowest live layer (something beats nothing);
+//!   [`UPGRADE_HEADROOM`] above the layer's bitrate and the current layer is kept down to
+//!   [`DOWNGRADE_TOLERANCE`] of it, so an estimate hovering at a layer's bitrate does not flap;
+//!   if none fits, the lowest live layer (something beats nothing);
 //! - if no layer at or below the preference is live, the lowest live layer above it.
 
 use std::time::{Duration, Instant};
 
 /// Going up a layer needs this much more bandwidth than the layer's bitrate.
 pub const UPGRADE_HEADROOM: f64 = 1.15;
+
+/// The current layer is kept while the estimate stays above this share of its bitrate: an
+/// estimate that wobbles around it (a keyframe in the measured bitrate, an estimator dip) does
+/// not make the consumer switch (each switch costs a keyframe).
+pub const DOWNGRADE_TOLERANCE: f64 = 0.9;
 
 /// A layer is live if it sent media within this long.
 pub const LAYER_INACTIVE_AFTER: Duration = Duration::from_millis(1500);
@@ -43,10 +49,10 @@ pub fn select_spatial_layer(
     };
     let fits = |i: usize| {
         let needed = layers[i].bitrate as f64;
-        let headroom = if current.is_some_and(|c| i <= c) {
-            1.0
-        } else {
-            UPGRADE_HEADROOM
+        let headroom = match current {
+            Some(c) if i == c => DOWNGRADE_TOLERANCE,
+            Some(c) if i < c => 1.0,
+            _ => UPGRADE_HEADROOM,
         };
         available as f64 >= needed * headroom
     };
@@ -158,6 +164,16 @@ mod tests {
             select_spatial_layer(&l, 2, Some(2), Some(1_500_000)),
             Some(2)
         );
+    }
+
+    #[test]
+    fn an_estimate_wobbling_just_below_the_current_layer_keeps_it() {
+        let l = layers(&[(true, 150_000), (true, 500_000), (true, 1_500_000)]);
+        // 95 % of the current layer's bitrate: kept; 85 %: down.
+        assert_eq!(select_spatial_layer(&l, 2, Some(1), Some(475_000)), Some(1));
+        assert_eq!(select_spatial_layer(&l, 2, Some(1), Some(425_000)), Some(0));
+        // The tolerance is for the current layer only: from layer 0, 475k is not enough for 1.
+        assert_eq!(select_spatial_layer(&l, 2, Some(0), Some(475_000)), Some(0));
     }
 
     #[test]
