@@ -434,6 +434,23 @@ pub(crate) struct TransportState {
     pub packets_sent: u64,
 }
 
+/// The estimation a transport of a router with these capabilities runs.
+///
+/// The estimate only picks video layers. A router without video codecs (a voice room) has none
+/// to pick, and its audio consumers carry no transport-wide-cc sequence numbers (for audio the
+/// extension is receive-only, as in mediasoup), so str0m's estimator would get no feedback while
+/// its pacer still took a timeout before and after every packet: such transports run without.
+pub(crate) fn effective_bandwidth_estimation(
+    caps: &RtpCapabilities,
+    configured: BandwidthEstimation,
+) -> BandwidthEstimation {
+    if caps.codecs.iter().any(|c| c.kind == MediaKind::Video) {
+        configured
+    } else {
+        BandwidthEstimation::Off
+    }
+}
+
 impl TransportState {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -457,7 +474,9 @@ impl TransportState {
             // str0m checks only sha-256 and sha-1 fingerprints; the transport checks the peer
             // itself when DTLS connects (`verify_peer`), whatever the hash function.
             .set_fingerprint_verification(false);
-        if options.bandwidth_estimation == BandwidthEstimation::Twcc {
+        let bandwidth_estimation =
+            effective_bandwidth_estimation(caps, options.bandwidth_estimation);
+        if bandwidth_estimation == BandwidthEstimation::Twcc {
             config = config.enable_bwe(Some(Bitrate::bps(
                 options.initial_available_outgoing_bitrate,
             )));
@@ -533,8 +552,8 @@ impl TransportState {
             data_producers: Vec::new(),
             data_consumers: Vec::new(),
             data_by_channel: HashMap::new(),
-            bandwidth_estimation: options.bandwidth_estimation,
-            available_bitrate: (options.bandwidth_estimation != BandwidthEstimation::Off)
+            bandwidth_estimation,
+            available_bitrate: (bandwidth_estimation != BandwidthEstimation::Off)
                 .then_some(options.initial_available_outgoing_bitrate),
             bytes_received: 0,
             bytes_sent: 0,

@@ -145,3 +145,31 @@ async fn a_producer_contradicting_its_transports_numbering_is_refused() {
     assert_eq!(router.dump().await.unwrap().producer_ids.len(), 1);
     worker.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_only_router_forwards_audio_without_estimating_bandwidth() {
+    let (worker, video_router) = worker_and_router().await;
+    let opus = media_codecs()
+        .into_iter()
+        .filter(|c| c.kind == MediaKind::Audio)
+        .collect::<Vec<_>>();
+    let voice_router = worker.create_router(&opus).await.unwrap();
+
+    for (router, estimates) in [(&video_router, true), (&voice_router, false)] {
+        let publisher = connect(router, ClientNumbering::chromium(), None).await;
+        let audio = produce(&publisher, SourceConfig::audio()).await;
+        let receiver = connect_receiver(router, None).await;
+        let (_consumer, mut rx) = consume(&receiver, router, &audio).await;
+        let packets = collect(&mut rx, Duration::from_millis(1000)).await;
+        assert!(packets.len() > 20, "audio flows: {} packets", packets.len());
+        assert_continuous(&packets);
+        // Configured "twcc" (the default): a router with video estimates, a voice router does not.
+        let stats = receiver.server.get_stats().await.unwrap();
+        assert_eq!(
+            stats.available_outgoing_bitrate.is_some(),
+            estimates,
+            "{stats:?}"
+        );
+    }
+    worker.close().await;
+}
