@@ -43,6 +43,11 @@ pub struct TargetArgs {
     /// Same as `--bwe off`.
     #[arg(long, global = true)]
     pub no_bwe: bool,
+    /// The spawned sluice's routers offer opus only (`router.media_codecs`), as a voice room
+    /// would; its transports then run without bandwidth estimation whatever `--bwe` says. For
+    /// `audio-room`, `data` and `compare` (which then skips the video fan-out).
+    #[arg(long, global = true)]
+    pub voice_only: bool,
     /// The spawned server's log filter (its log goes to stderr).
     #[arg(long, global = true, default_value = "error")]
     pub server_log: String,

@@ -49,7 +49,11 @@ impl Target {
                 } else {
                     args.bwe.as_str()
                 }
-            ),
+            ) + if args.voice_only {
+                "[[router.media_codecs]]\nkind = \"audio\"\nmimeType = \"audio/opus\"\nclockRate = 48000\nchannels = 2\n"
+            } else {
+                ""
+            },
         )?;
         let mut child = Command::new("taskset")
             .arg("-c")
