@@ -125,8 +125,17 @@ pub enum MediaEvent {
         consumer_id: String,
         layers: Option<ConsumerLayers>,
     },
-    /// The egress bandwidth estimate toward this transport's client, bits per second.
-    BandwidthEstimate { transport_id: String, bitrate: u64 },
+    /// The egress bandwidth estimate toward this transport's client, bits per second, with what
+    /// its consumers would send at their preferred layers (`desired_bitrate`, on the wire) and
+    /// what the estimator is asked to probe for (`effective_desired_bitrate`: the desired plus
+    /// the headroom a layer switch up needs). Both desired figures are 0 before the first tick
+    /// after a consumer is created.
+    BandwidthEstimate {
+        transport_id: String,
+        bitrate: u64,
+        desired_bitrate: u64,
+        effective_desired_bitrate: u64,
+    },
     DataProducerClosed {
         transport_id: String,
         data_producer_id: String,

@@ -428,6 +428,10 @@ pub(crate) struct TransportState {
     pub data_by_channel: HashMap<str0m::channel::ChannelId, crate::worker::DataOwner>,
     pub bandwidth_estimation: BandwidthEstimation,
     pub available_bitrate: Option<u64>,
+    /// What the consumers would send at their preferred live layers, and that plus the headroom
+    /// to switch up (what the estimator probes for); refreshed every tick.
+    pub desired_bitrate: u64,
+    pub effective_desired_bitrate: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub packets_received: u64,
@@ -555,6 +559,8 @@ impl TransportState {
             bandwidth_estimation,
             available_bitrate: (bandwidth_estimation != BandwidthEstimation::Off)
                 .then_some(options.initial_available_outgoing_bitrate),
+            desired_bitrate: 0,
+            effective_desired_bitrate: 0,
             bytes_received: 0,
             bytes_sent: 0,
             packets_received: 0,

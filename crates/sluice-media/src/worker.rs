@@ -2223,14 +2223,15 @@ impl WorkerState {
         }
     }
 
-    /// Tells str0m's bandwidth estimator what this transport's consumers send now (the minimum
-    /// to sustain) and would send at their preferred layers (the capacity to probe for), as
-    /// str0m advises an SFU to.
+    /// Records what this transport's consumers would send at their preferred layers (reported
+    /// with each estimate, as mediasoup's `desiredBitrate`), and with TWCC tells str0m's
+    /// estimator what they send now (the minimum to sustain) and that desired bitrate plus
+    /// headroom (the capacity to probe for), as str0m advises an SFU to.
     fn update_bwe_targets(&mut self, tkey: Key, now: Instant) {
         let Some(t) = self.transports.get(&tkey) else {
             return;
         };
-        if t.bandwidth_estimation != BandwidthEstimation::Twcc || t.consumers.is_empty() {
+        if t.bandwidth_estimation == BandwidthEstimation::Off || t.consumers.is_empty() {
             return;
         }
         let (mut current, mut desired) = (0u64, 0u64);
@@ -2261,18 +2262,21 @@ impl WorkerState {
             current += statuses.get(target).map_or(0, |s| s.bitrate);
             desired += live_best;
         }
-        if desired == 0 {
+        // Ask for a little more than needed, so the estimate clears the upgrade headroom.
+        let effective = (desired as f64 * crate::layers::UPGRADE_HEADROOM * 1.1) as u64;
+        let Some(t) = self.transports.get_mut(&tkey) else {
+            return;
+        };
+        t.desired_bitrate = desired;
+        t.effective_desired_bitrate = effective;
+        if desired == 0 || t.bandwidth_estimation != BandwidthEstimation::Twcc {
             return;
         }
-        // Ask for a little more than needed, so the estimate clears the upgrade headroom.
-        let desired = (desired as f64 * crate::layers::UPGRADE_HEADROOM * 1.1) as u64;
-        if let Some(t) = self.transports.get_mut(&tkey) {
-            t.rtc.bwe().set_bitrate(
-                str0m::bwe::Bitrate::bps(current.min(desired)),
-                str0m::bwe::Bitrate::bps(desired),
-            );
-            self.dirty.push(tkey);
-        }
+        t.rtc.bwe().set_bitrate(
+            str0m::bwe::Bitrate::bps(current.min(effective)),
+            str0m::bwe::Bitrate::bps(effective),
+        );
+        self.dirty.push(tkey);
     }
 
     /// Polls every transport with pending output until all are idle.
@@ -2459,6 +2463,8 @@ impl WorkerState {
                 t.emit(MediaEvent::BandwidthEstimate {
                     transport_id: t.id.clone(),
                     bitrate: bps,
+                    desired_bitrate: t.desired_bitrate,
+                    effective_desired_bitrate: t.effective_desired_bitrate,
                 });
                 let consumers = t.consumers.clone();
                 for ckey in consumers {

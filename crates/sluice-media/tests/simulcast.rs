@@ -207,6 +207,32 @@ async fn with_remb_the_receivers_reports_pick_the_simulcast_layer() {
     wait_for_layer(&mut rx, 2, Duration::from_secs(5), &mut all).await;
     remb(300_000);
     wait_for_layer(&mut rx, 0, Duration::from_secs(5), &mut all).await;
+    // The estimate is reported with what the consumer would send at its preferred (top) layer,
+    // which 300 kbit/s does not reach, and that plus the headroom to switch up.
+    let mut events = receiver.events;
+    let estimate = wait_event(&mut events, Duration::from_secs(5), |e| {
+        matches!(
+            e,
+            MediaEvent::BandwidthEstimate {
+                bitrate: 300_000,
+                ..
+            }
+        )
+    })
+    .await;
+    let Some(MediaEvent::BandwidthEstimate {
+        desired_bitrate,
+        effective_desired_bitrate,
+        ..
+    }) = estimate
+    else {
+        panic!("no estimate event for 300 kbit/s: {estimate:?}");
+    };
+    assert!(desired_bitrate > 300_000, "{desired_bitrate}");
+    assert!(
+        effective_desired_bitrate > desired_bitrate,
+        "{effective_desired_bitrate} vs {desired_bitrate}"
+    );
     remb(5_000_000);
     wait_for_layer(&mut rx, 2, Duration::from_secs(5), &mut all).await;
     worker.close().await;

@@ -412,13 +412,14 @@ impl Room {
             Action::DownlinkBwe {
                 peer_id,
                 desired_bitrate,
+                effective_desired_bitrate,
                 available_bitrate,
                 ..
             } => self.notify_peer(
                 peer_id,
                 ServerNotification::DownlinkBwe(DownlinkBwe {
                     desired_bitrate: *desired_bitrate,
-                    effective_desired_bitrate: *desired_bitrate,
+                    effective_desired_bitrate: *effective_desired_bitrate,
                     available_bitrate: *available_bitrate,
                 }),
             ),

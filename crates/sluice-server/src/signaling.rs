@@ -540,6 +540,8 @@ pub fn on_media_event(room: &Arc<Room>, peer: &Arc<Peer>, event: MediaEvent) {
         MediaEvent::BandwidthEstimate {
             transport_id,
             bitrate,
+            desired_bitrate,
+            effective_desired_bitrate,
         } => {
             // Only changes of more than 10 % are worth a notification.
             let last = room
@@ -557,7 +559,8 @@ pub fn on_media_event(room: &Arc<Room>, peer: &Arc<Peer>, event: MediaEvent) {
             room.dispatch(Action::DownlinkBwe {
                 peer_id,
                 transport_id,
-                desired_bitrate: bitrate,
+                desired_bitrate,
+                effective_desired_bitrate,
                 available_bitrate: bitrate,
             })
         }

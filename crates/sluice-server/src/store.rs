@@ -161,6 +161,7 @@ pub enum Action {
         peer_id: String,
         transport_id: String,
         desired_bitrate: u64,
+        effective_desired_bitrate: u64,
         available_bitrate: u64,
     },
 }
