@@ -568,7 +568,7 @@ pub(crate) struct WorkerState {
     cert: str0m::config::DtlsCert,
     demux: Demux,
     routers: HashMap<String, RouterState>,
-    transports: HashMap<Key, TransportState>,
+    transports: HashMap<Key, Box<TransportState>>,
     transport_ids: HashMap<String, Key>,
     producers: HashMap<Key, ProducerState>,
     producer_ids: HashMap<String, Key>,
@@ -984,7 +984,7 @@ impl WorkerState {
         )?;
         let key = self.key();
         self.demux.add_ufrag(&state.local_ufrag, key);
-        self.transports.insert(key, state);
+        self.transports.insert(key, Box::new(state));
         self.transport_ids.insert(id, key);
         if let Some(r) = self.routers.get_mut(&router_id) {
             r.transports.insert(key);

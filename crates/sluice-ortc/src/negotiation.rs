@@ -727,38 +727,42 @@ pub fn get_data_consumer_sctp_stream_parameters(
 }
 
 /// Hands out SCTP stream ids of one association: the lowest free id below its stream count.
+///
+/// One bit per stream (128 bytes for mediasoup-demo's 1024 streams), as every WebRTC transport
+/// with SCTP holds one.
 #[derive(Debug, Clone)]
 pub struct SctpStreamIdAllocator {
-    in_use: Vec<bool>,
+    /// Bit `id % 64` of word `id / 64` is set when `id` is in use.
+    in_use: Vec<u64>,
+    count: u16,
 }
 
 impl SctpStreamIdAllocator {
     /// An allocator for an association with `num_streams` streams (ids `0..num_streams`; 65535 is
     /// never handed out).
     pub fn new(num_streams: u16) -> Self {
-        let n = usize::from(num_streams);
         SctpStreamIdAllocator {
-            in_use: vec![false; n],
+            in_use: vec![0; usize::from(num_streams).div_ceil(64)],
+            count: num_streams,
         }
     }
 
     /// How many ids the association has.
     pub fn capacity(&self) -> u16 {
-        // `new` caps the length at 65535.
-        u16::try_from(self.in_use.len()).unwrap_or(u16::MAX)
+        self.count
     }
 
     /// Take the lowest free id.
     pub fn allocate(&mut self) -> Result<u16, OrtcError> {
-        let count = self.capacity();
-        let free = self
-            .in_use
-            .iter_mut()
-            .zip(0..count)
-            .find(|(used, _)| !**used);
-        match free {
-            Some((slot, id)) => {
-                *slot = true;
+        let count = self.count;
+        let free = self.in_use.iter().enumerate().find_map(|(word, bits)| {
+            let id = word * 64 + bits.trailing_ones() as usize;
+            (*bits != u64::MAX && id < usize::from(count)).then_some(id)
+        });
+        // `id < count`, a u16.
+        match free.and_then(|id| u16::try_from(id).ok()) {
+            Some(id) => {
+                self.set(id, true);
                 Ok(id)
             }
             None => Err(OrtcError::SctpStreamsExhausted { count }),
@@ -767,38 +771,48 @@ impl SctpStreamIdAllocator {
 
     /// Take a specific id (one a data producer chose).
     pub fn reserve(&mut self, stream_id: u16) -> Result<(), OrtcError> {
-        let capacity = self.capacity();
-        match self.in_use.get_mut(usize::from(stream_id)) {
-            None => Err(OrtcError::SctpStreamIdUnavailable {
+        if stream_id >= self.count {
+            return Err(OrtcError::SctpStreamIdUnavailable {
                 stream_id,
-                reason: format!("the association has only {capacity} streams"),
-            }),
-            Some(true) => Err(OrtcError::SctpStreamIdUnavailable {
+                reason: format!("the association has only {} streams", self.count),
+            });
+        }
+        if self.is_in_use(stream_id) {
+            return Err(OrtcError::SctpStreamIdUnavailable {
                 stream_id,
                 reason: "already in use".to_owned(),
-            }),
-            Some(slot) => {
-                *slot = true;
-                Ok(())
-            }
+            });
         }
+        self.set(stream_id, true);
+        Ok(())
     }
 
     /// Give an id back; `false` if it was not in use.
     pub fn release(&mut self, stream_id: u16) -> bool {
-        match self.in_use.get_mut(usize::from(stream_id)) {
-            Some(slot) if *slot => {
-                *slot = false;
-                true
-            }
-            _ => false,
+        let was = self.is_in_use(stream_id);
+        if was {
+            self.set(stream_id, false);
         }
+        was
     }
 
     pub fn is_in_use(&self, stream_id: u16) -> bool {
-        self.in_use
-            .get(usize::from(stream_id))
-            .copied()
-            .unwrap_or(false)
+        stream_id < self.count
+            && self
+                .in_use
+                .get(usize::from(stream_id / 64))
+                .is_some_and(|bits| bits & (1 << (stream_id % 64)) != 0)
+    }
+
+    /// Marks an id below `count` used or free.
+    fn set(&mut self, stream_id: u16, used: bool) {
+        if let Some(bits) = self.in_use.get_mut(usize::from(stream_id / 64)) {
+            let bit = 1u64 << (stream_id % 64);
+            if used {
+                *bits |= bit;
+            } else {
+                *bits &= !bit;
+            }
+        }
     }
 }

@@ -984,3 +984,27 @@ fn sctp_stream_id_allocator_reserves_chosen_ids() {
     assert_eq!(max.reserve(65534), Ok(()));
     assert!(max.reserve(65535).is_err());
 }
+
+#[test]
+fn sctp_stream_id_allocator_works_across_many_ids() {
+    let mut a = SctpStreamIdAllocator::new(130);
+    for id in 0..130 {
+        assert_eq!(a.allocate(), Ok(id));
+    }
+    assert_eq!(
+        a.allocate(),
+        Err(OrtcError::SctpStreamsExhausted { count: 130 })
+    );
+    assert!(a.release(127));
+    assert!(a.release(64));
+    assert!(a.release(129));
+    assert_eq!(a.allocate(), Ok(64));
+    assert_eq!(a.allocate(), Ok(127));
+    assert_eq!(a.allocate(), Ok(129));
+    assert!(a.is_in_use(129));
+    assert!(!a.is_in_use(130));
+    assert!(matches!(
+        a.reserve(128),
+        Err(OrtcError::SctpStreamIdUnavailable { stream_id: 128, .. })
+    ));
+}
