@@ -885,7 +885,11 @@ impl TransportState {
         }
         let rtx = encoding.rtx.map(|r| r.ssrc);
         let mut api = self.rtc.direct_api();
-        api.declare_stream_tx(ssrc.into(), rtx.map(Into::into), mid_id, None);
+        // Forwarded media leaves as it arrives, as in mediasoup: the publisher's own pacer has
+        // already spread it out. (str0m leaves a stream unpaced until told otherwise; this
+        // says so rather than rely on it.) Probes and padding stay paced.
+        api.declare_stream_tx(ssrc.into(), rtx.map(Into::into), mid_id, None)
+            .set_unpaced(true);
         Ok(DeclaredConsumer {
             ssrc,
             rtx,

@@ -61,6 +61,8 @@ type Reply<T> = oneshot::Sender<T>;
 
 /// How many datagrams the loop reads before it flushes output.
 const RECV_BATCH: usize = 64;
+/// A str0m deadline this close is run at once rather than through the timer (see `drain`).
+const IMMEDIATE_WINDOW: Duration = Duration::from_micros(200);
 
 /// How often the worker re-evaluates layers and scores.
 const TICK: Duration = Duration::from_millis(250);
@@ -2281,10 +2283,10 @@ impl WorkerState {
 
     /// Polls every transport with pending output until all are idle.
     fn flush(&mut self, socket: &UdpSocket) {
-        let now = Instant::now();
         let mut rounds = 0;
         while !self.dirty.is_empty() && rounds < 64 {
             rounds += 1;
+            let now = Instant::now();
             let mut dirty = std::mem::take(&mut self.dirty);
             dirty.sort_unstable();
             dirty.dedup();
@@ -2297,6 +2299,7 @@ impl WorkerState {
     /// Polls one transport's output: sends its datagrams, handles its events, arms its timer.
     fn drain(&mut self, key: Key, now: Instant, socket: &UdpSocket) {
         let mut events = Vec::new();
+        let mut requeue = false;
         let result = {
             let Some(t) = self.transports.get_mut(&key) else {
                 return;
@@ -2344,11 +2347,17 @@ impl WorkerState {
                         }
                         Ok(Output::Event(e)) => events.push(e),
                         // Written media leaves str0m only on a timeout: give it at once
-                        // rather than through the timer (no wake-up, no timer latency).
-                        Ok(Output::Timeout(deadline)) if deadline <= now && immediate < 16 => {
+                        // rather than through the timer (no wake-up, no timer latency). With
+                        // TWCC, str0m's pacer asks for one 1 µs after each packet it releases;
+                        // the timer (1 ms resolution) would hold every further packet of a
+                        // frame ≈1.1 ms, so a deadline that close is run now, at itself.
+                        Ok(Output::Timeout(deadline))
+                            if deadline <= now + IMMEDIATE_WINDOW && immediate < 16 =>
+                        {
                             immediate += 1;
                             usage.timeouts += 1;
-                            if let Err(e) = t.rtc.handle_input(Input::Timeout(now)) {
+                            let at = deadline.max(now);
+                            if let Err(e) = t.rtc.handle_input(Input::Timeout(at)) {
                                 break Err(e);
                             }
                         }
@@ -2360,6 +2369,13 @@ impl WorkerState {
                                 t.next_timeout = Some(deadline);
                                 timers.insert((deadline, key));
                             }
+                            // Still due after its share of immediate timeouts (str0m's pacer
+                            // wants one around every packet with TWCC, so a keyframe burst
+                            // needs many): drained again in this flush after the others, not
+                            // a timer tick (≥ 1 ms) later.
+                            if deadline <= now + IMMEDIATE_WINDOW {
+                                requeue = true;
+                            }
                             break Ok(None);
                         }
                         Err(e) => break Err(e),
@@ -2368,7 +2384,11 @@ impl WorkerState {
             }))
         };
         match result {
-            Ok(Ok(None)) => {}
+            Ok(Ok(None)) => {
+                if requeue {
+                    self.dirty.push(key);
+                }
+            }
             Ok(Ok(Some(why))) => {
                 if let Some(t) = self.transports.get_mut(&key) {
                     tracing::warn!(transport = %t.id, reason = %why, "DTLS peer refused");

@@ -68,13 +68,9 @@ async fn simulcast_consumer_follows_bandwidth_preference_and_live_layers_and_sta
     );
     let mut all = Vec::new();
 
-    // The estimate starts at 600 kbit/s, below the top layer (~1 Mbit/s): a lower layer first,
-    // then the top one once the bandwidth estimate has grown.
-    let early = layers_seen(&mut rx, Duration::from_millis(1500), &mut all).await;
-    assert!(
-        !early.is_empty() && early[0] < 2,
-        "started on layers {early:?}"
-    );
+    // The estimate starts at 600 kbit/s, below the top layer (~1 Mbit/s, which the REMB test
+    // shows is then not forwarded); str0m's probes raise it within a second or so, and the
+    // consumer moves to the top layer.
     wait_for_layer(&mut rx, 2, Duration::from_secs(20), &mut all).await;
 
     // Preference down to layer 0.
@@ -113,14 +109,19 @@ async fn simulcast_consumer_follows_bandwidth_preference_and_live_layers_and_sta
         }
         last = Some(pid);
     }
-    // The layer changes were reported.
-    let mut changes = 0;
+    // The layer changes and the grown estimate were reported.
+    let (mut changes, mut top_estimate) = (0, 0);
     while let Ok(e) = receiver.events.try_recv() {
-        if matches!(e, MediaEvent::ConsumerLayersChange { .. }) {
-            changes += 1;
+        match e {
+            MediaEvent::ConsumerLayersChange { .. } => changes += 1,
+            MediaEvent::BandwidthEstimate { bitrate, .. } => {
+                top_estimate = top_estimate.max(bitrate)
+            }
+            _ => {}
         }
     }
-    assert!(changes >= 4, "layer changes reported: {changes}");
+    assert!(changes >= 3, "layer changes reported: {changes}");
+    assert!(top_estimate > 1_000_000, "estimate reached {top_estimate}");
     worker.close().await;
 }
 
