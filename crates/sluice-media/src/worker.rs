@@ -64,6 +64,12 @@ const RECV_BATCH: usize = 64;
 /// A str0m deadline this close is run at once rather than through the timer (see `drain`).
 const IMMEDIATE_WINDOW: Duration = Duration::from_micros(200);
 
+/// When a str0m deadline seen at `now` is run without the timer: `Some(at)`, the time to hand
+/// str0m (the deadline itself if it is still ahead; never earlier than `now`).
+fn due_now(deadline: Instant, now: Instant) -> Option<Instant> {
+    (deadline <= now + IMMEDIATE_WINDOW).then(|| deadline.max(now))
+}
+
 /// How often the worker re-evaluates layers and scores.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -2352,7 +2358,7 @@ impl WorkerState {
                         // the timer (1 ms resolution) would hold every further packet of a
                         // frame ≈1.1 ms, so a deadline that close is run now, at itself.
                         Ok(Output::Timeout(deadline))
-                            if deadline <= now + IMMEDIATE_WINDOW && immediate < 16 =>
+                            if immediate < 16 && due_now(deadline, now).is_some() =>
                         {
                             immediate += 1;
                             usage.timeouts += 1;
@@ -2373,7 +2379,7 @@ impl WorkerState {
                             // wants one around every packet with TWCC, so a keyframe burst
                             // needs many): drained again in this flush after the others, not
                             // a timer tick (≥ 1 ms) later.
-                            if deadline <= now + IMMEDIATE_WINDOW {
+                            if due_now(deadline, now).is_some() {
                                 requeue = true;
                             }
                             break Ok(None);
@@ -2990,4 +2996,27 @@ fn thread_cpu_ms() -> Option<(u64, u64)> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     // Clock ticks; Linux reports USER_HZ = 100.
     Some((utime * 10, stime * 10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_str0m_sets_just_ahead_runs_now_at_itself_and_a_later_one_waits_for_the_timer() {
+        let now = Instant::now();
+        // The pacer's "1 µs after the last packet".
+        let just_ahead = now + Duration::from_micros(1);
+        assert_eq!(due_now(just_ahead, now), Some(just_ahead));
+        // Past deadlines run at `now`, never in the past.
+        let past = now.checked_sub(Duration::from_millis(5)).unwrap_or(now);
+        assert_eq!(due_now(past, now), Some(now));
+        assert_eq!(
+            due_now(now + IMMEDIATE_WINDOW, now),
+            Some(now + IMMEDIATE_WINDOW)
+        );
+        // A real pacing gap or an RTCP interval is left to the timer.
+        assert_eq!(due_now(now + Duration::from_millis(1), now), None);
+        assert_eq!(due_now(now + Duration::from_secs(1), now), None);
+    }
 }
