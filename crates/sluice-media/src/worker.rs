@@ -2352,22 +2352,24 @@ impl WorkerState {
                             events.push(Event::Connected);
                         }
                         Ok(Output::Event(e)) => events.push(e),
-                        // Written media leaves str0m only on a timeout: give it at once
-                        // rather than through the timer (no wake-up, no timer latency). With
-                        // TWCC, str0m's pacer asks for one 1 µs after each packet it releases;
-                        // the timer (1 ms resolution) would hold every further packet of a
-                        // frame ≈1.1 ms, so a deadline that close is run now, at itself.
-                        Ok(Output::Timeout(deadline))
-                            if immediate < 16 && due_now(deadline, now).is_some() =>
-                        {
-                            immediate += 1;
-                            usage.timeouts += 1;
-                            let at = deadline.max(now);
-                            if let Err(e) = t.rtc.handle_input(Input::Timeout(at)) {
-                                break Err(e);
-                            }
-                        }
                         Ok(Output::Timeout(deadline)) => {
+                            // Written media leaves str0m only on a timeout: give it at once
+                            // rather than through the timer (no wake-up, no timer latency).
+                            // With TWCC, str0m's pacer asks for one 1 µs after each packet it
+                            // releases; the timer (1 ms resolution) would hold every further
+                            // packet of a frame ≈1.1 ms, so a deadline that close is run now,
+                            // at itself.
+                            let due = due_now(deadline, now);
+                            if let Some(at) = due
+                                && immediate < 16
+                            {
+                                immediate += 1;
+                                usage.timeouts += 1;
+                                if let Err(e) = t.rtc.handle_input(Input::Timeout(at)) {
+                                    break Err(e);
+                                }
+                                continue;
+                            }
                             if t.next_timeout != Some(deadline) {
                                 if let Some(old) = t.next_timeout.take() {
                                     timers.remove(&(old, key));
@@ -2379,9 +2381,7 @@ impl WorkerState {
                             // wants one around every packet with TWCC, so a keyframe burst
                             // needs many): drained again in this flush after the others, not
                             // a timer tick (≥ 1 ms) later.
-                            if due_now(deadline, now).is_some() {
-                                requeue = true;
-                            }
+                            requeue = due.is_some();
                             break Ok(None);
                         }
                         Err(e) => break Err(e),
