@@ -82,7 +82,7 @@ fn report(file: &std::path::Path, n: usize) {
             .filter_map(|i| frames.get(i.as_u64()? as usize).copied())
             .collect();
         // The worker's own thread: its run loop is on the stack, and no client code.
-        let on_worker = stack.iter().any(|f| f.contains("sluice_media::worker::"))
+        let on_worker = stack.iter().any(|f| f.contains("sluice_media::core::"))
             && !stack.iter().any(|f| f.contains("sluice_client::"));
         if !on_worker {
             continue;

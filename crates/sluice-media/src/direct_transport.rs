@@ -5,22 +5,21 @@
 //! deliver through a [`DataReceiver`]. This is how an authoritative server receives every
 //! player's inputs and broadcasts world state.
 
+use crate::command::{Command, WorkerLink};
 use crate::data_consumer::{DataConsumer, DataConsumerOptions, DataReceiver};
 use crate::data_producer::{DataProducer, DataProducerOptions};
 use crate::error::MediaError;
-use crate::events::EventSender;
-use crate::worker::{Command, Worker};
 
 /// The control plane's handle on a direct transport.
 #[derive(Debug, Clone)]
 pub struct DirectTransport {
     id: String,
     router_id: String,
-    worker: Worker,
+    worker: WorkerLink,
 }
 
 impl DirectTransport {
-    pub(crate) fn new(worker: Worker, router_id: String, id: String) -> Self {
+    pub(crate) fn new(worker: WorkerLink, router_id: String, id: String) -> Self {
         DirectTransport {
             id,
             router_id,
@@ -63,7 +62,7 @@ impl DirectTransport {
 }
 
 pub(crate) async fn produce_data(
-    worker: &Worker,
+    worker: &WorkerLink,
     transport_id: &str,
     options: DataProducerOptions,
 ) -> Result<DataProducer, MediaError> {
@@ -86,7 +85,7 @@ pub(crate) async fn produce_data(
 }
 
 pub(crate) async fn consume_data(
-    worker: &Worker,
+    worker: &WorkerLink,
     transport_id: &str,
     options: DataConsumerOptions,
 ) -> Result<(DataConsumer, Option<DataReceiver>), MediaError> {
@@ -109,14 +108,4 @@ pub(crate) async fn consume_data(
         &created,
     );
     Ok((consumer, created.receiver))
-}
-
-/// The worker-side state of a direct transport.
-#[derive(Debug)]
-pub(crate) struct DirectTransportState {
-    pub id: String,
-    pub router_id: String,
-    pub events: Option<EventSender>,
-    pub data_producers: Vec<crate::worker::Key>,
-    pub data_consumers: Vec<crate::worker::Key>,
 }

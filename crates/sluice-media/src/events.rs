@@ -7,8 +7,7 @@
 use std::net::SocketAddr;
 
 use serde::Serialize;
-
-use crate::webrtc_transport::{DtlsState, IceState, SctpState};
+use str0m::IceConnectionState;
 
 /// Where a transport's events go.
 pub type EventSender = tokio::sync::mpsc::UnboundedSender<MediaEvent>;
@@ -184,4 +183,48 @@ impl MediaEvent {
             MediaEvent::ActiveSpeaker { .. } => return None,
         })
     }
+}
+
+/// ICE state as mediasoup names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IceState {
+    New,
+    Connected,
+    Completed,
+    Disconnected,
+    Closed,
+}
+
+impl IceState {
+    pub(crate) fn from_str0m(state: IceConnectionState) -> IceState {
+        match state {
+            IceConnectionState::New | IceConnectionState::Checking => IceState::New,
+            IceConnectionState::Connected => IceState::Connected,
+            IceConnectionState::Completed => IceState::Completed,
+            IceConnectionState::Disconnected => IceState::Disconnected,
+        }
+    }
+}
+
+/// DTLS state as mediasoup names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtlsState {
+    New,
+    Connecting,
+    Connected,
+    Failed,
+    Closed,
+}
+
+/// SCTP association state as mediasoup names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SctpState {
+    New,
+    Connecting,
+    Connected,
+    Failed,
+    Closed,
 }

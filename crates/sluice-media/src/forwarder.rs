@@ -13,15 +13,13 @@
 //!
 //! Time comes in as `now`; tests drive it with a virtual clock.
 
-use std::time::{Duration, Instant};
+use crate::settings::DEFAULTS;
+use std::time::Instant;
 
 use str0m::format::Codec;
 
 use crate::payload::{PayloadInfo, detects_keyframes};
 use crate::seq_manager::SeqManager;
-
-/// While waiting for a keyframe, ask again this often.
-pub const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
 
 /// One packet of the producer, as the forwarder sees it.
 #[derive(Debug, Clone, Copy)]
@@ -215,7 +213,7 @@ impl Forwarder {
                     && self.current_spatial.is_none()
                     && self
                         .last_keyframe_request
-                        .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY)
+                        .is_none_or(|t| now.saturating_duration_since(t) >= DEFAULTS.keyframe_retry)
                 {
                     self.want_keyframe(self.target_spatial, now);
                 }
@@ -318,6 +316,7 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn frame(layer: usize, seq: u64, ts: u32, key: bool, pid: u16, tid: u8) -> InPacket {
         InPacket {
@@ -499,7 +498,7 @@ mod tests {
             t0 + Duration::from_millis(500),
         );
         assert_eq!(f.take_keyframe_request(), None);
-        f.on_packet(&frame(0, 2, 0, false, 2, 0), t0 + KEYFRAME_RETRY);
+        f.on_packet(&frame(0, 2, 0, false, 2, 0), t0 + DEFAULTS.keyframe_retry);
         assert_eq!(f.take_keyframe_request(), Some(0));
     }
 }

@@ -6,23 +6,13 @@
 //!   uplink bandwidth; a consumer pinned to it would starve), and never above the preference;
 //! - without a bandwidth estimate, the highest such layer;
 //! - with one, the highest layer whose measured bitrate fits; going *up* needs
-//!   [`UPGRADE_HEADROOM`] above the layer's bitrate and the current layer is kept down to
-//!   [`DOWNGRADE_TOLERANCE`] of it, so an estimate hovering at a layer's bitrate does not flap;
+//!   `MediaSettings::upgrade_headroom` above the layer's bitrate and the current layer is kept down to
+//!   `downgrade_tolerance` of it, so an estimate hovering at a layer's bitrate does not flap;
 //!   if none fits, the lowest live layer (something beats nothing);
 //! - if no layer at or below the preference is live, the lowest live layer above it.
 
+use crate::settings::DEFAULTS;
 use std::time::{Duration, Instant};
-
-/// Going up a layer needs this much more bandwidth than the layer's bitrate.
-pub const UPGRADE_HEADROOM: f64 = 1.15;
-
-/// The current layer is kept while the estimate stays above this share of its bitrate: an
-/// estimate that wobbles around it (a keyframe in the measured bitrate, an estimator dip) does
-/// not make the consumer switch (each switch costs a keyframe).
-pub const DOWNGRADE_TOLERANCE: f64 = 0.9;
-
-/// A layer is live if it sent media within this long.
-pub const LAYER_INACTIVE_AFTER: Duration = Duration::from_millis(1500);
 
 /// What the selector knows of one producer layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,9 +40,9 @@ pub fn select_spatial_layer(
     let fits = |i: usize| {
         let needed = layers[i].bitrate as f64;
         let headroom = match current {
-            Some(c) if i == c => DOWNGRADE_TOLERANCE,
+            Some(c) if i == c => DEFAULTS.downgrade_tolerance,
             Some(c) if i < c => 1.0,
-            _ => UPGRADE_HEADROOM,
+            _ => DEFAULTS.upgrade_headroom,
         };
         available as f64 >= needed * headroom
     };

@@ -13,21 +13,27 @@
 //!
 //! `docs/media.md` describes the design and `docs/closures.md` the close cascade.
 
+pub(crate) mod command;
 pub mod consumer;
+pub(crate) mod core;
 pub mod data_consumer;
 pub mod data_producer;
 pub mod demux;
 pub mod direct_transport;
+pub(crate) mod driver;
 pub mod error;
 pub mod events;
 pub mod fingerprint;
 pub mod forwarder;
 pub mod layers;
+pub mod message;
 pub mod numbering;
 pub mod payload;
 pub mod producer;
 pub mod router;
 pub mod seq_manager;
+pub mod settings;
+pub mod types;
 pub mod webrtc_transport;
 pub mod worker;
 
@@ -41,29 +47,14 @@ pub use events::{
 };
 pub use producer::{Producer, ProducerOptions, ProducerStat, ProducerType};
 pub use router::{Router, RouterDump};
+pub use settings::{MediaSettings, WorkerSettings};
 pub use sluice_ortc as ortc;
+pub use types::{ResourceUsage, WorkerDump, new_id};
 pub use webrtc_transport::{
     BandwidthEstimation, DtlsState, IceState, SctpState, TransportStat, WebRtcTransport,
     WebRtcTransportOptions,
 };
-pub use worker::{ResourceUsage, Worker, WorkerDump, WorkerSettings};
-
-/// A fresh object id in UUID v4 form, as mediasoup's ids are.
-pub fn new_id() -> String {
-    let b: [u8; 16] = rand::random();
-    let mut b = b;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h[0..4].concat(),
-        h[4..6].concat(),
-        h[6..8].concat(),
-        h[8..10].concat(),
-        h[10..16].concat()
-    )
-}
+pub use worker::Worker;
 
 #[cfg(test)]
 mod tests {

@@ -6,10 +6,8 @@
 //! and the inputs dropped since, so a late (reordered or retransmitted) packet still gets the
 //! number it would have had. Extended (64-bit) sequence numbers as str0m hands them out.
 
+use crate::settings::DEFAULTS;
 use std::collections::BTreeSet;
-
-/// Inputs further than this behind the newest one are refused as too old.
-pub const MAX_REORDER: u64 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct SeqManager {
@@ -80,7 +78,7 @@ impl SeqManager {
     }
 
     fn prune(&mut self) {
-        let limit = self.max_input.saturating_sub(MAX_REORDER);
+        let limit = self.max_input.saturating_sub(DEFAULTS.max_reorder);
         if limit <= self.floor {
             return;
         }
@@ -162,8 +160,8 @@ mod tests {
                 assert_eq!(s.input(i), Some(i / 2 + 1));
             }
         }
-        assert!(s.dropped.len() <= MAX_REORDER as usize);
-        assert_eq!(s.input(10_000 - MAX_REORDER - 5), None);
+        assert!(s.dropped.len() <= DEFAULTS.max_reorder as usize);
+        assert_eq!(s.input(10_000 - DEFAULTS.max_reorder - 5), None);
         // 10_000 was neither seen nor dropped: it may still come, so its number is kept free.
         assert_eq!(s.input(10_001), Some(5_002));
         assert_eq!(s.input(10_000), Some(5_001));

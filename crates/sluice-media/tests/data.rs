@@ -285,11 +285,11 @@ async fn a_stalled_consumer_holds_bounded_memory_dropping_its_oldest_messages() 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = dc.get_stats().await.unwrap();
     assert!(
-        stats[0].queued_bytes <= sluice_media::data_consumer::DEFAULT_UNRELIABLE_QUEUE_LIMIT,
+        stats[0].queued_bytes <= sluice_media::settings::DEFAULTS.unreliable_data_queue_limit,
         "{stats:?}"
     );
     assert!(
-        stats[0].buffered_amount <= sluice_media::data_consumer::UNRELIABLE_SCTP_BUFFER + 200,
+        stats[0].buffered_amount <= sluice_media::settings::DEFAULTS.unreliable_sctp_buffer + 200,
         "{stats:?}"
     );
     // Every message the server got is accounted for: sent into SCTP, queued, or dropped.

@@ -1,0 +1,316 @@
+//! The close cascade (docs/closures.md): closing an object closes what depends on it, removes it
+//! from every table and index, and reports it where it did not close by its own handle.
+
+use super::Core;
+use super::data_consumer::DataSink;
+use crate::events::{CloseReason, DtlsState, IceState, MediaEvent};
+use crate::types::*;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use str0m::Output;
+use str0m::media::Mid;
+
+impl Core {
+    pub(super) fn emit_on(&self, tkey: Key, mut event: MediaEvent) {
+        if let Some(t) = self.transports.get(&tkey) {
+            set_transport_id(&mut event, &t.id);
+            t.emit(event);
+        }
+    }
+
+    pub(super) fn emit_on_any(&self, tkey: Key, mut event: MediaEvent) {
+        if let Some(t) = self.transports.get(&tkey) {
+            set_transport_id(&mut event, &t.id);
+            t.emit(event);
+        } else if let Some(d) = self.directs.get(&tkey) {
+            set_transport_id(&mut event, &d.id);
+            if let Some(events) = &d.events {
+                let _ = events.send(event);
+            }
+        }
+    }
+
+    /// Closes a consumer. `notify`: report it on its transport (it did not close by its handle).
+    pub(super) fn close_consumer(&mut self, key: Key, reason: CloseReason, notify: bool) {
+        let Some(c) = self.consumers.remove(&key) else {
+            return;
+        };
+        if let Some(p) = self.producers.get_mut(&c.producer) {
+            p.consumers.retain(|k| *k != key);
+        }
+        if let Some(t) = self.transports.get_mut(&c.transport) {
+            t.consumers.retain(|k| *k != key);
+            let mid = Mid::from(c.mid.as_str());
+            t.consumer_by_mid.remove(&mid);
+            if let Some(m) = t.medias.iter_mut().find(|m| m.mid == c.mid) {
+                m.active = false;
+            }
+            t.rtc.direct_api().remove_stream_tx(c.ssrc.into());
+            self.dirty.push(c.transport);
+        }
+        if notify {
+            self.emit_on(
+                c.transport,
+                MediaEvent::ConsumerClosed {
+                    transport_id: String::new(),
+                    consumer_id: c.id,
+                    reason,
+                },
+            );
+        }
+    }
+
+    /// Closes a producer and (with `ProducerClosed`) its consumers.
+    pub(super) fn close_producer(&mut self, key: Key, reason: CloseReason, notify: bool) {
+        let Some(p) = self.producers.remove(&key) else {
+            return;
+        };
+        for ckey in &p.consumers {
+            self.close_consumer(*ckey, CloseReason::ProducerClosed, true);
+        }
+        if let Some(r) = self.routers.get_mut(&p.router_id) {
+            r.producers.remove(&key);
+        }
+        if let Some(t) = self.transports.get_mut(&p.transport) {
+            t.producers.retain(|k| *k != key);
+            t.producer_by_mid.remove(&Mid::from(p.mid.as_str()));
+            t.rx_ssrc.retain(|_, (pk, _)| *pk != key);
+            if let Some(m) = t.medias.iter_mut().find(|m| m.mid == p.mid) {
+                m.active = false;
+            }
+            for l in &p.layers {
+                if let Some(ssrc) = l.ssrc {
+                    t.rtc.direct_api().remove_stream_rx(ssrc.into());
+                }
+            }
+        }
+        if notify {
+            self.emit_on(
+                p.transport,
+                MediaEvent::ProducerClosed {
+                    transport_id: String::new(),
+                    producer_id: p.id,
+                    reason,
+                },
+            );
+        }
+    }
+
+    /// Closes a transport, its producers and its consumers.
+    pub(super) fn close_transport(&mut self, key: Key, reason: CloseReason) {
+        let Some(t) = self.transports.get(&key) else {
+            return;
+        };
+        let notify = reason != CloseReason::Closed;
+        let producers = t.producers.clone();
+        let consumers = t.consumers.clone();
+        let data_producers = t.data_producers.clone();
+        let data_consumers = t.data_consumers.clone();
+        for dkey in data_consumers {
+            self.close_data_consumer(dkey, CloseReason::TransportClosed, notify);
+        }
+        for dkey in data_producers {
+            self.close_data_producer(dkey, CloseReason::TransportClosed, notify);
+        }
+        for ckey in consumers {
+            self.close_consumer(ckey, CloseReason::TransportClosed, notify);
+        }
+        for pkey in producers {
+            self.close_producer(pkey, CloseReason::TransportClosed, notify);
+        }
+        let Some(mut t) = self.transports.remove(&key) else {
+            return;
+        };
+        self.demux.remove_transport(key);
+        if let Some(deadline) = t.next_timeout.take() {
+            self.timers.remove(&(deadline, key));
+        }
+        if let Some(r) = self.routers.get_mut(&t.router_id) {
+            r.transports.remove(&key);
+        }
+        // Say goodbye (DTLS close_notify, RTCP BYE) where str0m has something to send.
+        let mut goodbye = Vec::new();
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            let _ = t.rtc.close();
+            for _ in 0..16 {
+                match t.rtc.poll_output() {
+                    Ok(Output::Transmit(tx)) => goodbye.push((tx.destination, tx.contents.into())),
+                    Ok(Output::Event(_)) => {}
+                    _ => break,
+                }
+            }
+        }));
+        for (destination, contents) in goodbye {
+            self.transmit(destination, contents);
+        }
+        if notify {
+            t.emit(MediaEvent::IceStateChange {
+                transport_id: t.id.clone(),
+                state: IceState::Closed,
+            });
+            t.emit(MediaEvent::DtlsStateChange {
+                transport_id: t.id.clone(),
+                state: DtlsState::Closed,
+            });
+            t.emit(MediaEvent::TransportClosed {
+                transport_id: t.id.clone(),
+                reason,
+            });
+        }
+    }
+
+    pub(super) fn close_router(&mut self, id: &str, reason: CloseReason) {
+        let Some(r) = self.routers.get(id) else {
+            return;
+        };
+        let transports: Vec<Key> = r.transports.iter().copied().collect();
+        let transport_reason = if reason == CloseReason::Closed {
+            CloseReason::RouterClosed
+        } else {
+            reason
+        };
+        let directs: Vec<Key> = self
+            .directs
+            .iter()
+            .filter(|(_, d)| d.router_id == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for dkey in directs {
+            self.close_direct_transport(dkey, transport_reason);
+        }
+        for tkey in transports {
+            self.close_transport(tkey, transport_reason);
+        }
+        self.routers.remove(id);
+    }
+
+    pub(super) fn close_all(&mut self, reason: CloseReason) {
+        let ids: Vec<String> = self.routers.keys().cloned().collect();
+        for id in ids {
+            self.close_router(&id, reason);
+        }
+    }
+
+    pub(super) fn close_data_consumer(&mut self, dkey: Key, reason: CloseReason, notify: bool) {
+        let Some(c) = self.data_consumers.remove(&dkey) else {
+            return;
+        };
+        if let Some(p) = self.data_producers.get_mut(&c.data_producer) {
+            p.consumers.retain(|k| *k != dkey);
+        }
+        match &c.sink {
+            DataSink::Direct(receiver) => {
+                receiver.close();
+                if let Some(d) = self.directs.get_mut(&c.transport) {
+                    d.data_consumers.retain(|k| *k != dkey);
+                }
+            }
+            DataSink::Sctp { stream_id, channel } => {
+                if let Some(t) = self.transports.get_mut(&c.transport) {
+                    t.data_consumers.retain(|k| *k != dkey);
+                    t.data_by_channel.remove(channel);
+                    if let Some(streams) = t.sctp_streams.as_mut() {
+                        streams.release(*stream_id);
+                    }
+                    if reason != CloseReason::RemoteClosed {
+                        t.rtc.direct_api().close_data_channel(*channel);
+                    }
+                    self.dirty.push(c.transport);
+                }
+            }
+        }
+        if notify {
+            self.emit_on_any(
+                c.transport,
+                MediaEvent::DataConsumerClosed {
+                    transport_id: String::new(),
+                    data_consumer_id: c.id,
+                    reason,
+                },
+            );
+        }
+    }
+
+    pub(super) fn close_data_producer(&mut self, pkey: Key, reason: CloseReason, notify: bool) {
+        let Some(p) = self.data_producers.remove(&pkey) else {
+            return;
+        };
+        for dkey in &p.consumers {
+            self.close_data_consumer(*dkey, CloseReason::ProducerClosed, true);
+        }
+        if let Some(r) = self.routers.get_mut(&p.router_id) {
+            r.data_producers.remove(&pkey);
+        }
+        if let Some(t) = self.transports.get_mut(&p.transport) {
+            t.data_producers.retain(|k| *k != pkey);
+            if let Some(cid) = p.channel {
+                t.data_by_channel.remove(&cid);
+                if reason != CloseReason::RemoteClosed {
+                    t.rtc.direct_api().close_data_channel(cid);
+                }
+            }
+            if let (Some(streams), Some(stream)) = (t.sctp_streams.as_mut(), p.stream.as_ref()) {
+                streams.release(stream.stream_id);
+            }
+            self.dirty.push(p.transport);
+        } else if let Some(d) = self.directs.get_mut(&p.transport) {
+            d.data_producers.retain(|k| *k != pkey);
+        }
+        if notify {
+            self.emit_on_any(
+                p.transport,
+                MediaEvent::DataProducerClosed {
+                    transport_id: String::new(),
+                    data_producer_id: p.id,
+                    reason,
+                },
+            );
+        }
+    }
+
+    pub(super) fn close_direct_transport(&mut self, key: Key, reason: CloseReason) {
+        let Some(d) = self.directs.get(&key) else {
+            return;
+        };
+        let notify = reason != CloseReason::Closed;
+        let consumers = d.data_consumers.clone();
+        let producers = d.data_producers.clone();
+        for k in consumers {
+            self.close_data_consumer(k, CloseReason::TransportClosed, notify);
+        }
+        for k in producers {
+            self.close_data_producer(k, CloseReason::TransportClosed, notify);
+        }
+        if let Some(d) = self.directs.remove(&key) {
+            if notify && let Some(events) = &d.events {
+                let _ = events.send(MediaEvent::TransportClosed {
+                    transport_id: d.id.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+pub(super) fn set_transport_id(event: &mut MediaEvent, id: &str) {
+    match event {
+        MediaEvent::IceStateChange { transport_id, .. }
+        | MediaEvent::IceSelectedTupleChange { transport_id, .. }
+        | MediaEvent::DtlsStateChange { transport_id, .. }
+        | MediaEvent::SctpStateChange { transport_id, .. }
+        | MediaEvent::TransportClosed { transport_id, .. }
+        | MediaEvent::ProducerScore { transport_id, .. }
+        | MediaEvent::ProducerClosed { transport_id, .. }
+        | MediaEvent::ConsumerClosed { transport_id, .. }
+        | MediaEvent::ConsumerProducerPaused { transport_id, .. }
+        | MediaEvent::ConsumerProducerResumed { transport_id, .. }
+        | MediaEvent::ConsumerScore { transport_id, .. }
+        | MediaEvent::ConsumerLayersChange { transport_id, .. }
+        | MediaEvent::BandwidthEstimate { transport_id, .. }
+        | MediaEvent::DataProducerClosed { transport_id, .. }
+        | MediaEvent::DataConsumerClosed { transport_id, .. }
+        | MediaEvent::DataConsumerBufferedAmountLow { transport_id, .. } => {
+            *transport_id = id.to_owned();
+        }
+        MediaEvent::ActiveSpeaker { .. } => {}
+    }
+}

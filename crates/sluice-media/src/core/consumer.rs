@@ -1,0 +1,94 @@
+//! A consumer in the core ([`ConsumerState`]): one producer's media sent to one client — its
+//! [`Forwarder`] (what to send, with which numbers: the rewrite of sequence numbers, timestamps
+//! and VP8 picture ids), its payload-type map, the layers it prefers and its score. Consumers are
+//! created paused and resumed once the client is ready (mediasoup-demo's `newConsumer` flow).
+
+use std::time::Instant;
+
+use sluice_ortc::MediaKind;
+use str0m::media::Pt;
+
+use crate::core::table::Identified;
+use crate::events::{ConsumerLayers, ConsumerScore};
+use crate::forwarder::Forwarder;
+use crate::layers::RateCalculator;
+use crate::types::{ConsumerStat, Key, ProducerType};
+
+/// A consumer in its worker.
+#[derive(Debug)]
+pub(crate) struct ConsumerState {
+    pub id: String,
+    pub producer: Key,
+    pub producer_id: String,
+    pub transport: Key,
+    pub kind: MediaKind,
+    pub r#type: ProducerType,
+    pub mid: String,
+    pub ssrc: u32,
+    pub rtx_ssrc: Option<u32>,
+    pub mime_type: String,
+    /// Producer payload type → the payload type this consumer sends.
+    pub pt_map: Vec<(u8, Pt)>,
+    pub forwarder: Forwarder,
+    pub preferred_layers: Option<ConsumerLayers>,
+    pub priority: u8,
+    /// Last layers reported in a `ConsumerLayersChange` event.
+    pub reported_layers: Option<ConsumerLayers>,
+    pub rate: RateCalculator,
+    pub packets: u64,
+    pub bytes: u64,
+    pub score: u8,
+    pub fraction_lost: u8,
+    pub nacks: u64,
+    pub plis: u64,
+    pub firs: u64,
+    pub last_score: Option<ConsumerScore>,
+}
+
+impl ConsumerState {
+    pub fn payload_type_for(&self, producer_pt: u8) -> Option<Pt> {
+        self.pt_map
+            .iter()
+            .find(|(p, _)| *p == producer_pt)
+            .map(|(_, c)| *c)
+    }
+
+    pub fn current_layers(&self) -> Option<ConsumerLayers> {
+        self.forwarder
+            .current_layers()
+            .map(|(s, t)| ConsumerLayers {
+                spatial_layer: s.min(255) as u8,
+                temporal_layer: t,
+            })
+    }
+
+    pub fn on_sent(&mut self, bytes: usize, now: Instant) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+        self.rate.add(bytes, now);
+    }
+
+    pub fn stats(&self, now: Instant, timestamp: u64) -> ConsumerStat {
+        ConsumerStat {
+            kind: "outbound-rtp",
+            timestamp,
+            ssrc: self.ssrc,
+            rtx_ssrc: self.rtx_ssrc,
+            mime_type: self.mime_type.clone(),
+            packet_count: self.packets,
+            byte_count: self.bytes,
+            bitrate: self.rate.rate(now),
+            score: self.score,
+            fraction_lost: self.fraction_lost,
+            nack_count: self.nacks,
+            pli_count: self.plis,
+            fir_count: self.firs,
+        }
+    }
+}
+
+impl Identified for ConsumerState {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}

@@ -1,0 +1,159 @@
+//! The per-packet fan-out: an RTP packet of a producer goes to each of its consumers, rewritten
+//! by the consumer's forwarder, written into the consumer's transport (polled later, once per
+//! batch).
+
+use std::time::Instant;
+
+use sluice_ortc::MediaKind;
+
+use super::Core;
+use crate::forwarder::{InPacket, Verdict};
+use crate::payload;
+use crate::types::*;
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+
+impl Core {
+    pub(super) fn forward(&mut self, key: Key, packet: RtpPacket, now: Instant) {
+        let ssrc = *packet.header.ssrc;
+        let Some(t) = self.transports.get_mut(&key) else {
+            return;
+        };
+        let (pkey, layer) = match t.rx_ssrc.get(&ssrc) {
+            Some(found) => *found,
+            None => {
+                // A stream str0m mapped by mid/rid (simulcast by rid): learn its SSRC.
+                let Some((mid, rid)) = t
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&packet.header.ssrc)
+                    .map(|s| (s.mid(), s.rid()))
+                else {
+                    return;
+                };
+                let Some(&pkey) = t.producer_by_mid.get(&mid) else {
+                    // RTP before `produce` completed: dropped quietly.
+                    return;
+                };
+                let Some(p) = self.producers.get_mut(&pkey) else {
+                    return;
+                };
+                let rid = rid.map(|r| r.to_string());
+                let Some(layer) = p.layer_of(ssrc, rid.as_deref()) else {
+                    return;
+                };
+                if let Some(l) = p.layers.get_mut(layer)
+                    && l.ssrc.is_none()
+                {
+                    l.ssrc = Some(ssrc);
+                }
+                t.rx_ssrc.insert(ssrc, (pkey, layer));
+                (pkey, layer)
+            }
+        };
+        let Some(p) = self.producers.get_mut(&pkey) else {
+            return;
+        };
+        p.on_packet(layer, packet.payload.len(), now);
+        if let Some(level) = packet.header.ext_vals.audio_level
+            && !p.paused
+            && let Some(r) = self.routers.get_mut(&p.router_id)
+        {
+            r.speaker.record(pkey, level);
+        }
+        if p.paused || p.consumers.is_empty() {
+            return;
+        }
+        let info = payload::inspect(p.codec, &packet.payload);
+        if info.keyframe_start
+            && let Some(l) = p.layers.get_mut(layer)
+        {
+            l.last_keyframe_request = None;
+        }
+        let input = InPacket {
+            layer,
+            seq: *packet.seq_no,
+            timestamp: packet.header.timestamp,
+            info,
+        };
+        let ext = &packet.header.ext_vals;
+        let ext_vals = ExtensionValues {
+            audio_level: ext.audio_level,
+            voice_activity: ext.voice_activity,
+            video_orientation: ext.video_orientation,
+            ..Default::default()
+        };
+        let mut keyframe_layers: Vec<usize> = Vec::new();
+        let nackable = p.kind == MediaKind::Video;
+        let Core {
+            consumers,
+            transports,
+            dirty,
+            ..
+        } = self;
+        for ckey in &p.consumers {
+            let Some(c) = consumers.get_mut(ckey) else {
+                continue;
+            };
+            let verdict = c.forwarder.on_packet(&input, now);
+            if let Some(l) = c.forwarder.take_keyframe_request() {
+                keyframe_layers.push(l);
+            }
+            let Verdict::Forward(out) = verdict else {
+                continue;
+            };
+            let Some(pt) = c.payload_type_for(*packet.header.payload_type) else {
+                continue;
+            };
+            let Some(ct) = transports.get_mut(&c.transport) else {
+                continue;
+            };
+            let mut write = RtpWrite::new(
+                pt,
+                out.seq.into(),
+                out.timestamp,
+                packet.timestamp,
+                packet.payload.clone(),
+            )
+            .marker(packet.header.marker)
+            .nackable(nackable)
+            .ext_vals(ext_vals.clone());
+            if out.picture_id.is_some() || out.tl0_pic_idx.is_some() {
+                if let Ok(desc) = str0m::rtp::Vp8Descriptor::parse(&packet.payload) {
+                    let mut patch = desc.patch();
+                    if let Some(pid) = out.picture_id {
+                        patch = patch.picture_id(pid);
+                    }
+                    if let Some(tl0) = out.tl0_pic_idx {
+                        patch = patch.tl0_pic_idx(tl0);
+                    }
+                    if let Ok(patch) = patch.build() {
+                        write = write.vp8_patch(patch);
+                    }
+                }
+            }
+            if let Some(stream) = ct.rtc.direct_api().stream_tx(&c.ssrc.into()) {
+                stream.write_rtp(write);
+                c.on_sent(packet.payload.len(), now);
+                dirty.push(c.transport);
+            }
+        }
+        let reported: Vec<Key> = p
+            .consumers
+            .iter()
+            .copied()
+            .filter(|k| {
+                consumers
+                    .get(k)
+                    .is_some_and(|c| c.current_layers() != c.reported_layers)
+            })
+            .collect();
+        keyframe_layers.sort_unstable();
+        keyframe_layers.dedup();
+        for l in keyframe_layers {
+            self.request_producer_keyframe(pkey, l, now);
+        }
+        for ckey in reported {
+            self.report_layers(ckey);
+        }
+    }
+}

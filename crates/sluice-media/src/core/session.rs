@@ -1,0 +1,532 @@
+//! str0m sessions: demultiplexing datagrams to transports, running their timeouts, draining
+//! their output into the outbox, and handling their events; the periodic tick.
+
+use std::time::Instant;
+
+use super::data_consumer::DataOwner;
+use super::due_now;
+use super::producer::score_from_loss;
+use super::{Core, Transmit};
+use crate::demux::DatagramKind;
+use crate::events::{CloseReason, DtlsState, MediaEvent, SctpState};
+use crate::message::DataMessage;
+use crate::types::*;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use str0m::bwe::BweKind;
+use str0m::media::KeyframeRequestKind;
+use str0m::net::{Protocol, Receive};
+use str0m::{Event, Input, Output};
+
+impl Core {
+    pub(super) fn on_datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+        self.usage.datagrams_received += 1;
+        self.usage.bytes_received += data.len() as u64;
+        let kind = DatagramKind::of(data);
+        let key = match self.demux.by_addr(&from) {
+            Some(key) => Some(key),
+            None if kind == DatagramKind::Stun => str0m::ice::StunMessage::parse(data)
+                .ok()
+                .filter(|m| m.is_binding_request())
+                .and_then(|m| m.split_username().map(|(local, _)| local.to_owned()))
+                .and_then(|local| self.demux.by_ufrag(&local)),
+            None => None,
+        };
+        let Some(key) = key else {
+            self.usage.dropped_unknown_source += 1;
+            return;
+        };
+        let Some(t) = self.transports.get_mut(&key) else {
+            self.usage.dropped_unknown_source += 1;
+            return;
+        };
+        if kind == DatagramKind::Stun
+            && let Ok(m) = str0m::ice::StunMessage::parse(data)
+            && m.is_binding_request()
+            && let Some((local, remote)) = m.split_username()
+        {
+            if local != t.local_ufrag {
+                // An old ufrag after an ICE restart, or a stray request.
+                self.usage.dropped_unknown_source += 1;
+                return;
+            }
+            t.learn_remote_ufrag(remote);
+        }
+        let Ok(receive) = Receive::new(Protocol::Udp, from, t.local_addr, data) else {
+            self.usage.dropped_malformed += 1;
+            return;
+        };
+        t.bytes_received += data.len() as u64;
+        t.packets_received += 1;
+        if let Some(capture) = t.peer_certificate.as_mut()
+            && kind == DatagramKind::Dtls
+        {
+            capture.on_datagram(data);
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            t.rtc.handle_input(Input::Receive(now, receive))
+        }));
+        match result {
+            Ok(Ok(())) => self.drain(key, now),
+            Ok(Err(e)) => {
+                tracing::debug!(transport = %t.id, error = %e, "input refused");
+                self.usage.dropped_malformed += 1;
+                if matches!(e, str0m::RtcError::Dtls(_)) {
+                    t.dtls_state = DtlsState::Failed;
+                    t.emit(MediaEvent::DtlsStateChange {
+                        transport_id: t.id.clone(),
+                        state: DtlsState::Failed,
+                    });
+                    self.close_transport(key, CloseReason::DtlsFailed);
+                } else {
+                    self.drain(key, now);
+                }
+            }
+            Err(_) => {
+                self.usage.session_errors += 1;
+                tracing::error!(transport = %t.id, "session panicked; closing it");
+                self.close_transport(key, CloseReason::SessionError);
+            }
+        }
+    }
+
+    pub(super) fn on_timeout(&mut self, now: Instant) {
+        while let Some(&(deadline, key)) = self.timers.first() {
+            if deadline > now {
+                break;
+            }
+            self.timers.remove(&(deadline, key));
+            let Some(t) = self.transports.get_mut(&key) else {
+                continue;
+            };
+            t.next_timeout = None;
+            self.usage.timeouts += 1;
+            let result = catch_unwind(AssertUnwindSafe(|| t.rtc.handle_input(Input::Timeout(now))));
+            match result {
+                Ok(_) => self.drain(key, now),
+                Err(_) => {
+                    self.usage.session_errors += 1;
+                    self.close_transport(key, CloseReason::SessionError);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_tick(&mut self, now: Instant) {
+        let keys: Vec<Key> = self.consumers.keys().copied().collect();
+        for key in keys {
+            self.update_layers(key, now);
+            self.serve_consumer_keyframe_request(key, now);
+        }
+        let transports: Vec<Key> = self.transports.keys().copied().collect();
+        for key in transports {
+            self.update_bwe_targets(key, now);
+        }
+        self.observe_speakers(now);
+        let backed_up: Vec<Key> = self
+            .data_consumers
+            .iter()
+            .filter(|(_, c)| !c.queue.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in backed_up {
+            self.flush_data_consumer(key);
+        }
+    }
+
+    /// Reports each router's loudest audio producer when it changes.
+    pub(super) fn observe_speakers(&mut self, now: Instant) {
+        let Core {
+            routers, producers, ..
+        } = self;
+        for (router_id, r) in routers.iter_mut() {
+            let Some(change) = r.speaker.interval(now) else {
+                continue;
+            };
+            let Some(events) = &r.events else {
+                continue;
+            };
+            let event = match change {
+                Some((pkey, volume)) => match producers.get(&pkey) {
+                    Some(p) => MediaEvent::ActiveSpeaker {
+                        router_id: router_id.clone(),
+                        producer_id: Some(p.id.clone()),
+                        volume: Some(volume),
+                    },
+                    None => continue,
+                },
+                None => MediaEvent::ActiveSpeaker {
+                    router_id: router_id.clone(),
+                    producer_id: None,
+                    volume: None,
+                },
+            };
+            let _ = events.send(event);
+        }
+    }
+
+    /// Records what this transport's consumers would send at their preferred layers (reported
+    /// with each estimate, as mediasoup's `desiredBitrate`), and with TWCC tells str0m's
+    /// estimator what they send now (the minimum to sustain) and that desired bitrate plus
+    /// headroom (the capacity to probe for), as str0m advises an SFU to.
+    pub(super) fn update_bwe_targets(&mut self, tkey: Key, now: Instant) {
+        let Some(t) = self.transports.get(&tkey) else {
+            return;
+        };
+        if t.bandwidth_estimation == BandwidthEstimation::Off || t.consumers.is_empty() {
+            return;
+        }
+        let (mut current, mut desired) = (0u64, 0u64);
+        for ckey in &t.consumers {
+            let Some(c) = self.consumers.get(ckey) else {
+                continue;
+            };
+            if !c.forwarder.is_active() {
+                continue;
+            }
+            let Some(p) = self.producers.get(&c.producer) else {
+                continue;
+            };
+            let statuses = p.layer_statuses(now);
+            let (target, _) = c.forwarder.target_layers();
+            let preferred = c
+                .preferred_layers
+                .map_or(statuses.len().saturating_sub(1), |l| {
+                    usize::from(l.spatial_layer)
+                });
+            let live_best = statuses
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| s.active && *i <= preferred)
+                .map(|(_, s)| s.bitrate)
+                .next_back()
+                .unwrap_or(0);
+            current += statuses.get(target).map_or(0, |s| s.bitrate);
+            desired += live_best;
+        }
+        // Ask for a little more than needed, so the estimate clears the upgrade headroom.
+        let effective =
+            (desired as f64 * self.settings.upgrade_headroom * self.settings.probe_margin) as u64;
+        let Some(t) = self.transports.get_mut(&tkey) else {
+            return;
+        };
+        t.desired_bitrate = desired;
+        t.effective_desired_bitrate = effective;
+        if desired == 0 || t.bandwidth_estimation != BandwidthEstimation::Twcc {
+            return;
+        }
+        t.rtc.bwe().set_bitrate(
+            str0m::bwe::Bitrate::bps(current.min(effective)),
+            str0m::bwe::Bitrate::bps(effective),
+        );
+        self.dirty.push(tkey);
+    }
+
+    /// Polls every transport with pending output until all are idle.
+    pub(super) fn flush(&mut self, now: Instant) {
+        let mut rounds = 0;
+        while !self.dirty.is_empty() && rounds < self.settings.max_flush_rounds {
+            rounds += 1;
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for key in dirty {
+                self.drain(key, now);
+            }
+        }
+    }
+
+    /// Polls one transport's output: sends its datagrams, handles its events, arms its timer.
+    pub(super) fn drain(&mut self, key: Key, now: Instant) {
+        let mut events = Vec::new();
+        let mut requeue = false;
+        let result = {
+            let Some(t) = self.transports.get_mut(&key) else {
+                return;
+            };
+            let usage = &mut self.usage;
+            let demux = &mut self.demux;
+            let timers = &mut self.timers;
+            let outbox = &mut self.outbox;
+            let immediate_window = self.settings.immediate_window;
+            let max_immediate = self.settings.max_immediate_timeouts;
+            catch_unwind(AssertUnwindSafe(|| {
+                let mut immediate = 0;
+                loop {
+                    match t.rtc.poll_output() {
+                        Ok(Output::Transmit(tx)) => {
+                            // A binding success response: str0m checked the request's integrity,
+                            // so the address is now a validated tuple of this transport.
+                            if tx.contents.len() >= 2
+                                && tx.contents[0] == 0x01
+                                && tx.contents[1] == 0x01
+                            {
+                                demux.validate_addr(tx.destination, key);
+                                if t.selected_remote != Some(tx.destination) {
+                                    t.selected_remote = Some(tx.destination);
+                                    t.emit(MediaEvent::IceSelectedTupleChange {
+                                        transport_id: t.id.clone(),
+                                        remote: tx.destination,
+                                    });
+                                }
+                            }
+                            let n = tx.contents.len() as u64;
+                            usage.datagrams_sent += 1;
+                            usage.bytes_sent += n;
+                            t.bytes_sent += n;
+                            t.packets_sent += 1;
+                            outbox.push_back(Transmit {
+                                destination: tx.destination,
+                                contents: tx.contents.into(),
+                            });
+                        }
+                        // The peer is checked before anything after the handshake is polled,
+                        // so nothing is sent to a peer that fails.
+                        Ok(Output::Event(Event::Connected)) => {
+                            if let Err(why) = t.verify_peer() {
+                                break Ok(Some(why));
+                            }
+                            events.push(Event::Connected);
+                        }
+                        Ok(Output::Event(e)) => events.push(e),
+                        Ok(Output::Timeout(deadline)) => {
+                            // Written media leaves str0m only on a timeout: give it at once
+                            // rather than through the timer (no wake-up, no timer latency).
+                            // With TWCC, str0m's pacer asks for one 1 µs after each packet it
+                            // releases; the timer (1 ms resolution) would hold every further
+                            // packet of a frame ≈1.1 ms, so a deadline that close is run now,
+                            // at itself.
+                            let due = due_now(deadline, now, immediate_window);
+                            if let Some(at) = due
+                                && immediate < max_immediate
+                            {
+                                immediate += 1;
+                                usage.timeouts += 1;
+                                if let Err(e) = t.rtc.handle_input(Input::Timeout(at)) {
+                                    break Err(e);
+                                }
+                                continue;
+                            }
+                            if t.next_timeout != Some(deadline) {
+                                if let Some(old) = t.next_timeout.take() {
+                                    timers.remove(&(old, key));
+                                }
+                                t.next_timeout = Some(deadline);
+                                timers.insert((deadline, key));
+                            }
+                            // Still due after its share of immediate timeouts (str0m's pacer
+                            // wants one around every packet with TWCC, so a keyframe burst
+                            // needs many): drained again in this flush after the others, not
+                            // a timer tick (≥ 1 ms) later.
+                            requeue = due.is_some();
+                            break Ok(None);
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+            }))
+        };
+        match result {
+            Ok(Ok(None)) => {
+                if requeue {
+                    self.dirty.push(key);
+                }
+            }
+            Ok(Ok(Some(why))) => {
+                if let Some(t) = self.transports.get_mut(&key) {
+                    tracing::warn!(transport = %t.id, reason = %why, "DTLS peer refused");
+                    t.dtls_state = DtlsState::Failed;
+                    t.emit(MediaEvent::DtlsStateChange {
+                        transport_id: t.id.clone(),
+                        state: DtlsState::Failed,
+                    });
+                }
+                self.close_transport(key, CloseReason::DtlsFailed);
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "transport output error; closing it");
+                self.close_transport(key, CloseReason::SessionError);
+                return;
+            }
+            Err(_) => {
+                self.usage.session_errors += 1;
+                self.close_transport(key, CloseReason::SessionError);
+                return;
+            }
+        }
+        for event in events {
+            let mut close = None;
+            self.guarded(key, |s| close = s.on_event(key, event, now));
+            if let Some(reason) = close {
+                self.close_transport(key, reason);
+            }
+            if !self.transports.contains_key(&key) {
+                return;
+            }
+        }
+    }
+
+    /// Handles one str0m event of transport `key`; `Some(reason)` closes the transport.
+    pub(super) fn on_event(&mut self, key: Key, event: Event, now: Instant) -> Option<CloseReason> {
+        match event {
+            Event::RtpPacket(packet) => self.forward(key, packet, now),
+            Event::IceConnectionStateChange(state) => {
+                let t = self.transports.get_mut(&key)?;
+                if let Some(state) = t.set_ice_state(state) {
+                    t.emit(MediaEvent::IceStateChange {
+                        transport_id: t.id.clone(),
+                        state,
+                    });
+                }
+            }
+            Event::Connected => {
+                let t = self.transports.get_mut(&key)?;
+                t.dtls_state = DtlsState::Connected;
+                t.emit(MediaEvent::DtlsStateChange {
+                    transport_id: t.id.clone(),
+                    state: DtlsState::Connected,
+                });
+            }
+            Event::KeyframeRequest(req) => {
+                let t = self.transports.get(&key)?;
+                let ckey = *t.consumer_by_mid.get(&req.mid)?;
+                if let Some(c) = self.consumers.get_mut(&ckey) {
+                    match req.kind {
+                        KeyframeRequestKind::Pli => c.plis += 1,
+                        KeyframeRequestKind::Fir => c.firs += 1,
+                    }
+                    c.forwarder.request_keyframe(now);
+                }
+                self.serve_consumer_keyframe_request(ckey, now);
+            }
+            Event::StreamPaused(paused) => {
+                let t = self.transports.get(&key)?;
+                let (pkey, layer) = *t.rx_ssrc.get(&*paused.ssrc)?;
+                let p = self.producers.get_mut(&pkey)?;
+                if let Some(l) = p.layers.get_mut(layer) {
+                    l.stalled = paused.paused;
+                }
+                let consumers = p.consumers.clone();
+                for ckey in consumers {
+                    self.update_layers(ckey, now);
+                }
+            }
+            Event::EgressBitrateEstimate(kind) => {
+                let t = self.transports.get_mut(&key)?;
+                let bps = match (kind, t.bandwidth_estimation) {
+                    (BweKind::Twcc { estimate, .. }, BandwidthEstimation::Twcc)
+                    | (BweKind::Remb { estimate, .. }, BandwidthEstimation::Remb) => {
+                        estimate.as_u64()
+                    }
+                    _ => return None,
+                };
+                tracing::trace!(transport = %t.id, bps, "egress bandwidth estimate");
+                t.available_bitrate = Some(bps);
+                t.emit(MediaEvent::BandwidthEstimate {
+                    transport_id: t.id.clone(),
+                    bitrate: bps,
+                    desired_bitrate: t.desired_bitrate,
+                    effective_desired_bitrate: t.effective_desired_bitrate,
+                });
+                let consumers = t.consumers.clone();
+                for ckey in consumers {
+                    self.update_layers(ckey, now);
+                }
+            }
+            Event::MediaIngressStats(stats) => {
+                let t = self.transports.get(&key)?;
+                let pkey = *t.producer_by_mid.get(&stats.mid)?;
+                let p = self.producers.get_mut(&pkey)?;
+                let layer = p.layer_of(u32::MAX, stats.rid.as_deref()).unwrap_or(0);
+                if let Some(l) = p.layers.get_mut(layer) {
+                    let loss = stats.loss.unwrap_or(0.0);
+                    l.fraction_lost = (loss.clamp(0.0, 1.0) * 255.0) as u8;
+                    l.score = if l.is_active(now) {
+                        score_from_loss(loss)
+                    } else {
+                        0
+                    };
+                    l.nacks = stats.nacks;
+                }
+                let scores: Vec<u8> = p.layers.iter().map(|l| l.score).collect();
+                if scores != p.last_scores {
+                    p.last_scores = scores;
+                    let event = MediaEvent::ProducerScore {
+                        transport_id: String::new(),
+                        producer_id: p.id.clone(),
+                        scores: p.scores(),
+                    };
+                    let consumers = p.consumers.clone();
+                    self.emit_on(key, event);
+                    for ckey in consumers {
+                        self.report_score(ckey);
+                    }
+                }
+            }
+            Event::MediaEgressStats(stats) => {
+                let t = self.transports.get(&key)?;
+                let ckey = *t.consumer_by_mid.get(&stats.mid)?;
+                let c = self.consumers.get_mut(&ckey)?;
+                let loss = stats.loss.unwrap_or(0.0);
+                c.fraction_lost = (loss.clamp(0.0, 1.0) * 255.0) as u8;
+                c.score = score_from_loss(loss);
+                c.nacks = stats.nacks;
+                self.report_score(ckey);
+            }
+            Event::Closed => return Some(CloseReason::RemoteClosed),
+            Event::ChannelOpen(cid, _) => {
+                let t = self.transports.get_mut(&key)?;
+                if t.sctp_state != Some(SctpState::Connected) {
+                    t.sctp_state = Some(SctpState::Connected);
+                    t.emit(MediaEvent::SctpStateChange {
+                        transport_id: t.id.clone(),
+                        state: SctpState::Connected,
+                    });
+                }
+                if let Some(DataOwner::Consumer(dkey)) = t.data_by_channel.get(&cid).copied() {
+                    if let Some(mut ch) = t.rtc.channel(cid) {
+                        ch.set_buffered_amount_low_threshold(
+                            self.settings.buffered_amount_low_threshold,
+                        );
+                    }
+                    self.flush_data_consumer(dkey);
+                }
+            }
+            Event::ChannelData(data) => {
+                let t = self.transports.get(&key)?;
+                match t.data_by_channel.get(&data.id).copied() {
+                    Some(DataOwner::Producer(dkey)) => {
+                        let message = DataMessage {
+                            binary: data.binary,
+                            data: data.data,
+                        };
+                        self.relay_data(dkey, message, now);
+                    }
+                    // Data on a consumer's stream, or on a stream no data producer declared.
+                    _ => self.usage.dropped_data += 1,
+                }
+            }
+            Event::ChannelBufferedAmountLow(cid) => {
+                let t = self.transports.get(&key)?;
+                if let Some(DataOwner::Consumer(dkey)) = t.data_by_channel.get(&cid).copied() {
+                    self.flush_data_consumer(dkey);
+                }
+            }
+            Event::ChannelClose(cid) => {
+                let t = self.transports.get(&key)?;
+                match t.data_by_channel.get(&cid).copied() {
+                    Some(DataOwner::Producer(dkey)) => {
+                        self.close_data_producer(dkey, CloseReason::RemoteClosed, true)
+                    }
+                    Some(DataOwner::Consumer(dkey)) => {
+                        self.close_data_consumer(dkey, CloseReason::RemoteClosed, true)
+                    }
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+}

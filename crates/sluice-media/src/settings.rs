@@ -1,0 +1,119 @@
+//! Where a worker listens ([`WorkerSettings`]) and every tuning constant of the media plane with
+//! its default ([`MediaSettings`], one commented struct, like the server's configuration).
+//!
+//! The core reads its copy (`Core::new` takes one); the pure algorithms (layer selection, the
+//! forwarder, the sequence-number manager) read [`DEFAULTS`].
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Where a worker listens and what it announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// Address the UDP socket binds to.
+    pub listen_ip: IpAddr,
+    /// Address in ICE candidates; `listen_ip` when `None`.
+    pub announced_ip: Option<IpAddr>,
+    /// UDP port; 0 lets the OS pick.
+    pub port: u16,
+}
+
+impl WorkerSettings {
+    /// Loopback, any free port (tests, benchmarks).
+    pub fn loopback() -> Self {
+        WorkerSettings {
+            listen_ip: IpAddr::from([127, 0, 0, 1]),
+            announced_ip: None,
+            port: 0,
+        }
+    }
+}
+
+/// The media plane's tuning constants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaSettings {
+    // ---- the driver ------------------------------------------------------------------------
+    /// Datagrams the driver reads before it drains the core's output.
+    pub recv_batch: usize,
+    /// Socket buffers asked of the kernel (it caps them at `net.core.rmem_max` / `wmem_max`):
+    /// bursts of a keyframe to many consumers must not overflow them.
+    pub socket_buffer_bytes: usize,
+
+    // ---- the core's timing -----------------------------------------------------------------
+    /// How often the core re-evaluates layers, scores, estimates and queued data.
+    pub tick: Duration,
+    /// A str0m deadline this close is run at once rather than through the timer: with TWCC,
+    /// str0m's pacer asks for one 1 µs after each packet it releases, and a timer (1 ms
+    /// resolution) would hold every further packet of a frame ≈ 1.1 ms.
+    pub immediate_window: Duration,
+    /// Immediate timeouts one transport gets per drain before it waits its turn again.
+    pub max_immediate_timeouts: u32,
+    /// Rounds of polling dirty transports per flush (a transport re-dirtied by another's
+    /// output is polled again in the same flush, up to this many times).
+    pub max_flush_rounds: u32,
+
+    // ---- keyframes and layers --------------------------------------------------------------
+    /// The least time between two keyframe requests to one producer stream.
+    pub key_frame_request_delay: Duration,
+    /// A consumer waiting for a keyframe asks again after this long.
+    pub keyframe_retry: Duration,
+    /// A layer is chosen when the estimate exceeds its bitrate by this factor…
+    pub upgrade_headroom: f64,
+    /// …and kept while the estimate stays above this fraction of it.
+    pub downgrade_tolerance: f64,
+    /// What a transport asks str0m's estimator to probe for, above its consumers' desired
+    /// bitrate plus the upgrade headroom.
+    pub probe_margin: f64,
+    /// A layer with no packet for this long counts as inactive.
+    pub layer_inactive_after: Duration,
+    /// How far behind the newest sequence number a packet may arrive and still be forwarded.
+    pub max_reorder: u64,
+
+    // ---- the active speaker ----------------------------------------------------------------
+    /// How often the loudest producer of a router is reported.
+    pub speaker_interval: Duration,
+    /// Below this audio level (dBov) nobody speaks.
+    pub speaker_threshold: i8,
+
+    // ---- data channels ---------------------------------------------------------------------
+    /// A reliable data consumer's own queue, in bytes, beyond SCTP's buffer.
+    pub data_queue_limit: usize,
+    /// An unreliable data consumer's queue, in bytes; it drops its oldest beyond.
+    pub unreliable_data_queue_limit: usize,
+    /// SCTP's send buffer per reliable data consumer, beyond which messages wait in its queue.
+    pub reliable_sctp_buffer: usize,
+    /// The same for an unreliable one (stale state should not wait in SCTP).
+    pub unreliable_sctp_buffer: usize,
+    /// str0m's buffered-amount-low threshold on data consumers' channels.
+    pub buffered_amount_low_threshold: usize,
+}
+
+/// The defaults.
+pub const DEFAULTS: MediaSettings = MediaSettings {
+    recv_batch: 64,
+    socket_buffer_bytes: 4 << 20,
+    tick: Duration::from_millis(250),
+    immediate_window: Duration::from_micros(200),
+    max_immediate_timeouts: 16,
+    max_flush_rounds: 64,
+    key_frame_request_delay: Duration::from_millis(500),
+    keyframe_retry: Duration::from_millis(1000),
+    upgrade_headroom: 1.15,
+    downgrade_tolerance: 0.9,
+    probe_margin: 1.1,
+    layer_inactive_after: Duration::from_millis(1500),
+    max_reorder: 1000,
+    speaker_interval: Duration::from_millis(800),
+    speaker_threshold: -80,
+    data_queue_limit: 256 * 1024,
+    unreliable_data_queue_limit: 16 * 1024,
+    reliable_sctp_buffer: 64 * 1024,
+    unreliable_sctp_buffer: 4 * 1024,
+    buffered_amount_low_threshold: 16 * 1024,
+};
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        DEFAULTS
+    }
+}
