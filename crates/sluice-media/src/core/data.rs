@@ -4,9 +4,10 @@
 use std::time::Instant;
 
 use super::Core;
-use super::data_consumer::{DataConsumerState, DataOwner, DataSink, channel_config, try_write};
+use super::data_consumer::{DataConsumerState, DataSink, channel_config, try_write};
 use super::data_producer::{DataProducerState, RateLimiter};
 use super::direct_transport::DirectTransportState;
+use super::webrtc_transport::DataOwner;
 use crate::error::MediaError;
 use crate::events::{EventSender, MediaEvent};
 use crate::message::{DataMessage, DataReceiver, Pushed, SendQueue};
@@ -300,7 +301,7 @@ impl Core {
                 let Some(t) = transports.get_mut(&c.transport) else {
                     return;
                 };
-                if c.queue.is_empty() && try_write(t, *channel, &message, c.max_buffered) {
+                if c.queue.is_empty() && try_write(&mut t.rtc, *channel, &message, c.max_buffered) {
                     c.messages += 1;
                     c.bytes += len;
                 } else {
@@ -326,7 +327,7 @@ impl Core {
             return;
         };
         while let Some(m) = c.queue.front() {
-            if !try_write(t, channel, m, c.max_buffered) {
+            if !try_write(&mut t.rtc, channel, m, c.max_buffered) {
                 break;
             }
             c.messages += 1;

@@ -15,7 +15,6 @@
 use str0m::channel::ChannelId;
 
 use crate::core::table::Identified;
-use crate::core::webrtc_transport::TransportState;
 use crate::message::{DataMessage, DataReceiver, SendQueue};
 use crate::types::Key;
 
@@ -44,13 +43,6 @@ pub(crate) struct DataConsumerState {
     pub last_buffered: usize,
     /// Report `BufferedAmountLow` once the queue drains (it had backed up).
     pub backed_up: bool,
-}
-
-/// Who owns a data channel of a WebRTC transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DataOwner {
-    Producer(Key),
-    Consumer(Key),
 }
 
 /// str0m's channel configuration for a negotiated (out-of-band) SCTP stream.
@@ -83,12 +75,12 @@ pub(crate) fn channel_config(
 /// bytes: beyond that a consumer's messages wait in its own queue, where an unreliable one drops
 /// its oldest (SCTP's buffer would only add latency to stale state).
 pub(crate) fn try_write(
-    t: &mut TransportState,
+    rtc: &mut str0m::Rtc,
     channel: str0m::channel::ChannelId,
     m: &DataMessage,
     max_buffered: usize,
 ) -> bool {
-    match t.rtc.channel(channel) {
+    match rtc.channel(channel) {
         Some(mut ch) => {
             let buffered = ch.buffered_amount();
             if buffered > 0 && buffered + m.data.len() > max_buffered {

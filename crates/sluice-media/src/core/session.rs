@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use super::data_consumer::DataOwner;
 use super::due_now;
 use super::producer::score_from_loss;
+use super::webrtc_transport::DataOwner;
 use super::{Core, Transmit};
 use crate::demux::DatagramKind;
 use crate::events::{CloseReason, DtlsState, MediaEvent, SctpState};

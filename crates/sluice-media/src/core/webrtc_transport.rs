@@ -16,7 +16,6 @@ use str0m::config::{DtlsCert, Fingerprint};
 use str0m::media::{Mid, Pt};
 use str0m::{Candidate, IceConnectionState, IceCreds, Rtc};
 
-use crate::core::data_consumer::DataOwner;
 use crate::core::table::Identified;
 use crate::error::MediaError;
 use crate::events::{DtlsState, EventSender, IceState, MediaEvent, SctpState};
@@ -55,6 +54,13 @@ pub(crate) struct DeclaredConsumer {
     pub rtx: Option<u32>,
     /// Router payload type → the payload type sent on this transport.
     pub payload_types: Vec<(u8, Pt)>,
+}
+
+/// Who owns a data channel of a WebRTC transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DataOwner {
+    Producer(Key),
+    Consumer(Key),
 }
 
 /// The worker-side state of one transport.
