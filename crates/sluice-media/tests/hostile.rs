@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use common::*;
 use sluice_client::{ClientNumbering, LossyRelay, SourceConfig};
-use sluice_media::{CloseReason, MediaEvent, Worker, WorkerSettings};
+use sluice_media::{
+    CloseReason, DataConsumerOptions, DataProducerOptions, MediaEvent, WebRtcTransportOptions,
+    Worker, WorkerSettings,
+};
 
 fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
     (0..len)
@@ -109,7 +112,7 @@ async fn garbage_from_anywhere_and_on_a_validated_tuple_never_stops_forwarding()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_that_panics_is_closed_alone() {
+async fn a_session_that_panics_in_the_command_path_is_closed_alone() {
     let (worker, router) = worker_and_router().await;
     let publisher = connect(&router, ClientNumbering::chromium(), None).await;
     let receiver = connect_receiver(&router, None).await;
@@ -186,5 +189,44 @@ async fn a_client_that_stops_answering_is_disconnected_within_thirty_seconds() {
     .await;
     assert!(event.is_some(), "no disconnection reported");
     assert!(started.elapsed() <= Duration::from_secs(30));
+    worker.close().await;
+}
+
+/// A player whose SCTP never comes up is offered a data consumer on stream 0; its producer
+/// leaves, and another player's data producer is offered on the same transport. str0m still
+/// holds stream 0 for the first channel (closing cannot cancel a pending allocation), so sluice
+/// must not hand that stream out again: it used to, and str0m's assertion took the whole worker
+/// down with every room on it.
+#[tokio::test]
+async fn a_data_consumer_reoffered_before_sctp_is_up_gets_a_fresh_stream_and_the_worker_lives() {
+    let (worker, router) = worker_and_router().await;
+    let mut transports = Vec::new();
+    for _ in 0..3 {
+        let options = WebRtcTransportOptions::default();
+        transports.push(router.create_webrtc_transport(options).await.unwrap());
+    }
+    let (x, y, z) = (&transports[0], &transports[1], &transports[2]);
+    let stream = |id: u16| -> sluice_media::ortc::SctpStreamParameters {
+        serde_json::from_value(serde_json::json!({ "streamId": id, "ordered": true })).unwrap()
+    };
+    let mut streams = Vec::new();
+    for (round, producer_transport) in [y, z, y].into_iter().enumerate() {
+        let producer = producer_transport
+            .produce_data(DataProducerOptions::sctp(stream(round as u16), "game"))
+            .await
+            .unwrap();
+        let consumer = x
+            .consume_data(DataConsumerOptions::new(producer.id()))
+            .await
+            .expect("the data consumer is created");
+        streams.push(consumer.sctp_stream_parameters().unwrap().stream_id);
+        producer.close().await.unwrap();
+    }
+    // Every stream id stays taken until str0m lets go of it, which it cannot before SCTP is up.
+    assert_eq!(streams, vec![0, 1, 2]);
+    assert!(worker.is_alive());
+    let usage = worker.resource_usage().await.unwrap();
+    assert_eq!(usage.session_errors, 0);
+    assert_eq!(worker.dump().await.unwrap().data_consumers, 0);
     worker.close().await;
 }

@@ -207,13 +207,7 @@ impl Core {
             DataSink::Sctp { stream_id, channel } => {
                 if let Some(t) = self.transports.get_mut(&c.transport) {
                     t.data_consumers.retain(|k| *k != dkey);
-                    t.data_by_channel.remove(channel);
-                    if let Some(streams) = t.sctp_streams.as_mut() {
-                        streams.release(*stream_id);
-                    }
-                    if reason != CloseReason::RemoteClosed {
-                        t.rtc.direct_api().close_data_channel(*channel);
-                    }
+                    t.close_data_channel(*channel, *stream_id, reason == CloseReason::RemoteClosed);
                     self.dirty.push(c.transport);
                 }
             }
@@ -242,14 +236,8 @@ impl Core {
         }
         if let Some(t) = self.transports.get_mut(&p.transport) {
             t.data_producers.retain(|k| *k != pkey);
-            if let Some(cid) = p.channel {
-                t.data_by_channel.remove(&cid);
-                if reason != CloseReason::RemoteClosed {
-                    t.rtc.direct_api().close_data_channel(cid);
-                }
-            }
-            if let (Some(streams), Some(stream)) = (t.sctp_streams.as_mut(), p.stream.as_ref()) {
-                streams.release(stream.stream_id);
+            if let (Some(cid), Some(stream)) = (p.channel, p.stream.as_ref()) {
+                t.close_data_channel(cid, stream.stream_id, reason == CloseReason::RemoteClosed);
             }
             self.dirty.push(p.transport);
         } else if let Some(d) = self.directs.get_mut(&p.transport) {

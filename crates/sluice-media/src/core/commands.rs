@@ -11,6 +11,40 @@ use crate::events::{CloseReason, ConsumerScore, DtlsState, MediaEvent};
 use crate::types::*;
 
 impl Core {
+    /// The transport (session) whose str0m state a command touches first: a panic while
+    /// handling the command closes it.
+    pub(super) fn session_of(&self, command: &Command) -> Option<Key> {
+        match command {
+            Command::ConnectTransport { id, .. }
+            | Command::RestartIce { id, .. }
+            | Command::TransportStats { id, .. }
+            | Command::CloseTransport { id, .. }
+            | Command::PanicTransport { id } => self.transports.key_of(id),
+            Command::Produce { transport_id, .. }
+            | Command::Consume { transport_id, .. }
+            | Command::ProduceData { transport_id, .. }
+            | Command::ConsumeData { transport_id, .. } => self.transports.key_of(transport_id),
+            Command::PauseProducer { id, .. }
+            | Command::ProducerStats { id, .. }
+            | Command::CloseProducer { id, .. } => self.producers.by_id(id).map(|p| p.transport),
+            Command::ConsumerOp { id, .. }
+            | Command::ConsumerStats { id, .. }
+            | Command::ConsumerDump { id, .. } => self.consumers.by_id(id).map(|c| c.transport),
+            Command::PauseDataProducer { id, .. }
+            | Command::DataProducerStats { id, .. }
+            | Command::CloseDataProducer { id, .. } => {
+                self.data_producers.by_id(id).map(|p| p.transport)
+            }
+            Command::PauseDataConsumer { id, .. }
+            | Command::DataConsumerStats { id, .. }
+            | Command::CloseDataConsumer { id, .. } => {
+                self.data_consumers.by_id(id).map(|c| c.transport)
+            }
+            _ => None,
+        }
+        .filter(|key| self.transports.contains_key(key))
+    }
+
     pub(super) fn on_command(&mut self, command: Command, now: Instant) {
         match command {
             Command::CreateRouter {
@@ -270,9 +304,11 @@ impl Core {
             Command::ResourceUsage { reply } => {
                 let _ = reply.send(self.usage.clone());
             }
+            // Panics in the command path like a bug in a session would: the guard of
+            // `Core::handle_command` closes that session only.
             Command::PanicTransport { id } => {
-                if let Some(key) = self.transport_key(&id) {
-                    self.guarded(key, |_| panic!("session panic requested"));
+                if self.transport_key(&id).is_some() {
+                    panic!("session panic requested");
                 }
             }
             Command::Close { reply } => {

@@ -165,9 +165,23 @@ impl Core {
 
     /// One request of the control plane. `Command::Close` closes everything (see
     /// [`Core::is_closed`]).
+    ///
+    /// A panic while handling it (a bug, in sluice or in str0m) closes the session the command
+    /// concerns, and only it; its requester sees the worker's reply channel dropped.
     pub fn handle_command(&mut self, now: Instant, command: Command) {
         self.advance(now);
-        self.on_command(command, now);
+        let session = self.session_of(&command);
+        if catch_unwind(AssertUnwindSafe(|| self.on_command(command, now))).is_err() {
+            self.usage.session_errors += 1;
+            match session {
+                Some(key) => {
+                    let id = self.transports.get(&key).map(|t| t.id.clone());
+                    tracing::error!(transport = ?id, "a command panicked; closing its session");
+                    self.close_transport(key, CloseReason::SessionError);
+                }
+                None => tracing::error!("a command outside any session panicked"),
+            }
+        }
     }
 
     /// Closes every router (their transports say goodbye through the outbox).

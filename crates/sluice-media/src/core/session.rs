@@ -477,6 +477,7 @@ impl Core {
             Event::Closed => return Some(CloseReason::RemoteClosed),
             Event::ChannelOpen(cid, _) => {
                 let t = self.transports.get_mut(&key)?;
+                t.on_channel_open(cid);
                 if t.sctp_state != Some(SctpState::Connected) {
                     t.sctp_state = Some(SctpState::Connected);
                     t.emit(MediaEvent::SctpStateChange {
@@ -514,7 +515,10 @@ impl Core {
                 }
             }
             Event::ChannelClose(cid) => {
-                let t = self.transports.get(&key)?;
+                let t = self.transports.get_mut(&key)?;
+                if t.on_channel_closed(cid) {
+                    return None;
+                }
                 match t.data_by_channel.get(&cid).copied() {
                     Some(DataOwner::Producer(dkey)) => {
                         self.close_data_producer(dkey, CloseReason::RemoteClosed, true)

@@ -12,6 +12,7 @@ use sluice_ortc::{
 };
 use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
 use str0m::config::{DtlsCert, Fingerprint};
 use str0m::media::{Mid, Pt};
 use str0m::{Candidate, IceConnectionState, IceCreds, Rtc};
@@ -104,7 +105,10 @@ pub(crate) struct TransportState {
     pub sctp_streams: Option<sluice_ortc::SctpStreamIdAllocator>,
     pub data_producers: Vec<Key>,
     pub data_consumers: Vec<Key>,
-    pub data_by_channel: HashMap<str0m::channel::ChannelId, DataOwner>,
+    pub data_by_channel: HashMap<ChannelId, DataOwner>,
+    /// Channels sluice closed whose SCTP stream ids str0m still holds (see
+    /// [`TransportState::close_data_channel`]), with those ids.
+    pub closing_channels: HashMap<ChannelId, u16>,
     pub bandwidth_estimation: BandwidthEstimation,
     pub available_bitrate: Option<u64>,
     /// What the consumers would send at their preferred live layers, and that plus the headroom
@@ -235,6 +239,7 @@ impl TransportState {
             data_producers: Vec::new(),
             data_consumers: Vec::new(),
             data_by_channel: HashMap::new(),
+            closing_channels: HashMap::new(),
             bandwidth_estimation,
             available_bitrate: (bandwidth_estimation != BandwidthEstimation::Off)
                 .then_some(options.initial_available_outgoing_bitrate),
@@ -402,6 +407,45 @@ impl TransportState {
     }
 
     /// A fresh mid for a consumer's media line.
+    /// Closes data channel `cid` on SCTP stream `stream_id` (a data producer's or consumer's).
+    ///
+    /// The stream id goes back to the transport's allocator only once str0m has let go of it:
+    /// at once when the remote closed the channel (str0m reported it closed), otherwise when
+    /// str0m reports the close. str0m keeps a channel created before the association is up as a
+    /// pending allocation that closing cannot cancel (it opens when SCTP comes up, and is closed
+    /// again then); creating another channel on its stream id meanwhile would trip str0m's
+    /// "stream id exists already" assertion.
+    pub fn close_data_channel(&mut self, cid: ChannelId, stream_id: u16, remote: bool) {
+        self.data_by_channel.remove(&cid);
+        if remote {
+            if let Some(streams) = self.sctp_streams.as_mut() {
+                streams.release(stream_id);
+            }
+        } else {
+            self.closing_channels.insert(cid, stream_id);
+            self.rtc.direct_api().close_data_channel(cid);
+        }
+    }
+
+    /// str0m opened channel `cid`: one closed before SCTP came up is closed again now that it
+    /// has a stream.
+    pub fn on_channel_open(&mut self, cid: ChannelId) {
+        if self.closing_channels.contains_key(&cid) {
+            self.rtc.direct_api().close_data_channel(cid);
+        }
+    }
+
+    /// str0m closed channel `cid`: `true` if sluice had closed it, whose stream id is free now.
+    pub fn on_channel_closed(&mut self, cid: ChannelId) -> bool {
+        let Some(stream_id) = self.closing_channels.remove(&cid) else {
+            return false;
+        };
+        if let Some(streams) = self.sctp_streams.as_mut() {
+            streams.release(stream_id);
+        }
+        true
+    }
+
     pub fn allocate_mid(&mut self) -> String {
         loop {
             let mid = self.next_mid.to_string();
