@@ -4,7 +4,7 @@
 use super::Core;
 use super::data_consumer::DataSink;
 use crate::events::{CloseReason, DtlsState, IceState, MediaEvent};
-use crate::types::*;
+use crate::types::Key;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use str0m::Output;
 use str0m::media::Mid;

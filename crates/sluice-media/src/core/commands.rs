@@ -8,7 +8,7 @@ use super::webrtc_transport::TransportState;
 use crate::command::Command;
 use crate::error::MediaError;
 use crate::events::{CloseReason, ConsumerScore, DtlsState, MediaEvent};
-use crate::types::*;
+use crate::types::{ConsumerDump, Key, RouterDump, TransportCreated, WebRtcTransportOptions};
 
 impl Core {
     /// The transport (session) whose str0m state a command touches first: a panic while

@@ -11,7 +11,9 @@ use super::webrtc_transport::DataOwner;
 use crate::error::MediaError;
 use crate::events::{EventSender, MediaEvent};
 use crate::message::{DataMessage, DataReceiver, Pushed, SendQueue};
-use crate::types::*;
+use crate::types::{
+    DataConsumerCreated, DataConsumerOptions, DataConsumerStat, DataProducerOptions, Key,
+};
 
 impl Core {
     pub(super) fn create_direct_transport(

@@ -2,14 +2,16 @@
 //! by the consumer's forwarder, written into the consumer's transport (polled later, once per
 //! batch).
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
 use sluice_ortc::MediaKind;
 
 use super::Core;
+use crate::events::CloseReason;
 use crate::forwarder::{InPacket, Verdict};
 use crate::payload;
-use crate::types::*;
+use crate::types::Key;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
 impl Core {
@@ -83,6 +85,7 @@ impl Core {
             ..Default::default()
         };
         let mut keyframe_layers: Vec<usize> = Vec::new();
+        let mut broken: Vec<Key> = Vec::new();
         let nackable = p.kind == MediaKind::Video;
         let Core {
             consumers,
@@ -131,10 +134,22 @@ impl Core {
                     }
                 }
             }
-            if let Some(stream) = ct.rtc.direct_api().stream_tx(&c.ssrc.into()) {
-                stream.write_rtp(write);
-                c.on_sent(packet.payload.len(), now);
-                dirty.push(c.transport);
+            // Writing enters the consumer's session: a panic there closes that session (after
+            // the loop), not the producer's.
+            let written = catch_unwind(AssertUnwindSafe(|| {
+                ct.rtc
+                    .direct_api()
+                    .stream_tx(&c.ssrc.into())
+                    .map(|stream| stream.write_rtp(write))
+                    .is_some()
+            }));
+            match written {
+                Ok(true) => {
+                    c.on_sent(packet.payload.len(), now);
+                    dirty.push(c.transport);
+                }
+                Ok(false) => {}
+                Err(_) => broken.push(c.transport),
             }
         }
         let reported: Vec<Key> = p
@@ -154,6 +169,11 @@ impl Core {
         }
         for ckey in reported {
             self.report_layers(ckey);
+        }
+        for tkey in broken {
+            self.usage.session_errors += 1;
+            tracing::error!("a session panicked on forwarded media; closing it");
+            self.close_transport(tkey, CloseReason::SessionError);
         }
     }
 }

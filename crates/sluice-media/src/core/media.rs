@@ -13,7 +13,9 @@ use crate::error::MediaError;
 use crate::events::{CloseReason, ConsumerLayers, ConsumerScore, MediaEvent};
 use crate::forwarder::Forwarder;
 use crate::layers::{RateCalculator, select_spatial_layer};
-use crate::types::*;
+use crate::types::{
+    BandwidthEstimation, ConsumerCreated, ConsumerOp, ConsumerOptions, Key, ProducerSpec,
+};
 use str0m::media::{KeyframeRequestKind, Mid};
 
 impl Core {

@@ -10,7 +10,7 @@ use super::{Core, Transmit};
 use crate::demux::DatagramKind;
 use crate::events::{CloseReason, DtlsState, MediaEvent, SctpState};
 use crate::message::DataMessage;
-use crate::types::*;
+use crate::types::{BandwidthEstimation, Key};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use str0m::bwe::BweKind;
