@@ -35,6 +35,16 @@ impl DatagramKind {
     }
 }
 
+/// Whether a DTLS datagram starts with a ClientHello: a handshake record (content type 22) of
+/// DTLS (major version 254) at epoch 0 whose first handshake message is a client_hello (1).
+pub fn is_client_hello(datagram: &[u8]) -> bool {
+    datagram.len() > 13
+        && datagram[0] == 22
+        && datagram[1] == 254
+        && datagram[3..5] == [0, 0]
+        && datagram[13] == 1
+}
+
 /// The maps from ufrag and from validated source address to a transport.
 #[derive(Debug, Default)]
 pub struct Demux {
@@ -104,6 +114,25 @@ impl Demux {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_dtls_handshake_record_carrying_a_client_hello_counts_as_one() {
+        // Record header: type, version (DTLS 1.2), epoch, sequence (6), length; then the
+        // handshake header's type.
+        let mut hello = vec![22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 1];
+        hello.extend_from_slice(&[0; 12]);
+        assert!(is_client_hello(&hello));
+        let mut other = hello.clone();
+        other[13] = 11; // a Certificate
+        assert!(!is_client_hello(&other));
+        let mut appdata = hello.clone();
+        appdata[0] = 23;
+        assert!(!is_client_hello(&appdata));
+        let mut epoch1 = hello.clone();
+        epoch1[4] = 1;
+        assert!(!is_client_hello(&epoch1));
+        assert!(!is_client_hello(&hello[..13]));
+    }
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))

@@ -7,7 +7,7 @@ use super::due_now;
 use super::producer::score_from_loss;
 use super::webrtc_transport::DataOwner;
 use super::{Core, Transmit};
-use crate::demux::DatagramKind;
+use crate::demux::{DatagramKind, is_client_hello};
 use crate::events::{CloseReason, DtlsState, MediaEvent, SctpState};
 use crate::message::DataMessage;
 use crate::types::{BandwidthEstimation, Key};
@@ -51,6 +51,13 @@ impl Core {
                 return;
             }
             t.learn_remote_ufrag(remote);
+        }
+        if kind == DatagramKind::Dtls && t.awaiting_client_hello {
+            if !is_client_hello(data) {
+                self.usage.dropped_malformed += 1;
+                return;
+            }
+            t.awaiting_client_hello = false;
         }
         let Ok(receive) = Receive::new(Protocol::Udp, from, t.local_addr, data) else {
             self.usage.dropped_malformed += 1;

@@ -77,6 +77,10 @@ pub(crate) struct TransportState {
     pub remote_ufrag: Option<String>,
     pub enable_sctp: bool,
     pub dtls_started: bool,
+    /// As the DTLS server, nothing has come from the client yet but garbage: DTLS datagrams are
+    /// dropped until one starts with a ClientHello (RFC 6347 §4.1.2.7: invalid records are
+    /// discarded; str0m would queue them, and 30 of them fail the handshake).
+    pub awaiting_client_hello: bool,
     /// The client's `a=setup` value (`active`: the client is the DTLS client).
     pub remote_setup: &'static str,
     /// `sha-256 AB:CD:…` of the client, once connected.
@@ -212,6 +216,7 @@ impl TransportState {
             enable_sctp: options.enable_sctp,
             dtls_started: false,
             remote_setup: "active",
+            awaiting_client_hello: true,
             remote_fingerprint: None,
             expected_fingerprint: None,
             peer_certificate: None,
@@ -313,6 +318,7 @@ impl TransportState {
             api.start_sctp(active);
         }
         self.dtls_started = true;
+        self.awaiting_client_hello &= !active;
         self.remote_setup = if active { "passive" } else { "active" };
         self.remote_fingerprint = Some(text);
         self.dtls_state = DtlsState::Connecting;
