@@ -1,13 +1,19 @@
 //! The driver: the only part of the media plane with a thread, a runtime, a socket and the
 //! clock. It feeds a worker's [`Core`] with what the socket and the control plane bring, at the
-//! wall clock's time, and sends what the core hands out.
+//! clock's time, and sends what the core hands out.
 //!
-//! One loop per worker thread: wait for a command, a readable socket or the core's next
-//! deadline; hand each input to the core with `Instant::now()`; run the core's due timeouts;
-//! then drain it (`poll_transmit` until `None`) onto the socket. Datagrams are read in batches
-//! of `MediaSettings::recv_batch` before the core is drained, so each transport is polled once
-//! per batch. This is where batched system calls (`recvmmsg`/`sendmmsg`, GSO) belong.
+//! One loop per worker: wait for a command, a readable socket or the core's next deadline; hand
+//! each input to the core with the time of tokio's clock (the wall clock, or virtual time on a
+//! paused test runtime); run the core's due timeouts; then drain it (`poll_transmit` until
+//! `None`) onto the socket. Datagrams are read in batches of `MediaSettings::recv_batch` before
+//! the core is drained, so each transport is polled once per batch. This is where batched
+//! system calls (`recvmmsg`/`sendmmsg`, GSO) belong.
+//!
+//! A real worker runs the loop on its own thread and runtime with a UDP socket; a worker on a
+//! [`VirtualNet`](crate::testing::VirtualNet) runs the same loop as a task with a virtual
+//! socket.
 
+use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -19,6 +25,7 @@ use crate::command::{Command, WorkerLink};
 use crate::core::{Core, CoreConfig};
 use crate::error::MediaError;
 use crate::settings::{MediaSettings, WorkerSettings};
+use crate::testing::VirtualSocket;
 
 /// How a worker thread ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,13 +35,99 @@ pub(crate) enum Status {
     Died(String),
 }
 
-/// A started worker thread: the link to its core, its socket's address, its status and the
-/// thread to join.
+/// What runs a worker's loop.
+pub(crate) enum Runner {
+    /// Its own OS thread with its own runtime (a real worker).
+    Thread(std::thread::JoinHandle<()>),
+    /// A task of the caller's runtime (a worker on a virtual network).
+    Task(tokio::task::JoinHandle<()>),
+}
+
+/// A started worker: the link to its core, its socket's address, its status and what runs it.
 pub(crate) struct Spawned {
     pub link: WorkerLink,
     pub local_addr: SocketAddr,
     pub status: watch::Receiver<Status>,
-    pub thread: std::thread::JoinHandle<()>,
+    pub runner: Runner,
+}
+
+/// What the loop needs of a datagram socket: tokio's UDP socket, or a virtual one.
+pub(crate) trait DatagramSocket {
+    async fn readable(&self) -> io::Result<()>;
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+}
+
+impl DatagramSocket for UdpSocket {
+    async fn readable(&self) -> io::Result<()> {
+        UdpSocket::readable(self).await
+    }
+
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        UdpSocket::try_recv_from(self, buf)
+    }
+
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        UdpSocket::try_send_to(self, buf, to)
+    }
+}
+
+impl DatagramSocket for VirtualSocket {
+    async fn readable(&self) -> io::Result<()> {
+        VirtualSocket::readable(self).await
+    }
+
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        VirtualSocket::try_recv_from(self, buf)
+    }
+
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        VirtualSocket::try_send_to(self, buf, to)
+    }
+}
+
+/// The clock: tokio's, which is the wall clock on a running runtime and virtual on a paused one.
+fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Starts a worker on a virtual network as a task of the current runtime (tests and
+/// simulations; see [`crate::testing`]).
+pub(crate) fn spawn_virtual(
+    index: usize,
+    socket: VirtualSocket,
+    media: MediaSettings,
+) -> Result<Spawned, MediaError> {
+    let local_addr = socket.local_addr();
+    let provider = str0m::crypto::from_feature_flags();
+    let cert = provider
+        .dtls_provider
+        .generate_certificate()
+        .ok_or(MediaError::Certificate)?;
+    let config = CoreConfig {
+        index,
+        local_addr,
+        announced_ip: local_addr.ip(),
+        cert,
+        unix_millis: unix_millis(),
+        settings: media,
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (status_tx, status_rx) = watch::channel(Status::Running);
+    let task = tokio::spawn(run(Core::new(config, clock()), socket, rx));
+    let runner = tokio::spawn(async move {
+        let status = match task.await {
+            Ok(()) => Status::Closed,
+            Err(e) => Status::Died(e.to_string()),
+        };
+        let _ = status_tx.send(status);
+    });
+    Ok(Spawned {
+        link: WorkerLink::new(index, tx),
+        local_addr,
+        status: status_rx,
+        runner: Runner::Task(runner),
+    })
 }
 
 /// Binds the worker's UDP socket and starts its thread.
@@ -76,7 +169,7 @@ pub(crate) fn spawn(
                 runtime.block_on(async move {
                     let socket = UdpSocket::from_std(std_socket)
                         .map_err(|e| format!("cannot register the UDP socket: {e}"))?;
-                    run(Core::new(config, Instant::now()), socket, rx).await;
+                    run(Core::new(config, clock()), socket, rx).await;
                     Ok::<(), String>(())
                 })
             }));
@@ -95,23 +188,27 @@ pub(crate) fn spawn(
         link: WorkerLink::new(index, tx),
         local_addr,
         status: status_rx,
-        thread,
+        runner: Runner::Thread(thread),
     })
 }
 
 /// The worker loop.
-async fn run(mut core: Core, socket: UdpSocket, mut rx: mpsc::UnboundedReceiver<Command>) {
+async fn run(
+    mut core: Core,
+    socket: impl DatagramSocket,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+) {
     let mut buf = vec![0u8; 2048];
     let recv_batch = core.settings().recv_batch;
     let mut send_errors = 0u64;
     let mut wakeups = 0u64;
     loop {
-        let deadline = core.poll_timeout().unwrap_or_else(Instant::now);
+        let deadline = core.poll_timeout().unwrap_or_else(clock);
         tokio::select! {
             biased;
             command = rx.recv() => match command {
                 None => {
-                    core.close(Instant::now());
+                    core.close(clock());
                     send(&mut core, &socket, &mut send_errors);
                     break;
                 }
@@ -126,13 +223,13 @@ async fn run(mut core: Core, socket: UdpSocket, mut rx: mpsc::UnboundedReceiver<
                     }
                     let _ = reply.send(usage);
                 }
-                Some(command) => core.handle_command(Instant::now(), command),
+                Some(command) => core.handle_command(clock(), command),
             },
             ready = socket.readable() => {
                 if ready.is_ok() {
                     for _ in 0..recv_batch {
                         match socket.try_recv_from(&mut buf) {
-                            Ok((n, from)) => core.handle_datagram(Instant::now(), from, &buf[..n]),
+                            Ok((n, from)) => core.handle_datagram(clock(), from, &buf[..n]),
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(_) => {
                                 core.count_receive_error();
@@ -152,13 +249,13 @@ async fn run(mut core: Core, socket: UdpSocket, mut rx: mpsc::UnboundedReceiver<
         // Timeouts run after every wake-up, not only when the sleep branch wins: under load the
         // socket is always readable and the biased select would starve them (str0m releases
         // paced media and sends feedback only on timeouts).
-        core.handle_timeout(Instant::now());
+        core.handle_timeout(clock());
         send(&mut core, &socket, &mut send_errors);
     }
 }
 
 /// Drains the core onto the socket.
-fn send(core: &mut Core, socket: &UdpSocket, send_errors: &mut u64) {
+fn send(core: &mut Core, socket: &impl DatagramSocket, send_errors: &mut u64) {
     while let Some(t) = core.poll_transmit() {
         if socket.try_send_to(&t.contents, t.destination).is_err() {
             *send_errors += 1;

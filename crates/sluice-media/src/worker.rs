@@ -22,18 +22,19 @@ use tokio::sync::watch;
 
 use crate::command::{Command, WorkerLink};
 use crate::core::router::router_capabilities;
-use crate::driver::{self, Status};
+use crate::driver::{self, Runner, Spawned, Status};
 use crate::error::MediaError;
 use crate::events::EventSender;
 use crate::router::Router;
 use crate::settings::{MediaSettings, WorkerSettings};
+use crate::testing::VirtualNet;
 use crate::types::{ResourceUsage, WorkerDump, new_id};
 
 struct WorkerInner {
     link: WorkerLink,
     local_addr: SocketAddr,
     status: watch::Receiver<Status>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    runner: Mutex<Option<Runner>>,
 }
 
 /// The control plane's handle on a worker thread.
@@ -63,15 +64,35 @@ impl Worker {
         settings: &WorkerSettings,
         media: MediaSettings,
     ) -> Result<Worker, MediaError> {
-        let spawned = driver::spawn(index, settings, media)?;
-        Ok(Worker {
+        Ok(Self::from_spawned(driver::spawn(index, settings, media)?))
+    }
+
+    /// Starts a worker on a virtual network, bound to `addr` there, as a task of the current
+    /// tokio runtime (tests and simulations: see [`crate::testing`]).
+    pub fn spawn_virtual(
+        index: usize,
+        net: &VirtualNet,
+        addr: SocketAddr,
+        media: MediaSettings,
+    ) -> Result<Worker, MediaError> {
+        let socket = net.bind(addr).map_err(|e| MediaError::Bind {
+            addr,
+            reason: e.to_string(),
+        })?;
+        Ok(Self::from_spawned(driver::spawn_virtual(
+            index, socket, media,
+        )?))
+    }
+
+    fn from_spawned(spawned: Spawned) -> Worker {
+        Worker {
             inner: Arc::new(WorkerInner {
                 link: spawned.link,
                 local_addr: spawned.local_addr,
                 status: spawned.status,
-                thread: Mutex::new(Some(spawned.thread)),
+                runner: Mutex::new(Some(spawned.runner)),
             }),
-        })
+        }
     }
 
     pub fn index(&self) -> usize {
@@ -167,14 +188,20 @@ impl Worker {
             .link
             .request(|reply| Command::Close { reply })
             .await;
-        let thread = self
+        let runner = self
             .inner
-            .thread
+            .runner
             .lock()
             .map(|mut t| t.take())
             .unwrap_or(None);
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        match runner {
+            Some(Runner::Thread(thread)) => {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+            Some(Runner::Task(task)) => {
+                let _ = task.await;
+            }
+            None => {}
         }
     }
 }
