@@ -35,6 +35,9 @@ pub struct LinkConditions {
     pub loss: f64,
     /// Drop everything.
     pub blackhole: bool,
+    /// A policer: at most this many bytes per second (bursts of a tenth of a second), the
+    /// excess dropped, as on a slow link.
+    pub rate: Option<u64>,
 }
 
 impl Default for LinkConditions {
@@ -45,6 +48,7 @@ impl Default for LinkConditions {
             jitter: Duration::ZERO,
             loss: 0.0,
             blackhole: false,
+            rate: None,
         }
     }
 }
@@ -54,7 +58,7 @@ impl Default for LinkConditions {
 pub struct NetCounts {
     pub sent: u64,
     pub delivered: u64,
-    /// Lost on a lossy link or in a blackhole.
+    /// Lost on a lossy link, in a blackhole or to a policer.
     pub lost: u64,
     /// Sent to an address nobody is bound to.
     pub unroutable: u64,
@@ -80,6 +84,8 @@ struct Net {
     inboxes: HashMap<SocketAddr, Inbox>,
     default: LinkConditions,
     links: HashMap<(SocketAddr, SocketAddr), LinkConditions>,
+    /// Policers' token buckets by link: (tokens, last refill).
+    buckets: HashMap<(SocketAddr, SocketAddr), (f64, Instant)>,
     rng: StdRng,
     order: u64,
     counts: NetCounts,
@@ -104,6 +110,7 @@ impl VirtualNet {
                 inboxes: HashMap::new(),
                 default: LinkConditions::default(),
                 links: HashMap::new(),
+                buckets: HashMap::new(),
                 rng: StdRng::seed_from_u64(seed),
                 order: 0,
                 counts: NetCounts::default(),
@@ -171,7 +178,18 @@ impl VirtualNet {
         } else {
             link.jitter.mul_f64(net.rng.random::<f64>())
         };
-        if lost {
+        let policed = link.rate.is_some_and(|rate| {
+            let burst = rate as f64 / 10.0;
+            let bucket = net.buckets.entry((from, to)).or_insert((burst, now));
+            bucket.0 = (bucket.0 + (now - bucket.1).as_secs_f64() * rate as f64).min(burst);
+            bucket.1 = now;
+            let over = bucket.0 < data.len() as f64;
+            if !over {
+                bucket.0 -= data.len() as f64;
+            }
+            over
+        });
+        if lost || policed {
             net.counts.lost += 1;
             return;
         }
@@ -387,5 +405,28 @@ mod tests {
             order, sorted,
             "50 ms of jitter reorders datagrams sent at once"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_policed_link_passes_its_rate_and_drops_the_rest() {
+        let net = VirtualNet::new(1);
+        let a = net.bind(addr(1)).unwrap();
+        let _b = net.bind(addr(2)).unwrap();
+        net.set_link(
+            addr(1),
+            addr(2),
+            LinkConditions {
+                rate: Some(100_000),
+                ..LinkConditions::default()
+            },
+        );
+        // 1000-byte datagrams every 5 ms (200 kB/s) for one second, against 100 kB/s.
+        for _ in 0..200 {
+            a.try_send_to(&[0; 1000], addr(2)).unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let counts = net.counts();
+        // The first tenth of a second's burst, then 100 kB/s for the second.
+        assert_eq!(counts.sent - counts.lost, 10 + 99);
     }
 }
