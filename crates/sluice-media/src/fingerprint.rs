@@ -335,4 +335,33 @@ mod tests {
         c.on_datagram(&whole);
         assert_eq!(c.certificate(), Some(DER));
     }
+
+    /// A DTLS 1.3 ClientHello (legacy record version, `supported_versions` naming DTLS 1.3) and
+    /// the encrypted records that follow it in 1.3 (unified headers, epochs ≥ 2) carry no
+    /// certificate in the clear: the capture finds none, and verification then refuses the peer
+    /// ("not seen in the handshake") instead of trusting it.
+    #[test]
+    fn a_dtls_1_3_handshake_yields_no_certificate() {
+        let mut hello = vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        // legacy_version, random, session id, cookie, one cipher suite, no compression.
+        let mut body = vec![0xfe, 0xfd];
+        body.extend_from_slice(&[7; 32]);
+        body.extend_from_slice(&[0, 0, 0, 2, 0x13, 0x01, 1, 0]);
+        // extensions: supported_versions = [DTLS 1.3].
+        body.extend_from_slice(&[0, 7, 0, 43, 0, 3, 2, 0xfe, 0xfc]);
+        let len = body.len();
+        hello[1..4].copy_from_slice(&(len as u32).to_be_bytes()[1..]);
+        hello[9..12].copy_from_slice(&(len as u32).to_be_bytes()[1..]);
+        hello.extend_from_slice(&body);
+        let mut datagram = vec![CONTENT_HANDSHAKE, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0];
+        datagram.extend_from_slice(&(hello.len() as u16).to_be_bytes());
+        datagram.extend_from_slice(&hello);
+        let mut c = PeerCertificateCapture::default();
+        c.on_datagram(&datagram);
+        // A DTLS 1.3 ciphertext record: unified header 0b001CSLEE, sequence, length, bytes.
+        let mut encrypted = vec![0x2e, 0x00, 0x05, 0x00, 0x40];
+        encrypted.extend_from_slice(&[0x5a; 64]);
+        c.on_datagram(&encrypted);
+        assert_eq!(c.certificate(), None);
+    }
 }
