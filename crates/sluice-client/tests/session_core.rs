@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 
 use sluice_client::{
     ClientNumbering, ClientSession, ClientTransportOptions, ServerTransportInfo, SourceConfig,
+    WallClock,
 };
 use sluice_media::ortc::{
     DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate, IceCandidateType, IceParameters,
     Protocol as OrtcProtocol,
 };
-use str0m::media::{MediaKind, Mid};
+use str0m::media::{MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc};
 
 const SERVER: &str = "10.0.0.1:4443";
@@ -215,7 +217,8 @@ impl FakeServer {
         hex(&self.rtc.direct_api().local_dtls_fingerprint().bytes)
     }
 
-    fn connect(&mut self, client: &ClientSession, producer_ssrc: u32, producer_mid: &str) {
+    /// Accepts `client` (ICE, DTLS) and expects the producer with this SSRC and mid.
+    fn connect(&mut self, client: &ClientSession, producer: Option<(u32, &str)>) {
         let fp = &client.dtls_parameters().fingerprints[0];
         let fingerprint = format!("{} {}", fp.algorithm, fp.value)
             .parse()
@@ -228,10 +231,12 @@ impl FakeServer {
         api.set_ice_controlling(false);
         api.set_remote_fingerprint(fingerprint);
         api.start_dtls(false).expect("DTLS starts");
-        let mid = Mid::from(producer_mid);
-        api.declare_media(mid, MediaKind::Audio);
-        api.expect_stream_rx(producer_ssrc.into(), None, mid, None)
-            .suppress_nack(true);
+        if let Some((ssrc, mid)) = producer {
+            let mid = Mid::from(mid);
+            api.declare_media(mid, MediaKind::Audio);
+            api.expect_stream_rx(ssrc.into(), None, mid, None)
+                .suppress_nack(true);
+        }
     }
 
     fn receive(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
@@ -330,7 +335,7 @@ fn a_connected_audio_producer_sends_one_packet_per_20_ms_of_virtual_time() {
     let ssrc = producer.rtp_parameters.encodings[0]
         .ssrc
         .expect("an SSRC-based encoding");
-    server.connect(&client, ssrc, &producer.mid);
+    server.connect(&client, Some((ssrc, &producer.mid)));
     let mut net = Net {
         now: t0,
         delay: Duration::from_millis(5),
@@ -362,4 +367,70 @@ fn a_connected_audio_producer_sends_one_packet_per_20_ms_of_virtual_time() {
         "sequence numbers run on: {:?}",
         server.received_seqs
     );
+}
+
+#[test]
+fn a_consumer_gets_the_servers_packets_stamped_with_the_given_wall_clock() {
+    let t0 = Instant::now();
+    let mut server = FakeServer::new(t0);
+    let info = server_info(&server.fingerprint_hex());
+    let mut options = options(5);
+    options.wall_clock = Some(WallClock {
+        at: t0,
+        unix_us: 1_000_000,
+    });
+    let mut client = ClientSession::new(t0, addr(CLIENT), &info, options).expect("valid");
+    // An audio producer's parameters, renamed, make the consumer's (same numbering).
+    let mut params = client
+        .produce(t0, SourceConfig::audio(), true)
+        .expect("opus")
+        .rtp_parameters;
+    params.mid = Some("s0".into());
+    params.encodings[0].ssrc = Some(4242);
+    let pt = params.codecs[0].payload_type;
+    let mut packets = client.consume(params).expect("valid consumer parameters");
+    server.connect(&client, None);
+    let mut net = Net {
+        now: t0,
+        delay: Duration::from_millis(5),
+        in_flight: VecDeque::new(),
+    };
+    client.start(t0);
+    while !client.connection_state().dtls_connected {
+        let now = step(&mut net, &mut client, &mut server);
+        assert!(
+            now < t0 + Duration::from_secs(5),
+            "no DTLS within 5 virtual seconds"
+        );
+    }
+
+    let mid = Mid::from("s0");
+    let mut api = server.rtc.direct_api();
+    api.declare_media(mid, MediaKind::Audio);
+    api.declare_stream_tx(Ssrc::from(4242), None, mid, None);
+    let stream = api.stream_tx(&Ssrc::from(4242)).expect("declared above");
+    stream.write_rtp(RtpWrite::new(
+        Pt::from(pt),
+        77u64.into(),
+        960,
+        net.now,
+        vec![7u8; 50],
+    ));
+    let _ = server.rtc.handle_input(Input::Timeout(net.now));
+    let packet = loop {
+        let now = step(&mut net, &mut client, &mut server);
+        if let Ok(p) = packets.try_recv() {
+            assert_eq!(p.received_us, 1_000_000 + micros(now - t0));
+            break p;
+        }
+        assert!(now < t0 + Duration::from_secs(10), "the packet never came");
+    };
+    assert_eq!(packet.ssrc, 4242);
+    assert_eq!(packet.seq, 77);
+    assert_eq!(&packet.payload[..], &[7u8; 50][..]);
+    assert_eq!(client.stats().rtp_received, 1);
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).expect("test spans are far below u64::MAX microseconds")
 }
