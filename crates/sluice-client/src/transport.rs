@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sluice_media::DataMessage;
+use sluice_media::testing::{VirtualNet, VirtualSocket};
 use sluice_media::ortc::{DtlsParameters, RtpParameters, SctpStreamParameters};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -110,20 +111,47 @@ impl std::fmt::Debug for ClientTransport {
 /// Stamps carry UNIX microseconds unless the options map the clock otherwise.
 fn with_system_clock(mut options: ClientTransportOptions) -> ClientTransportOptions {
     options.wall_clock.get_or_insert_with(|| WallClock {
-        at: Instant::now(),
+        at: clock(),
         unix_us: media::now_us(),
     });
     options
 }
 
-async fn bind(options: &ClientTransportOptions) -> Result<(UdpSocket, SocketAddr), ClientError> {
+/// tokio's clock: the wall clock on a running runtime, virtual time on a paused one.
+fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The transport's socket: real UDP, or one on a virtual network.
+enum Socket {
+    Udp(UdpSocket),
+    Virtual(VirtualSocket),
+}
+
+impl Socket {
+    async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        match self {
+            Socket::Udp(s) => s.recv_from(buf).await,
+            Socket::Virtual(s) => s.recv_from(buf).await,
+        }
+    }
+
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+        match self {
+            Socket::Udp(s) => s.try_send_to(buf, to),
+            Socket::Virtual(s) => s.try_send_to(buf, to),
+        }
+    }
+}
+
+async fn bind(options: &ClientTransportOptions) -> Result<(Socket, SocketAddr), ClientError> {
     let socket = UdpSocket::bind(SocketAddr::new(options.bind_ip, 0))
         .await
         .map_err(|e| ClientError::Bind(e.to_string()))?;
     let local_addr = socket
         .local_addr()
         .map_err(|e| ClientError::Bind(e.to_string()))?;
-    Ok((socket, local_addr))
+    Ok((Socket::Udp(socket), local_addr))
 }
 
 impl ClientTransport {
@@ -135,12 +163,27 @@ impl ClientTransport {
     ) -> Result<ClientTransport, ClientError> {
         let (socket, local_addr) = bind(&options).await?;
         let session = ClientSession::new(
-            Instant::now(),
+            clock(),
             local_addr,
             server,
             with_system_clock(options),
         )?;
         Ok(ClientTransport::spawn(session, socket))
+    }
+
+    /// The same on a virtual network, bound to `addr` there, on tokio's clock (virtual time on a
+    /// paused runtime): see `sluice_media::testing`.
+    pub fn new_virtual(
+        net: &VirtualNet,
+        addr: SocketAddr,
+        server: &ServerTransportInfo,
+        options: ClientTransportOptions,
+    ) -> Result<ClientTransport, ClientError> {
+        let socket = net
+            .bind(addr)
+            .map_err(|e| ClientError::Bind(e.to_string()))?;
+        let session = ClientSession::new(clock(), addr, server, with_system_clock(options))?;
+        Ok(ClientTransport::spawn(session, Socket::Virtual(socket)))
     }
 
     /// A transport negotiated with SDP offer/answer instead of mediasoup's parameters (for SFUs
@@ -149,11 +192,11 @@ impl ClientTransport {
     pub async fn new_sdp(options: ClientTransportOptions) -> Result<ClientTransport, ClientError> {
         let (socket, local_addr) = bind(&options).await?;
         let session =
-            ClientSession::new_sdp(Instant::now(), local_addr, with_system_clock(options))?;
+            ClientSession::new_sdp(clock(), local_addr, with_system_clock(options))?;
         Ok(ClientTransport::spawn(session, socket))
     }
 
-    fn spawn(session: ClientSession, socket: UdpSocket) -> ClientTransport {
+    fn spawn(session: ClientSession, socket: Socket) -> ClientTransport {
         let local_addr = session.local_addr();
         let dtls_parameters = session.dtls_parameters().clone();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -353,13 +396,13 @@ impl ClientTransport {
 /// is dropped.
 async fn drive(
     mut session: ClientSession,
-    socket: UdpSocket,
+    socket: Socket,
     state: watch::Sender<ConnectionState>,
     mut commands: mpsc::UnboundedReceiver<Cmd>,
 ) {
     let mut buf = vec![0u8; 2048];
     while let Some(deadline) = session.poll_timeout() {
-        let wait = deadline.saturating_duration_since(Instant::now());
+        let wait = deadline.saturating_duration_since(clock());
         tokio::select! {
             biased;
             command = commands.recv() => match command {
@@ -368,13 +411,13 @@ async fn drive(
             },
             received = socket.recv_from(&mut buf) => {
                 if let Ok((n, from)) = received {
-                    session.handle_datagram(Instant::now(), from, &buf[..n]);
+                    session.handle_datagram(clock(), from, &buf[..n]);
                     flush(&mut session, &socket);
                 }
             }
             () = tokio::time::sleep(wait) => {}
         }
-        session.handle_timeout(Instant::now());
+        session.handle_timeout(clock());
         flush(&mut session, &socket);
         let current = session.connection_state();
         state.send_if_modified(|s| {
@@ -387,14 +430,14 @@ async fn drive(
     state.send_modify(|s| s.closed = true);
 }
 
-fn flush(session: &mut ClientSession, socket: &UdpSocket) {
+fn flush(session: &mut ClientSession, socket: &Socket) {
     while let Some(t) = session.poll_transmit() {
         let _ = socket.try_send_to(&t.contents, t.destination);
     }
 }
 
 fn apply(session: &mut ClientSession, command: Cmd) {
-    let now = Instant::now();
+    let now = clock();
     match command {
         Cmd::Start => session.start(now),
         Cmd::Produce {

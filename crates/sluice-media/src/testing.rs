@@ -79,7 +79,9 @@ struct Inbox {
     notify: Arc<Notify>,
 }
 
-#[derive(Debug)]
+/// Which datagrams a link drops, whatever its conditions (see [`VirtualNet::set_filter`]).
+type DropFilter = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
 struct Net {
     inboxes: HashMap<SocketAddr, Inbox>,
     default: LinkConditions,
@@ -89,6 +91,20 @@ struct Net {
     rng: StdRng,
     order: u64,
     counts: NetCounts,
+    link_counts: HashMap<(SocketAddr, SocketAddr), NetCounts>,
+    filters: HashMap<(SocketAddr, SocketAddr), DropFilter>,
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net")
+            .field("inboxes", &self.inboxes.len())
+            .field("default", &self.default)
+            .field("links", &self.links)
+            .field("filters", &self.filters.len())
+            .field("counts", &self.counts)
+            .finish()
+    }
 }
 
 /// The network: cheap to clone, shared by everything on it.
@@ -114,6 +130,8 @@ impl VirtualNet {
                 rng: StdRng::seed_from_u64(seed),
                 order: 0,
                 counts: NetCounts::default(),
+                link_counts: HashMap::new(),
+                filters: HashMap::new(),
             })),
         }
     }
@@ -159,6 +177,21 @@ impl VirtualNet {
         self.set_link(b, a, conditions);
     }
 
+    /// Drops the datagrams from `from` to `to` for which `drop` says so (counted as lost), until
+    /// [`VirtualNet::clear_filter`]: a test's way to hold back one kind of packet.
+    pub fn set_filter(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        drop: impl Fn(&[u8]) -> bool + Send + Sync + 'static,
+    ) {
+        self.lock().filters.insert((from, to), Arc::new(drop));
+    }
+
+    pub fn clear_filter(&self, from: SocketAddr, to: SocketAddr) {
+        self.lock().filters.remove(&(from, to));
+    }
+
     /// The conditions from `from` to `to`.
     pub fn link(&self, from: SocketAddr, to: SocketAddr) -> LinkConditions {
         let net = self.lock();
@@ -171,6 +204,7 @@ impl VirtualNet {
         let mut net = self.lock();
         let net = &mut *net;
         net.counts.sent += 1;
+        net.link_counts.entry((from, to)).or_default().sent += 1;
         let link = net.links.get(&(from, to)).copied().unwrap_or(net.default);
         let lost = link.blackhole || (link.loss > 0.0 && net.rng.random::<f64>() < link.loss);
         let jitter = if link.jitter.is_zero() {
@@ -189,8 +223,10 @@ impl VirtualNet {
             }
             over
         });
-        if lost || policed {
+        let filtered = net.filters.get(&(from, to)).is_some_and(|drop| drop(data));
+        if lost || policed || filtered {
             net.counts.lost += 1;
+            net.link_counts.entry((from, to)).or_default().lost += 1;
             return;
         }
         let Some(inbox) = net.inboxes.get_mut(&to) else {
@@ -210,6 +246,15 @@ impl VirtualNet {
     /// What the network did so far.
     pub fn counts(&self) -> NetCounts {
         self.lock().counts
+    }
+
+    /// What the link from `from` to `to` did so far (`sent` and `lost`).
+    pub fn link_counts(&self, from: SocketAddr, to: SocketAddr) -> NetCounts {
+        self.lock()
+            .link_counts
+            .get(&(from, to))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Datagrams sent and not yet received by their socket.

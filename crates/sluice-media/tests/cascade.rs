@@ -11,7 +11,7 @@ use sluice_client::media::vp8_is_keyframe;
 use sluice_client::{ClientNumbering, SourceConfig};
 use sluice_media::{CloseReason, MediaError, MediaEvent};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_paused_producer_pauses_its_consumers_and_its_resume_restarts_them_on_a_keyframe() {
     let (worker, router) = worker_and_router().await;
     let publisher = connect(&router, ClientNumbering::chromium(), None).await;
@@ -54,7 +54,7 @@ async fn a_paused_producer_pauses_its_consumers_and_its_resume_restarts_them_on_
     worker.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn closing_a_producer_closes_its_consumers_with_producer_closed() {
     let (worker, router) = worker_and_router().await;
     let publisher = connect(&router, ClientNumbering::chromium(), None).await;
@@ -93,7 +93,7 @@ async fn closing_a_producer_closes_its_consumers_with_producer_closed() {
     worker.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn closing_transports_and_the_router_cascades_and_every_count_returns_to_zero() {
     let (worker, router) = worker_and_router().await;
     let publisher = connect(&router, ClientNumbering::chromium(), None).await;

@@ -21,7 +21,7 @@ fn client_options(numbering: ClientNumbering, hash: HashFunction) -> ClientTrans
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_announcing_sha1_sha224_sha384_or_sha512_fingerprints_connect_and_media_flows() {
-    let (worker, router) = worker_and_router().await;
+    let (worker, router) = real_worker_and_router().await;
     // pymediasoup (aiortc) sends only a sha-512 fingerprint.
     let publisher = connect_with(
         &router,
@@ -81,7 +81,7 @@ async fn refused(events: &mut UnboundedReceiver<MediaEvent>) -> (bool, Option<Cl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_whose_certificate_does_not_match_its_fingerprint_is_refused() {
-    let (worker, router) = worker_and_router().await;
+    let (worker, router) = real_worker_and_router().await;
     for hash in [
         HashFunction::Sha256,
         HashFunction::Sha1,
@@ -110,7 +110,7 @@ async fn a_peer_whose_certificate_does_not_match_its_fingerprint_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_or_malformed_fingerprints_are_refused_at_connect() {
-    let (worker, router) = worker_and_router().await;
+    let (worker, router) = real_worker_and_router().await;
     let (server, client, _events) = connect_unchecked(
         &router,
         ClientTransportOptions::new(ClientNumbering::chromium()),

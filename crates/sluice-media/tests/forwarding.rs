@@ -12,7 +12,7 @@ use sluice_client::{ClientNumbering, SourceConfig};
 use sluice_media::ortc::MediaKind;
 
 async fn fan_out_from(numbering: ClientNumbering) {
-    let (worker, router) = worker_and_router().await;
+    let (worker, router) = real_worker_and_router().await;
     let publisher = connect(&router, numbering, None).await;
     let video = produce(&publisher, SourceConfig::video()).await;
     let audio = produce(&publisher, SourceConfig::audio()).await;
@@ -84,7 +84,7 @@ async fn a_client_numbering_like_aiortc_is_forwarded_just_the_same() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_transport_can_produce_and_consume_in_its_clients_numbering() {
-    let (worker, router) = worker_and_router().await;
+    let (worker, router) = real_worker_and_router().await;
     // Each peer sends and receives on a single transport, numbered its own way.
     let a = connect(&router, ClientNumbering::chromium(), None).await;
     let b = connect(&router, ClientNumbering::aiortc(), None).await;
@@ -120,7 +120,7 @@ async fn one_transport_can_produce_and_consume_in_its_clients_numbering() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_contradicting_its_transports_numbering_is_refused() {
-    let (worker, router) = worker_and_router().await;
+    let (worker, router) = real_worker_and_router().await;
     let peer = connect(&router, ClientNumbering::chromium(), None).await;
     let _video = produce(&peer, SourceConfig::video()).await;
     // Same transport, VP8 now claimed at 97, which is already VP8's RTX here.
@@ -148,7 +148,7 @@ async fn a_producer_contradicting_its_transports_numbering_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voice_only_router_forwards_audio_without_estimating_bandwidth() {
-    let (worker, video_router) = worker_and_router().await;
+    let (worker, video_router) = real_worker_and_router().await;
     let opus = media_codecs()
         .into_iter()
         .filter(|c| c.kind == MediaKind::Audio)

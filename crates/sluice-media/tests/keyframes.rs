@@ -11,7 +11,7 @@ use sluice_client::media::vp8_is_keyframe;
 use sluice_client::{ClientNumbering, SourceConfig};
 use sluice_media::ConsumerOptions;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_pli_from_a_consumer_reaches_the_producer() {
     let (worker, router) = worker_and_router().await;
     let publisher = connect(&router, ClientNumbering::chromium(), None).await;
@@ -41,7 +41,7 @@ fn publisher_mid(p: &sluice_media::Producer) -> String {
     p.rtp_parameters().mid.clone().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_paused_consumer_sends_nothing_and_resumes_on_a_keyframe() {
     let (worker, router) = worker_and_router().await;
     let publisher = connect(&router, ClientNumbering::chromium(), None).await;

@@ -8,15 +8,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use sluice_client::{ClientNumbering, LossyRelay, SourceConfig};
+use sluice_client::{ClientNumbering, SourceConfig};
 use sluice_media::ortc::MediaKind;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn five_percent_loss_on_both_hops_leaves_no_gap_in_what_the_consumer_sees() {
     let (worker, router) = worker_and_router().await;
     let server_addr = worker.local_addr();
-    let up = LossyRelay::start(server_addr, 0.0, 7).await.unwrap();
-    let down = LossyRelay::start(server_addr, 0.0, 11).await.unwrap();
+    let up = Relay::start(server_addr, 0.0, 7).await.unwrap();
+    let down = Relay::start(server_addr, 0.0, 11).await.unwrap();
     let publisher = connect(&router, ClientNumbering::chromium(), Some(up.addr())).await;
     let receiver = connect_receiver(&router, Some(down.addr())).await;
     let video = produce(&publisher, SourceConfig::video()).await;

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use sluice_client::media::{vp8_fields, vp8_stamp};
-use sluice_client::{
-    ClientNumbering, ClientTransportOptions, LossyRelay, ReceivedRtp, SourceConfig,
-};
+use sluice_client::{ClientNumbering, ClientTransportOptions, ReceivedRtp, SourceConfig};
 use sluice_media::{BandwidthEstimation, ConsumerLayers, MediaEvent, WebRtcTransportOptions};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -51,7 +49,7 @@ async fn wait_for_layer(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn simulcast_consumer_follows_bandwidth_preference_and_live_layers_and_stays_decodable() {
     let (worker, router) = worker_and_router().await;
     let publisher = connect(&router, ClientNumbering::chromium(), None).await;
@@ -125,13 +123,11 @@ async fn simulcast_consumer_follows_bandwidth_preference_and_live_layers_and_sta
     worker.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn simulcast_consumer_drops_a_layer_when_its_downlink_narrows_and_comes_back_when_it_widens()
 {
     let (worker, router) = worker_and_router().await;
-    let down = LossyRelay::start(worker.local_addr(), 0.0, 7)
-        .await
-        .unwrap();
+    let down = Relay::start(worker.local_addr(), 0.0, 7).await.unwrap();
     let publisher = connect(&router, ClientNumbering::chromium(), None).await;
     let receiver = connect_receiver(&router, Some(down.addr())).await;
     let video = produce(&publisher, SourceConfig::simulcast_video()).await;
@@ -159,7 +155,7 @@ async fn simulcast_consumer_drops_a_layer_when_its_downlink_narrows_and_comes_ba
     worker.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn with_remb_the_receivers_reports_pick_the_simulcast_layer() {
     let (worker, router) = worker_and_router().await;
     let publisher = connect(&router, ClientNumbering::chromium(), None).await;

@@ -1,14 +1,25 @@
-//! Shared set-up of the media-plane integration tests: a worker and router on loopback, and
-//! sluice-client transports connected to it over real UDP.
+//! Shared set-up of the media-plane integration tests.
+//!
+//! Most tests run on **virtual time**: `#[tokio::test(start_paused = true)]`, a worker on a
+//! `VirtualNet` ([`worker_and_router`]) and sluice-client transports on the same network, so
+//! time jumps from deadline to deadline and nothing depends on the machine's speed. Links are
+//! conditioned through a [`Relay`] (loss, a rate cap, a blackhole, injected datagrams), which on
+//! the virtual network is the client's own address and the conditions of its links. The smoke
+//! suite runs on real UDP with [`real_worker_and_router`].
 #![allow(dead_code)]
 
+use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use sluice_client::media::{audio_stamp, vp8_stamp};
 use sluice_client::{
     ClientNumbering, ClientTransport, ClientTransportOptions, ReceivedRtp, ServerTransportInfo,
+    WallClock,
 };
+use sluice_media::MediaSettings;
 use sluice_media::ortc::{MediaKind, RtpCodecCapability};
+use sluice_media::testing::{LinkConditions, NetCounts, VirtualNet};
 use sluice_media::{
     Consumer, ConsumerOptions, MediaEvent, Producer, ProducerOptions, Router, WebRtcTransport,
     WebRtcTransportOptions, Worker, WorkerSettings,
@@ -29,17 +40,155 @@ pub fn media_codecs() -> Vec<RtpCodecCapability> {
     .expect("static codec list parses")
 }
 
-pub async fn worker_and_router() -> (Worker, Router) {
+thread_local! {
+    /// The virtual network of the test running on this thread (each test has its own thread
+    /// and current-thread runtime), and the last client port handed out on it.
+    static NET: RefCell<Option<(VirtualNet, u16)>> = const { RefCell::new(None) };
+    /// The wall clock every client of the virtual network stamps with (one mapping, so stamps
+    /// of different clients compare).
+    static WALL: RefCell<Option<WallClock>> = const { RefCell::new(None) };
+}
+
+/// Microseconds of the test's wall clock: on the virtual network, virtual time (the clients'
+/// stamps are on it too); on real UDP, the system clock.
+pub fn now_us() -> u64 {
+    WALL.with(|w| match w.borrow().as_ref() {
+        Some(wall) => wall.us_at(tokio::time::Instant::now().into_std()),
+        None => sluice_client::media::now_us(),
+    })
+}
+
+/// The server's address on the virtual network.
+pub const SERVER: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+    40000,
+);
+
+/// This test's virtual network (`None` on real UDP).
+pub fn net() -> Option<VirtualNet> {
+    NET.with(|n| n.borrow().as_ref().map(|(net, _)| net.clone()))
+}
+
+/// A fresh client address on the virtual network.
+pub fn client_addr() -> SocketAddr {
+    NET.with(|n| {
+        let mut n = n.borrow_mut();
+        let (_, port) = n
+            .as_mut()
+            .expect("a virtual network: call worker_and_router first");
+        *port += 1;
+        SocketAddr::from(([10, 0, 1, 1], *port))
+    })
+}
+
+fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// A worker on a fresh virtual network (seed 1), and a router on it. Run the test with
+/// `#[tokio::test(start_paused = true)]`.
+pub async fn worker_and_router() -> (Worker, Router) {
+    init_tracing();
+    let net = VirtualNet::new(1);
+    NET.with(|n| *n.borrow_mut() = Some((net.clone(), 5000)));
+    WALL.with(|w| {
+        *w.borrow_mut() = Some(WallClock {
+            at: tokio::time::Instant::now().into_std(),
+            unix_us: sluice_client::media::now_us(),
+        })
+    });
+    let worker =
+        Worker::spawn_virtual(0, &net, SERVER, MediaSettings::default()).expect("worker starts");
+    let router = worker
+        .create_router(&media_codecs())
+        .await
+        .expect("router is created");
+    (worker, router)
+}
+
+/// A worker on loopback UDP and the wall clock (the smoke suite), and a router on it.
+pub async fn real_worker_and_router() -> (Worker, Router) {
+    init_tracing();
+    NET.with(|n| *n.borrow_mut() = None);
+    WALL.with(|w| *w.borrow_mut() = None);
     let worker = Worker::spawn(0, &WorkerSettings::loopback()).expect("worker starts");
     let router = worker
         .create_router(&media_codecs())
         .await
         .expect("router is created");
     (worker, router)
+}
+
+/// A conditioned path between one client and the server on the virtual network: the client
+/// binds at [`Relay::addr`], and the relay sets the conditions of its two links.
+pub struct Relay {
+    net: VirtualNet,
+    addr: SocketAddr,
+    server: SocketAddr,
+}
+
+impl Relay {
+    /// A path to `server` losing `loss` of the datagrams each way (drawn from the network's
+    /// seeded generator; `_seed` is kept for the relay's old signature).
+    pub async fn start(server: SocketAddr, loss: f64, _seed: u64) -> std::io::Result<Relay> {
+        let net = net().expect("relays run on the virtual network");
+        let relay = Relay {
+            net,
+            addr: client_addr(),
+            server,
+        };
+        relay.set_loss(loss);
+        Ok(relay)
+    }
+
+    /// The client's address: pass it to `connect`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn update(&self, to_client: bool, to_server: bool, f: impl Fn(&mut LinkConditions)) {
+        for (from, to, on) in [
+            (self.server, self.addr, to_client),
+            (self.addr, self.server, to_server),
+        ] {
+            if on {
+                let mut c = self.net.link(from, to);
+                f(&mut c);
+                self.net.set_link(from, to, c);
+            }
+        }
+    }
+
+    pub fn set_loss(&self, loss: f64) {
+        self.update(true, true, |c| c.loss = loss);
+    }
+
+    /// Caps the bytes per second toward the client, dropping the excess (`None`: no cap).
+    pub fn set_rate_to_client(&self, bytes_per_second: Option<u64>) {
+        self.update(true, false, |c| c.rate = bytes_per_second);
+    }
+
+    /// Drops everything both ways, like a peer that vanished.
+    pub fn set_blackhole(&self, on: bool) {
+        self.update(true, true, |c| c.blackhole = on);
+    }
+
+    /// Sends `datagram` to the server from the client's (validated) address.
+    pub async fn inject(&self, datagram: &[u8]) -> std::io::Result<()> {
+        self.net.send(self.addr, self.server, datagram);
+        Ok(())
+    }
+
+    /// (Datagrams passed, datagrams dropped), both ways.
+    pub fn counts(&self) -> (u64, u64) {
+        let up = self.net.link_counts(self.addr, self.server);
+        let down = self.net.link_counts(self.server, self.addr);
+        let passed = |c: NetCounts| c.sent - c.lost;
+        (passed(up) + passed(down), up.lost + down.lost)
+    }
 }
 
 /// A server transport and the client connected to it.
@@ -49,7 +198,8 @@ pub struct Peer {
     pub events: mpsc::UnboundedReceiver<MediaEvent>,
 }
 
-/// Connects a client (through `relay` when given) numbering its sends with `numbering`.
+/// Connects a client (through `relay` when given: on the virtual network, the client binds at
+/// the relay's address) numbering its sends with `numbering`.
 pub async fn connect(
     router: &Router,
     numbering: ClientNumbering,
@@ -102,9 +252,18 @@ pub async fn connect_unchecked(
         })
         .await
         .expect("transport is created");
-    let client = ClientTransport::new(&ServerTransportInfo::from(&server), client)
-        .await
-        .expect("client binds");
+    let info = ServerTransportInfo::from(&server);
+    let client = match net() {
+        Some(net) => {
+            let mut client = client;
+            let addr = client.remote_override.take().unwrap_or_else(client_addr);
+            client.wall_clock = WALL.with(|w| *w.borrow());
+            ClientTransport::new_virtual(&net, addr, &info, client).expect("client binds")
+        }
+        None => ClientTransport::new(&info, client)
+            .await
+            .expect("client binds"),
+    };
     (server, client, events)
 }
 
