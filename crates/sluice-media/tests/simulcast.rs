@@ -148,8 +148,9 @@ async fn simulcast_consumer_drops_a_layer_when_its_downlink_narrows_and_comes_ba
             "still receiving layers {seen:?} through a 400 kbit/s link"
         );
     }
-
-    // The link widens again: the estimate grows back and so does the layer.
+    // The link widens again: the estimate grows back (str0m pads toward the next layer's
+    // rate; without that the estimate stalled below it for minutes in one run out of ten) and
+    // so does the layer. It takes 6–13 s of virtual time.
     down.set_rate_to_client(None);
     wait_for_layer(&mut rx, 2, Duration::from_secs(30), &mut all).await;
     worker.close().await;

@@ -174,8 +174,8 @@ impl Core {
 
     /// Records what this transport's consumers would send at their preferred layers (reported
     /// with each estimate, as mediasoup's `desiredBitrate`), and with TWCC tells str0m's
-    /// estimator what they send now (the minimum to sustain) and that desired bitrate plus
-    /// headroom (the capacity to probe for), as str0m advises an SFU to.
+    /// estimator the rate to sustain (what starts each consumer's next layer) and that desired
+    /// bitrate plus headroom (the capacity to probe for), as str0m advises an SFU to.
     pub(super) fn update_bwe_targets(&mut self, tkey: Key, now: Instant) {
         let Some(t) = self.transports.get(&tkey) else {
             return;
@@ -183,7 +183,13 @@ impl Core {
         if t.bandwidth_estimation == BandwidthEstimation::Off || t.consumers.is_empty() {
             return;
         }
-        let (mut current, mut desired) = (0u64, 0u64);
+        // `minimum`: what the consumers send now, with each one below its preferred layer counted
+        // at what its next live layer needs (its bitrate plus the upgrade headroom). str0m pads
+        // up to that minimum (capped by its estimate), so the estimate can grow while media
+        // alone would not fill the link: without it, a consumer that fell back to a low layer
+        // sent too little for the estimate to ever reach the next one (str0m probes only when
+        // the desired bitrate rises).
+        let (mut minimum, mut desired) = (0u64, 0u64);
         for ckey in &t.consumers {
             let Some(c) = self.consumers.get(ckey) else {
                 continue;
@@ -208,7 +214,13 @@ impl Core {
                 .map(|(_, s)| s.bitrate)
                 .next_back()
                 .unwrap_or(0);
-            current += statuses.get(target).map_or(0, |s| s.bitrate);
+            let current = statuses.get(target).map_or(0, |s| s.bitrate);
+            let next = statuses
+                .iter()
+                .enumerate()
+                .find(|(i, s)| s.active && *i > target && *i <= preferred)
+                .map(|(_, s)| (s.bitrate as f64 * self.settings.upgrade_headroom) as u64);
+            minimum += next.map_or(current, |n| n.max(current));
             desired += live_best;
         }
         // Ask for a little more than needed, so the estimate clears the upgrade headroom.
@@ -223,7 +235,7 @@ impl Core {
             return;
         }
         t.rtc.bwe().set_bitrate(
-            str0m::bwe::Bitrate::bps(current.min(effective)),
+            str0m::bwe::Bitrate::bps(minimum.min(effective)),
             str0m::bwe::Bitrate::bps(effective),
         );
         self.dirty.push(tkey);
