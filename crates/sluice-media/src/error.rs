@@ -1,5 +1,29 @@
 //! Errors of the media plane's control API.
 
+use sluice_ortc::OrtcError;
+
+/// Why parameters were refused: a rule of the ORTC layer (kept as the typed source), or one of
+/// the media plane's own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reason {
+    #[error("{0}")]
+    Ortc(#[from] OrtcError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for Reason {
+    fn from(reason: String) -> Self {
+        Reason::Other(reason)
+    }
+}
+
+impl From<&str> for Reason {
+    fn from(reason: &str) -> Self {
+        Reason::Other(reason.to_owned())
+    }
+}
+
 /// Why a media-plane request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MediaError {
@@ -27,15 +51,15 @@ pub enum MediaError {
     #[error("id {0} is already in use")]
     DuplicateId(String),
     #[error("invalid router media codecs: {0}")]
-    InvalidMediaCodecs(String),
+    InvalidMediaCodecs(#[source] Reason),
     #[error("invalid DTLS parameters: {0}")]
     InvalidDtlsParameters(String),
     #[error("invalid RTP parameters: {0}")]
-    InvalidRtpParameters(String),
+    InvalidRtpParameters(#[source] Reason),
     #[error("invalid SCTP parameters: {0}")]
-    InvalidSctpParameters(String),
+    InvalidSctpParameters(#[source] Reason),
     #[error("cannot consume: {0}")]
-    CannotConsume(String),
+    CannotConsume(#[source] Reason),
     #[error("cannot receive this producer's numbering: {0}")]
     Numbering(String),
     #[error("transport {0} is already connected")]

@@ -102,14 +102,14 @@ impl WebRtcTransport {
     pub async fn produce(&self, options: ProducerOptions) -> Result<Producer, MediaError> {
         let params = &options.rtp_parameters;
         sluice_ortc::validate_producer_rtp_parameters(options.kind, params)
-            .map_err(|e| MediaError::InvalidRtpParameters(e.to_string()))?;
+            .map_err(|e| MediaError::InvalidRtpParameters(e.into()))?;
         let mut ssrcs = sluice_ortc::SsrcGenerator::new(rand::random());
         let mapping = sluice_ortc::get_producer_rtp_parameters_mapping(
             params,
             &self.router_capabilities,
             &mut || ssrcs.next_ssrc(),
         )
-        .map_err(|e| MediaError::InvalidRtpParameters(e.to_string()))?;
+        .map_err(|e| MediaError::InvalidRtpParameters(e.into()))?;
         let consumable = sluice_ortc::get_consumable_rtp_parameters(
             options.kind,
             params,

@@ -72,13 +72,15 @@ impl Core {
                 ));
             };
             sluice_ortc::validate_sctp_stream_parameters(params)
-                .map_err(|e| MediaError::InvalidSctpParameters(e.to_string()))?;
+                .map_err(|e| MediaError::InvalidSctpParameters(e.into()))?;
             let streams = t
                 .sctp_streams
                 .as_mut()
                 .ok_or_else(|| MediaError::SctpDisabled(transport_id.to_owned()))?;
             streams.reserve(params.stream_id).map_err(|e| {
-                MediaError::InvalidSctpParameters(format!("stream {}: {e}", params.stream_id))
+                MediaError::InvalidSctpParameters(
+                    format!("stream {}: {e}", params.stream_id).into(),
+                )
             })?;
             let partial = params.max_packet_life_time.is_some() || params.max_retransmits.is_some();
             params.ordered = Some(params.ordered.unwrap_or(!partial));

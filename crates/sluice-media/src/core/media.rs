@@ -41,14 +41,14 @@ impl Core {
                     || mid.len() > 16
                     || !mid.chars().all(|c| c.is_ascii_alphanumeric())
                 {
-                    return Err(MediaError::InvalidRtpParameters(format!(
-                        "mid {mid:?}: up to 16 letters and digits"
-                    )));
+                    return Err(MediaError::InvalidRtpParameters(
+                        format!("mid {mid:?}: up to 16 letters and digits").into(),
+                    ));
                 }
                 if t.medias.iter().any(|m| m.mid == mid && m.active) {
-                    return Err(MediaError::InvalidRtpParameters(format!(
-                        "mid {mid:?} is already in use on this transport"
-                    )));
+                    return Err(MediaError::InvalidRtpParameters(
+                        format!("mid {mid:?} is already in use on this transport").into(),
+                    ));
                 }
                 mid
             }
@@ -197,7 +197,7 @@ impl Core {
             ));
         }
         if !sluice_ortc::can_consume(&producer.consumable, &options.rtp_capabilities)
-            .map_err(|e| MediaError::CannotConsume(e.to_string()))?
+            .map_err(|e| MediaError::CannotConsume(e.into()))?
         {
             return Err(MediaError::CannotConsume(
                 "the device cannot receive any of the producer's codecs".into(),
@@ -222,7 +222,7 @@ impl Core {
             false,
             &mut || ssrcs.next_ssrc(),
         )
-        .map_err(|e| MediaError::CannotConsume(e.to_string()))?;
+        .map_err(|e| MediaError::CannotConsume(e.into()))?;
         let mid = t.allocate_mid();
         params.mid = Some(mid.clone());
         let declared = t.declare_consumer_media(&mid, producer.kind, &mut params)?;

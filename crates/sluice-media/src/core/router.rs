@@ -15,7 +15,7 @@ pub(crate) fn router_capabilities(
     media_codecs: &[RtpCodecCapability],
 ) -> Result<RtpCapabilities, MediaError> {
     sluice_ortc::generate_router_rtp_capabilities(media_codecs)
-        .map_err(|e| MediaError::InvalidMediaCodecs(e.to_string()))
+        .map_err(|e| MediaError::InvalidMediaCodecs(e.into()))
 }
 
 /// The worker-side state of a router.
@@ -111,5 +111,22 @@ mod tests {
         o.interval(t0);
         o.record(1, -10);
         assert_eq!(o.interval(t0 + Duration::from_millis(100)), None);
+    }
+
+    #[test]
+    fn bad_media_codecs_keep_the_ortc_error_as_the_typed_source() {
+        let codecs: Vec<RtpCodecCapability> = serde_json::from_str(
+            r#"[{"kind":"audio","mimeType":"audio/nonsense","clockRate":48000}]"#,
+        )
+        .expect("parses");
+        let err = router_capabilities(&codecs).expect_err("unsupported codec");
+        let source = std::error::Error::source(&err).expect("a source");
+        let ortc = std::error::Error::source(source)
+            .and_then(|s| s.downcast_ref::<sluice_ortc::OrtcError>());
+        assert!(
+            matches!(ortc, Some(sluice_ortc::OrtcError::UnsupportedCodec { .. })),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("invalid router media codecs: "), "{err}");
     }
 }
