@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use sluice_ortc::MediaKind;
 use str0m::media::Pt;
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 
 use crate::core::table::Identified;
 use crate::events::{ConsumerLayers, ConsumerScore};
-use crate::forwarder::Forwarder;
+use crate::forwarder::{Forwarder, InPacket, Verdict};
 use crate::layers::RateCalculator;
 use crate::types::{ConsumerStat, Key, ProducerType};
 
@@ -46,6 +47,48 @@ pub(crate) struct ConsumerState {
 }
 
 impl ConsumerState {
+    /// This consumer's copy of a producer's packet, rewritten for it: its payload type, its
+    /// continuous sequence numbers and timestamps, its VP8 picture ids; `None` when the forwarder
+    /// skips the packet (paused, another layer, waiting for a keyframe).
+    pub fn rewrite(
+        &mut self,
+        packet: &RtpPacket,
+        input: &InPacket,
+        ext_vals: &ExtensionValues,
+        nackable: bool,
+        now: Instant,
+    ) -> Option<RtpWrite> {
+        let Verdict::Forward(out) = self.forwarder.on_packet(input, now) else {
+            return None;
+        };
+        let pt = self.payload_type_for(*packet.header.payload_type)?;
+        let mut write = RtpWrite::new(
+            pt,
+            out.seq.into(),
+            out.timestamp,
+            packet.timestamp,
+            packet.payload.clone(),
+        )
+        .marker(packet.header.marker)
+        .nackable(nackable)
+        .ext_vals(ext_vals.clone());
+        if (out.picture_id.is_some() || out.tl0_pic_idx.is_some())
+            && let Ok(desc) = Vp8Descriptor::parse(&packet.payload)
+        {
+            let mut patch = desc.patch();
+            if let Some(pid) = out.picture_id {
+                patch = patch.picture_id(pid);
+            }
+            if let Some(tl0) = out.tl0_pic_idx {
+                patch = patch.tl0_pic_idx(tl0);
+            }
+            if let Ok(patch) = patch.build() {
+                write = write.vp8_patch(patch);
+            }
+        }
+        Some(write)
+    }
+
     pub fn payload_type_for(&self, producer_pt: u8) -> Option<Pt> {
         self.pt_map
             .iter()

@@ -9,10 +9,10 @@ use sluice_ortc::MediaKind;
 
 use super::Core;
 use crate::events::CloseReason;
-use crate::forwarder::{InPacket, Verdict};
+use crate::forwarder::InPacket;
 use crate::payload;
 use crate::types::Key;
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket};
 
 impl Core {
     pub(super) fn forward(&mut self, key: Key, packet: RtpPacket, now: Instant) {
@@ -97,43 +97,16 @@ impl Core {
             let Some(c) = consumers.get_mut(ckey) else {
                 continue;
             };
-            let verdict = c.forwarder.on_packet(&input, now);
+            let write = c.rewrite(&packet, &input, &ext_vals, nackable, now);
             if let Some(l) = c.forwarder.take_keyframe_request() {
                 keyframe_layers.push(l);
             }
-            let Verdict::Forward(out) = verdict else {
-                continue;
-            };
-            let Some(pt) = c.payload_type_for(*packet.header.payload_type) else {
+            let Some(write) = write else {
                 continue;
             };
             let Some(ct) = transports.get_mut(&c.transport) else {
                 continue;
             };
-            let mut write = RtpWrite::new(
-                pt,
-                out.seq.into(),
-                out.timestamp,
-                packet.timestamp,
-                packet.payload.clone(),
-            )
-            .marker(packet.header.marker)
-            .nackable(nackable)
-            .ext_vals(ext_vals.clone());
-            if out.picture_id.is_some() || out.tl0_pic_idx.is_some() {
-                if let Ok(desc) = str0m::rtp::Vp8Descriptor::parse(&packet.payload) {
-                    let mut patch = desc.patch();
-                    if let Some(pid) = out.picture_id {
-                        patch = patch.picture_id(pid);
-                    }
-                    if let Some(tl0) = out.tl0_pic_idx {
-                        patch = patch.tl0_pic_idx(tl0);
-                    }
-                    if let Ok(patch) = patch.build() {
-                        write = write.vp8_patch(patch);
-                    }
-                }
-            }
             // Writing enters the consumer's session: a panic there closes that session (after
             // the loop), not the producer's.
             let written = catch_unwind(AssertUnwindSafe(|| {

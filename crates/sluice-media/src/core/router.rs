@@ -127,6 +127,9 @@ mod tests {
             matches!(ortc, Some(sluice_ortc::OrtcError::UnsupportedCodec { .. })),
             "{err:?}"
         );
-        assert!(err.to_string().starts_with("invalid router media codecs: "), "{err}");
+        assert!(
+            err.to_string().starts_with("invalid router media codecs: "),
+            "{err}"
+        );
     }
 }
