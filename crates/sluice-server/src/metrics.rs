@@ -10,12 +10,27 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use sluice_protocol::ClientRequest;
+
 use crate::instance::Instance;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
-    pub result: String,
+    /// One of [`ClientRequest::METHODS`] or `unknown` (see [`method_label`]).
+    pub method: &'static str,
+    /// `ok` or an [`ErrorCode`](sluice_protocol::ErrorCode) name.
+    pub result: &'static str,
+}
+
+/// The `method` label value for a client's method name: the protocol's name when it is one of
+/// [`ClientRequest::METHODS`], else `unknown`. A client's own string never becomes a label value,
+/// so the number of series stays bounded whatever peers send.
+pub fn method_label(method: &str) -> &'static str {
+    ClientRequest::METHODS
+        .iter()
+        .copied()
+        .find(|known| *known == method)
+        .unwrap_or("unknown")
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,11 +127,12 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, method: &str, result: &str) {
+    /// Counts one request; `method` is the client's string (mapped by [`method_label`]).
+    pub fn request(&self, method: &str, result: &'static str) {
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
-                result: result.to_owned(),
+                method: method_label(method),
+                result,
             })
             .inc();
     }
@@ -180,5 +196,20 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_label_keeps_protocol_methods_and_maps_anything_else_to_unknown() {
+        for method in ClientRequest::METHODS {
+            assert_eq!(method_label(method), *method);
+        }
+        assert_eq!(method_label("mc34e0aa"), "unknown");
+        assert_eq!(method_label(""), "unknown");
+        assert_eq!(method_label("JOIN"), "unknown");
     }
 }

@@ -659,3 +659,26 @@ async fn the_loudest_peer_is_announced_as_active_speaker() {
     assert_eq!(state.active_speaker.as_deref(), Some("alice"));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_has_sctp_only_once_a_transport_was_created_with_sctp_capabilities() {
+    let server = TestServer::start(|_| {}).await;
+    let client = server.signaling("r", "p").await;
+    let plain = client
+        .request_raw("createWebRtcTransport", json!({"producing": true}))
+        .await
+        .unwrap();
+    assert!(plain.get("sctpParameters").is_none(), "{plain}");
+    let peer = server.instance.room("r").await.unwrap().peer("p").unwrap();
+    assert!(!peer.has_sctp());
+    let with_sctp = client
+        .request_raw(
+            "createWebRtcTransport",
+            json!({"consuming": true, "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}}}),
+        )
+        .await
+        .unwrap();
+    assert!(with_sctp.get("sctpParameters").is_some(), "{with_sctp}");
+    assert!(peer.has_sctp());
+    server.stop().await;
+}
