@@ -441,8 +441,10 @@ async fn on_text(
                     return None;
                 }
             };
+            let known = request.method();
+            let started = Instant::now();
             let (result, follow_up) = signaling::handle(instance, room, peer, request).await;
-            let known = crate::metrics::method_label(&method);
+            instance.metrics.request_duration(known, started.elapsed());
             match result {
                 Ok(data) => {
                     instance.metrics.request(known, "ok");
