@@ -9,6 +9,7 @@
 //! | `sluice_ws_connections_total` | counter | — |
 //! | `sluice_requests_total` | counter | `method`, `result` |
 //! | `sluice_request_duration_seconds` | histogram | `method` |
+//! | `sluice_peer_connect_duration_seconds` | histogram | — |
 //! | `sluice_upgrade_refusals_total` | counter | `status` |
 //! | `sluice_worker_deaths_total` | counter | — |
 //! | `sluice_worker_up` | gauge | `worker` |
@@ -90,6 +91,9 @@ struct CpuLabels {
 pub const REQUEST_DURATION_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Upper bounds of the peer-connect buckets, in seconds: 50 ms to 30 s.
+pub const PEER_CONNECT_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
 
 fn request_duration_histogram() -> Histogram {
     Histogram::new(REQUEST_DURATION_BUCKETS)
@@ -290,6 +294,7 @@ pub struct Metrics {
     pub connections: Counter,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    peer_connect: Histogram,
     refusals: Family<StatusLabels, Counter>,
     pub worker_deaths: Counter,
     objects: ObjectGauges,
@@ -348,6 +353,13 @@ impl Metrics {
             Unit::Seconds,
             request_duration.clone(),
         );
+        let peer_connect = Histogram::new(PEER_CONNECT_BUCKETS);
+        registry.register_with_unit(
+            "peer_connect_duration",
+            "Time from a peer's WebSocket connection to its first transport's DTLS connected (media can flow)",
+            Unit::Seconds,
+            peer_connect.clone(),
+        );
         let refusals = Family::<StatusLabels, Counter>::default();
         registry.register(
             "upgrade_refusals",
@@ -369,6 +381,7 @@ impl Metrics {
             connections,
             requests,
             request_duration,
+            peer_connect,
             refusals,
             worker_deaths,
             objects,
@@ -392,6 +405,12 @@ impl Metrics {
         self.request_duration
             .get_or_create(&MethodLabels { method })
             .observe(took.as_secs_f64());
+    }
+
+    /// Records how long a peer took from its WebSocket connection to its first connected
+    /// transport.
+    pub fn peer_connected(&self, took: Duration) {
+        self.peer_connect.observe(took.as_secs_f64());
     }
 
     pub fn refusal(&self, status: u16) {

@@ -23,6 +23,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use sluice_media::MediaEvent;
 use sluice_media::ortc::{RtpCapabilities, SctpCapabilities};
+use sluice_media::webrtc_transport::DtlsState;
 use sluice_protocol::{
     ClientRequest, ErrorCode, Message, Response, ServerNotification, ServerRequest,
 };
@@ -77,6 +78,10 @@ pub struct Peer {
     out: mpsc::Sender<Outbound>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     joined: AtomicBool,
+    /// When the WebSocket connection was accepted.
+    connected_at: Instant,
+    /// One of the peer's transports has reached DTLS `connected`.
+    media_ready: AtomicBool,
     /// An SCTP association was offered on one of the peer's transports.
     sctp: AtomicBool,
     caps: Mutex<(Option<RtpCapabilities>, Option<SctpCapabilities>)>,
@@ -252,6 +257,8 @@ pub async fn run(
         out: out_tx,
         pending: Mutex::new(HashMap::new()),
         joined: AtomicBool::new(false),
+        connected_at: Instant::now(),
+        media_ready: AtomicBool::new(false),
         sctp: AtomicBool::new(false),
         caps: Mutex::new((None, None)),
         events: events_tx,
@@ -304,8 +311,19 @@ pub async fn run(
     // Media events of this peer's transports become actions.
     let events_room = room.clone();
     let events_peer = peer.clone();
+    let events_instance = instance.clone();
     let events_task = tokio::spawn(async move {
         while let Some(event) = events_rx.recv().await {
+            if let MediaEvent::DtlsStateChange {
+                state: DtlsState::Connected,
+                ..
+            } = event
+                && !events_peer.media_ready.swap(true, Ordering::SeqCst)
+            {
+                events_instance
+                    .metrics
+                    .peer_connected(events_peer.connected_at.elapsed());
+            }
             signaling::on_media_event(&events_room, &events_peer, event);
         }
     });

@@ -29,6 +29,74 @@ async fn unknown_methods_are_counted_under_one_label_value_whatever_their_names(
     server.stop().await;
 }
 
+/// `/metrics` once `ready` holds for it (a deadline only turns a hang into a failure).
+async fn metrics_when(server: &TestServer, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = server.get("/metrics", None).await;
+        assert_eq!(status, 200);
+        if ready(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready:\n{body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_transport_connects_is_counted_once_in_the_connect_histogram() {
+    let server = TestServer::start(|_| {}).await;
+    // The session connects its send and receive transports: two DTLS connections, one peer.
+    let _session = server.session("r", "p").await;
+    let body = metrics_when(&server, |b| {
+        b.lines()
+            .any(|l| l == "sluice_peer_connect_duration_seconds_count 1")
+    })
+    .await;
+    let scrape = parse(&body);
+    let connect = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "sluice_peer_connect_duration_seconds")
+        .unwrap();
+    let prometheus_parse::Value::Histogram(buckets) = &connect.value else {
+        panic!("{connect:?}");
+    };
+    let bounds: Vec<f64> = buckets.iter().map(|b| b.less_than).collect();
+    let mut expected = sluice_server::metrics::PEER_CONNECT_BUCKETS.to_vec();
+    expected.push(f64::INFINITY);
+    assert_eq!(bounds, expected);
+    // Once both of the peer's transports are DTLS-connected (the store has seen both events),
+    // the peer still counts once.
+    let room = server.instance.room("r").await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let connected = room.store.state().peers["p"]
+            .transports
+            .values()
+            .filter(|t| t.dtls_state.as_deref() == Some("connected"))
+            .count();
+        if connected == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{connected} transports connected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, body) = server.get("/metrics", None).await;
+    assert!(
+        body.lines()
+            .any(|l| l == "sluice_peer_connect_duration_seconds_count 1"),
+        "{body}"
+    );
+    server.stop().await;
+}
+
 fn parse(body: &str) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
 }
@@ -65,8 +133,10 @@ async fn metrics_parse_as_prometheus_text_with_one_quantity_per_family_and_conve
     let _session = server.session("r", "p").await;
     // An upgrade without a token: refused with 401.
     assert_eq!(server.get("/ws?roomId=r&peerId=x", None).await.0, 401);
-    let (status, body) = server.get("/metrics", None).await;
-    assert_eq!(status, 200);
+    let body = metrics_when(&server, |b| {
+        b.contains("sluice_peer_connect_duration_seconds_count 1")
+    })
+    .await;
     let scrape = parse(&body);
 
     // Every family has the type its name says.
@@ -81,6 +151,7 @@ async fn metrics_parse_as_prometheus_text_with_one_quantity_per_family_and_conve
         ("sluice_ws_connections_total", "counter"),
         ("sluice_requests_total", "counter"),
         ("sluice_request_duration_seconds", "histogram"),
+        ("sluice_peer_connect_duration_seconds", "histogram"),
         ("sluice_upgrade_refusals_total", "counter"),
         ("sluice_worker_deaths_total", "counter"),
         ("sluice_worker_up", "gauge"),
@@ -233,7 +304,10 @@ async fn the_grafana_dashboard_queries_only_metrics_the_server_exposes() {
     let server = TestServer::start(|_| {}).await;
     let _session = server.session("r", "p").await;
     assert_eq!(server.get("/ws?roomId=r&peerId=x", None).await.0, 401);
-    let (_, body) = server.get("/metrics", None).await;
+    let body = metrics_when(&server, |b| {
+        b.contains("sluice_peer_connect_duration_seconds_count 1")
+    })
+    .await;
     let exposed: std::collections::BTreeSet<String> = body
         .lines()
         .filter(|l| !l.starts_with('#'))
