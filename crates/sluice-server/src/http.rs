@@ -86,12 +86,5 @@ async fn ready(State(instance): State<Arc<Instance>>) -> Response {
 
 async fn metrics(State(instance): State<Arc<Instance>>) -> Response {
     let body = instance.metrics.render(&instance).await;
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }

@@ -139,6 +139,7 @@ impl Instance {
         let same = rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room));
         if same && room.peer_count() == 0 {
             rooms.remove(&room.id);
+            crate::shrink_when_sparse(&mut rooms);
             drop(rooms);
             let _ = room.router.close().await;
             tracing::info!(room = %room.id, "room closed");
@@ -189,10 +190,12 @@ impl Instance {
                 .filter(|r| r.worker_index == index)
                 .map(|r| r.id.clone())
                 .collect();
-            dead_rooms
+            let removed = dead_rooms
                 .iter()
                 .filter_map(|id| rooms.remove(id))
-                .collect()
+                .collect();
+            crate::shrink_when_sparse(&mut rooms);
+            removed
         };
         for room in rooms {
             room.close_all_peers(CLOSE_TRY_AGAIN, "media worker restarted; reconnect");
@@ -217,4 +220,33 @@ fn supervise(instance: std::sync::Weak<Instance>, worker: Worker) {
             instance.replace_worker(&worker, &reason).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+    use super::*;
+
+    #[tokio::test]
+    async fn the_room_map_gives_its_capacity_back_once_the_rooms_close() {
+        let mut config = Config::embedded_default().unwrap();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.rtc.port = 0;
+        config.workers = 1;
+        let instance = Instance::start(Arc::new(config)).unwrap();
+        let mut rooms = Vec::new();
+        for i in 0..500 {
+            rooms.push(instance.room_or_create(&format!("r{i}")).await.unwrap());
+        }
+        let busy = instance.rooms.lock().await.capacity();
+        assert!(busy >= 500);
+        for room in &rooms {
+            instance.close_room_if_empty(room).await;
+        }
+        let map = instance.rooms.lock().await;
+        assert!(map.is_empty());
+        assert!(map.capacity() <= 64, "{busy} → {}", map.capacity());
+        drop(map);
+        instance.drain(Duration::from_secs(1)).await;
+    }
 }

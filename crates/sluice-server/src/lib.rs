@@ -18,7 +18,9 @@ pub mod signaling;
 pub mod store;
 pub mod ws;
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -26,6 +28,17 @@ use tokio::net::TcpListener;
 
 pub use auth::{Claims, Grants, TokenAuthority};
 pub use config::{Config, ConfigError, Overrides};
+
+/// Hands a map's memory back once it is mostly empty. A map keeps its largest capacity for good,
+/// so a burst of rooms or peers would otherwise stay paid for (for the life of the process, or of
+/// a room). Shrinks below a quarter full, to twice what is left, so a map that fills and empties
+/// does not reallocate on every removal.
+pub(crate) fn shrink_when_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+    const SMALL: usize = 64;
+    if map.capacity() > SMALL && map.len() < map.capacity() / 4 {
+        map.shrink_to((map.len() * 2).max(SMALL / 2));
+    }
+}
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -100,5 +113,27 @@ impl Server {
             })
             .await
             .map_err(ServerError::Serve)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emptied_map_gives_its_capacity_back_and_a_busy_one_keeps_it() {
+        let mut map: HashMap<u32, [u8; 64]> = HashMap::new();
+        for i in 0..10_000 {
+            map.insert(i, [0; 64]);
+        }
+        let full = map.capacity();
+        // Busy: kept as it is.
+        shrink_when_sparse(&mut map);
+        assert_eq!(map.capacity(), full);
+        for i in 0..10_000 {
+            map.remove(&i);
+            shrink_when_sparse(&mut map);
+        }
+        assert!(map.capacity() <= 64, "{}", map.capacity());
     }
 }

@@ -1,21 +1,67 @@
-//! `GET /metrics` in Prometheus' text format (prometheus-client, the Prometheus project's Rust
-//! client): rooms, peers, transports, producers, consumers and data objects (from the rooms'
-//! stores); WebSocket connections, requests by method and result, refused upgrades; and per worker
-//! bytes and datagrams each way, drops, CPU seconds and liveness.
+//! `GET /metrics` in Prometheus' text exposition format 0.0.4 (prometheus-client, the Prometheus
+//! project's Rust client). Every family holds one quantity, named with its unit and `_total` for counters; every
+//! label takes its values from a fixed set (protocol method names or `unknown`, error names,
+//! HTTP statuses, worker indexes, fixed reasons and modes), so no peer can add series.
+//!
+//! | family | type | labels |
+//! | --- | --- | --- |
+//! | `sluice_rooms`, `sluice_peers`, `sluice_transports`, `sluice_producers`, `sluice_consumers`, `sluice_data_producers`, `sluice_data_consumers` | gauge | — |
+//! | `sluice_ws_connections_total` | counter | — |
+//! | `sluice_requests_total` | counter | `method`, `result` |
+//! | `sluice_request_duration_seconds` | histogram | `method` |
+//! | `sluice_peer_connect_duration_seconds` | histogram | — |
+//! | `sluice_upgrade_refusals_total` | counter | `status` |
+//! | `sluice_worker_deaths_total` | counter | — |
+//! | `sluice_worker_up` | gauge | `worker` |
+//! | `sluice_worker_{received,sent}_bytes_total` | counter | `worker` |
+//! | `sluice_worker_{received,sent}_datagrams_total` | counter | `worker` |
+//! | `sluice_worker_dropped_datagrams_total` | counter | `worker`, `reason` (`unknown_source`, `malformed`) |
+//! | `sluice_worker_send_errors_total`, `sluice_worker_session_errors_total` | counter | `worker` |
+//! | `sluice_worker_dropped_data_messages_total` | counter | `worker` |
+//! | `sluice_worker_cpu_seconds_total` | counter | `worker`, `mode` (`user`, `system`) |
+//! | `sluice_worker_timeouts_total`, `sluice_worker_wakeups_total` | counter | `worker` |
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::prometheus_text::encode;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeLabelSet, EncodeMetric,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use sluice_media::ResourceUsage;
+use sluice_protocol::ClientRequest;
 
 use crate::instance::Instance;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
-    pub result: String,
+    /// One of [`ClientRequest::METHODS`] or `unknown` (see [`method_label`]).
+    pub method: &'static str,
+    /// `ok` or an [`ErrorCode`](sluice_protocol::ErrorCode) name.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// One of [`ClientRequest::METHODS`].
+    pub method: &'static str,
+}
+
+/// The `method` label value for a client's method name: the protocol's name when it is one of
+/// [`ClientRequest::METHODS`], else `unknown`. A client's own string never becomes a label value,
+/// so the number of series stays bounded whatever peers send.
+pub fn method_label(method: &str) -> &'static str {
+    ClientRequest::METHODS
+        .iter()
+        .copied()
+        .find(|known| *known == method)
+        .unwrap_or("unknown")
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -24,8 +70,222 @@ pub struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WorkerLabels {
-    pub worker: u32,
+struct WorkerLabels {
+    worker: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    worker: u32,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CpuLabels {
+    worker: u32,
+    mode: &'static str,
+}
+
+/// Upper bounds of the request-duration buckets, in seconds: 0.5 ms to 10 s (a request that
+/// waits on a client answer, `newConsumer`, can take seconds; most take well under 10 ms).
+pub const REQUEST_DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Upper bounds of the peer-connect buckets, in seconds: 50 ms to 30 s.
+pub const PEER_CONNECT_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
+
+fn request_duration_histogram() -> Histogram {
+    Histogram::new(REQUEST_DURATION_BUCKETS)
+}
+
+/// Live objects, one gauge each (summing them would mean nothing).
+#[derive(Default)]
+struct ObjectGauges {
+    rooms: Gauge,
+    peers: Gauge,
+    transports: Gauge,
+    producers: Gauge,
+    consumers: Gauge,
+    data_producers: Gauge,
+    data_consumers: Gauge,
+}
+
+/// One worker as the last scrape saw it.
+#[derive(Clone, Debug)]
+struct WorkerSample {
+    worker: u32,
+    up: bool,
+    /// `None` when the worker did not answer (it is dead).
+    usage: Option<ResourceUsage>,
+}
+
+/// Encodes the workers' families from the samples [`Metrics::render`] took just before: the
+/// workers count since they started, so their totals are exposed as they are (a replaced worker
+/// starts from 0, which Prometheus reads as a counter reset).
+#[derive(Debug, Default)]
+struct WorkerCollector {
+    samples: Arc<Mutex<Vec<WorkerSample>>>,
+}
+
+fn encode_counters<L: EncodeLabelSet, V: EncodeCounterValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    rows: Vec<(L, V)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        unit,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (labels, value) in rows {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for WorkerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut up = encoder.encode_descriptor(
+            "worker_up",
+            "1 while the worker thread runs, 0 once it died",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for s in &samples {
+            ConstGauge::new(i64::from(s.up))
+                .encode(up.encode_family(&WorkerLabels { worker: s.worker })?)?;
+        }
+        let usages: Vec<(u32, &ResourceUsage)> = samples
+            .iter()
+            .filter_map(|s| s.usage.as_ref().map(|u| (s.worker, u)))
+            .collect();
+        let per_worker = |f: fn(&ResourceUsage) -> u64| -> Vec<(WorkerLabels, u64)> {
+            usages
+                .iter()
+                .map(|(worker, u)| (WorkerLabels { worker: *worker }, f(u)))
+                .collect()
+        };
+        let bytes = Unit::Bytes;
+        let seconds = Unit::Seconds;
+        let e = &mut encoder;
+        encode_counters(
+            e,
+            "worker_received",
+            "UDP payload bytes the worker received",
+            Some(&bytes),
+            per_worker(|u| u.bytes_received),
+        )?;
+        encode_counters(
+            e,
+            "worker_sent",
+            "UDP payload bytes the worker sent",
+            Some(&bytes),
+            per_worker(|u| u.bytes_sent),
+        )?;
+        encode_counters(
+            e,
+            "worker_received_datagrams",
+            "UDP datagrams the worker received",
+            None,
+            per_worker(|u| u.datagrams_received),
+        )?;
+        encode_counters(
+            e,
+            "worker_sent_datagrams",
+            "UDP datagrams the worker sent",
+            None,
+            per_worker(|u| u.datagrams_sent),
+        )?;
+        let mut drops = Vec::new();
+        for (worker, u) in &usages {
+            drops.push((
+                DropLabels {
+                    worker: *worker,
+                    reason: "unknown_source",
+                },
+                u.dropped_unknown_source,
+            ));
+            drops.push((
+                DropLabels {
+                    worker: *worker,
+                    reason: "malformed",
+                },
+                u.dropped_malformed,
+            ));
+        }
+        encode_counters(
+            e,
+            "worker_dropped_datagrams",
+            "Datagrams dropped: from an address no transport knows (unknown_source), or unreadable (malformed)",
+            None,
+            drops,
+        )?;
+        encode_counters(
+            e,
+            "worker_send_errors",
+            "UDP sends that failed",
+            None,
+            per_worker(|u| u.send_errors),
+        )?;
+        encode_counters(
+            e,
+            "worker_session_errors",
+            "Transports closed because handling them panicked",
+            None,
+            per_worker(|u| u.session_errors),
+        )?;
+        encode_counters(
+            e,
+            "worker_dropped_data_messages",
+            "Data-channel messages on a stream no data producer declared",
+            None,
+            per_worker(|u| u.dropped_data),
+        )?;
+        let mut cpu = Vec::new();
+        for (worker, u) in &usages {
+            cpu.push((
+                CpuLabels {
+                    worker: *worker,
+                    mode: "user",
+                },
+                u.cpu_user_ms as f64 / 1000.0,
+            ));
+            cpu.push((
+                CpuLabels {
+                    worker: *worker,
+                    mode: "system",
+                },
+                u.cpu_system_ms as f64 / 1000.0,
+            ));
+        }
+        encode_counters(
+            e,
+            "worker_cpu",
+            "CPU time of the worker thread, by mode (user, system)",
+            Some(&seconds),
+            cpu,
+        )?;
+        encode_counters(
+            e,
+            "worker_timeouts",
+            "str0m timeouts the worker handled (all transports)",
+            None,
+            per_worker(|u| u.timeouts),
+        )?;
+        encode_counters(
+            e,
+            "worker_wakeups",
+            "Wake-ups of the worker loop",
+            None,
+            per_worker(|u| u.wakeups),
+        )?;
+        Ok(())
+    }
 }
 
 /// The instance's metrics.
@@ -33,21 +293,14 @@ pub struct Metrics {
     registry: Registry,
     pub connections: Counter,
     requests: Family<RequestLabels, Counter>,
+    request_duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    peer_connect: Histogram,
     refusals: Family<StatusLabels, Counter>,
     pub worker_deaths: Counter,
-    objects: Family<ObjectLabels, Gauge>,
-    worker_gauges: Family<WorkerMetricLabels, Gauge>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ObjectLabels {
-    pub object: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WorkerMetricLabels {
-    pub worker: u32,
-    pub metric: &'static str,
+    objects: ObjectGauges,
+    worker_samples: Arc<Mutex<Vec<WorkerSample>>>,
+    /// One scrape at a time (each refreshes the shared worker samples, then encodes them).
+    scrape: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -62,9 +315,24 @@ impl Default for Metrics {
     }
 }
 
+/// The `Content-Type` of what [`Metrics::render`] returns.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("sluice");
+        let objects = ObjectGauges::default();
+        for (name, help, gauge) in [
+            ("rooms", "Open rooms", &objects.rooms),
+            ("peers", "Connected peers", &objects.peers),
+            ("transports", "WebRTC transports", &objects.transports),
+            ("producers", "Producers", &objects.producers),
+            ("consumers", "Consumers", &objects.consumers),
+            ("data_producers", "Data producers", &objects.data_producers),
+            ("data_consumers", "Data consumers", &objects.data_consumers),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
         let connections = Counter::default();
         registry.register(
             "ws_connections",
@@ -74,8 +342,23 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "Signaling requests by method and result (ok or the error name)",
+            "Signaling requests by method (unknown for a name the protocol does not have) and result (ok or the error name)",
             requests.clone(),
+        );
+        let request_duration: Family<MethodLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(request_duration_histogram);
+        registry.register_with_unit(
+            "request_duration",
+            "Time to handle a signaling request, from decoding it to its answer, by method",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        let peer_connect = Histogram::new(PEER_CONNECT_BUCKETS);
+        registry.register_with_unit(
+            "peer_connect_duration",
+            "Time from a peer's WebSocket connection to its first transport's DTLS connected (media can flow)",
+            Unit::Seconds,
+            peer_connect.clone(),
         );
         let refusals = Family::<StatusLabels, Counter>::default();
         registry.register(
@@ -89,96 +372,108 @@ impl Metrics {
             "Worker threads that died and were replaced",
             worker_deaths.clone(),
         );
-        let objects = Family::<ObjectLabels, Gauge>::default();
-        registry.register(
-            "objects",
-            "Live objects: rooms, peers, transports, producers, consumers, data producers, data consumers",
-            objects.clone(),
-        );
-        let worker_gauges = Family::<WorkerMetricLabels, Gauge>::default();
-        registry.register(
-            "worker",
-            "Per worker since it started: bytes and datagrams in and out, dropped datagrams, CPU milliseconds, alive (1/0)",
-            worker_gauges.clone(),
-        );
+        let worker_samples = Arc::new(Mutex::new(Vec::new()));
+        registry.register_collector(Box::new(WorkerCollector {
+            samples: worker_samples.clone(),
+        }));
         Metrics {
             registry,
             connections,
             requests,
+            request_duration,
+            peer_connect,
             refusals,
             worker_deaths,
             objects,
-            worker_gauges,
+            worker_samples,
+            scrape: tokio::sync::Mutex::new(()),
         }
     }
 
-    pub fn request(&self, method: &str, result: &str) {
+    /// Counts one request; `method` is the client's string (mapped by [`method_label`]).
+    pub fn request(&self, method: &str, result: &'static str) {
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
-                result: result.to_owned(),
+                method: method_label(method),
+                result,
             })
             .inc();
+    }
+
+    /// Records how long a decoded request (so one of the protocol's methods) took to handle.
+    pub fn request_duration(&self, method: &'static str, took: Duration) {
+        self.request_duration
+            .get_or_create(&MethodLabels { method })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records how long a peer took from its WebSocket connection to its first connected
+    /// transport.
+    pub fn peer_connected(&self, took: Duration) {
+        self.peer_connect.observe(took.as_secs_f64());
     }
 
     pub fn refusal(&self, status: u16) {
         self.refusals.get_or_create(&StatusLabels { status }).inc();
     }
 
-    /// Refreshes the gauges from the instance and renders the text format.
+    /// Refreshes the gauges and worker samples from the instance and renders the text format.
     pub async fn render(&self, instance: &Instance) -> String {
+        let _one_scrape = self.scrape.lock().await;
         let rooms = instance.rooms().await;
         let mut totals = [0i64; 6];
         for room in &rooms {
             if let Some(c) = room.store.read(|s| s.counts()) {
                 for (t, v) in totals.iter_mut().zip(c) {
-                    *t += v as i64;
+                    *t += i64::try_from(v).unwrap_or(i64::MAX);
                 }
             }
         }
-        let set = |object: &'static str, v: i64| {
-            self.objects.get_or_create(&ObjectLabels { object }).set(v);
-        };
-        set("rooms", rooms.len() as i64);
-        for (name, v) in [
-            "peers",
-            "transports",
-            "producers",
-            "consumers",
-            "data_producers",
-            "data_consumers",
+        let o = &self.objects;
+        o.rooms.set(i64::try_from(rooms.len()).unwrap_or(i64::MAX));
+        for (gauge, v) in [
+            &o.peers,
+            &o.transports,
+            &o.producers,
+            &o.consumers,
+            &o.data_producers,
+            &o.data_consumers,
         ]
         .into_iter()
         .zip(totals)
         {
-            set(name, v);
+            gauge.set(v);
         }
+        let mut samples = Vec::new();
         for worker in instance.workers() {
-            let w = worker.index() as u32;
-            let g = |metric: &'static str, v: u64| {
-                self.worker_gauges
-                    .get_or_create(&WorkerMetricLabels { worker: w, metric })
-                    .set(i64::try_from(v).unwrap_or(i64::MAX));
-            };
-            g("alive", u64::from(worker.is_alive()));
-            if let Ok(u) = worker.resource_usage().await {
-                g("bytes_received", u.bytes_received);
-                g("bytes_sent", u.bytes_sent);
-                g("datagrams_received", u.datagrams_received);
-                g("datagrams_sent", u.datagrams_sent);
-                g("dropped_unknown_source", u.dropped_unknown_source);
-                g("dropped_malformed", u.dropped_malformed);
-                g("cpu_user_ms", u.cpu_user_ms);
-                g("cpu_system_ms", u.cpu_system_ms);
-                g("session_errors", u.session_errors);
-                g("timeouts", u.timeouts);
-                g("wakeups", u.wakeups);
-            }
+            samples.push(WorkerSample {
+                worker: u32::try_from(worker.index()).unwrap_or(u32::MAX),
+                up: worker.is_alive(),
+                usage: worker.resource_usage().await.ok(),
+            });
+        }
+        if let Ok(mut shared) = self.worker_samples.lock() {
+            *shared = samples;
         }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_label_keeps_protocol_methods_and_maps_anything_else_to_unknown() {
+        for method in ClientRequest::METHODS {
+            assert_eq!(method_label(method), *method);
+        }
+        assert_eq!(method_label("mc34e0aa"), "unknown");
+        assert_eq!(method_label(""), "unknown");
+        assert_eq!(method_label("JOIN"), "unknown");
     }
 }

@@ -5,6 +5,9 @@
 //! answers matched by id, so a client that waits for one of its own requests before answering ours
 //! cannot deadlock the connection. A writer task owns the socket's sending half and pings it.
 //!
+//! Closing: a client's close frame is answered with one (tungstenite queues the answer; the writer
+//! flushes it) and the connection then ends. A text frame that is not UTF-8 closes with 1007.
+//!
 //! Abuse handling: a frame larger than `limits.max_message_bytes` closes the socket with 1009; a
 //! peer over `limits.requests_per_second` gets 429 answers, and one that keeps flooding is closed
 //! with 1008; a peer silent for `signaling.peer_timeout_secs` is removed; a peer that does not
@@ -20,6 +23,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use sluice_media::MediaEvent;
 use sluice_media::ortc::{RtpCapabilities, SctpCapabilities};
+use sluice_media::webrtc_transport::DtlsState;
 use sluice_protocol::{
     ClientRequest, ErrorCode, Message, Response, ServerNotification, ServerRequest,
 };
@@ -46,10 +50,25 @@ pub const CLOSE_KICKED: u16 = 4003;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// RFC 6455: policy violation (request flood).
 pub const CLOSE_POLICY: u16 = 1008;
+/// RFC 6455: invalid frame payload data (a text frame that is not UTF-8).
+pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 
 enum Outbound {
     Text(String),
+    /// Close with this code: our close frame, then the handshake.
     Close(u16, String),
+    /// The client closed: flush the close frame that answers it, then end the connection.
+    Finish,
+}
+
+/// How the reader loop ended.
+enum Ending {
+    /// We close with this code and reason.
+    ByUs(u16, String),
+    /// The client sent a close frame (answered by the writer).
+    ByClient,
+    /// The connection failed or ended without a close frame.
+    Lost,
 }
 
 /// A connected peer.
@@ -59,6 +78,12 @@ pub struct Peer {
     out: mpsc::Sender<Outbound>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     joined: AtomicBool,
+    /// When the WebSocket connection was accepted.
+    connected_at: Instant,
+    /// One of the peer's transports has reached DTLS `connected`.
+    media_ready: AtomicBool,
+    /// An SCTP association was offered on one of the peer's transports.
+    sctp: AtomicBool,
     caps: Mutex<(Option<RtpCapabilities>, Option<SctpCapabilities>)>,
     pub(crate) events: mpsc::UnboundedSender<MediaEvent>,
     /// Consumers and data consumers being created (counted against their limits).
@@ -97,10 +122,16 @@ impl Peer {
         self.caps.lock().ok()?.0.clone()
     }
 
-    /// Whether the peer can take data consumers. mediasoup-client 3.24 no longer sends
-    /// `sctpCapabilities` in `join`, so any peer with an SCTP transport can.
+    /// Whether the peer can take data consumers: one of its transports was created with
+    /// `sctpCapabilities` and so offers an SCTP association. (mediasoup-client 3.24 no longer
+    /// sends `sctpCapabilities` in `join`, so the transports are what tells.)
     pub fn has_sctp(&self) -> bool {
-        true
+        self.sctp.load(Ordering::SeqCst)
+    }
+
+    /// Records that a transport of this peer offers SCTP.
+    pub(crate) fn set_sctp_transport(&self) {
+        self.sctp.store(true, Ordering::SeqCst);
     }
 
     fn send(&self, frame: Outbound) {
@@ -226,6 +257,9 @@ pub async fn run(
         out: out_tx,
         pending: Mutex::new(HashMap::new()),
         joined: AtomicBool::new(false),
+        connected_at: Instant::now(),
+        media_ready: AtomicBool::new(false),
+        sctp: AtomicBool::new(false),
         caps: Mutex::new((None, None)),
         events: events_tx,
         reserved: Default::default(),
@@ -257,10 +291,9 @@ pub async fn run(
                     }
                     Some(Outbound::Close(code, reason)) => {
                         let _ = ws_tx.send(close_frame(code, &reason)).await;
-                        let _ = ws_tx.close().await;
                         break;
                     }
-                    None => break,
+                    Some(Outbound::Finish) | None => break,
                 },
                 _ = ping.tick() => {
                     if ws_tx.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
@@ -269,13 +302,28 @@ pub async fn run(
                 }
             }
         }
+        // Flushes what is queued: our close frame, or the one tungstenite queued to answer the
+        // client's (it only goes out on a flush; sending another close after the client's is
+        // refused). A client that does not read cannot hold the writer past the deadline.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, ws_tx.close()).await;
     });
 
     // Media events of this peer's transports become actions.
     let events_room = room.clone();
     let events_peer = peer.clone();
+    let events_instance = instance.clone();
     let events_task = tokio::spawn(async move {
         while let Some(event) = events_rx.recv().await {
+            if let MediaEvent::DtlsStateChange {
+                state: DtlsState::Connected,
+                ..
+            } = event
+                && !events_peer.media_ready.swap(true, Ordering::SeqCst)
+            {
+                events_instance
+                    .metrics
+                    .peer_connected(events_peer.connected_at.elapsed());
+            }
             signaling::on_media_event(&events_room, &events_peer, event);
         }
     });
@@ -286,55 +334,53 @@ pub async fn run(
     let mut watchdog = tokio::time::interval(ping_every);
     let mut bucket = TokenBucket::new(limits.requests_per_second);
     let mut refused_in_a_row = 0u32;
-    let close = loop {
+    let ending = loop {
         tokio::select! {
             biased;
             changed = closing_rx.changed() => {
                 let reason = closing_rx.borrow().clone();
-                if changed.is_err() { break None; }
-                if let Some(reason) = reason { break Some(reason); }
+                if changed.is_err() { break Ending::Lost; }
+                if let Some((code, reason)) = reason { break Ending::ByUs(code, reason); }
             }
             frame = ws_rx.next() => {
                 let frame = match frame {
                     Some(Ok(frame)) => frame,
-                    Some(Err(e)) => {
-                        let text = e.to_string();
-                        if text.contains("too long") || text.contains("limit exceeded") {
-                            break Some((CLOSE_TOO_BIG, "message too big".to_owned()));
-                        }
-                        break None;
-                    }
-                    None => break None,
+                    Some(Err(e)) => break ending_for_read_error(e),
+                    None => break Ending::Lost,
                 };
                 last_seen = Instant::now();
                 match frame {
                     WsMessage::Text(text) => {
                         if text.len() > limits.max_message_bytes {
-                            break Some((CLOSE_TOO_BIG, format!(
+                            break Ending::ByUs(CLOSE_TOO_BIG, format!(
                                 "message of {} bytes is over the limit of {}",
                                 text.len(),
                                 limits.max_message_bytes
-                            )));
+                            ));
                         }
-                        if let Some(flood) = on_text(&instance, &room, &peer, text.as_str(), &mut bucket, &mut refused_in_a_row).await {
-                            break Some(flood);
+                        if let Some((code, reason)) = on_text(&instance, &room, &peer, text.as_str(), &mut bucket, &mut refused_in_a_row).await {
+                            break Ending::ByUs(code, reason);
                         }
                     }
                     WsMessage::Binary(_) => {
                         tracing::debug!(peer = %peer.id, "binary frame ignored (protoo is text)");
                     }
-                    WsMessage::Close(_) => break None,
+                    WsMessage::Close(_) => break Ending::ByClient,
                     WsMessage::Ping(_) | WsMessage::Pong(_) => {}
                 }
             }
             _ = watchdog.tick() => {
                 if last_seen.elapsed() > timeout {
-                    break Some((CLOSE_TIMEOUT, "peer timed out".to_owned()));
+                    break Ending::ByUs(CLOSE_TIMEOUT, "peer timed out".to_owned());
                 }
             }
         }
     };
-    if let Some((code, reason)) = close {
+    if let Ending::ByClient = ending {
+        tracing::debug!(room = %room.id, peer = %peer.id, "the client closed");
+        let _ = peer.out.try_send(Outbound::Finish);
+    }
+    if let Ending::ByUs(code, reason) = ending {
         tracing::info!(room = %room.id, peer = %peer.id, code, %reason, "closing peer");
         let _ = peer.out.try_send(Outbound::Close(code, reason));
         // The closing handshake: read and discard until the client answers our close (or
@@ -413,8 +459,10 @@ async fn on_text(
                     return None;
                 }
             };
+            let known = request.method();
+            let started = Instant::now();
             let (result, follow_up) = signaling::handle(instance, room, peer, request).await;
-            let known = known_method(&method);
+            instance.metrics.request_duration(known, started.elapsed());
             match result {
                 Ok(data) => {
                     instance.metrics.request(known, "ok");
@@ -448,9 +496,22 @@ async fn on_text(
     None
 }
 
-/// The method name for metrics labels (decoding already refused unknown ones).
-fn known_method(method: &str) -> &str {
-    method
+/// What a failed read means: a frame over the size limit closes with 1009, a text frame that is
+/// not UTF-8 with 1007; anything else (a reset, a protocol error) has lost the connection.
+fn ending_for_read_error(error: axum::Error) -> Ending {
+    match error.into_inner().downcast::<tungstenite::Error>() {
+        Ok(e) => match *e {
+            tungstenite::Error::Capacity(_) => {
+                Ending::ByUs(CLOSE_TOO_BIG, "message too big".to_owned())
+            }
+            tungstenite::Error::Utf8(_) => Ending::ByUs(
+                CLOSE_INVALID_PAYLOAD,
+                "text frame is not valid UTF-8".to_owned(),
+            ),
+            _ => Ending::Lost,
+        },
+        Err(_) => Ending::Lost,
+    }
 }
 
 fn close_frame(code: u16, reason: &str) -> WsMessage {

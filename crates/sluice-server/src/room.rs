@@ -68,6 +68,11 @@ impl Objects {
                 true
             }
         });
+        crate::shrink_when_sparse(&mut self.transports);
+        crate::shrink_when_sparse(&mut self.producers);
+        crate::shrink_when_sparse(&mut self.consumers);
+        crate::shrink_when_sparse(&mut self.data_producers);
+        crate::shrink_when_sparse(&mut self.data_consumers);
         transports
     }
 
@@ -213,6 +218,7 @@ impl Room {
         };
         if peers.get(&peer.id).is_some_and(|p| Arc::ptr_eq(p, peer)) {
             peers.remove(&peer.id);
+            crate::shrink_when_sparse(&mut peers);
             true
         } else {
             false

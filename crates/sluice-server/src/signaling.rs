@@ -176,6 +176,8 @@ async fn handle_request(
             let transport = room
                 .router
                 .create_webrtc_transport(WebRtcTransportOptions {
+                    // mediasoup-demo's `enableSctp: Boolean(sctpCapabilities)`.
+                    enable_sctp: req.sctp_capabilities.is_some(),
                     num_sctp_streams: NumSctpStreams {
                         os: streams.os.clamp(1, 65535),
                         mis: streams.mis.clamp(1, 65535),
@@ -185,6 +187,9 @@ async fn handle_request(
                     ..Default::default()
                 })
                 .await?;
+            if transport.sctp_parameters().is_some() {
+                peer.set_sctp_transport();
+            }
             // Neither flag (an older client): the transport may do both.
             let (producing, consuming) = if req.producing || req.consuming {
                 (req.producing, req.consuming)

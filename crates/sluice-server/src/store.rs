@@ -8,7 +8,7 @@
 //! joiners ([`Store::cached`]).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -553,15 +553,19 @@ impl RoomState {
 #[derive(Debug)]
 pub struct Store {
     inner: Mutex<(RoomState, Vec<Arc<Action>>)>,
-    subscribers: broadcast::Sender<Arc<Action>>,
+    /// Made by the first [`Store::subscribe`]: a tokio broadcast channel allocates all its slots
+    /// up front (≈160 KiB for 4096), which every room paid even though most have no subscriber.
+    subscribers: OnceLock<broadcast::Sender<Arc<Action>>>,
 }
+
+/// Actions a subscriber may fall behind by before it misses the oldest.
+const SUBSCRIBER_CAPACITY: usize = 4096;
 
 impl Store {
     pub fn new(room_id: &str) -> Self {
-        let (subscribers, _) = broadcast::channel(4096);
         Store {
             inner: Mutex::new((RoomState::new(room_id), Vec::new())),
-            subscribers,
+            subscribers: OnceLock::new(),
         }
     }
 
@@ -576,13 +580,17 @@ impl Store {
                 cached.push(action.clone());
             }
         }
-        let _ = self.subscribers.send(action.clone());
+        if let Some(subscribers) = self.subscribers.get() {
+            let _ = subscribers.send(action.clone());
+        }
         action
     }
 
     /// Every action from now on (a lagging subscriber misses the oldest).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Action>> {
-        self.subscribers.subscribe()
+        self.subscribers
+            .get_or_init(|| broadcast::channel(SUBSCRIBER_CAPACITY).0)
+            .subscribe()
     }
 
     /// The cached actions, oldest first: what a late joiner replays.

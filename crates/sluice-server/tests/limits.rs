@@ -22,6 +22,14 @@ async fn a_full_room_refuses_one_more_peer_with_429() {
     let server = TestServer::start(|c| c.limits.peers_per_room = 2).await;
     let _a = server.signaling("r", "a").await;
     let _b = server.signaling("r", "b").await;
+    // The upgrade completes before the peer is in the room: wait until both are.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while server.instance.room("r").await.map(|r| r.peer_count()) != Some(2) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
     match SignalingClient::connect(&server.url("r", "c")).await {
         Err(SignalingError::Refused { status, .. }) => assert_eq!(status, 429),
         other => panic!("{other:?}"),

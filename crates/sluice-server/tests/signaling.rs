@@ -629,10 +629,7 @@ async fn health_ready_and_metrics_answer() {
     assert_eq!(server.get("/ready", None).await.0, 200);
     let (status, body) = server.get("/metrics", None).await;
     assert_eq!(status, 200);
-    assert!(
-        body.contains(r#"sluice_objects{object="peers"} 1"#),
-        "{body}"
-    );
+    assert!(body.lines().any(|l| l == "sluice_peers 1"), "{body}");
     assert!(body.contains("sluice_ws_connections_total 1"), "{body}");
     assert!(
         body.contains("sluice_requests_total{method=\"join\",result=\"ok\"} 1"),
@@ -657,5 +654,28 @@ async fn the_loudest_peer_is_announced_as_active_speaker() {
     }
     let state = server.instance.room("r").await.unwrap().store.state();
     assert_eq!(state.active_speaker.as_deref(), Some("alice"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_has_sctp_only_once_a_transport_was_created_with_sctp_capabilities() {
+    let server = TestServer::start(|_| {}).await;
+    let client = server.signaling("r", "p").await;
+    let plain = client
+        .request_raw("createWebRtcTransport", json!({"producing": true}))
+        .await
+        .unwrap();
+    assert!(plain.get("sctpParameters").is_none(), "{plain}");
+    let peer = server.instance.room("r").await.unwrap().peer("p").unwrap();
+    assert!(!peer.has_sctp());
+    let with_sctp = client
+        .request_raw(
+            "createWebRtcTransport",
+            json!({"consuming": true, "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}}}),
+        )
+        .await
+        .unwrap();
+    assert!(with_sctp.get("sctpParameters").is_some(), "{with_sctp}");
+    assert!(peer.has_sctp());
     server.stop().await;
 }

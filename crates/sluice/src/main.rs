@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -11,6 +12,12 @@ use sluice_server::auth::{self, Grants, TokenAuthority};
 use sluice_server::config::{self, Config, Overrides};
 
 mod bench;
+
+/// The global allocator: jemalloc, whose background thread hands freed pages back to the system
+/// after peer churn, where glibc's malloc kept them (numbers in docs/decisions.md).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -113,6 +120,7 @@ struct TokenArgs {
 }
 
 fn main() -> ExitCode {
+    install_panic_hook();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -227,5 +235,93 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("SIGINT: shutting down"),
         () = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+/// Set by the first panic: only that one gets a backtrace. Symbolizing one loads the binary's
+/// debug info and keeps it (RSS 10 → 156 MiB for one backtrace with `RUST_BACKTRACE=1`), so a
+/// peer that could trigger panics repeatedly must not make every one of them pay it.
+static BACKTRACE_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// A backtrace (captured as `RUST_BACKTRACE` asks) the first time, `None` ever after.
+fn first_backtrace(taken: &AtomicBool) -> Option<std::backtrace::Backtrace> {
+    (!taken.swap(true, Ordering::SeqCst)).then(std::backtrace::Backtrace::capture)
+}
+
+/// What the panic hook logs: the message, where, on which thread, and the backtrace when given.
+fn panic_report(
+    message: &str,
+    location: &str,
+    thread: &str,
+    backtrace: Option<&std::backtrace::Backtrace>,
+) -> String {
+    match backtrace {
+        Some(bt) if bt.status() == std::backtrace::BacktraceStatus::Captured => {
+            format!(
+                "thread '{thread}' panicked at {location}: {message}\nbacktrace (first panic only):\n{bt}"
+            )
+        }
+        _ => format!("thread '{thread}' panicked at {location}: {message}"),
+    }
+}
+
+/// Logs panics (message and location) through tracing, or stderr before tracing is set up, with
+/// a backtrace (as `RUST_BACKTRACE` asks) for the first panic only.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(a panic payload that is not a string)");
+        let location = info.location().map_or_else(
+            || "an unknown location".to_owned(),
+            |l| format!("{}:{}:{}", l.file(), l.line(), l.column()),
+        );
+        let current = std::thread::current();
+        let thread = current.name().unwrap_or("unnamed");
+        let backtrace = first_backtrace(&BACKTRACE_TAKEN);
+        let report = panic_report(message, &location, thread, backtrace.as_ref());
+        if tracing::dispatcher::has_been_set() {
+            tracing::error!("{report}");
+        } else {
+            eprintln!("{report}");
+        }
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_panic_gets_a_backtrace() {
+        let taken = AtomicBool::new(false);
+        assert!(first_backtrace(&taken).is_some());
+        assert!(first_backtrace(&taken).is_none());
+        assert!(first_backtrace(&taken).is_none());
+    }
+
+    #[test]
+    fn a_panic_report_names_message_location_and_thread_and_shows_a_captured_backtrace_only() {
+        let plain = panic_report("boom", "src/x.rs:1:2", "sluice-control", None);
+        assert_eq!(
+            plain,
+            "thread 'sluice-control' panicked at src/x.rs:1:2: boom"
+        );
+        let bt = std::backtrace::Backtrace::force_capture();
+        let first = panic_report("boom", "src/x.rs:1:2", "w", Some(&bt));
+        assert!(
+            first.starts_with(
+                "thread 'w' panicked at src/x.rs:1:2: boom\nbacktrace (first panic only):\n"
+            ),
+            "{first}"
+        );
+        let disabled = std::backtrace::Backtrace::disabled();
+        assert_eq!(
+            panic_report("boom", "l", "w", Some(&disabled)),
+            "thread 'w' panicked at l: boom"
+        );
     }
 }
