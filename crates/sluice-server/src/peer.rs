@@ -122,9 +122,9 @@ impl Peer {
         self.caps.lock().ok()?.0.clone()
     }
 
-    /// Whether the peer can take data consumers: one of its transports was created with
-    /// `sctpCapabilities` and so offers an SCTP association. (mediasoup-client 3.24 no longer
-    /// sends `sctpCapabilities` in `join`, so the transports are what tells.)
+    /// Whether the peer can take data consumers: one of its transports offers an SCTP
+    /// association. (mediasoup-client 3.24 no longer sends `sctpCapabilities`, in `join` or
+    /// `createWebRtcTransport`, so the transports are what tells; every transport offers SCTP.)
     pub fn has_sctp(&self) -> bool {
         self.sctp.load(Ordering::SeqCst)
     }

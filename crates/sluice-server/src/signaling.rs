@@ -176,8 +176,6 @@ async fn handle_request(
             let transport = room
                 .router
                 .create_webrtc_transport(WebRtcTransportOptions {
-                    // mediasoup-demo's `enableSctp: Boolean(sctpCapabilities)`.
-                    enable_sctp: req.sctp_capabilities.is_some(),
                     num_sctp_streams: NumSctpStreams {
                         os: streams.os.clamp(1, 65535),
                         mis: streams.mis.clamp(1, 65535),
