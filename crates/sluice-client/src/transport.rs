@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sluice_media::DataMessage;
-use sluice_media::testing::{VirtualNet, VirtualSocket};
 use sluice_media::ortc::{DtlsParameters, RtpParameters, SctpStreamParameters};
+use sluice_media::testing::{VirtualNet, VirtualSocket};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -162,12 +162,7 @@ impl ClientTransport {
         options: ClientTransportOptions,
     ) -> Result<ClientTransport, ClientError> {
         let (socket, local_addr) = bind(&options).await?;
-        let session = ClientSession::new(
-            clock(),
-            local_addr,
-            server,
-            with_system_clock(options),
-        )?;
+        let session = ClientSession::new(clock(), local_addr, server, with_system_clock(options))?;
         Ok(ClientTransport::spawn(session, socket))
     }
 
@@ -191,8 +186,7 @@ impl ClientTransport {
     /// first offer/answer completes.
     pub async fn new_sdp(options: ClientTransportOptions) -> Result<ClientTransport, ClientError> {
         let (socket, local_addr) = bind(&options).await?;
-        let session =
-            ClientSession::new_sdp(clock(), local_addr, with_system_clock(options))?;
+        let session = ClientSession::new_sdp(clock(), local_addr, with_system_clock(options))?;
         Ok(ClientTransport::spawn(session, socket))
     }
 

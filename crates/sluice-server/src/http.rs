@@ -85,6 +85,9 @@ async fn ready(State(instance): State<Arc<Instance>>) -> Response {
 }
 
 async fn metrics(State(instance): State<Arc<Instance>>) -> Response {
-    let body = instance.metrics.render(&instance).await;
+    let body = instance
+        .metrics
+        .render(&instance.rooms().await, &instance.workers())
+        .await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }

@@ -9,11 +9,13 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod instance;
 pub mod metrics;
 pub mod peer;
 pub mod room;
+pub mod session;
 pub mod signaling;
 pub mod store;
 pub mod ws;

@@ -37,7 +37,9 @@ use prometheus_client::registry::{Registry, Unit};
 use sluice_media::ResourceUsage;
 use sluice_protocol::ClientRequest;
 
-use crate::instance::Instance;
+use sluice_media::Worker;
+
+use crate::room::Room;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -417,12 +419,12 @@ impl Metrics {
         self.refusals.get_or_create(&StatusLabels { status }).inc();
     }
 
-    /// Refreshes the gauges and worker samples from the instance and renders the text format.
-    pub async fn render(&self, instance: &Instance) -> String {
+    /// Refreshes the gauges and worker samples from the rooms and workers and renders the text
+    /// format.
+    pub async fn render(&self, rooms: &[Arc<Room>], workers: &[Worker]) -> String {
         let _one_scrape = self.scrape.lock().await;
-        let rooms = instance.rooms().await;
         let mut totals = [0i64; 6];
-        for room in &rooms {
+        for room in rooms {
             if let Some(c) = room.store.read(|s| s.counts()) {
                 for (t, v) in totals.iter_mut().zip(c) {
                     *t += i64::try_from(v).unwrap_or(i64::MAX);
@@ -445,7 +447,7 @@ impl Metrics {
             gauge.set(v);
         }
         let mut samples = Vec::new();
-        for worker in instance.workers() {
+        for worker in workers {
             samples.push(WorkerSample {
                 worker: u32::try_from(worker.index()).unwrap_or(u32::MAX),
                 up: worker.is_alive(),

@@ -22,8 +22,8 @@ use sluice_protocol::{
 };
 
 use crate::config::{Config, Relay};
+use crate::error::SignalError;
 use crate::peer::Peer;
-use crate::signaling::SignalError;
 use crate::store::{Action, Store};
 
 /// A media object and the peer that owns it.

@@ -86,7 +86,7 @@ pub async fn upgrade(
         // peer, was most of what an idle peer cost. Larger messages still arrive (the buffer
         // grows up to the message limit).
         .read_buffer_size(WS_READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| crate::peer::run(instance, socket, room_id, peer_id, grants))
+        .on_upgrade(move |socket| crate::session::run(instance, socket, room_id, peer_id, grants))
 }
 
 /// Initial read buffer of a peer's WebSocket.
