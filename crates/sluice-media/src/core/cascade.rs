@@ -3,6 +3,7 @@
 
 use super::Core;
 use super::data_consumer::DataSink;
+use super::object::Object;
 use crate::events::{CloseReason, DtlsState, IceState, MediaEvent};
 use crate::types::Key;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -29,8 +30,99 @@ impl Core {
         }
     }
 
-    /// Closes a consumer. `notify`: report it on its transport (it did not close by its handle).
-    pub(super) fn close_consumer(&mut self, key: Key, reason: CloseReason, notify: bool) {
+    /// The one close path (docs/closures.md). Closes `object`'s dependents first, depth first,
+    /// each with the reason its parent gives it, then detaches the object from every table and
+    /// index. An object is reported on its transport unless a handle asked: its own
+    /// (`reason == Closed`) or, for a transport's own objects, the transport's.
+    pub(super) fn close_object(&mut self, object: Object, reason: CloseReason) {
+        self.cascade(object, reason, reason != CloseReason::Closed);
+    }
+
+    /// Closes every router (the worker is closing).
+    pub(super) fn close_all(&mut self, reason: CloseReason) {
+        let ids: Vec<String> = self.routers.keys().cloned().collect();
+        for id in ids {
+            self.close_object(Object::Router(id), reason);
+        }
+    }
+
+    fn cascade(&mut self, object: Object, reason: CloseReason, notify: bool) {
+        for (child, child_reason, child_notify) in self.dependents(&object, reason, notify) {
+            self.cascade(child, child_reason, child_notify);
+        }
+        match object {
+            Object::Router(id) => {
+                self.routers.remove(&id);
+            }
+            Object::WebRtcTransport(key) => self.detach_transport(key, reason, notify),
+            Object::DirectTransport(key) => self.detach_direct_transport(key, reason, notify),
+            Object::Producer(key) => self.detach_producer(key, reason, notify),
+            Object::Consumer(key) => self.detach_consumer(key, reason, notify),
+            Object::DataProducer(key) => self.detach_data_producer(key, reason, notify),
+            Object::DataConsumer(key) => self.detach_data_consumer(key, reason, notify),
+        }
+    }
+
+    /// What closes with `object` (the arrows of docs/closures.md), with the reason and whether
+    /// each is reported. A consumer on another transport is always told its producer closed.
+    fn dependents(
+        &self,
+        object: &Object,
+        reason: CloseReason,
+        notify: bool,
+    ) -> Vec<(Object, CloseReason, bool)> {
+        let mut out = Vec::new();
+        match object {
+            Object::Router(id) => {
+                let Some(r) = self.routers.get(id) else {
+                    return out;
+                };
+                let reason = if reason == CloseReason::Closed {
+                    CloseReason::RouterClosed
+                } else {
+                    reason
+                };
+                let directs = self.directs.iter().filter(|(_, d)| d.router_id == *id);
+                out.extend(directs.map(|(k, _)| (Object::DirectTransport(*k), reason, true)));
+                let transports = r.transports.iter();
+                out.extend(transports.map(|k| (Object::WebRtcTransport(*k), reason, true)));
+            }
+            Object::WebRtcTransport(key) => {
+                let Some(t) = self.transports.get(key) else {
+                    return out;
+                };
+                let own = t.data_consumers.iter().map(|k| Object::DataConsumer(*k));
+                let own = own.chain(t.data_producers.iter().map(|k| Object::DataProducer(*k)));
+                let own = own.chain(t.consumers.iter().map(|k| Object::Consumer(*k)));
+                let own = own.chain(t.producers.iter().map(|k| Object::Producer(*k)));
+                out.extend(own.map(|o| (o, CloseReason::TransportClosed, notify)));
+            }
+            Object::DirectTransport(key) => {
+                let Some(d) = self.directs.get(key) else {
+                    return out;
+                };
+                let own = d.data_consumers.iter().map(|k| Object::DataConsumer(*k));
+                let own = own.chain(d.data_producers.iter().map(|k| Object::DataProducer(*k)));
+                out.extend(own.map(|o| (o, CloseReason::TransportClosed, notify)));
+            }
+            Object::Producer(key) => {
+                if let Some(p) = self.producers.get(key) {
+                    let consumers = p.consumers.iter().map(|k| Object::Consumer(*k));
+                    out.extend(consumers.map(|o| (o, CloseReason::ProducerClosed, true)));
+                }
+            }
+            Object::DataProducer(key) => {
+                if let Some(p) = self.data_producers.get(key) {
+                    let consumers = p.consumers.iter().map(|k| Object::DataConsumer(*k));
+                    out.extend(consumers.map(|o| (o, CloseReason::ProducerClosed, true)));
+                }
+            }
+            Object::Consumer(_) | Object::DataConsumer(_) => {}
+        }
+        out
+    }
+
+    fn detach_consumer(&mut self, key: Key, reason: CloseReason, notify: bool) {
         let Some(c) = self.consumers.remove(&key) else {
             return;
         };
@@ -59,14 +151,10 @@ impl Core {
         }
     }
 
-    /// Closes a producer and (with `ProducerClosed`) its consumers.
-    pub(super) fn close_producer(&mut self, key: Key, reason: CloseReason, notify: bool) {
+    fn detach_producer(&mut self, key: Key, reason: CloseReason, notify: bool) {
         let Some(p) = self.producers.remove(&key) else {
             return;
         };
-        for ckey in &p.consumers {
-            self.close_consumer(*ckey, CloseReason::ProducerClosed, true);
-        }
         if let Some(r) = self.routers.get_mut(&p.router_id) {
             r.producers.remove(&key);
         }
@@ -95,28 +183,7 @@ impl Core {
         }
     }
 
-    /// Closes a transport, its producers and its consumers.
-    pub(super) fn close_transport(&mut self, key: Key, reason: CloseReason) {
-        let Some(t) = self.transports.get(&key) else {
-            return;
-        };
-        let notify = reason != CloseReason::Closed;
-        let producers = t.producers.clone();
-        let consumers = t.consumers.clone();
-        let data_producers = t.data_producers.clone();
-        let data_consumers = t.data_consumers.clone();
-        for dkey in data_consumers {
-            self.close_data_consumer(dkey, CloseReason::TransportClosed, notify);
-        }
-        for dkey in data_producers {
-            self.close_data_producer(dkey, CloseReason::TransportClosed, notify);
-        }
-        for ckey in consumers {
-            self.close_consumer(ckey, CloseReason::TransportClosed, notify);
-        }
-        for pkey in producers {
-            self.close_producer(pkey, CloseReason::TransportClosed, notify);
-        }
+    fn detach_transport(&mut self, key: Key, reason: CloseReason, notify: bool) {
         let Some(mut t) = self.transports.remove(&key) else {
             return;
         };
@@ -158,39 +225,19 @@ impl Core {
         }
     }
 
-    pub(super) fn close_router(&mut self, id: &str, reason: CloseReason) {
-        let Some(r) = self.routers.get(id) else {
-            return;
-        };
-        let transports: Vec<Key> = r.transports.iter().copied().collect();
-        let transport_reason = if reason == CloseReason::Closed {
-            CloseReason::RouterClosed
-        } else {
-            reason
-        };
-        let directs: Vec<Key> = self
-            .directs
-            .iter()
-            .filter(|(_, d)| d.router_id == id)
-            .map(|(k, _)| *k)
-            .collect();
-        for dkey in directs {
-            self.close_direct_transport(dkey, transport_reason);
-        }
-        for tkey in transports {
-            self.close_transport(tkey, transport_reason);
-        }
-        self.routers.remove(id);
-    }
-
-    pub(super) fn close_all(&mut self, reason: CloseReason) {
-        let ids: Vec<String> = self.routers.keys().cloned().collect();
-        for id in ids {
-            self.close_router(&id, reason);
+    fn detach_direct_transport(&mut self, key: Key, reason: CloseReason, notify: bool) {
+        if let Some(d) = self.directs.remove(&key)
+            && notify
+            && let Some(events) = &d.events
+        {
+            let _ = events.send(MediaEvent::TransportClosed {
+                transport_id: d.id.clone(),
+                reason,
+            });
         }
     }
 
-    pub(super) fn close_data_consumer(&mut self, dkey: Key, reason: CloseReason, notify: bool) {
+    fn detach_data_consumer(&mut self, dkey: Key, reason: CloseReason, notify: bool) {
         let Some(c) = self.data_consumers.remove(&dkey) else {
             return;
         };
@@ -224,13 +271,10 @@ impl Core {
         }
     }
 
-    pub(super) fn close_data_producer(&mut self, pkey: Key, reason: CloseReason, notify: bool) {
+    fn detach_data_producer(&mut self, pkey: Key, reason: CloseReason, notify: bool) {
         let Some(p) = self.data_producers.remove(&pkey) else {
             return;
         };
-        for dkey in &p.consumers {
-            self.close_data_consumer(*dkey, CloseReason::ProducerClosed, true);
-        }
         if let Some(r) = self.routers.get_mut(&p.router_id) {
             r.data_producers.remove(&pkey);
         }
@@ -252,29 +296,6 @@ impl Core {
                     reason,
                 },
             );
-        }
-    }
-
-    pub(super) fn close_direct_transport(&mut self, key: Key, reason: CloseReason) {
-        let Some(d) = self.directs.get(&key) else {
-            return;
-        };
-        let notify = reason != CloseReason::Closed;
-        let consumers = d.data_consumers.clone();
-        let producers = d.data_producers.clone();
-        for k in consumers {
-            self.close_data_consumer(k, CloseReason::TransportClosed, notify);
-        }
-        for k in producers {
-            self.close_data_producer(k, CloseReason::TransportClosed, notify);
-        }
-        if let Some(d) = self.directs.remove(&key) {
-            if notify && let Some(events) = &d.events {
-                let _ = events.send(MediaEvent::TransportClosed {
-                    transport_id: d.id.clone(),
-                    reason,
-                });
-            }
         }
     }
 }

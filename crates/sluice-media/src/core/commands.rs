@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use super::Core;
+use super::object::Object;
 use super::router::RouterState;
 use super::webrtc_transport::TransportState;
 use crate::command::Command;
@@ -73,7 +74,7 @@ impl Core {
             }
             Command::CloseRouter { id, reply } => {
                 let result = if self.routers.contains_key(&id) {
-                    self.close_router(&id, CloseReason::Closed);
+                    self.close_object(Object::Router(id.clone()), CloseReason::Closed);
                     Ok(())
                 } else {
                     Err(MediaError::UnknownRouter(id))
@@ -150,11 +151,11 @@ impl Core {
             Command::CloseTransport { id, reply } => {
                 let result = match self.transport_key(&id) {
                     Some(key) if self.directs.contains_key(&key) => {
-                        self.close_direct_transport(key, CloseReason::Closed);
+                        self.close_object(Object::DirectTransport(key), CloseReason::Closed);
                         Ok(())
                     }
                     Some(key) => {
-                        self.close_transport(key, CloseReason::Closed);
+                        self.close_object(Object::WebRtcTransport(key), CloseReason::Closed);
                         Ok(())
                     }
                     None => Err(MediaError::UnknownTransport(id)),
@@ -181,7 +182,7 @@ impl Core {
             Command::CloseProducer { id, reply } => {
                 let result = match self.producers.key_of(&id) {
                     Some(key) => {
-                        self.close_producer(key, CloseReason::Closed, false);
+                        self.close_object(Object::Producer(key), CloseReason::Closed);
                         Ok(())
                     }
                     None => Err(MediaError::UnknownProducer(id)),
@@ -281,7 +282,7 @@ impl Core {
             Command::CloseDataProducer { id, reply } => {
                 let result = match self.data_producers.key_of(&id) {
                     Some(key) => {
-                        self.close_data_producer(key, CloseReason::Closed, false);
+                        self.close_object(Object::DataProducer(key), CloseReason::Closed);
                         Ok(())
                     }
                     None => Err(MediaError::UnknownDataProducer(id)),
@@ -291,7 +292,7 @@ impl Core {
             Command::CloseDataConsumer { id, reply } => {
                 let result = match self.data_consumers.key_of(&id) {
                     Some(key) => {
-                        self.close_data_consumer(key, CloseReason::Closed, false);
+                        self.close_object(Object::DataConsumer(key), CloseReason::Closed);
                         Ok(())
                     }
                     None => Err(MediaError::UnknownDataConsumer(id)),

@@ -8,6 +8,7 @@ use std::time::Instant;
 use sluice_ortc::MediaKind;
 
 use super::Core;
+use super::object::Object;
 use crate::events::CloseReason;
 use crate::forwarder::InPacket;
 use crate::payload;
@@ -146,7 +147,7 @@ impl Core {
         for tkey in broken {
             self.usage.session_errors += 1;
             tracing::error!("a session panicked on forwarded media; closing it");
-            self.close_transport(tkey, CloseReason::SessionError);
+            self.close_object(Object::WebRtcTransport(tkey), CloseReason::SessionError);
         }
     }
 }

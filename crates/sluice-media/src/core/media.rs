@@ -7,6 +7,7 @@ use sluice_ortc::MediaKind;
 
 use super::Core;
 use super::consumer::ConsumerState;
+use super::object::Object;
 use super::producer::ProducerState;
 use super::webrtc_transport::{MediaLine, MediaOwner};
 use crate::error::MediaError;
@@ -338,7 +339,7 @@ impl Core {
             ConsumerOp::SetPriority(priority) => c.priority = priority.max(1),
             ConsumerOp::RequestKeyFrame => c.forwarder.request_keyframe(now),
             ConsumerOp::Close => {
-                self.close_consumer(key, CloseReason::Closed, false);
+                self.close_object(Object::Consumer(key), CloseReason::Closed);
                 return Ok(());
             }
         }

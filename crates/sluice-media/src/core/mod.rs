@@ -34,6 +34,7 @@ pub(crate) mod data_producer;
 pub(crate) mod direct_transport;
 mod forwarding;
 mod media;
+mod object;
 pub(crate) mod producer;
 pub(crate) mod router;
 mod session;
@@ -177,7 +178,10 @@ impl Core {
                 Some(key) => {
                     let id = self.transports.get(&key).map(|t| t.id.clone());
                     tracing::error!(transport = ?id, "a command panicked; closing its session");
-                    self.close_transport(key, CloseReason::SessionError);
+                    self.close_object(
+                        object::Object::WebRtcTransport(key),
+                        CloseReason::SessionError,
+                    );
                 }
                 None => tracing::error!("a command outside any session panicked"),
             }
@@ -300,7 +304,10 @@ impl Core {
                 .map(|t| t.id.clone())
                 .unwrap_or_default();
             tracing::error!(transport = %id, "session panicked; closing it");
-            self.close_transport(key, CloseReason::SessionError);
+            self.close_object(
+                object::Object::WebRtcTransport(key),
+                CloseReason::SessionError,
+            );
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::due_now;
+use super::object::Object;
 use super::producer::score_from_loss;
 use super::webrtc_transport::DataOwner;
 use super::{Core, Transmit};
@@ -84,7 +85,7 @@ impl Core {
                         transport_id: t.id.clone(),
                         state: DtlsState::Failed,
                     });
-                    self.close_transport(key, CloseReason::DtlsFailed);
+                    self.close_object(Object::WebRtcTransport(key), CloseReason::DtlsFailed);
                 } else {
                     self.drain(key, now);
                 }
@@ -92,7 +93,7 @@ impl Core {
             Err(_) => {
                 self.usage.session_errors += 1;
                 tracing::error!(transport = %t.id, "session panicked; closing it");
-                self.close_transport(key, CloseReason::SessionError);
+                self.close_object(Object::WebRtcTransport(key), CloseReason::SessionError);
             }
         }
     }
@@ -113,7 +114,7 @@ impl Core {
                 Ok(_) => self.drain(key, now),
                 Err(_) => {
                     self.usage.session_errors += 1;
-                    self.close_transport(key, CloseReason::SessionError);
+                    self.close_object(Object::WebRtcTransport(key), CloseReason::SessionError);
                 }
             }
         }
@@ -360,17 +361,17 @@ impl Core {
                         state: DtlsState::Failed,
                     });
                 }
-                self.close_transport(key, CloseReason::DtlsFailed);
+                self.close_object(Object::WebRtcTransport(key), CloseReason::DtlsFailed);
                 return;
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "transport output error; closing it");
-                self.close_transport(key, CloseReason::SessionError);
+                self.close_object(Object::WebRtcTransport(key), CloseReason::SessionError);
                 return;
             }
             Err(_) => {
                 self.usage.session_errors += 1;
-                self.close_transport(key, CloseReason::SessionError);
+                self.close_object(Object::WebRtcTransport(key), CloseReason::SessionError);
                 return;
             }
         }
@@ -378,7 +379,7 @@ impl Core {
             let mut close = None;
             self.guarded(key, |s| close = s.on_event(key, event, now));
             if let Some(reason) = close {
-                self.close_transport(key, reason);
+                self.close_object(Object::WebRtcTransport(key), reason);
             }
             if !self.transports.contains_key(&key) {
                 return;
@@ -540,10 +541,10 @@ impl Core {
                 }
                 match t.data_by_channel.get(&cid).copied() {
                     Some(DataOwner::Producer(dkey)) => {
-                        self.close_data_producer(dkey, CloseReason::RemoteClosed, true)
+                        self.close_object(Object::DataProducer(dkey), CloseReason::RemoteClosed)
                     }
                     Some(DataOwner::Consumer(dkey)) => {
-                        self.close_data_consumer(dkey, CloseReason::RemoteClosed, true)
+                        self.close_object(Object::DataConsumer(dkey), CloseReason::RemoteClosed)
                     }
                     None => {}
                 }
