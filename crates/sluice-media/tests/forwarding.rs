@@ -24,13 +24,9 @@ async fn fan_out_from(numbering: ClientNumbering) {
         let (ac, arx) = consume(&peer, &router, &audio).await;
         receivers.push((peer, vc, vrx, ac, arx));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
     for (_peer, vc, vrx, ac, arx) in &mut receivers {
-        let v = drain(vrx);
-        let a = drain(arx);
-        assert!(v.len() > 100, "video packets: {}", v.len());
-        assert!(a.len() > 50, "audio packets: {}", a.len());
+        let v = receive_n(vrx, 100).await;
+        let a = receive_n(arx, 50).await;
         for (consumer, packets, kind) in
             [(&*vc, &v, MediaKind::Video), (&*ac, &a, MediaKind::Audio)]
         {
@@ -104,10 +100,8 @@ async fn one_transport_can_produce_and_consume_in_its_clients_numbering() {
     };
     assert_eq!(mid_id(&ca), Some(4));
     assert_eq!(mid_id(&cb), Some(1));
-    tokio::time::sleep(Duration::from_secs(1)).await;
     for rx in [&mut ra, &mut rb] {
-        let packets = drain(rx);
-        assert!(packets.len() > 40, "{} packets", packets.len());
+        let packets = receive_n(rx, 40).await;
         assert!(
             packets
                 .iter()
@@ -160,11 +154,19 @@ async fn a_voice_only_router_forwards_audio_without_estimating_bandwidth() {
         let audio = produce(&publisher, SourceConfig::audio()).await;
         let receiver = connect_receiver(router, None).await;
         let (_consumer, mut rx) = consume(&receiver, router, &audio).await;
-        let packets = collect(&mut rx, Duration::from_millis(1000)).await;
-        assert!(packets.len() > 20, "audio flows: {} packets", packets.len());
+        let packets = receive_n(&mut rx, 50).await;
         assert_continuous(&packets);
-        // Configured "twcc" (the default): a router with video estimates, a voice router does not.
-        let stats = receiver.server.get_stats().await.unwrap();
+        // Configured "twcc" (the default): a router with video estimates, a voice router does not
+        // (the video router's estimate is waited for; the voice router had as many packets).
+        let mut stats = receiver.server.get_stats().await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while estimates
+            && stats.available_outgoing_bitrate.is_none()
+            && tokio::time::Instant::now() < deadline
+        {
+            rx.recv().await;
+            stats = receiver.server.get_stats().await.unwrap();
+        }
         assert_eq!(
             stats.available_outgoing_bitrate.is_some(),
             estimates,

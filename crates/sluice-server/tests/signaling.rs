@@ -45,23 +45,10 @@ async fn two_clients_join_produce_and_consume_each_other_and_a_late_joiner_gets_
     let (_id, from, mut back) = wait_consumer(&mut alice, MediaKind::Video).await;
     assert_eq!(from, "bob");
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let count = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<sluice_client::ReceivedRtp>,
-                 kind| {
-        let mut n = 0;
-        while let Ok(p) = rx.try_recv() {
-            let ok = match kind {
-                MediaKind::Video => vp8_stamp(&p.payload).is_some(),
-                MediaKind::Audio => audio_stamp(&p.payload).is_some(),
-            };
-            assert!(ok, "payload intact");
-            n += 1;
-        }
-        n
-    };
-    assert!(count(&mut vrx, MediaKind::Video) > 50);
-    assert!(count(&mut arx, MediaKind::Audio) > 30);
-    assert!(count(&mut back, MediaKind::Video) > 50);
+    // Media flows both ways, intact (the first packets of each, waited for).
+    receive_intact(&mut vrx, MediaKind::Video, 50).await;
+    receive_intact(&mut arx, MediaKind::Audio, 30).await;
+    receive_intact(&mut back, MediaKind::Video, 50).await;
 
     // The store knows all of it.
     let state = server.instance.room("arena").await.unwrap().store.state();
@@ -676,4 +663,24 @@ async fn a_peer_has_sctp_once_it_has_a_transport_even_without_sctp_capabilities(
     assert!(plain.get("sctpParameters").is_some(), "{plain}");
     assert!(peer.has_sctp());
     server.stop().await;
+}
+
+/// Waits for `n` packets of `kind`, each carrying its stamp intact.
+async fn receive_intact(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<sluice_client::ReceivedRtp>,
+    kind: MediaKind,
+    n: usize,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for i in 0..n {
+        let p = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(p)) => p,
+            other => panic!("{kind:?}: {i} of {n} packets ({})", other.is_ok()),
+        };
+        let ok = match kind {
+            MediaKind::Video => vp8_stamp(&p.payload).is_some(),
+            MediaKind::Audio => audio_stamp(&p.payload).is_some(),
+        };
+        assert!(ok, "payload intact");
+    }
 }

@@ -14,7 +14,9 @@
 //! *Drained* means `poll_transmit` returned `None`: every transport with pending output has been
 //! polled, its datagrams are in the order they are to be sent, its events delivered and its
 //! next deadline known. An input only records work (a transport written to is marked dirty); the
-//! transports are polled once per batch of inputs when output is asked for, not once per packet.
+//! transports are polled once per batch of inputs when output is asked for, not once per packet,
+//! and one at a time: `poll_transmit` polls the next dirty transport only when the datagrams of
+//! the previous one have all been taken, so the driver sends them before it polls the next.
 //!
 //! The driver (`driver.rs`) feeds a core from a socket and the wall clock; the tests feed it
 //! from a virtual network on virtual time.
@@ -102,6 +104,10 @@ pub(crate) struct Core {
     timers: BTreeSet<(Instant, Key)>,
     /// Transports with output to poll.
     dirty: Vec<Key>,
+    /// The transports left to poll in the current round of draining (popped from the end).
+    flushing: Vec<Key>,
+    /// Rounds of the current drain (see `drain_next`).
+    flush_rounds: u32,
     outbox: VecDeque<Transmit>,
     next_key: Key,
     ssrcs: SsrcGenerator,
@@ -133,6 +139,8 @@ impl Core {
             data_consumers: Table::default(),
             timers: BTreeSet::new(),
             dirty: Vec::new(),
+            flushing: Vec::new(),
+            flush_rounds: 0,
             outbox: VecDeque::new(),
             next_key: 1,
             ssrcs: SsrcGenerator::new(rand::random()),
@@ -199,10 +207,14 @@ impl Core {
 
     /// The next datagram to send; `None` once the core is drained.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if self.outbox.is_empty() && !self.dirty.is_empty() {
-            self.flush(self.now);
+        loop {
+            if let Some(transmit) = self.outbox.pop_front() {
+                return Some(transmit);
+            }
+            if !self.drain_next(self.now) {
+                return None;
+            }
         }
-        self.outbox.pop_front()
     }
 
     /// When the core next wants [`Core::handle_timeout`] (call it after draining).

@@ -242,18 +242,27 @@ impl Core {
         self.dirty.push(tkey);
     }
 
-    /// Polls every transport with pending output until all are idle.
-    pub(super) fn flush(&mut self, now: Instant) {
-        let mut rounds = 0;
-        while !self.dirty.is_empty() && rounds < self.settings.max_flush_rounds {
-            rounds += 1;
-            let mut dirty = std::mem::take(&mut self.dirty);
-            dirty.sort_unstable();
-            dirty.dedup();
-            for key in dirty {
-                self.drain(key, now);
+    /// Polls the next dirty transport, one per call, so that the driver sends a transport's
+    /// datagrams before the next one is polled (the first subscribers of a fan-out do not wait
+    /// for the last to be polled). A round polls each transport dirty at its start once; a
+    /// transport dirtied again by another's output is polled in the next round, up to
+    /// `max_flush_rounds` rounds per drain. False when there is nothing left to poll.
+    pub(super) fn drain_next(&mut self, now: Instant) -> bool {
+        if self.flushing.is_empty() {
+            if self.dirty.is_empty() || self.flush_rounds >= self.settings.max_flush_rounds {
+                self.flush_rounds = 0;
+                return false;
             }
+            self.flush_rounds += 1;
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable_by(|a, b| b.cmp(a));
+            dirty.dedup();
+            self.flushing = dirty;
         }
+        if let Some(key) = self.flushing.pop() {
+            self.drain(key, now);
+        }
+        true
     }
 
     /// Polls one transport's output: sends its datagrams, handles its events, arms its timer.

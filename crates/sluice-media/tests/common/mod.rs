@@ -326,6 +326,24 @@ pub async fn collect(
     out
 }
 
+/// Waits for the first `n` packets (real-UDP smoke tests: the condition, not a fixed sleep; the
+/// minute is only there so that a broken build fails instead of hanging).
+pub async fn receive_n(
+    rx: &mut mpsc::UnboundedReceiver<ReceivedRtp>,
+    n: usize,
+) -> Vec<ReceivedRtp> {
+    let mut out = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(p)) => out.push(p),
+            Ok(None) => panic!("the stream ended after {} of {n} packets", out.len()),
+            Err(_) => panic!("{} of {n} packets in a minute", out.len()),
+        }
+    }
+    out
+}
+
 /// Drains what has arrived so far.
 pub fn drain(rx: &mut mpsc::UnboundedReceiver<ReceivedRtp>) -> Vec<ReceivedRtp> {
     let mut out = Vec::new();
