@@ -5,6 +5,7 @@
 //!
 //! Every scenario prints human-readable rows and one final JSON line.
 
+mod floor;
 mod janus;
 mod scenarios;
 mod target;
@@ -26,6 +27,13 @@ pub struct TargetArgs {
     /// The server's HTTP base URL; without it, a sluice is spawned pinned to --server-cpu.
     #[arg(long, global = true)]
     pub url: Option<String>,
+    /// With --url: the server's process id, so that its CPU time can be read from /proc.
+    #[arg(long, global = true)]
+    pub server_pid: Option<u32>,
+    /// The name of the server under test in the printed rows and JSON lines (default: `sluice`
+    /// when spawned, the URL's host and port with --url).
+    #[arg(long, global = true)]
+    pub label: Option<String>,
     /// A shell command printing a token for a peer, with {room} and {peer} replaced (used with
     /// --url; without it, GET /dev/token is tried).
     #[arg(long, global = true)]

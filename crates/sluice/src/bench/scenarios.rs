@@ -12,7 +12,11 @@ use sluice_media::ortc::MediaKind;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::janus::{self, Janus, JanusSession};
-use super::{Target, TargetArgs};
+use super::{Target, TargetArgs, floor};
+
+/// Above this share of its core the generator itself may be what limits a step: its figures
+/// are then a bound on the server, not a measurement of it, and are flagged.
+const GENERATOR_SATURATED: f64 = 0.9;
 
 /// What one received stream saw during the measurement window.
 #[derive(Debug, Default)]
@@ -178,6 +182,10 @@ impl Step {
     fn pps_per_core(&self) -> Option<f64> {
         self.cpu_ns_per_packet().map(|ns| 1e9 / ns)
     }
+
+    fn generator_saturated(&self) -> bool {
+        self.client_cpu >= GENERATOR_SATURATED
+    }
 }
 
 async fn measure(target: &Target, meter: &Meter, seconds: u64) -> Step {
@@ -206,7 +214,7 @@ fn fmt_opt(v: Option<f64>, scale: f64, unit: &str) -> String {
 
 fn print_step(label: &str, n: usize, step: &Step) {
     println!(
-        "{label:>12} {n:>5}  out {:>9.0} pps  loss {:>6.2} %  p50 {:>6} µs  p99 {:>7} µs  server cpu {:>7}  {:>9} ns/pkt  {:>10} pps/core  generator cpu {:.0} %",
+        "{label:>12} {n:>5}  out {:>9.0} pps  loss {:>6.2} %  p50 {:>6} µs  p99 {:>7} µs  server cpu {:>7}  {:>9} ns/pkt  {:>10} pps/core  generator cpu {:.0} %{}",
         step.out_pps(),
         step.window.loss() * 100.0,
         step.window.p50_us,
@@ -215,7 +223,36 @@ fn print_step(label: &str, n: usize, step: &Step) {
         fmt_opt(step.cpu_ns_per_packet(), 1.0, ""),
         fmt_opt(step.pps_per_core(), 1.0, ""),
         step.client_cpu * 100.0,
+        if step.generator_saturated() {
+            "  (generator saturated: a bound, not a measurement)"
+        } else {
+            ""
+        },
     );
+}
+
+/// How the cost per out packet changes with the load: the first and the last step before the
+/// knee, and their ratio (a flat cost stays near 1.0).
+fn print_cost_spread(what: &str, steps: &[(usize, Step)]) {
+    let served: Vec<(usize, f64)> = steps
+        .iter()
+        .filter(|(_, s)| !saturated(s))
+        .filter_map(|(n, s)| Some((*n, s.cpu_ns_per_packet()?)))
+        .collect();
+    if let (Some((n0, c0)), Some((n1, c1))) = (served.first(), served.last())
+        && n0 != n1
+    {
+        println!(
+            "cost per out packet: {c0:.0} ns at {n0} {what}, {c1:.0} ns at {n1} {what}: ×{:.2}",
+            c1 / c0
+        );
+    }
+}
+
+/// Set-up that fails at a step (a session that cannot join or connect) is the knee: the steps
+/// measured so far stand.
+fn setup_failed(what: &str, n: usize, error: &anyhow::Error) {
+    println!("past the knee at {n} {what}: set-up failed: {error:#}");
 }
 
 /// Waits until `session` was offered `n` consumers (or the timeout).
@@ -234,14 +271,21 @@ fn saturated(step: &Step) -> bool {
     step.window.loss() >= 0.01 || step.window.p99_us > 100_000
 }
 
-/// The last step before the knee, as the scenario's JSON line.
+/// The last step before the knee, as the scenario's JSON line, with the cost of every step
+/// before the knee (`cost_ns_by_step`: [n, ns per out packet]) and the machine's `sendto` floor.
 fn summary(
     scenario: &str,
     sfu: &str,
     what: &str,
     steps: &[(usize, Step)],
+    floor_ns: Option<f64>,
 ) -> Option<serde_json::Value> {
     let (n, step) = steps.iter().rev().find(|(_, s)| !saturated(s))?;
+    let by_step: Vec<serde_json::Value> = steps
+        .iter()
+        .filter(|(_, s)| !saturated(s))
+        .filter_map(|(n, s)| Some(json!([n, s.cpu_ns_per_packet()?.round()])))
+        .collect();
     Some(json!({
         "scenario": scenario, "sfu": sfu,
         "out_pps": step.out_pps().round(),
@@ -250,6 +294,10 @@ fn summary(
         "p50_us": step.window.p50_us, "p99_us": step.window.p99_us,
         what: n,
         "loss": step.window.loss(),
+        "generator_cpu": (step.client_cpu * 100.0).round() / 100.0,
+        "generator_saturated": step.generator_saturated(),
+        "cost_ns_by_step": by_step,
+        "sendto_floor_ns": floor_ns.map(f64::round),
     }))
 }
 
@@ -269,16 +317,22 @@ async fn fanout_steps(
     let mut subscribers = Vec::new();
     let mut out = Vec::new();
     println!(
-        "fanout on sluice: 1 publisher (VP8 ≈100 pkt/s of 1200 B + opus 50 pkt/s) → N subscribers; {} s per step",
-        args.seconds
+        "fanout on {}: 1 publisher (VP8 ≈100 pkt/s of 1200 B + opus 50 pkt/s) → N subscribers; {} s per step",
+        target.label, args.seconds
     );
-    for &n in steps {
+    'steps: for &n in steps {
         while subscribers.len() < n {
-            let s = target
+            match target
                 .session(&room, &format!("sub-{}", subscribers.len()), true)
                 .await
-                .with_context(|| format!("subscriber {}", subscribers.len()))?;
-            subscribers.push(meter_session(&meter, s));
+                .with_context(|| format!("subscriber {}", subscribers.len()))
+            {
+                Ok(s) => subscribers.push(meter_session(&meter, s)),
+                Err(e) => {
+                    setup_failed("subscribers", n, &e);
+                    break 'steps;
+                }
+            }
         }
         wait_consumers(&meter, 2 * n, Duration::from_secs(20)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -299,8 +353,10 @@ async fn fanout_steps(
 }
 
 pub async fn fanout(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
+    let floor = floor::measure_and_print(args.server_cpu).await;
     let steps = fanout_steps(target, args, steps).await?;
-    let line = summary("fanout", "sluice", "max_subscribers", &steps)
+    print_cost_spread("subscribers", &steps);
+    let line = summary("fanout", &target.label, "max_subscribers", &steps, floor)
         .context("no step before the knee")?;
     println!("{line}");
     Ok(())
@@ -316,16 +372,26 @@ async fn audio_room_steps(
     let mut peers = Vec::new();
     let mut out = Vec::new();
     println!(
-        "audio-room on sluice: N peers, each sending opus (50 pkt/s) to all others; {} s per step",
-        args.seconds
+        "audio-room on {}: N peers, each sending opus (50 pkt/s) to all others; {} s per step",
+        target.label, args.seconds
     );
-    for &n in steps {
+    'steps: for &n in steps {
         while peers.len() < n {
-            let s = target
-                .session(&room, &format!("peer-{}", peers.len()), true)
-                .await?;
-            s.produce(SourceConfig::audio()).await?;
-            peers.push(meter_session(&meter, s));
+            let peer = format!("peer-{}", peers.len());
+            let joined = async {
+                let s = target.session(&room, &peer, true).await?;
+                s.produce(SourceConfig::audio()).await?;
+                Ok::<_, anyhow::Error>(s)
+            }
+            .await
+            .with_context(|| peer.clone());
+            match joined {
+                Ok(s) => peers.push(meter_session(&meter, s)),
+                Err(e) => {
+                    setup_failed("peers", n, &e);
+                    break 'steps;
+                }
+            }
         }
         wait_consumers(&meter, n * (n - 1), Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -345,9 +411,11 @@ async fn audio_room_steps(
 }
 
 pub async fn audio_room(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
+    let floor = floor::measure_and_print(args.server_cpu).await;
     let steps = audio_room_steps(target, args, steps).await?;
-    let line =
-        summary("audio-room", "sluice", "max_peers", &steps).context("no step before the knee")?;
+    print_cost_spread("peers", &steps);
+    let line = summary("audio-room", &target.label, "max_peers", &steps, floor)
+        .context("no step before the knee")?;
     println!("{line}");
     Ok(())
 }
@@ -402,12 +470,18 @@ async fn janus_fanout_steps(
         "fanout on Janus: the same publisher and subscribers (VideoRoom); {} s per step",
         args.seconds
     );
-    for &n in steps {
+    'steps: for &n in steps {
         while subscribers.len() < n {
-            let (handle, transport, packets) =
-                janus::subscribe(&session, room, publisher.feed).await?;
-            meter_mixed(&meter, packets);
-            subscribers.push((handle, transport));
+            match janus::subscribe(&session, room, publisher.feed).await {
+                Ok((handle, transport, packets)) => {
+                    meter_mixed(&meter, packets);
+                    subscribers.push((handle, transport));
+                }
+                Err(e) => {
+                    setup_failed("subscribers", n, &e);
+                    break 'steps;
+                }
+            }
         }
         wait_consumers(&meter, 2 * n, Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -446,27 +520,36 @@ async fn janus_audio_room_steps(
         args.seconds
     );
     for &n in steps {
-        let before = publishers.len();
-        while publishers.len() < n {
-            publishers.push(janus::publish(&session, room, vec![SourceConfig::audio()]).await?);
+        let grown = async {
+            let before = publishers.len();
+            while publishers.len() < n {
+                publishers
+                    .push(janus::publish(&session, room, vec![SourceConfig::audio()]).await?);
+            }
+            let new_feeds: Vec<u64> = publishers[before..].iter().map(|p| p.feed).collect();
+            // Existing listeners add the newcomers.
+            for (handle, transport) in listeners.iter_mut() {
+                janus::subscribe_more(handle, transport, room, &new_feeds).await?;
+            }
+            // Newcomers subscribe to everyone else.
+            for i in before..n {
+                let feeds: Vec<u64> = publishers
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| p.feed)
+                    .collect();
+                let (handle, transport, packets) =
+                    janus::subscribe_many(&session, room, &feeds).await?;
+                meter_mixed(&meter, packets);
+                listeners.push((handle, transport));
+            }
+            Ok::<(), anyhow::Error>(())
         }
-        let new_feeds: Vec<u64> = publishers[before..].iter().map(|p| p.feed).collect();
-        // Existing listeners add the newcomers.
-        for (handle, transport) in listeners.iter_mut() {
-            janus::subscribe_more(handle, transport, room, &new_feeds).await?;
-        }
-        // Newcomers subscribe to everyone else.
-        for i in before..n {
-            let feeds: Vec<u64> = publishers
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, p)| p.feed)
-                .collect();
-            let (handle, transport, packets) =
-                janus::subscribe_many(&session, room, &feeds).await?;
-            meter_mixed(&meter, packets);
-            listeners.push((handle, transport));
+        .await;
+        if let Err(e) = grown {
+            setup_failed("peers", n, &e);
+            break;
         }
         wait_consumers(&meter, n * (n - 1), Duration::from_secs(60)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -501,9 +584,10 @@ fn compare_steps(
     what: &str,
     sluice: &[(usize, Step)],
     janus: &[(usize, Step)],
+    floor_ns: Option<f64>,
 ) -> serde_json::Value {
-    let s = summary(scenario, "sluice", what, sluice);
-    let j = summary(scenario, "janus", what, janus);
+    let s = summary(scenario, "sluice", what, sluice, floor_ns);
+    let j = summary(scenario, "janus", what, janus, floor_ns);
     if let Some(s) = &s {
         println!("{s}");
     }
@@ -563,6 +647,7 @@ pub async fn compare(
     } else {
         subscribers
     };
+    let floor = floor::measure_and_print(args.server_cpu).await;
     let sluice_fanout = fanout_steps(target, args, subscribers).await?;
     let sluice_audio = audio_room_steps(target, args, peers).await?;
     let janus = Janus::start(args.server_cpu)?;
@@ -574,9 +659,20 @@ pub async fn compare(
     .await;
     janus.stop();
     let (janus_fanout, janus_audio) = result?;
-    let f = (!subscribers.is_empty())
-        .then(|| compare_steps("fanout", "max_subscribers", &sluice_fanout, &janus_fanout));
-    let a = compare_steps("audio-room", "max_peers", &sluice_audio, &janus_audio);
+    print_cost_spread("subscribers (sluice)", &sluice_fanout);
+    print_cost_spread("subscribers (Janus)", &janus_fanout);
+    print_cost_spread("peers (sluice)", &sluice_audio);
+    print_cost_spread("peers (Janus)", &janus_audio);
+    let f = (!subscribers.is_empty()).then(|| {
+        compare_steps(
+            "fanout",
+            "max_subscribers",
+            &sluice_fanout,
+            &janus_fanout,
+            floor,
+        )
+    });
+    let a = compare_steps("audio-room", "max_peers", &sluice_audio, &janus_audio, floor);
     if let Some(f) = f {
         println!("{f}");
     }
@@ -609,8 +705,8 @@ pub async fn data(
     sender_count: Option<usize>,
 ) -> anyhow::Result<()> {
     println!(
-        "data: M players, each sending {size}-byte unordered messages (maxRetransmits 0) at {hz} Hz to every other player; {} s per step",
-        args.seconds
+        "data on {}: M players, each sending {size}-byte unordered messages (maxRetransmits 0) at {hz} Hz to every other player; {} s per step",
+        target.label, args.seconds
     );
     let mut last = None;
     for &m in steps {
@@ -678,7 +774,7 @@ pub async fn data(
             step.window.received as f64 / expected as f64
         };
         println!(
-            "{:>12} {m:>5}  relayed {:>8.0} msg/s  delivered {:>6.2} %  p50 {:>6} µs  p99 {:>7} µs  p99.9 {:>7} µs  server cpu {:>7}  generator cpu {:.0} %",
+            "{:>12} {m:>5}  relayed {:>8.0} msg/s  delivered {:>6.2} %  p50 {:>6} µs  p99 {:>7} µs  p99.9 {:>7} µs  server cpu {:>7}  generator cpu {:.0} %{}",
             "players",
             step.out_pps(),
             delivered.min(1.0) * 100.0,
@@ -687,6 +783,11 @@ pub async fn data(
             step.window.p999_us,
             fmt_opt(step.server_cpu, 100.0, " %"),
             step.client_cpu * 100.0,
+            if step.generator_saturated() {
+                "  (generator saturated: a bound, not a measurement)"
+            } else {
+                ""
+            },
         );
         for t in senders {
             t.abort();
@@ -701,12 +802,13 @@ pub async fn data(
     println!(
         "{}",
         json!({
-            "scenario": "data", "sfu": "sluice", "players": m, "hz": hz, "size": size,
+            "scenario": "data", "sfu": target.label, "players": m, "hz": hz, "size": size,
             "relayed_msgs_per_s": step.out_pps().round(),
             "delivered": delivered.min(1.0),
             "p50_us": step.window.p50_us, "p99_us": step.window.p99_us, "p999_us": step.window.p999_us,
             "server_cpu": step.server_cpu,
             "generator_cpu": step.client_cpu,
+            "generator_saturated": step.generator_saturated(),
         })
     );
     Ok(())
@@ -787,7 +889,7 @@ pub async fn join(target: &Target, clients: usize) -> anyhow::Result<()> {
     println!(
         "{}",
         json!({
-            "scenario": "join", "sfu": "sluice", "clients": clients, "failed": failed,
+            "scenario": "join", "sfu": target.label, "clients": clients, "failed": failed,
             "first_media_p50_ms": percentile(&times[3], 0.5),
             "first_media_p99_ms": percentile(&times[3], 0.99),
             "ice_p50_ms": percentile(&times[1], 0.5),
@@ -805,7 +907,7 @@ pub async fn memory(target: &Target, peers: usize) -> anyhow::Result<()> {
     let rss = || {
         target
             .rss_bytes()
-            .context("memory needs a spawned server (no --url)")
+            .context("memory needs a spawned server, or --server-pid with --url")
     };
     // Warm the room, the worker and the allocator with one peer first.
     let warm = target.session(&room, "warm", true).await?;
@@ -871,7 +973,7 @@ pub async fn memory(target: &Target, peers: usize) -> anyhow::Result<()> {
     println!(
         "{}",
         json!({
-            "scenario": "memory", "sfu": "sluice", "peers": peers,
+            "scenario": "memory", "sfu": target.label, "peers": peers,
             "bytes_per_signaling_peer": per_peer.round(),
             "bytes_per_idle_transport": per_transport.round(),
             "bytes_per_video_consumer": per_consumer.round(),

@@ -22,7 +22,11 @@ pub fn pin_self(cpu: usize) {
 
 pub struct Target {
     pub base: String,
+    /// The server's name in rows and JSON lines.
+    pub label: String,
     child: Option<Child>,
+    /// The pid of a server at a URL (`--server-pid`).
+    server_pid: Option<u32>,
     token_cmd: Option<String>,
     authority: Option<TokenAuthority>,
 }
@@ -30,9 +34,17 @@ pub struct Target {
 impl Target {
     pub async fn start(args: &TargetArgs) -> anyhow::Result<Target> {
         if let Some(url) = &args.url {
+            let base = url.trim_end_matches('/').to_owned();
+            let label = args.label.clone().unwrap_or_else(|| {
+                base.trim_start_matches("http://")
+                    .trim_start_matches("https://")
+                    .to_owned()
+            });
             return Ok(Target {
-                base: url.trim_end_matches('/').to_owned(),
+                base,
+                label,
                 child: None,
+                server_pid: args.server_pid,
                 token_cmd: args.token_cmd.clone(),
                 authority: None,
             });
@@ -89,7 +101,9 @@ impl Target {
         };
         Ok(Target {
             base: addr.to_owned(),
+            label: args.label.clone().unwrap_or_else(|| "sluice".to_owned()),
             child: Some(child),
+            server_pid: None,
             token_cmd: None,
             authority: Some(TokenAuthority::new(auth::DEV_SECRET)),
         })
@@ -153,10 +167,10 @@ impl Target {
     }
 
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Child::id).or(self.server_pid)
     }
 
-    /// CPU time of the spawned server, in nanoseconds (all threads).
+    /// CPU time of the spawned server (or `--server-pid`'s), in nanoseconds (all threads).
     pub fn cpu_ns(&self) -> Option<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
         let rest = &stat[stat.rfind(')')? + 2..];
@@ -165,7 +179,7 @@ impl Target {
         Some(ticks * 10_000_000)
     }
 
-    /// Resident memory of the spawned server, in bytes.
+    /// Resident memory of the spawned server (or `--server-pid`'s), in bytes.
     pub fn rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
