@@ -69,6 +69,16 @@ pub struct MediaSettings {
     /// How far behind the newest sequence number a packet may arrive and still be forwarded.
     pub max_reorder: u64,
 
+    // ---- retransmission ---------------------------------------------------------------------
+    /// How long a video consumer keeps what it sent, to answer NACKs (str0m keeps 3 s unless
+    /// told otherwise; mediasoup 2 s). A retransmission answers within about one round trip,
+    /// and a packet resent a second after it was first sent misses any real-time receiver's
+    /// playout, which then asks for a keyframe instead. Each consumer keeps its own copy of
+    /// each packet, so this is most of what a video consumer costs in memory.
+    pub retransmission_window: Duration,
+    /// …and at most this many packets.
+    pub retransmission_packets: usize,
+
     // ---- the active speaker ----------------------------------------------------------------
     /// How often the loudest producer of a router is reported.
     pub speaker_interval: Duration,
@@ -103,6 +113,8 @@ pub const DEFAULTS: MediaSettings = MediaSettings {
     probe_margin: 1.1,
     layer_inactive_after: Duration::from_millis(1500),
     max_reorder: 1000,
+    retransmission_window: Duration::from_secs(1),
+    retransmission_packets: 1024,
     speaker_interval: Duration::from_millis(800),
     speaker_threshold: -80,
     data_queue_limit: 256 * 1024,

@@ -9,7 +9,7 @@ use super::Core;
 use super::consumer::ConsumerState;
 use super::object::Object;
 use super::producer::ProducerState;
-use super::webrtc_transport::{MediaLine, MediaOwner};
+use super::webrtc_transport::{MediaLine, MediaOwner, Retransmission};
 use crate::error::MediaError;
 use crate::events::{CloseReason, ConsumerLayers, ConsumerScore, MediaEvent};
 use crate::forwarder::Forwarder;
@@ -226,7 +226,12 @@ impl Core {
         .map_err(|e| MediaError::CannotConsume(e.into()))?;
         let mid = t.allocate_mid();
         params.mid = Some(mid.clone());
-        let declared = t.declare_consumer_media(&mid, producer.kind, &mut params)?;
+        let retransmission = Retransmission {
+            window: self.settings.retransmission_window,
+            packets: self.settings.retransmission_packets,
+        };
+        let declared =
+            t.declare_consumer_media(&mid, producer.kind, &mut params, retransmission)?;
         let pt_map = producer
             .mapping
             .codecs

@@ -48,6 +48,17 @@ pub(crate) struct MediaLine {
     pub active: bool,
 }
 
+/// str0m's default share of resends in what a stream sends beyond which queued resends are
+/// dropped (a link that loses that much is better served by a keyframe).
+const RTX_RATIO_CAP: f32 = 0.15;
+
+/// What a video consumer keeps to answer NACKs (`MediaSettings::retransmission_*`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retransmission {
+    pub window: Duration,
+    pub packets: usize,
+}
+
 /// A consumer's send stream as declared to str0m.
 #[derive(Debug, Clone)]
 pub(crate) struct DeclaredConsumer {
@@ -519,12 +530,14 @@ impl TransportState {
     }
 
     /// Makes a consumer's parameters use this transport's numbering (the router's, unless the
-    /// client's producers remapped it) and declares its media line and send stream.
+    /// client's producers remapped it) and declares its media line and send stream, which
+    /// keeps what it sent for NACKs over `retransmission` (video; audio is not resent).
     pub fn declare_consumer_media(
         &mut self,
         mid: &str,
         kind: MediaKind,
         params: &mut RtpParameters,
+        retransmission: Retransmission,
     ) -> Result<DeclaredConsumer, MediaError> {
         let mid_id = Mid::from(mid);
         let str0m_kind = match kind {
@@ -617,8 +630,16 @@ impl TransportState {
         // Forwarded media leaves as it arrives, as in mediasoup: the publisher's own pacer has
         // already spread it out. (str0m leaves a stream unpaced until told otherwise; this
         // says so rather than rely on it.) Probes and padding stay paced.
-        api.declare_stream_tx(ssrc.into(), rtx.map(Into::into), mid_id, None)
-            .set_unpaced(true);
+        let stream = api.declare_stream_tx(ssrc.into(), rtx.map(Into::into), mid_id, None);
+        stream.set_unpaced(true);
+        if kind == MediaKind::Video {
+            // str0m's default drop ratio for resends (0.15) stays.
+            stream.set_rtx_cache(
+                retransmission.packets,
+                retransmission.window,
+                Some(RTX_RATIO_CAP),
+            );
+        }
         Ok(DeclaredConsumer {
             ssrc,
             rtx,
