@@ -523,8 +523,7 @@ async fn janus_audio_room_steps(
         let grown = async {
             let before = publishers.len();
             while publishers.len() < n {
-                publishers
-                    .push(janus::publish(&session, room, vec![SourceConfig::audio()]).await?);
+                publishers.push(janus::publish(&session, room, vec![SourceConfig::audio()]).await?);
             }
             let new_feeds: Vec<u64> = publishers[before..].iter().map(|p| p.feed).collect();
             // Existing listeners add the newcomers.
@@ -672,7 +671,13 @@ pub async fn compare(
             floor,
         )
     });
-    let a = compare_steps("audio-room", "max_peers", &sluice_audio, &janus_audio, floor);
+    let a = compare_steps(
+        "audio-room",
+        "max_peers",
+        &sluice_audio,
+        &janus_audio,
+        floor,
+    );
     if let Some(f) = f {
         println!("{f}");
     }
