@@ -14,6 +14,7 @@ pub mod http;
 pub mod instance;
 pub mod metrics;
 pub mod peer;
+mod rate;
 pub mod room;
 pub mod session;
 pub mod signaling;

@@ -29,6 +29,7 @@ use crate::peer::{
     CLOSE_INVALID_PAYLOAD, CLOSE_POLICY, CLOSE_REPLACED, CLOSE_TIMEOUT, CLOSE_TOO_BIG, Outbound,
     Peer, PeerChannels,
 };
+use crate::rate::TokenBucket;
 use crate::room::Room;
 use crate::signaling::{self, FollowUp};
 use crate::store::Action;
@@ -152,7 +153,7 @@ pub async fn run(
     let timeout = Duration::from_secs(signaling.peer_timeout_secs);
     let mut last_seen = Instant::now();
     let mut watchdog = tokio::time::interval(ping_every);
-    let mut bucket = TokenBucket::new(limits.requests_per_second);
+    let mut bucket = TokenBucket::per_second(limits.requests_per_second, Instant::now());
     let mut refused_in_a_row = 0u32;
     let ending = loop {
         tokio::select! {
@@ -251,7 +252,7 @@ async fn on_text(
     };
     match message {
         Message::Request { id, method, data } => {
-            if !bucket.take() {
+            if !bucket.take(Instant::now()) {
                 *refused_in_a_row += 1;
                 instance
                     .metrics
@@ -344,39 +345,4 @@ fn close_frame(code: u16, reason: &str) -> WsMessage {
         code,
         reason: reason.into(),
     }))
-}
-
-/// `rate` requests per second, bursts of twice that.
-struct TokenBucket {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: u32) -> Self {
-        let rate = f64::from(rate.max(1));
-        TokenBucket {
-            rate,
-            tokens: rate * 2.0,
-            last: Instant::now(),
-        }
-    }
-
-    fn burst(&self) -> u32 {
-        (self.rate * 2.0) as u32
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate)
-            .min(self.rate * 2.0);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
