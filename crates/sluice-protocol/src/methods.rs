@@ -229,6 +229,35 @@ pub struct ChangeDisplayNameRequest {
     pub display_name: String,
 }
 
+/// `dispatchAction` request: a game action for the room (or for the peers in `to`). The server
+/// checks it against the room's action policies, numbers it, applies it to the room's store and
+/// delivers it as an `action` notification to the other joined peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DispatchActionRequest {
+    /// The action's type, e.g. `"game.flag.move"`: what the policies match.
+    pub r#type: String,
+    /// Any JSON; its serialized size counts against the policy's limit.
+    #[serde(default)]
+    pub payload: Value,
+    /// Keep it for late joiners (if the policy allows caching).
+    #[serde(default)]
+    pub cache: bool,
+    /// With `cache`: replaces the cached action of the same type and key, so the cache holds
+    /// state rather than history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
+    /// Only these peers receive it (never cached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<String>>,
+}
+
+/// The answer to `dispatchAction`: the action's sequence number in the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchActionResponse {
+    pub seq: u64,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Server → client requests
 // ---------------------------------------------------------------------------------------------
@@ -340,6 +369,23 @@ pub struct ConsumerLayersChanged {
     pub spatial_layer: Option<u8>,
     #[serde(default)]
     pub temporal_layer: Option<u8>,
+}
+
+/// `action` notification: a game action of the room, stamped by the server with its sender
+/// (`from`: a peer id, or `null` for the server's own) and its sequence number in the room,
+/// which grows by one per action of the room. A late joiner receives the room's cached actions
+/// this way, oldest first, right after its `join` is answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionNotification {
+    pub r#type: String,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default)]
+    pub from: Option<String>,
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
 }
 
 /// `activeSpeaker` notification: the loudest peer, or `peerId: null` (and no volume) on silence.
@@ -487,6 +533,8 @@ method_enum! {
         GetDataProducerStats(DataProducerRef) = "getDataProducerStats",
         /// → [`Stats`].
         GetDataConsumerStats(DataConsumerRef) = "getDataConsumerStats",
+        /// → [`DispatchActionResponse`].
+        DispatchAction(DispatchActionRequest) = "dispatchAction",
     }
 }
 
@@ -519,6 +567,8 @@ method_enum! {
         DataConsumerClosed(DataConsumerRef) = "dataConsumerClosed",
         ActiveSpeaker(ActiveSpeaker) = "activeSpeaker",
         DownlinkBwe(DownlinkBwe) = "downlinkBwe",
+        /// A game action (`dispatchAction`), or a cached one replayed to a late joiner.
+        Action(ActionNotification) = "action",
     }
 }
 

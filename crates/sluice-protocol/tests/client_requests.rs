@@ -388,12 +388,33 @@ fn stats_requests_and_array_responses_round_trip_exactly() {
 }
 
 #[test]
+fn dispatch_action_round_trips_exactly_and_defaults_what_is_absent() {
+    let req = exact_round_trip(
+        "dispatchAction",
+        json!({"type": "game.flag.move", "payload": {"x": 3}, "cache": true, "cacheKey": "red"}),
+    );
+    let ClientRequest::DispatchAction(d) = req else {
+        panic!("{req:?}")
+    };
+    assert_eq!(
+        (d.cache, d.cache_key.as_deref(), d.to),
+        (true, Some("red"), None)
+    );
+    let ClientRequest::DispatchAction(d) = round_trip("dispatchAction", json!({"type": "chat"}))
+    else {
+        panic!()
+    };
+    assert_eq!((d.payload, d.cache), (Value::Null, false));
+    exact_response::<DispatchActionResponse>("dispatchAction", json!({"seq": 7}));
+}
+
+#[test]
 fn every_client_method_is_listed_once_and_decodes_by_its_name() {
     let mut names = ClientRequest::METHODS.to_vec();
-    assert_eq!(names.len(), 21);
+    assert_eq!(names.len(), 22);
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 21);
+    assert_eq!(names.len(), 22);
     for method in ClientRequest::METHODS {
         // Wrong payload: never UnknownMethod for a listed name.
         let err = ClientRequest::decode(method, json!({"x": 1}));

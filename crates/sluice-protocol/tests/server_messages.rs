@@ -194,11 +194,30 @@ fn active_speaker_and_downlink_bwe_round_trip_exactly() {
 }
 
 #[test]
+fn action_notifications_round_trip_exactly() {
+    let ServerNotification::Action(a) = notification_exact(
+        "action",
+        json!({"type": "game.flag.move", "payload": {"x": 3}, "from": "alice", "seq": 42,
+               "cacheKey": "red"}),
+    ) else {
+        panic!()
+    };
+    assert_eq!((a.seq, a.from.as_deref()), (42, Some("alice")));
+    let ServerNotification::Action(a) = notification_exact(
+        "action",
+        json!({"type": "round.start", "payload": null, "from": null, "seq": 1}),
+    ) else {
+        panic!()
+    };
+    assert_eq!((a.from, a.cache_key), (None, None));
+}
+
+#[test]
 fn every_server_method_is_listed_once() {
     assert_eq!(ServerRequest::METHODS, ["newConsumer", "newDataConsumer"]);
     let mut names = ServerNotification::METHODS.to_vec();
-    assert_eq!(names.len(), 12);
+    assert_eq!(names.len(), 13);
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 12);
+    assert_eq!(names.len(), 13);
 }
