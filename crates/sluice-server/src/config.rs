@@ -49,6 +49,82 @@ pub struct Config {
     pub limits: Limits,
     pub signaling: SignalingConfig,
     pub data: DataConfig,
+    /// Game actions (`dispatchAction`): which types peers may send, how large, how often, and
+    /// whether they may be cached. The first rule whose `type` matches applies; an action no
+    /// rule matches is refused (403).
+    #[serde(default)]
+    pub actions: Vec<ActionRule>,
+}
+
+/// Who may dispatch the actions of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionSender {
+    /// Any joined peer.
+    Any,
+    /// Peers whose token grants `admin`.
+    Admin,
+    /// Only the server's own code (the Rust API); peers get 403.
+    Server,
+}
+
+/// The policy of the game actions whose type matches `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRule {
+    /// The types it covers: exact (`"game.flag.move"`), or a prefix ending in `*`
+    /// (`"game.*"`; `"*"` matches every type).
+    pub r#type: String,
+    #[serde(default = "ActionRule::default_sender")]
+    pub sender: ActionSender,
+    /// Largest payload, as serialized JSON (413 beyond).
+    #[serde(default = "ActionRule::default_max_payload_bytes")]
+    pub max_payload_bytes: usize,
+    /// Actions per second one peer may send under this rule (429 beyond); absent: no limit
+    /// beyond `limits.requests_per_second`. May be fractional (`0.5`: one every two seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_second: Option<f64>,
+    /// Actions one peer may send at once before `max_per_second` applies (default: twice the
+    /// rate, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Whether these actions may be cached for late joiners (`cache: true` otherwise: 403).
+    #[serde(default)]
+    pub cache: bool,
+    /// Cached actions of one type a room keeps at most; the oldest of the type is evicted.
+    #[serde(default = "ActionRule::default_max_cached")]
+    pub max_cached: usize,
+}
+
+impl ActionRule {
+    fn default_sender() -> ActionSender {
+        ActionSender::Any
+    }
+
+    fn default_max_payload_bytes() -> usize {
+        4096
+    }
+
+    fn default_max_cached() -> usize {
+        64
+    }
+
+    /// Whether the rule covers `action_type`.
+    pub fn matches(&self, action_type: &str) -> bool {
+        match self.r#type.strip_suffix('*') {
+            Some(prefix) => action_type.starts_with(prefix),
+            None => self.r#type == action_type,
+        }
+    }
+}
+
+impl Config {
+    /// The rule that applies to `action_type`: the first that matches.
+    pub fn action_rule(&self, action_type: &str) -> Option<(usize, &ActionRule)> {
+        self.actions
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(action_type))
+    }
 }
 
 /// Every limit of the signaling server, each enforced with an error code (docs/limits.md).
@@ -71,6 +147,9 @@ pub struct Limits {
     /// Requests per second a peer may send (bursts of twice that); beyond it 429, and a peer that
     /// keeps flooding is disconnected (close code 1008).
     pub requests_per_second: u32,
+    /// Cached game actions one room keeps at most (all types); beyond it the oldest is evicted
+    /// and counted.
+    pub cached_actions_per_room: usize,
 }
 
 /// Timers of the signaling server.
@@ -455,6 +534,34 @@ impl Config {
                 ));
             }
         }
+        for (i, rule) in self.actions.iter().enumerate() {
+            let pattern = rule.r#type.strip_suffix('*').unwrap_or(&rule.r#type);
+            if rule.r#type.is_empty() || pattern.contains('*') {
+                return Err(ConfigError::bad(
+                    &format!("actions[{i}].type"),
+                    format!(
+                        "{:?}: an exact type, or a prefix ending in one '*'",
+                        rule.r#type
+                    ),
+                ));
+            }
+            if rule.max_payload_bytes == 0 || rule.max_payload_bytes > self.limits.max_message_bytes
+            {
+                return Err(ConfigError::bad(
+                    &format!("actions[{i}].max_payload_bytes"),
+                    "must be between 1 and limits.max_message_bytes",
+                ));
+            }
+            if rule
+                .max_per_second
+                .is_some_and(|r| !r.is_finite() || r <= 0.0)
+            {
+                return Err(ConfigError::bad(
+                    &format!("actions[{i}].max_per_second"),
+                    "must be a positive number",
+                ));
+            }
+        }
         if self.router.media_codecs.is_empty() {
             return Err(ConfigError::bad(
                 "router.media_codecs",
@@ -636,6 +743,58 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.router.media_codecs.len(), 1);
+    }
+
+    #[test]
+    fn action_rules_replace_the_default_and_the_first_match_applies() {
+        let default = load("").unwrap();
+        assert_eq!(default.actions.len(), 1);
+        assert_eq!(default.action_rule("anything").map(|(i, _)| i), Some(0));
+        let c = load(
+            "[[actions]]\ntype = \"game.flag.*\"\ncache = true\n\
+             [[actions]]\ntype = \"game.*\"\nsender = \"admin\"\nmax_per_second = 0.5\n\
+             [[actions]]\ntype = \"chat\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.actions.len(), 3);
+        let pick = |t: &str| c.action_rule(t).map(|(i, _)| i);
+        assert_eq!(pick("game.flag.move"), Some(0));
+        assert_eq!(pick("game.flag."), Some(0));
+        assert_eq!(pick("game.score"), Some(1));
+        assert_eq!(pick("chat"), Some(2));
+        assert_eq!(pick("chatter"), None, "an exact type is not a prefix");
+        assert_eq!(pick("other"), None);
+        let rule = &c.actions[1];
+        assert_eq!(rule.sender, ActionSender::Admin);
+        assert_eq!(rule.max_per_second, Some(0.5));
+        assert_eq!(
+            (rule.max_payload_bytes, rule.cache, rule.max_cached),
+            (4096, false, 64)
+        );
+    }
+
+    #[test]
+    fn malformed_action_rules_are_named() {
+        for (toml, key) in [
+            ("[[actions]]\ntype = \"a*b\"\n", "actions[0].type"),
+            ("[[actions]]\ntype = \"\"\n", "actions[0].type"),
+            (
+                "[[actions]]\ntype = \"a\"\n[[actions]]\ntype = \"b\"\nmax_payload_bytes = 0\n",
+                "actions[1].max_payload_bytes",
+            ),
+            (
+                "[[actions]]\ntype = \"a\"\nmax_per_second = -1.0\n",
+                "actions[0].max_per_second",
+            ),
+        ] {
+            let err = load(toml).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::BadValue { key: k, .. } if k == key),
+                "{toml}: {err}"
+            );
+        }
+        let err = load("[[actions]]\ntype = \"a\"\nsendr = \"any\"\n").unwrap_err();
+        assert!(err.to_string().contains("actions.0.sendr"), "{err}");
     }
 
     #[test]
@@ -863,6 +1022,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "actions",
                 "auth",
                 "data",
                 "http",

@@ -6,6 +6,7 @@
 //! - [`room`], [`store`]: a room's objects and its action/state store.
 //! - [`http`], [`admin`], [`metrics`]: the HTTP endpoints.
 
+pub mod actions;
 pub mod admin;
 pub mod auth;
 pub mod config;

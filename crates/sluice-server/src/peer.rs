@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::Grants;
 use crate::error::SignalError;
+use crate::rate::TokenBucket;
 
 /// Frames waiting to be written to one peer; a peer that lets this fill up is closed.
 const OUTBOUND_CAPACITY: usize = 4096;
@@ -64,6 +65,11 @@ pub struct Peer {
     pub(crate) reserved: [std::sync::atomic::AtomicUsize; 2],
     closing: watch::Sender<Option<(u16, String)>>,
     pub(crate) left: watch::Sender<bool>,
+    /// Per action rule (its index in `actions`): the peer's rate of game actions.
+    pub(crate) action_buckets: Mutex<HashMap<usize, TokenBucket>>,
+    /// The room's cached game actions were replayed to it: live ones follow (set under the
+    /// store's lock, so none is both replayed and delivered live, or lost in between).
+    pub(crate) actions_replayed: AtomicBool,
 }
 
 /// The receiving ends of a new peer's queues, for the session that drives it.
@@ -100,6 +106,8 @@ impl Peer {
             reserved: Default::default(),
             closing,
             left,
+            action_buckets: Mutex::new(HashMap::new()),
+            actions_replayed: AtomicBool::new(false),
         });
         (
             peer,

@@ -15,16 +15,17 @@ use sluice_media::{
     WebRtcTransport,
 };
 use sluice_protocol::{
-    ActiveSpeaker, ConsumerLayersChanged, ConsumerRef, ConsumerScore as ConsumerScoreMsg,
-    ConsumerScoreValue, ConsumerType, DataConsumerRef, DownlinkBwe, NewConsumerRequest,
-    NewDataConsumerRequest, PeerDisplayNameChanged, PeerInfo, PeerRef,
-    ProducerScore as ProducerScoreMsg, ProducerStreamScore, ServerNotification, ServerRequest,
+    ActionNotification, ActiveSpeaker, ConsumerLayersChanged, ConsumerRef,
+    ConsumerScore as ConsumerScoreMsg, ConsumerScoreValue, ConsumerType, DataConsumerRef,
+    DownlinkBwe, NewConsumerRequest, NewDataConsumerRequest, PeerDisplayNameChanged, PeerInfo,
+    PeerRef, ProducerScore as ProducerScoreMsg, ProducerStreamScore, ServerNotification,
+    ServerRequest,
 };
 
 use crate::config::{Config, Relay};
 use crate::error::SignalError;
 use crate::peer::Peer;
-use crate::store::{Action, Store};
+use crate::store::{Action, CacheBounds, GameDraft, Store};
 
 /// A media object and the peer that owns it.
 #[derive(Debug, Clone)]
@@ -439,6 +440,17 @@ impl Room {
 
     /// After `peer` joined: consume what the others already produce (the cached actions).
     pub fn replay_for(self: &Arc<Self>, peer: &Arc<Peer>) {
+        // The cached game actions, oldest first, then live ones (under the store's lock, so
+        // none is missed or sent twice).
+        self.store.replay_game(|cached| {
+            for action in cached {
+                if let Some(n) = action_notification(action) {
+                    peer.notify(&n);
+                }
+            }
+            peer.actions_replayed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        });
         for action in self.store.cached() {
             match &*action {
                 Action::ProducerCreated {
@@ -463,6 +475,62 @@ impl Room {
                 _ => {}
             }
         }
+    }
+
+    /// Numbers a checked game action (`actions::check`, or the server's own), stores it and
+    /// delivers it as `action` to the joined peers it is for (all but its sender, or those in
+    /// `to`) that have had the cache replayed. Returns its sequence number.
+    pub fn dispatch_game(&self, draft: GameDraft, bounds: CacheBounds) -> Option<u64> {
+        let peers = self.peers();
+        let action = self.store.dispatch_game(draft, bounds, |action| {
+            let Action::Game { peer_id, to, .. } = &**action else {
+                return;
+            };
+            let Some(n) = action_notification(action) else {
+                return;
+            };
+            for p in &peers {
+                let addressed = match to {
+                    Some(to) => to.iter().any(|id| id == &p.id),
+                    None => &p.id != peer_id,
+                };
+                if addressed
+                    && p.is_joined()
+                    && p.actions_replayed.load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    p.notify(&n);
+                }
+            }
+        })?;
+        match &*action {
+            Action::Game { seq, .. } => Some(*seq),
+            _ => None,
+        }
+    }
+
+    /// The server's own game action (Rust API): delivered like a peer's, `from: null`, with no
+    /// sender or rate check. `cache`: `Some(key)` keeps it for late joiners (replacing the cached
+    /// one of the same type and key), within the cache bounds of the rule matching its type.
+    pub fn dispatch_server_action(
+        &self,
+        action_type: &str,
+        payload: Value,
+        cache: Option<Option<String>>,
+        to: Option<Vec<String>>,
+    ) -> Option<u64> {
+        let per_room = self.config.limits.cached_actions_per_room;
+        let per_type = self
+            .config
+            .action_rule(action_type)
+            .map_or(per_room, |(_, r)| r.max_cached);
+        let draft = GameDraft {
+            peer_id: String::new(),
+            action_type: action_type.to_owned(),
+            payload,
+            cache,
+            to,
+        };
+        self.dispatch_game(draft, CacheBounds { per_type, per_room })
     }
 
     fn spawn_consumer(
@@ -738,4 +806,26 @@ impl Room {
             p.close(code, reason);
         }
     }
+}
+
+/// The `action` notification of a game action.
+fn action_notification(action: &Action) -> Option<ServerNotification> {
+    let Action::Game {
+        peer_id,
+        action_type,
+        payload,
+        seq,
+        cache_key,
+        ..
+    } = action
+    else {
+        return None;
+    };
+    Some(ServerNotification::Action(ActionNotification {
+        r#type: action_type.clone(),
+        payload: payload.clone(),
+        from: (!peer_id.is_empty()).then(|| peer_id.clone()),
+        seq: *seq,
+        cache_key: cache_key.clone(),
+    }))
 }

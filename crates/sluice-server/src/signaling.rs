@@ -11,9 +11,11 @@ use sluice_media::{
     WebRtcTransportOptions,
 };
 use sluice_protocol::{
-    ClientRequest, CreateWebRtcTransportResponse, ErrorCode, IdResponse, JoinResponse, PeerInfo,
+    ClientRequest, CreateWebRtcTransportResponse, DispatchActionResponse, ErrorCode, IdResponse,
+    JoinResponse, PeerInfo,
 };
 
+use crate::actions;
 pub use crate::error::SignalError;
 use crate::instance::Instance;
 use crate::peer::Peer;
@@ -355,6 +357,15 @@ async fn handle_request(
         ClientRequest::GetDataConsumerStats(req) => {
             let dc = room.data_consumer_of(&peer.id, &req.data_consumer_id)?;
             to_value(&dc.get_stats().await?)
+        }
+        ClientRequest::DispatchAction(req) => {
+            need_joined(peer)?;
+            let (draft, bounds) =
+                actions::check(&instance.config, peer, req, std::time::Instant::now())?;
+            let seq = room
+                .dispatch_game(draft, bounds)
+                .ok_or_else(|| SignalError::internal("the room's store is unavailable"))?;
+            to_value(&DispatchActionResponse { seq })
         }
     }
 }

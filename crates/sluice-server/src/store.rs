@@ -7,7 +7,7 @@
 //! ([`Action::is_cached`]) are kept while the thing they announce lives, and are replayed to late
 //! joiners ([`Store::cached`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
@@ -156,6 +156,22 @@ pub enum Action {
     },
     /// The room's loudest peer changed (`activeSpeaker`); an empty `peer_id` is silence.
     ActiveSpeaker { peer_id: String, volume: Option<i8> },
+    /// A game action (`dispatchAction`, or the server's own through [`Store::dispatch_game`]),
+    /// numbered in the room; delivered as `action`, and replayed to late joiners if `cached`.
+    Game {
+        /// The sender; empty for the server's own.
+        peer_id: String,
+        action_type: String,
+        payload: Value,
+        /// 1, 2, 3… per room.
+        seq: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_key: Option<String>,
+        cached: bool,
+        /// Delivered to these peers only (never cached).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<Vec<String>>,
+    },
     /// The egress bandwidth estimate toward a peer's transport (`downlinkBwe`).
     DownlinkBwe {
         peer_id: String,
@@ -206,7 +222,8 @@ impl Action {
             | Action::DataConsumerCreated { peer_id, .. }
             | Action::DataConsumerClosed { peer_id, .. }
             | Action::DownlinkBwe { peer_id, .. }
-            | Action::ActiveSpeaker { peer_id, .. } => peer_id,
+            | Action::ActiveSpeaker { peer_id, .. }
+            | Action::Game { peer_id, .. } => peer_id,
         }
     }
 }
@@ -292,6 +309,10 @@ pub struct RoomState {
     pub active_speaker: Option<String>,
     /// Actions applied so far.
     pub version: u64,
+    /// Game actions cached for late joiners now…
+    pub cached_actions: usize,
+    /// …and those evicted by the cache's bounds so far.
+    pub cached_actions_evicted: u64,
 }
 
 impl RoomState {
@@ -320,13 +341,18 @@ impl RoomState {
             self.active_speaker = (!peer_id.is_empty()).then(|| peer_id.clone());
             return;
         }
+        if let Action::Game { .. } = action {
+            // The game's own state is the cache of its actions (`Store::dispatch_game`).
+            return;
+        }
         let Some(peer) = self.peers.get_mut(action.peer_id()) else {
             return;
         };
         match action {
             Action::PeerConnected { .. }
             | Action::PeerLeft { .. }
-            | Action::ActiveSpeaker { .. } => {}
+            | Action::ActiveSpeaker { .. }
+            | Action::Game { .. } => {}
             Action::PeerJoined {
                 display_name,
                 device,
@@ -549,10 +575,42 @@ impl RoomState {
     }
 }
 
+/// A game action before the store numbers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GameDraft {
+    /// The sender; empty for the server's own.
+    pub peer_id: String,
+    pub action_type: String,
+    pub payload: Value,
+    /// Keep it for late joiners, replacing the cached one of the same type and key if any.
+    pub cache: Option<Option<String>>,
+    pub to: Option<Vec<String>>,
+}
+
+/// The bounds of the game-action cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheBounds {
+    /// Cached actions of the draft's type the room keeps at most.
+    pub per_type: usize,
+    /// Cached actions the room keeps at most, all types.
+    pub per_room: usize,
+}
+
+/// What the store guards: the state, the cached media actions, the cached game actions.
+#[derive(Debug)]
+struct Inner {
+    state: RoomState,
+    cached: Vec<Arc<Action>>,
+    /// Cached game actions, in sequence order (a replaced one moves to the end with its new
+    /// number).
+    game: VecDeque<Arc<Action>>,
+    game_seq: u64,
+}
+
 /// A room's state, its cached actions and its subscribers.
 #[derive(Debug)]
 pub struct Store {
-    inner: Mutex<(RoomState, Vec<Arc<Action>>)>,
+    inner: Mutex<Inner>,
     /// Made by the first [`Store::subscribe`]: a tokio broadcast channel allocates all its slots
     /// up front (≈160 KiB for 4096), which every room paid even though most have no subscriber.
     subscribers: OnceLock<broadcast::Sender<Arc<Action>>>,
@@ -564,7 +622,12 @@ const SUBSCRIBER_CAPACITY: usize = 4096;
 impl Store {
     pub fn new(room_id: &str) -> Self {
         Store {
-            inner: Mutex::new((RoomState::new(room_id), Vec::new())),
+            inner: Mutex::new(Inner {
+                state: RoomState::new(room_id),
+                cached: Vec::new(),
+                game: VecDeque::new(),
+                game_seq: 0,
+            }),
             subscribers: OnceLock::new(),
         }
     }
@@ -573,7 +636,7 @@ impl Store {
     pub fn dispatch(&self, action: Action) -> Arc<Action> {
         let action = Arc::new(action);
         if let Ok(mut inner) = self.inner.lock() {
-            let (state, cached) = &mut *inner;
+            let Inner { state, cached, .. } = &mut *inner;
             state.apply(&action);
             prune_cache(cached, &action);
             if action.is_cached() {
@@ -595,18 +658,102 @@ impl Store {
 
     /// The cached actions, oldest first: what a late joiner replays.
     pub fn cached(&self) -> Vec<Arc<Action>> {
-        self.inner.lock().map(|i| i.1.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|i| i.cached.clone())
+            .unwrap_or_default()
     }
 
     /// A copy of the state.
     pub fn state(&self) -> RoomState {
-        self.inner.lock().map(|i| i.0.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|i| i.state.clone())
+            .unwrap_or_default()
     }
 
     /// Reads the state without copying it.
     pub fn read<T>(&self, f: impl FnOnce(&RoomState) -> T) -> Option<T> {
-        self.inner.lock().ok().map(|i| f(&i.0))
+        self.inner.lock().ok().map(|i| f(&i.state))
     }
+
+    /// Numbers a game action (one more than the room's last), applies it, caches it if asked
+    /// (replacing the cached one of the same type and key; beyond `bounds` the oldest of its
+    /// type, then the room's oldest, is evicted and counted), and calls `deliver` with it while
+    /// still holding the store's lock, so that deliveries and [`Store::replay_game`] are in
+    /// sequence order. Then hands it to subscribers.
+    pub fn dispatch_game(
+        &self,
+        draft: GameDraft,
+        bounds: CacheBounds,
+        deliver: impl FnOnce(&Arc<Action>),
+    ) -> Option<Arc<Action>> {
+        let action = {
+            let mut inner = self.inner.lock().ok()?;
+            let Inner {
+                state,
+                game,
+                game_seq,
+                ..
+            } = &mut *inner;
+            *game_seq += 1;
+            let cached = draft.cache.is_some();
+            let cache_key = draft.cache.clone().flatten();
+            let action = Arc::new(Action::Game {
+                peer_id: draft.peer_id,
+                action_type: draft.action_type,
+                payload: draft.payload,
+                seq: *game_seq,
+                cache_key: cache_key.clone(),
+                cached,
+                to: draft.to,
+            });
+            state.apply(&action);
+            if let Action::Game { action_type, .. } = &*action
+                && cached
+            {
+                if let Some(key) = &cache_key {
+                    game.retain(|a| !is_game(a, action_type, Some(key)));
+                }
+                game.push_back(action.clone());
+                let of_type = game
+                    .iter()
+                    .filter(|a| is_game(a, action_type, None))
+                    .count();
+                if of_type > bounds.per_type
+                    && let Some(oldest) = game.iter().position(|a| is_game(a, action_type, None))
+                {
+                    game.remove(oldest);
+                    state.cached_actions_evicted += 1;
+                }
+                while game.len() > bounds.per_room {
+                    game.pop_front();
+                    state.cached_actions_evicted += 1;
+                }
+                state.cached_actions = game.len();
+            }
+            deliver(&action);
+            action
+        };
+        if let Some(subscribers) = self.subscribers.get() {
+            let _ = subscribers.send(action.clone());
+        }
+        Some(action)
+    }
+
+    /// Calls `replay` with the cached game actions, oldest first, under the store's lock (no
+    /// game action is dispatched meanwhile).
+    pub fn replay_game(&self, replay: impl FnOnce(&mut dyn Iterator<Item = &Arc<Action>>)) {
+        if let Ok(inner) = self.inner.lock() {
+            replay(&mut inner.game.iter());
+        }
+    }
+}
+
+/// Whether `a` is a game action of `action_type` (and, if given, of `cache_key`).
+fn is_game(a: &Action, action_type: &str, cache_key: Option<&String>) -> bool {
+    matches!(a, Action::Game { action_type: t, cache_key: k, .. }
+        if t == action_type && (cache_key.is_none() || k.as_ref() == cache_key))
 }
 
 /// Drops cached actions whose subject `action` ends.
