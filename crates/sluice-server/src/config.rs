@@ -150,6 +150,9 @@ pub struct Limits {
     /// Cached game actions one room keeps at most (all types); beyond it the oldest is evicted
     /// and counted.
     pub cached_actions_per_room: usize,
+    /// Largest `appData` of a transport, producer or data producer, as serialized JSON (413):
+    /// it is kept in the room's state and sent with every consumer of it.
+    pub max_app_data_bytes: usize,
 }
 
 /// Timers of the signaling server.

@@ -620,7 +620,7 @@ impl Room {
             Owned {
                 peer_id: peer.id.clone(),
                 object: consumer.clone(),
-                app_data: Value::Null,
+                app_data: app_data.clone(),
             },
         );
         self.dispatch(Action::ConsumerCreated {
@@ -632,6 +632,7 @@ impl Room {
             kind: consumer.kind(),
             paused: true,
             producer_paused: consumer.producer_paused(),
+            app_data: app_data.clone(),
         });
         let request = ServerRequest::NewConsumer(NewConsumerRequest {
             peer_id: producer_peer.to_owned(),
@@ -726,7 +727,7 @@ impl Room {
             Owned {
                 peer_id: peer.id.clone(),
                 object: consumer.clone(),
-                app_data: Value::Null,
+                app_data: app_data.clone(),
             },
         );
         self.dispatch(Action::DataConsumerCreated {
@@ -735,6 +736,8 @@ impl Room {
             data_consumer_id: consumer.id().to_owned(),
             data_producer_id: data_producer_id.to_owned(),
             label: consumer.label().to_owned(),
+            protocol: consumer.protocol().to_owned(),
+            app_data: app_data.clone(),
         });
         let Some(params) = consumer.sctp_stream_parameters().cloned() else {
             return Err(SignalError::internal("data consumer without a stream"));

@@ -35,6 +35,25 @@ fn to_value<T: Serialize>(v: &T) -> Result<Value, SignalError> {
     serde_json::to_value(v).map_err(|e| SignalError::internal(e.to_string()))
 }
 
+/// `appData` as kept in the room's state, if it is within `limits.max_app_data_bytes` (413).
+fn app_data(
+    data: serde_json::Map<String, Value>,
+    limits: &crate::config::Limits,
+) -> Result<Value, SignalError> {
+    let data = Value::Object(data);
+    let size = serde_json::to_vec(&data).map_or(usize::MAX, |v| v.len());
+    if size > limits.max_app_data_bytes {
+        return Err(SignalError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "appData of {size} bytes is over the limit of {}",
+                limits.max_app_data_bytes
+            ),
+        ));
+    }
+    Ok(data)
+}
+
 fn need_joined(peer: &Peer) -> Result<(), SignalError> {
     if peer.is_joined() {
         Ok(())
@@ -103,6 +122,7 @@ async fn handle_request(
             if room.objects().count_of(&peer.id)[0] >= limits.transports_per_peer {
                 return Err(SignalError::limit("transports per peer"));
             }
+            let app_data = app_data(req.app_data, limits)?;
             if req.force_tcp {
                 return Err(SignalError::new(
                     ErrorCode::Unsupported,
@@ -142,7 +162,7 @@ async fn handle_request(
                         producing,
                         consuming,
                     },
-                    app_data: Value::Object(req.app_data),
+                    app_data: app_data.clone(),
                 },
             );
             room.dispatch(Action::TransportCreated {
@@ -151,6 +171,11 @@ async fn handle_request(
                 producing,
                 consuming,
                 sctp: transport.sctp_parameters().is_some(),
+                ice_parameters: transport.ice_parameters().clone(),
+                ice_candidates: transport.ice_candidates().to_vec(),
+                dtls_parameters: transport.dtls_parameters().clone(),
+                sctp_parameters: transport.sctp_parameters().cloned(),
+                app_data,
             });
             to_value(&CreateWebRtcTransportResponse {
                 id: transport.id().to_owned(),
@@ -171,7 +196,13 @@ async fn handle_request(
         }
         ClientRequest::RestartIce(req) => {
             let transport = room.transport_of(&peer.id, &req.transport_id)?;
-            to_value(&transport.restart_ice().await?)
+            let ice_parameters = transport.restart_ice().await?;
+            room.dispatch(Action::TransportIceRestarted {
+                peer_id: peer.id.clone(),
+                transport_id: req.transport_id,
+                ice_parameters: ice_parameters.clone(),
+            });
+            to_value(&ice_parameters)
         }
         ClientRequest::Produce(req) => {
             need_joined(peer)?;
@@ -182,10 +213,10 @@ async fn handle_request(
             if room.objects().count_of(&peer.id)[1] >= limits.producers_per_peer {
                 return Err(SignalError::limit("producers per peer"));
             }
+            let app_data = app_data(req.app_data, limits)?;
             let producer = transport
                 .produce(ProducerOptions::new(req.kind, req.rtp_parameters))
                 .await?;
-            let app_data = Value::Object(req.app_data);
             room.objects().producers.insert(
                 producer.id().to_owned(),
                 Owned {
@@ -250,6 +281,7 @@ async fn handle_request(
             if room.objects().count_of(&peer.id)[3] >= limits.data_producers_per_peer {
                 return Err(SignalError::limit("data producers per peer"));
             }
+            let app_data = app_data(req.app_data, limits)?;
             let mut options = DataProducerOptions::sctp(req.sctp_stream_parameters, &req.label);
             options.protocol = req.protocol.clone();
             if let Some(rule) = &rule {
@@ -259,7 +291,6 @@ async fn handle_request(
                 options.max_messages_per_second = rule.max_messages_per_second;
             }
             let dp = transport.produce_data(options).await?;
-            let app_data = Value::Object(req.app_data);
             room.objects().data_producers.insert(
                 dp.id().to_owned(),
                 Owned {

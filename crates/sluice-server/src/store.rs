@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use serde_json::Value;
-use sluice_media::ortc::MediaKind;
+use sluice_media::ortc::{DtlsParameters, IceCandidate, IceParameters, MediaKind, SctpParameters};
 use sluice_media::{ConsumerLayers, ConsumerScore, ProducerScore};
 use sluice_protocol::Device;
 use tokio::sync::broadcast;
@@ -43,6 +43,19 @@ pub enum Action {
         producing: bool,
         consuming: bool,
         sctp: bool,
+        /// The server's side, as `createWebRtcTransport` answered it.
+        ice_parameters: IceParameters,
+        ice_candidates: Vec<IceCandidate>,
+        dtls_parameters: DtlsParameters,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sctp_parameters: Option<SctpParameters>,
+        app_data: Value,
+    },
+    /// `restartIce`: the transport's new ICE parameters.
+    TransportIceRestarted {
+        peer_id: String,
+        transport_id: String,
+        ice_parameters: IceParameters,
     },
     TransportConnected {
         peer_id: String,
@@ -94,6 +107,8 @@ pub enum Action {
         kind: MediaKind,
         paused: bool,
         producer_paused: bool,
+        /// The producer's, as `newConsumer` carries it.
+        app_data: Value,
     },
     /// The consumer's owner paused or resumed it.
     ConsumerPaused {
@@ -148,6 +163,9 @@ pub enum Action {
         data_consumer_id: String,
         data_producer_id: String,
         label: String,
+        protocol: String,
+        /// The data producer's, as `newDataConsumer` carries it.
+        app_data: Value,
     },
     DataConsumerClosed {
         peer_id: String,
@@ -204,6 +222,7 @@ impl Action {
             | Action::TransportConnected { peer_id, .. }
             | Action::TransportStateChanged { peer_id, .. }
             | Action::TransportClosed { peer_id, .. }
+            | Action::TransportIceRestarted { peer_id, .. }
             | Action::ProducerCreated { peer_id, .. }
             | Action::ProducerPaused { peer_id, .. }
             | Action::ProducerResumed { peer_id, .. }
@@ -228,13 +247,21 @@ impl Action {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// A WebRTC transport of a peer: its direction (mediasoup-client's send or receive transport, or
+/// both for an older client), the server's ICE and DTLS parameters, its states and appData.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TransportInfo {
     pub producing: bool,
     pub consuming: bool,
     pub sctp: bool,
     pub connected: bool,
+    pub ice_parameters: IceParameters,
+    pub ice_candidates: Vec<IceCandidate>,
+    pub dtls_parameters: DtlsParameters,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sctp_parameters: Option<SctpParameters>,
+    pub app_data: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ice_state: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,6 +278,7 @@ pub struct ProducerInfo {
     pub r#type: String,
     pub paused: bool,
     pub score: Vec<ProducerScore>,
+    pub app_data: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -262,6 +290,7 @@ pub struct ConsumerInfo {
     pub kind: MediaKind,
     pub paused: bool,
     pub producer_paused: bool,
+    pub app_data: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layers: Option<ConsumerLayers>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -274,6 +303,7 @@ pub struct DataProducerInfo {
     pub transport_id: String,
     pub label: String,
     pub protocol: String,
+    pub app_data: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -282,6 +312,8 @@ pub struct DataConsumerInfo {
     pub transport_id: String,
     pub data_producer_id: String,
     pub label: String,
+    pub protocol: String,
+    pub app_data: Value,
 }
 
 /// One peer of a room and everything it holds.
@@ -370,6 +402,11 @@ impl RoomState {
                 producing,
                 consuming,
                 sctp,
+                ice_parameters,
+                ice_candidates,
+                dtls_parameters,
+                sctp_parameters,
+                app_data,
                 ..
             } => {
                 peer.transports.insert(
@@ -378,9 +415,26 @@ impl RoomState {
                         producing: *producing,
                         consuming: *consuming,
                         sctp: *sctp,
-                        ..Default::default()
+                        connected: false,
+                        ice_parameters: ice_parameters.clone(),
+                        ice_candidates: ice_candidates.clone(),
+                        dtls_parameters: dtls_parameters.clone(),
+                        sctp_parameters: *sctp_parameters,
+                        app_data: app_data.clone(),
+                        ice_state: None,
+                        dtls_state: None,
+                        available_bitrate: None,
                     },
                 );
+            }
+            Action::TransportIceRestarted {
+                transport_id,
+                ice_parameters,
+                ..
+            } => {
+                if let Some(t) = peer.transports.get_mut(transport_id) {
+                    t.ice_parameters = ice_parameters.clone();
+                }
             }
             Action::TransportConnected { transport_id, .. } => {
                 if let Some(t) = peer.transports.get_mut(transport_id) {
@@ -419,6 +473,7 @@ impl RoomState {
                 kind,
                 producer_type,
                 paused,
+                app_data,
                 ..
             } => {
                 peer.producers.insert(
@@ -429,6 +484,7 @@ impl RoomState {
                         r#type: producer_type.clone(),
                         paused: *paused,
                         score: Vec::new(),
+                        app_data: app_data.clone(),
                     },
                 );
             }
@@ -460,6 +516,7 @@ impl RoomState {
                 kind,
                 paused,
                 producer_paused,
+                app_data,
                 ..
             } => {
                 peer.consumers.insert(
@@ -471,6 +528,7 @@ impl RoomState {
                         kind: *kind,
                         paused: *paused,
                         producer_paused: *producer_paused,
+                        app_data: app_data.clone(),
                         layers: None,
                         score: None,
                     },
@@ -512,6 +570,7 @@ impl RoomState {
                 data_producer_id,
                 label,
                 protocol,
+                app_data,
                 ..
             } => {
                 peer.data_producers.insert(
@@ -520,6 +579,7 @@ impl RoomState {
                         transport_id: transport_id.clone(),
                         label: label.clone(),
                         protocol: protocol.clone(),
+                        app_data: app_data.clone(),
                     },
                 );
             }
@@ -533,6 +593,8 @@ impl RoomState {
                 data_consumer_id,
                 data_producer_id,
                 label,
+                protocol,
+                app_data,
                 ..
             } => {
                 peer.data_consumers.insert(
@@ -541,6 +603,8 @@ impl RoomState {
                         transport_id: transport_id.clone(),
                         data_producer_id: data_producer_id.clone(),
                         label: label.clone(),
+                        protocol: protocol.clone(),
+                        app_data: app_data.clone(),
                     },
                 );
             }
@@ -825,17 +889,104 @@ mod tests {
         }
     }
 
+    fn transport(peer: &str, producing: bool, consuming: bool) -> Action {
+        Action::TransportCreated {
+            peer_id: peer.into(),
+            transport_id: format!("t-{peer}"),
+            producing,
+            consuming,
+            sctp: true,
+            ice_parameters: IceParameters {
+                username_fragment: "ufrag".into(),
+                password: "pwd".into(),
+                ice_lite: Some(true),
+            },
+            ice_candidates: Vec::new(),
+            dtls_parameters: DtlsParameters {
+                role: None,
+                fingerprints: Vec::new(),
+            },
+            sctp_parameters: None,
+            app_data: Value::Null,
+        }
+    }
+
+    fn game(peer: &str, action_type: &str, cache: Option<&str>) -> GameDraft {
+        GameDraft {
+            peer_id: peer.into(),
+            action_type: action_type.into(),
+            payload: Value::Null,
+            cache: cache.map(|k| (!k.is_empty()).then(|| k.to_owned())),
+            to: None,
+        }
+    }
+
+    /// (seq, type, key) of the cached game actions, oldest first.
+    fn game_cache(store: &Store) -> Vec<(u64, String, Option<String>)> {
+        let mut out = Vec::new();
+        store.replay_game(|cached| {
+            for a in cached {
+                if let Action::Game {
+                    seq,
+                    action_type,
+                    cache_key,
+                    ..
+                } = &**a
+                {
+                    out.push((*seq, action_type.clone(), cache_key.clone()));
+                }
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn the_game_cache_replaces_by_key_and_evicts_the_oldest_of_a_type_then_of_the_room() {
+        let store = Store::new("r1");
+        let bounds = CacheBounds {
+            per_type: 2,
+            per_room: 3,
+        };
+        let mut delivered = Vec::new();
+        for draft in [
+            game("a", "move", Some("red")),  // 1
+            game("a", "move", Some("blue")), // 2
+            game("a", "move", Some("red")),  // 3 replaces 1
+            game("a", "chat", None),         // 4, not cached
+            game("a", "move", Some("")),     // 5, no key: the type's oldest (2) goes
+            game("", "score", Some("a")),    // 6
+            game("", "score", Some("b")),    // 7: the room's oldest (3) goes
+        ] {
+            store
+                .dispatch_game(draft, bounds, |a| {
+                    if let Action::Game { seq, .. } = &**a {
+                        delivered.push(*seq);
+                    }
+                })
+                .unwrap();
+        }
+        assert_eq!(delivered, [1, 2, 3, 4, 5, 6, 7]);
+        let key = |k: &str| Some(k.to_owned());
+        assert_eq!(
+            game_cache(&store),
+            [
+                (5, "move".to_owned(), None),
+                (6, "score".to_owned(), key("a")),
+                (7, "score".to_owned(), key("b")),
+            ]
+        );
+        let state = store.state();
+        assert_eq!((state.cached_actions, state.cached_actions_evicted), (3, 2));
+        // Game actions are not the peers' state.
+        assert_eq!(state.counts(), [0, 0, 0, 0, 0, 0]);
+        assert_eq!(state.version, 7);
+    }
+
     #[test]
     fn actions_build_the_state_keyed_by_peer_and_object() {
         let store = Store::new("r1");
         joined(&store, "alice");
-        store.dispatch(Action::TransportCreated {
-            peer_id: "alice".into(),
-            transport_id: "t-alice".into(),
-            producing: true,
-            consuming: false,
-            sctp: true,
-        });
+        store.dispatch(transport("alice", true, false));
         store.dispatch(producer("alice", "p1"));
         store.dispatch(Action::ProducerPaused {
             peer_id: "alice".into(),
@@ -854,13 +1005,7 @@ mod tests {
     fn closing_a_transport_removes_what_was_on_it() {
         let store = Store::new("r1");
         joined(&store, "bob");
-        store.dispatch(Action::TransportCreated {
-            peer_id: "bob".into(),
-            transport_id: "t-bob".into(),
-            producing: true,
-            consuming: true,
-            sctp: true,
-        });
+        store.dispatch(transport("bob", true, true));
         store.dispatch(producer("bob", "p1"));
         store.dispatch(Action::TransportClosed {
             peer_id: "bob".into(),
