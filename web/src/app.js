@@ -8,12 +8,12 @@ import { Peer, WebSocketTransport } from 'protoo-client';
 
 import { parseRoomParams, randomDefaults, resolveToken, signalingUrl } from './params.js';
 import {
-  ARENA, CHAT_LABEL, CURSOR_LABEL, decodeChat, decodeCursor, encodeChat, encodeCursor, idleCursor,
-  seedOf,
+  ARENA, CHAT_LABEL, CURSOR_LABEL, decodeChat, decodeCursor, encodeChat, encodeCursor, flagRequest,
+  idleCursor, seedOf,
 } from './messages.js';
 import {
-  addChat, addConsumer, addDataConsumer, addPeer, createState, recordCursor, recordError,
-  removeConsumer, removeDataConsumer, removePeer, setConsumerPaused, setConsumerScore,
+  addChat, addConsumer, addDataConsumer, addPeer, applyAction, createState, recordCursor,
+  recordError, removeConsumer, removeDataConsumer, removePeer, setConsumerPaused, setConsumerScore,
 } from './state.js';
 import * as ui from './ui.js';
 
@@ -421,6 +421,21 @@ function sendChat(text) {
   return true;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Game actions: the shared flag
+
+/** Moves the shared flag (a cached game action); resolves to its sequence number in the room. */
+async function moveFlag(x, y) {
+  if (!state.joined || !peer) throw new Error('not in a room');
+  const request = flagRequest(x, y);
+  const { seq } = await peer.request('dispatchAction', request);
+  // The server does not echo our own action: record it with the number it gave.
+  applyAction(state, { ...request, from: state.peerId, seq });
+  ui.renderActions(state);
+  ui.drawArena(arena, state, ownCursor);
+  return seq;
+}
+
 function currentCursor(now) {
   if (mouse && now - mouse.at < MOUSE_HOLD_MS) return { x: mouse.x, y: mouse.y };
   return idleCursor(now, seedOf(state.peerId));
@@ -605,6 +620,12 @@ function handleNotification({ method, data = {} }) {
     case 'downlinkBwe':
       state.downlinkBwe = data;
       break;
+    case 'action':
+      if (applyAction(state, data)) {
+        ui.renderActions(state);
+        ui.drawArena(arena, state, ownCursor);
+      }
+      break;
     default:
       console.debug(`[sluice-demo] ignoring notification "${method}"`);
       return;
@@ -677,6 +698,9 @@ function teardown(status) {
   state.consumers = {};
   state.dataConsumers = {};
   state.cursors = {};
+  state.actions = [];
+  state.flag = null;
+  ui.renderActions(state);
   ui.removeAllTiles();
   ownCursor = null;
   ui.drawArena(arena, state, null);
@@ -737,6 +761,13 @@ arena.addEventListener('pointermove', (event) => {
   if (now - lastCursorSend >= 16) sendCursor(now);
 });
 
+arena.addEventListener('click', guard('flag', async (event) => {
+  const rect = arena.getBoundingClientRect();
+  if (rect.width === 0 || rect.height === 0 || !state.joined) return;
+  await moveFlag(((event.clientX - rect.left) / rect.width) * ARENA.width,
+    ((event.clientY - rect.top) / rect.height) * ARENA.height);
+}));
+
 document.querySelector('#mic').addEventListener('click', guard('microphone', () =>
   setProducerPaused('audio', !micProducer?.paused)));
 document.querySelector('#cam').addEventListener('click', guard('camera', () =>
@@ -765,6 +796,7 @@ window.sluiceDemo = Object.assign(state, {
   pauseAudio: () => setProducerPaused('audio', true),
   resumeAudio: () => setProducerPaused('audio', false),
   sendChat,
+  moveFlag,
   leave,
 });
 

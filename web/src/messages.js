@@ -9,6 +9,22 @@ export const CURSOR_LABEL = 'cursor';
 /** The arena the cursors live in: every page draws and sends in this coordinate space. */
 export const ARENA = { width: 640, height: 360 };
 
+/**
+ * The shared flag: a game action (`dispatchAction`) cached under one key, so the server keeps only
+ * where it is now and a late joiner receives that right after joining.
+ */
+export const FLAG_ACTION = 'demo.flag.move';
+
+/** The `dispatchAction` request that moves the flag to (x, y) of the arena. */
+export function flagRequest(x, y) {
+  return {
+    type: FLAG_ACTION,
+    payload: { x: Math.round(x), y: Math.round(y) },
+    cache: true,
+    cacheKey: 'flag',
+  };
+}
+
 /** Longest chat text sent or shown. */
 export const MAX_CHAT_LENGTH = 500;
 

@@ -2,7 +2,11 @@
 // added by app.js). Only plain JSON-like values live here; mediasoup objects stay in app.js.
 // Every function is pure apart from mutating the state it is given, so node can test them.
 
+import { ARENA, FLAG_ACTION } from './messages.js';
+
 export const MAX_CHAT_ENTRIES = 200;
+/** Game actions kept for the page's log. */
+export const MAX_ACTIONS = 50;
 export const MAX_ERRORS = 50;
 
 export function createState({ roomId = '', peerId = '', displayName = '' } = {}) {
@@ -23,6 +27,11 @@ export function createState({ roomId = '', peerId = '', displayName = '' } = {})
     producers: { audio: null, video: null },
     dataProducers: { chat: null, cursor: null },
     chat: [],
+    // The room's game actions seen (the server's `action` notifications and our own), newest
+    // last: {seq, type, from, payload}.
+    actions: [],
+    // The shared flag, as the last `demo.flag.move` action put it: {x, y, by, seq}, or null.
+    flag: null,
     // Other peers' cursors: {x, y, count}.
     cursors: {},
     // Our producers' scores by producer id, as producerScore says.
@@ -157,4 +166,27 @@ export function statusLine(state) {
     parts.push(`downlink ${Math.round(state.downlinkBwe.availableBitrate / 1000)} kbit/s`);
   }
   return parts.join(' · ');
+}
+
+/**
+ * Records a game action (`{type, payload, from, seq}` as the `action` notification carries it, or
+ * our own with the `seq` the server answered) in the log, and moves the flag if it is a flag move
+ * inside the arena newer than the flag's. Returns true if it was recorded; garbage is ignored.
+ */
+export function applyAction(state, { type, payload = null, from = null, seq } = {}) {
+  if (typeof type !== 'string' || !Number.isSafeInteger(seq) || seq < 1) return false;
+  if (state.actions.some((entry) => entry.seq === seq)) return false;
+  const entry = { seq, type, from: typeof from === 'string' ? from : null, payload };
+  // In sequence order, even if our own answer arrives after a later notification.
+  let at = state.actions.length;
+  while (at > 0 && state.actions[at - 1].seq > seq) at -= 1;
+  state.actions.splice(at, 0, entry);
+  if (state.actions.length > MAX_ACTIONS) state.actions.splice(0, state.actions.length - MAX_ACTIONS);
+  const { x, y } = payload ?? {};
+  if (type === FLAG_ACTION && Number.isFinite(x) && Number.isFinite(y)
+    && x >= 0 && x <= ARENA.width && y >= 0 && y <= ARENA.height
+    && (state.flag === null || state.flag.seq < seq)) {
+    state.flag = { x, y, by: entry.from, seq };
+  }
+  return true;
 }

@@ -194,6 +194,7 @@ export function drawArena(canvas, state, own) {
     .filter(([, cursor]) => now - cursor.at < CURSOR_STALE_MS)
     .map(([peerId, cursor]) => ({ peerId, x: cursor.x, y: cursor.y }));
   if (own) dots.push({ peerId: state.peerId, x: own.x, y: own.y, self: true });
+  if (state.flag) drawFlag(ctx, state, state.flag);
   for (const dot of dots) {
     ctx.beginPath();
     ctx.fillStyle = colorOf(dot.peerId);
@@ -208,4 +209,35 @@ export function drawArena(canvas, state, own) {
     ctx.fillText(dot.self ? `${displayNameOf(state, dot.peerId)} (you)` : displayNameOf(state, dot.peerId),
       dot.x + 10, dot.y + 4);
   }
+}
+
+/** The shared flag: a pole and a pennant in its mover's colour. */
+function drawFlag(ctx, state, flag) {
+  ctx.strokeStyle = '#e8eef5';
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  ctx.moveTo(flag.x, flag.y);
+  ctx.lineTo(flag.x, flag.y - 24);
+  ctx.stroke();
+  ctx.beginPath();
+  ctx.fillStyle = flag.by ? colorOf(flag.by) : '#e8eef5';
+  ctx.moveTo(flag.x, flag.y - 24);
+  ctx.lineTo(flag.x + 16, flag.y - 18);
+  ctx.lineTo(flag.x, flag.y - 12);
+  ctx.fill();
+  ctx.fillStyle = '#8b98a9';
+  ctx.fillText(`flag (${displayNameOf(state, flag.by)})`, flag.x + 4, flag.y + 14);
+}
+
+/** The log of the room's game actions, newest first. */
+export function renderActions(state) {
+  const log = $('#action-log');
+  if (!log) return;
+  log.replaceChildren(...[...state.actions].reverse().map((entry) => {
+    const line = document.createElement('li');
+    line.dataset.seq = String(entry.seq);
+    const who = entry.from === null ? 'server' : displayNameOf(state, entry.from);
+    line.textContent = `#${entry.seq} ${who}: ${entry.type} ${JSON.stringify(entry.payload)}`;
+    return line;
+  }));
 }

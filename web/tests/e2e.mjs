@@ -313,6 +313,37 @@ async function pausePropagates(sender, viewer) {
   return `consumer ${video.consumerId} paused and resumed on ${viewer.name}'s page; frames flow again`;
 }
 
+/** The flag as a page has it, without its sequence number. */
+function flagOf(peer) {
+  return inPage(peer, () => {
+    const flag = window.sluiceDemo.flag;
+    return flag ? { x: flag.x, y: flag.y, by: flag.by, seq: flag.seq } : null;
+  });
+}
+
+async function flagIsShared(baseUrl, mover, viewer) {
+  // Somewhere the idle flag is not: away from the corner, different on every run.
+  const x = 100 + Math.floor(Math.random() * 400);
+  const y = 60 + Math.floor(Math.random() * 240);
+  const seq = await inPage(mover, ({ x: fx, y: fy }) => window.sluiceDemo.moveFlag(fx, fy), { x, y });
+  const expected = { x, y, by: mover.peerId, seq };
+  const same = (flag) => flag && flag.x === x && flag.y === y && flag.by === mover.peerId && flag.seq === seq;
+  await poll(`${viewer.name} to see the flag ${mover.name} moved to (${x}, ${y})`,
+    async () => same(await flagOf(viewer)), { timeout: WAIT });
+  // A late joiner gets the cached flag right after joining, with the same sequence number.
+  const late = await openPeer(baseUrl, { name: 'dave', roomId: mover.roomId, peerId: 'dave', displayName: 'Dave' });
+  await waitJoined(late);
+  await poll(`late-joining ${late.name} to see the flag where ${mover.name} left it`,
+    async () => same(await flagOf(late)), { timeout: WAIT });
+  const logged = await inPage(late, (n) => document.querySelector(`#action-log li[data-seq="${n}"]`) !== null, seq);
+  if (!logged) throw new TestFailure(`${late.name} has the flag but its action log does not show #${seq}`);
+  await screenshot(late, '1-late-joiner-flag');
+  await inPage(late, () => window.sluiceDemo.leave());
+  await poll(`${mover.name}'s tile for ${late.name} to disappear`,
+    async () => await tileCount(mover, late.peerId) === 0, { timeout: WAIT });
+  return `${viewer.name} and late-joining ${late.name} see ${JSON.stringify(expected)}`;
+}
+
 async function roomIsolated(outsider, insiders) {
   await waitJoined(outsider);
   // Give a leak time to show up.
@@ -411,6 +442,8 @@ async function main(options) {
   await check('each receives the other\'s chat message', async () =>
     (await Promise.all([chatFlows(alice, bob), chatFlows(bob, alice)])).join('; '));
   await check('Alice pausing her video shows on Bob\'s page', () => pausePropagates(alice, bob));
+  await check('the flag Alice moves is seen by Bob and, cached, by a late joiner',
+    () => flagIsShared(baseUrl, alice, bob));
 
   const carol = await openPeer(baseUrl, { name: 'carol', roomId: otherRoomId, peerId: 'carol', displayName: 'Carol' });
   await check('a peer of another room sees nobody of the first', () => roomIsolated(carol, [alice, bob]));

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
+import { FLAG_ACTION, flagRequest } from '../../src/messages.js';
 import {
-  MAX_CHAT_ENTRIES, addChat, addConsumer, addDataConsumer, addPeer, createState, displayNameOf,
+  MAX_ACTIONS, MAX_CHAT_ENTRIES, addChat, applyAction, addConsumer, addDataConsumer, addPeer, createState, displayNameOf,
   recordCursor, recordError, removeConsumer, removeDataConsumer, removePeer, setConsumerPaused,
   setConsumerScore, statusLine,
 } from '../../src/state.js';
@@ -121,4 +122,44 @@ test('the status line', () => {
   addPeer(state, { id: 'bob' });
   state.downlinkBwe = { availableBitrate: 1_800_000 };
   assert.equal(statusLine(state), 'joined · send: connected · recv: connecting · 1 other peer · downlink 1800 kbit/s');
+});
+
+test('flag moves are game actions cached under one key', () => {
+  assert.deepEqual(flagRequest(10.4, 20.6), {
+    type: FLAG_ACTION, payload: { x: 10, y: 21 }, cache: true, cacheKey: 'flag',
+  });
+});
+
+test('applyAction logs actions in sequence order and moves the flag to the newest move', () => {
+  const state = room();
+  assert.equal(state.flag, null);
+  assert.equal(applyAction(state, { type: FLAG_ACTION, payload: { x: 5, y: 6 }, from: 'bob', seq: 3 }), true);
+  assert.deepEqual(state.flag, { x: 5, y: 6, by: 'bob', seq: 3 });
+  // Our own answer arriving after a later notification: logged in order, the flag stays newer.
+  assert.equal(applyAction(state, { type: FLAG_ACTION, payload: { x: 1, y: 2 }, from: 'alice', seq: 2 }), true);
+  assert.deepEqual(state.flag, { x: 5, y: 6, by: 'bob', seq: 3 });
+  applyAction(state, { type: 'demo.round', payload: null, from: null, seq: 4 });
+  assert.deepEqual(state.actions.map((a) => [a.seq, a.from]), [[2, 'alice'], [3, 'bob'], [4, null]]);
+  // The same number twice is one action.
+  assert.equal(applyAction(state, { type: FLAG_ACTION, payload: { x: 9, y: 9 }, from: 'bob', seq: 3 }), false);
+  assert.deepEqual(state.flag, { x: 5, y: 6, by: 'bob', seq: 3 });
+});
+
+test('applyAction ignores garbage and keeps the flag inside the arena', () => {
+  const state = room();
+  for (const bad of [{}, { type: 1, seq: 1 }, { type: 'x' }, { type: 'x', seq: 0 }, { type: 'x', seq: 1.5 }]) {
+    assert.equal(applyAction(state, bad), false, JSON.stringify(bad));
+  }
+  applyAction(state, { type: FLAG_ACTION, payload: { x: -1, y: 5 }, from: 'bob', seq: 1 });
+  applyAction(state, { type: FLAG_ACTION, payload: { x: 'a', y: 5 }, from: 'bob', seq: 2 });
+  applyAction(state, { type: FLAG_ACTION, payload: null, from: 'bob', seq: 3 });
+  assert.equal(state.flag, null);
+  assert.equal(state.actions.length, 3, 'still logged');
+});
+
+test('the action log is bounded', () => {
+  const state = room();
+  for (let seq = 1; seq <= MAX_ACTIONS + 10; seq += 1) applyAction(state, { type: 't', seq });
+  assert.equal(state.actions.length, MAX_ACTIONS);
+  assert.equal(state.actions[0].seq, 11);
 });
