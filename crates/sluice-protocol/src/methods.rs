@@ -229,6 +229,23 @@ pub struct ChangeDisplayNameRequest {
     pub display_name: String,
 }
 
+/// `consume` request: a consumer of one producer, on the caller's receive transport. The answer
+/// is what `newConsumer` carries ([`NewConsumerRequest`]); the consumer starts paused, and the
+/// client resumes it with `resumeConsumer` once it has set it up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumeRequest {
+    pub producer_id: String,
+}
+
+/// `consumeData` request: a data consumer of one data producer. The answer is what
+/// `newDataConsumer` carries ([`NewDataConsumerRequest`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumeDataRequest {
+    pub data_producer_id: String,
+}
+
 /// `dispatchAction` request: a game action for the room (or for the peers in `to`). The server
 /// checks it against the room's action policies, numbers it, applies it to the room's store and
 /// delivers it as an `action` notification to the other joined peers.
@@ -388,6 +405,34 @@ pub struct ActionNotification {
     pub cache_key: Option<String>,
 }
 
+/// `newProducer` notification (routers without `auto_consume`): another peer's producer that
+/// the client may `consume`. Peers that join later receive one per existing producer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewProducer {
+    pub peer_id: String,
+    pub producer_id: String,
+    pub kind: MediaKind,
+    pub paused: bool,
+    #[serde(default, deserialize_with = "app_data")]
+    pub app_data: AppData,
+}
+
+/// `newDataProducer` notification (routers without `auto_consume`): another peer's data producer
+/// that the client may `consumeData`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewDataProducer {
+    pub peer_id: String,
+    pub data_producer_id: String,
+    #[serde(default)]
+    pub label: String,
+    #[serde(default)]
+    pub protocol: String,
+    #[serde(default, deserialize_with = "app_data")]
+    pub app_data: AppData,
+}
+
 /// `activeSpeaker` notification: the loudest peer, or `peerId: null` (and no volume) on silence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -535,6 +580,10 @@ method_enum! {
         GetDataConsumerStats(DataConsumerRef) = "getDataConsumerStats",
         /// → [`DispatchActionResponse`].
         DispatchAction(DispatchActionRequest) = "dispatchAction",
+        /// → [`NewConsumerRequest`] (the consumer's parameters; it starts paused).
+        Consume(ConsumeRequest) = "consume",
+        /// → [`NewDataConsumerRequest`].
+        ConsumeData(ConsumeDataRequest) = "consumeData",
     }
 }
 
@@ -569,6 +618,14 @@ method_enum! {
         DownlinkBwe(DownlinkBwe) = "downlinkBwe",
         /// A game action (`dispatchAction`), or a cached one replayed to a late joiner.
         Action(ActionNotification) = "action",
+        /// Without `auto_consume`: a producer the client may `consume`…
+        NewProducer(NewProducer) = "newProducer",
+        /// …and when it is gone.
+        ProducerClosed(ProducerRef) = "producerClosed",
+        /// Without `auto_consume`: a data producer the client may `consumeData`…
+        NewDataProducer(NewDataProducer) = "newDataProducer",
+        /// …and when it is gone.
+        DataProducerClosed(DataProducerRef) = "dataProducerClosed",
     }
 }
 

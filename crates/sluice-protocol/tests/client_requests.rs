@@ -409,12 +409,30 @@ fn dispatch_action_round_trips_exactly_and_defaults_what_is_absent() {
 }
 
 #[test]
+fn consume_and_consume_data_round_trip_exactly() {
+    let req = exact_round_trip("consume", json!({"producerId": "p1"}));
+    assert_eq!(
+        req,
+        ClientRequest::Consume(ConsumeRequest {
+            producer_id: "p1".into()
+        })
+    );
+    let req = exact_round_trip("consumeData", json!({"dataProducerId": "dp1"}));
+    assert_eq!(
+        req,
+        ClientRequest::ConsumeData(ConsumeDataRequest {
+            data_producer_id: "dp1".into()
+        })
+    );
+}
+
+#[test]
 fn every_client_method_is_listed_once_and_decodes_by_its_name() {
     let mut names = ClientRequest::METHODS.to_vec();
-    assert_eq!(names.len(), 22);
+    assert_eq!(names.len(), 24);
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 22);
+    assert_eq!(names.len(), 24);
     for method in ClientRequest::METHODS {
         // Wrong payload: never UnknownMethod for a listed name.
         let err = ClientRequest::decode(method, json!({"x": 1}));

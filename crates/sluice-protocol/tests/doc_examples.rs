@@ -47,6 +47,8 @@ fn decode_result(method: &'static str, data: Value) -> Result<(), DecodeError> {
         "restartIce" => decode_payload::<IceParameters>(method, data).map(drop),
         "produce" | "produceData" => decode_payload::<IdResponse>(method, data).map(drop),
         "dispatchAction" => decode_payload::<DispatchActionResponse>(method, data).map(drop),
+        "consume" => decode_payload::<NewConsumerRequest>(method, data).map(drop),
+        "consumeData" => decode_payload::<NewDataConsumerRequest>(method, data).map(drop),
         m if m.starts_with("get") && m.ends_with("Stats") => {
             decode_payload::<Stats>(method, data).map(drop)
         }

@@ -213,11 +213,27 @@ fn action_notifications_round_trip_exactly() {
 }
 
 #[test]
+fn producer_announcements_round_trip_exactly() {
+    notification_exact(
+        "newProducer",
+        json!({"peerId": "alice", "producerId": "p1", "kind": "video", "paused": false,
+               "appData": {"share": true}}),
+    );
+    notification_exact(
+        "newDataProducer",
+        json!({"peerId": "alice", "dataProducerId": "dp1", "label": "chat", "protocol": "",
+               "appData": {}}),
+    );
+    notification_exact("producerClosed", json!({"producerId": "p1"}));
+    notification_exact("dataProducerClosed", json!({"dataProducerId": "dp1"}));
+}
+
+#[test]
 fn every_server_method_is_listed_once() {
     assert_eq!(ServerRequest::METHODS, ["newConsumer", "newDataConsumer"]);
     let mut names = ServerNotification::METHODS.to_vec();
-    assert_eq!(names.len(), 13);
+    assert_eq!(names.len(), 17);
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 13);
+    assert_eq!(names.len(), 17);
 }

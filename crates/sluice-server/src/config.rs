@@ -284,6 +284,10 @@ pub struct HttpConfig {
 /// Settings of every router (room).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouterConfig {
+    /// Offer every producer of a room to every peer that can consume it (`newConsumer`, as
+    /// mediasoup-demo does). Off: peers learn of producers from `newProducer` and ask for the
+    /// ones they want with `consume` / `consumeData`.
+    pub auto_consume: bool,
     pub media_codecs: Vec<RtpCodecCapability>,
 }
 

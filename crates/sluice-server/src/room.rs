@@ -17,9 +17,9 @@ use sluice_media::{
 use sluice_protocol::{
     ActionNotification, ActiveSpeaker, ConsumerLayersChanged, ConsumerRef,
     ConsumerScore as ConsumerScoreMsg, ConsumerScoreValue, ConsumerType, DataConsumerRef,
-    DownlinkBwe, NewConsumerRequest, NewDataConsumerRequest, PeerDisplayNameChanged, PeerInfo,
-    PeerRef, ProducerScore as ProducerScoreMsg, ProducerStreamScore, ServerNotification,
-    ServerRequest,
+    DataProducerRef, DownlinkBwe, ErrorCode, NewConsumerRequest, NewDataConsumerRequest,
+    NewDataProducer, NewProducer, PeerDisplayNameChanged, PeerInfo, PeerRef, ProducerRef,
+    ProducerScore as ProducerScoreMsg, ProducerStreamScore, ServerNotification, ServerRequest,
 };
 
 use crate::config::{Config, Relay};
@@ -310,7 +310,11 @@ impl Room {
                 ..
             } => {
                 for p in self.joined_peers_except(peer_id) {
-                    self.spawn_consumer(p, peer_id.clone(), producer_id.clone());
+                    if self.config.router.auto_consume {
+                        self.spawn_consumer(p, producer_id.clone());
+                    } else if let Some(n) = producer_notification(action) {
+                        p.notify(&n);
+                    }
                 }
             }
             Action::DataProducerCreated {
@@ -320,7 +324,33 @@ impl Room {
                 ..
             } if self.relays_to_peers(label) => {
                 for p in self.joined_peers_except(peer_id) {
-                    self.spawn_data_consumer(p, peer_id.clone(), data_producer_id.clone());
+                    if self.config.router.auto_consume {
+                        self.spawn_data_consumer(p, data_producer_id.clone());
+                    } else if let Some(n) = producer_notification(action) {
+                        p.notify(&n);
+                    }
+                }
+            }
+            Action::ProducerClosed {
+                peer_id,
+                producer_id,
+            } if !self.config.router.auto_consume => {
+                let n = ServerNotification::ProducerClosed(ProducerRef {
+                    producer_id: producer_id.clone(),
+                });
+                for p in self.joined_peers_except(peer_id) {
+                    p.notify(&n);
+                }
+            }
+            Action::DataProducerClosed {
+                peer_id,
+                data_producer_id,
+            } if !self.config.router.auto_consume => {
+                let n = ServerNotification::DataProducerClosed(DataProducerRef {
+                    data_producer_id: data_producer_id.clone(),
+                });
+                for p in self.joined_peers_except(peer_id) {
+                    p.notify(&n);
                 }
             }
             Action::ProducerScoreChanged {
@@ -451,6 +481,7 @@ impl Room {
             peer.actions_replayed
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         });
+        let auto_consume = self.config.router.auto_consume;
         for action in self.store.cached() {
             match &*action {
                 Action::ProducerCreated {
@@ -458,7 +489,11 @@ impl Room {
                     producer_id,
                     ..
                 } if peer_id != &peer.id => {
-                    self.spawn_consumer(peer.clone(), peer_id.clone(), producer_id.clone());
+                    if auto_consume {
+                        self.spawn_consumer(peer.clone(), producer_id.clone());
+                    } else if let Some(n) = producer_notification(&action) {
+                        peer.notify(&n);
+                    }
                 }
                 Action::DataProducerCreated {
                     peer_id,
@@ -466,11 +501,11 @@ impl Room {
                     label,
                     ..
                 } if peer_id != &peer.id && self.relays_to_peers(label) => {
-                    self.spawn_data_consumer(
-                        peer.clone(),
-                        peer_id.clone(),
-                        data_producer_id.clone(),
-                    );
+                    if auto_consume {
+                        self.spawn_data_consumer(peer.clone(), data_producer_id.clone());
+                    } else if let Some(n) = producer_notification(&action) {
+                        peer.notify(&n);
+                    }
                 }
                 _ => {}
             }
@@ -533,27 +568,19 @@ impl Room {
         self.dispatch_game(draft, CacheBounds { per_type, per_room })
     }
 
-    fn spawn_consumer(
-        self: &Arc<Self>,
-        peer: Arc<Peer>,
-        producer_peer: String,
-        producer_id: String,
-    ) {
+    fn spawn_consumer(self: &Arc<Self>, peer: Arc<Peer>, producer_id: String) {
         let room = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = room
-                .create_consumer(&peer, &producer_peer, &producer_id)
-                .await
-            {
+            if let Err(e) = room.create_consumer(&peer, &producer_id).await {
                 tracing::debug!(room = %room.id, peer = %peer.id, producer = %producer_id, error = %e.reason, "no consumer");
             }
         });
     }
 
-    fn spawn_data_consumer(self: &Arc<Self>, peer: Arc<Peer>, producer_peer: String, id: String) {
+    fn spawn_data_consumer(self: &Arc<Self>, peer: Arc<Peer>, id: String) {
         let room = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = room.create_data_consumer(&peer, &producer_peer, &id).await {
+            if let Err(e) = room.create_data_consumer(&peer, &id).await {
                 tracing::debug!(room = %room.id, peer = %peer.id, data_producer = %id, error = %e.reason, "no data consumer");
             }
         });
@@ -571,20 +598,49 @@ impl Room {
             .map(|t| t.object.transport.clone())
     }
 
-    /// mediasoup-demo's `createConsumer`: a paused consumer, `newConsumer` to its peer, resumed
-    /// once the peer accepted it (closed if it refused or did not answer).
-    async fn create_consumer(
+    /// A paused consumer of `producer_id` for `peer` on its receive transport, registered and in
+    /// the store, with the parameters that `newConsumer` (or the answer to `consume`) carries.
+    /// Each refusal has its code: no subscribe grant 403, not joined 409, no such producer 404,
+    /// its own producer or one it already consumes 409, no receive transport 409, the limit 429,
+    /// capabilities that cannot receive it 422.
+    async fn make_consumer(
         self: &Arc<Self>,
         peer: &Arc<Peer>,
-        producer_peer: &str,
         producer_id: &str,
-    ) -> Result<(), SignalError> {
-        if !peer.grants.subscribe || !peer.is_joined() {
-            return Ok(());
+    ) -> Result<(Consumer, NewConsumerRequest), SignalError> {
+        if !peer.grants.subscribe {
+            return Err(SignalError::forbidden("the token does not grant subscribe"));
+        }
+        if !peer.is_joined() {
+            return Err(SignalError::conflict("not joined yet"));
         }
         let Some(caps) = peer.rtp_capabilities() else {
-            return Ok(());
+            return Err(SignalError::new(
+                ErrorCode::Unsupported,
+                "joined without rtpCapabilities: the peer cannot consume",
+            ));
         };
+        let (producer_peer, app_data) = {
+            let objects = self.objects();
+            let Some(p) = objects.producers.get(producer_id) else {
+                return Err(SignalError::not_found(format!("no producer {producer_id}")));
+            };
+            if objects
+                .consumers
+                .values()
+                .any(|c| c.peer_id == peer.id && c.object.producer_id() == producer_id)
+            {
+                return Err(SignalError::conflict(format!(
+                    "already consuming producer {producer_id}"
+                )));
+            }
+            (p.peer_id.clone(), p.app_data.clone())
+        };
+        if producer_peer == peer.id {
+            return Err(SignalError::conflict(
+                "a peer does not consume its own producer",
+            ));
+        }
         let _slot = Reservation::take(
             &self.objects(),
             &peer.id,
@@ -594,14 +650,7 @@ impl Room {
         )
         .ok_or_else(|| SignalError::limit("consumers per peer"))?;
         let Some(transport) = self.consuming_transport(&peer.id, false) else {
-            return Ok(());
-        };
-        let (producer, app_data) = {
-            let objects = self.objects();
-            let Some(p) = objects.producers.get(producer_id) else {
-                return Ok(());
-            };
-            (p.object.clone(), p.app_data.clone())
+            return Err(SignalError::conflict("no transport to receive on"));
         };
         if !self
             .router
@@ -609,7 +658,10 @@ impl Room {
             .await
             .unwrap_or(false)
         {
-            return Ok(());
+            return Err(SignalError::new(
+                ErrorCode::Unsupported,
+                format!("the peer's rtpCapabilities cannot receive producer {producer_id}"),
+            ));
         }
         let consumer = transport
             .consume(ConsumerOptions::new(producer_id, caps))
@@ -628,14 +680,14 @@ impl Room {
             transport_id: transport.id().to_owned(),
             consumer_id: consumer.id().to_owned(),
             producer_id: producer_id.to_owned(),
-            producer_peer_id: producer_peer.to_owned(),
+            producer_peer_id: producer_peer.clone(),
             kind: consumer.kind(),
             paused: true,
             producer_paused: consumer.producer_paused(),
             app_data: app_data.clone(),
         });
-        let request = ServerRequest::NewConsumer(NewConsumerRequest {
-            peer_id: producer_peer.to_owned(),
+        let params = NewConsumerRequest {
+            peer_id: producer_peer,
             producer_id: producer_id.to_owned(),
             id: consumer.id().to_owned(),
             kind: consumer.kind(),
@@ -650,9 +702,22 @@ impl Room {
                 _ => Default::default(),
             },
             producer_paused: consumer.producer_paused(),
-        });
-        let _ = producer;
-        match peer.request(request, self.request_timeout()).await {
+        };
+        Ok((consumer, params))
+    }
+
+    /// mediasoup-demo's `createConsumer`: a paused consumer, `newConsumer` to its peer, resumed
+    /// once the peer accepted it (closed if it refused or did not answer).
+    async fn create_consumer(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        producer_id: &str,
+    ) -> Result<(), SignalError> {
+        let (consumer, params) = self.make_consumer(peer, producer_id).await?;
+        match peer
+            .request(ServerRequest::NewConsumer(params), self.request_timeout())
+            .await
+        {
             Ok(_) => {
                 consumer.resume().await.map_err(SignalError::from)?;
                 self.dispatch(Action::ConsumerResumed {
@@ -680,15 +745,64 @@ impl Room {
         }
     }
 
-    /// mediasoup-demo's `createDataConsumer`: a data consumer and `newDataConsumer` to its peer.
-    async fn create_data_consumer(
+    /// `consume`: a consumer the peer asked for, answered with its parameters. It stays paused
+    /// until the peer resumes it (`resumeConsumer`), once its side is set up.
+    pub async fn consume(
         self: &Arc<Self>,
         peer: &Arc<Peer>,
-        producer_peer: &str,
+        producer_id: &str,
+    ) -> Result<NewConsumerRequest, SignalError> {
+        let (_, params) = self.make_consumer(peer, producer_id).await?;
+        Ok(params)
+    }
+
+    /// A data consumer of `data_producer_id` for `peer`, registered and in the store, with the
+    /// parameters `newDataConsumer` (or the answer to `consumeData`) carries. Refusals as for
+    /// [`Room::make_consumer`], and 403 for a label relayed to the server only.
+    async fn make_data_consumer(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
         data_producer_id: &str,
-    ) -> Result<(), SignalError> {
-        if !peer.grants.subscribe || !peer.is_joined() || !peer.has_sctp() {
-            return Ok(());
+    ) -> Result<(DataConsumer, NewDataConsumerRequest), SignalError> {
+        if !peer.grants.subscribe {
+            return Err(SignalError::forbidden("the token does not grant subscribe"));
+        }
+        if !peer.is_joined() {
+            return Err(SignalError::conflict("not joined yet"));
+        }
+        let (producer_peer, label, app_data) =
+            {
+                let objects = self.objects();
+                let Some(p) = objects.data_producers.get(data_producer_id) else {
+                    return Err(SignalError::not_found(format!(
+                        "no data producer {data_producer_id}"
+                    )));
+                };
+                if objects.data_consumers.values().any(|c| {
+                    c.peer_id == peer.id && c.object.data_producer_id() == data_producer_id
+                }) {
+                    return Err(SignalError::conflict(format!(
+                        "already consuming data producer {data_producer_id}"
+                    )));
+                }
+                (
+                    p.peer_id.clone(),
+                    p.object.label().to_owned(),
+                    p.app_data.clone(),
+                )
+            };
+        if producer_peer == peer.id {
+            return Err(SignalError::conflict(
+                "a peer does not consume its own data producer",
+            ));
+        }
+        if !self.relays_to_peers(&label) {
+            return Err(SignalError::forbidden(format!(
+                "data label {label:?} is relayed to the server only"
+            )));
+        }
+        if !peer.has_sctp() {
+            return Err(SignalError::conflict("no SCTP association to receive on"));
         }
         let _slot = Reservation::take(
             &self.objects(),
@@ -699,14 +813,9 @@ impl Room {
         )
         .ok_or_else(|| SignalError::limit("data consumers per peer"))?;
         let Some(transport) = self.consuming_transport(&peer.id, true) else {
-            return Ok(());
-        };
-        let (label, app_data) = {
-            let objects = self.objects();
-            let Some(p) = objects.data_producers.get(data_producer_id) else {
-                return Ok(());
-            };
-            (p.object.label().to_owned(), p.app_data.clone())
+            return Err(SignalError::conflict(
+                "no transport with SCTP to receive on",
+            ));
         };
         let mut options = DataConsumerOptions::new(data_producer_id);
         if let Ok(Some(rule)) = self.config.data.rule(&label)
@@ -739,21 +848,32 @@ impl Room {
             protocol: consumer.protocol().to_owned(),
             app_data: app_data.clone(),
         });
-        let Some(params) = consumer.sctp_stream_parameters().cloned() else {
+        let Some(stream) = consumer.sctp_stream_parameters().cloned() else {
             return Err(SignalError::internal("data consumer without a stream"));
         };
-        let request = ServerRequest::NewDataConsumer(NewDataConsumerRequest {
-            peer_id: Some(producer_peer.to_owned()),
+        let params = NewDataConsumerRequest {
+            peer_id: Some(producer_peer),
             data_producer_id: data_producer_id.to_owned(),
             id: consumer.id().to_owned(),
-            sctp_stream_parameters: params,
+            sctp_stream_parameters: stream,
             label: consumer.label().to_owned(),
             protocol: consumer.protocol().to_owned(),
             app_data: match app_data {
                 Value::Object(m) => m,
                 _ => Default::default(),
             },
-        });
+        };
+        Ok((consumer, params))
+    }
+
+    /// mediasoup-demo's `createDataConsumer`: a data consumer and `newDataConsumer` to its peer.
+    async fn create_data_consumer(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        data_producer_id: &str,
+    ) -> Result<(), SignalError> {
+        let (consumer, params) = self.make_data_consumer(peer, data_producer_id).await?;
+        let request = ServerRequest::NewDataConsumer(params);
         if let Err(e) = peer.request(request, self.request_timeout()).await {
             let _ = consumer.close().await;
             self.objects().data_consumers.remove(consumer.id());
@@ -765,6 +885,16 @@ impl Room {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// `consumeData`: a data consumer the peer asked for, answered with its parameters.
+    pub async fn consume_data(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        data_producer_id: &str,
+    ) -> Result<NewDataConsumerRequest, SignalError> {
+        let (_, params) = self.make_data_consumer(peer, data_producer_id).await?;
+        Ok(params)
     }
 
     fn request_timeout(&self) -> Duration {
@@ -831,4 +961,44 @@ fn action_notification(action: &Action) -> Option<ServerNotification> {
         seq: *seq,
         cache_key: cache_key.clone(),
     }))
+}
+
+/// `newProducer` / `newDataProducer` for a producer's creation (routers without
+/// `auto_consume`).
+fn producer_notification(action: &Action) -> Option<ServerNotification> {
+    let object = |v: &Value| match v {
+        Value::Object(m) => m.clone(),
+        _ => Default::default(),
+    };
+    match action {
+        Action::ProducerCreated {
+            peer_id,
+            producer_id,
+            kind,
+            paused,
+            app_data,
+            ..
+        } => Some(ServerNotification::NewProducer(NewProducer {
+            peer_id: peer_id.clone(),
+            producer_id: producer_id.clone(),
+            kind: *kind,
+            paused: *paused,
+            app_data: object(app_data),
+        })),
+        Action::DataProducerCreated {
+            peer_id,
+            data_producer_id,
+            label,
+            protocol,
+            app_data,
+            ..
+        } => Some(ServerNotification::NewDataProducer(NewDataProducer {
+            peer_id: peer_id.clone(),
+            data_producer_id: data_producer_id.clone(),
+            label: label.clone(),
+            protocol: protocol.clone(),
+            app_data: object(app_data),
+        })),
+        _ => None,
+    }
 }

@@ -389,6 +389,14 @@ async fn handle_request(
             let dc = room.data_consumer_of(&peer.id, &req.data_consumer_id)?;
             to_value(&dc.get_stats().await?)
         }
+        ClientRequest::Consume(req) => {
+            need_joined(peer)?;
+            to_value(&room.consume(peer, &req.producer_id).await?)
+        }
+        ClientRequest::ConsumeData(req) => {
+            need_joined(peer)?;
+            to_value(&room.consume_data(peer, &req.data_producer_id).await?)
+        }
         ClientRequest::DispatchAction(req) => {
             need_joined(peer)?;
             let (draft, bounds) =

@@ -6,51 +6,20 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{Value, json};
-use sluice_client::{Incoming, SignalingClient};
+use sluice_client::SignalingClient;
 
 async fn connect(server: &TestServer, room: &str, peer: &str) -> SignalingClient {
     server.signaling(room, peer).await
 }
 
 async fn join(client: &SignalingClient, name: &str) {
-    let caps = client
-        .request_raw("getRouterRtpCapabilities", json!({}))
-        .await
-        .unwrap();
-    client
-        .request_raw(
-            "join",
-            json!({"displayName": name, "device": {"name": "test"}, "rtpCapabilities": caps}),
-        )
-        .await
-        .unwrap();
+    join_raw(client, name).await;
 }
 
-/// Answers the next server request named `method` with `{}` and returns its data.
 async fn accept(client: &SignalingClient, method: &str) -> Value {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match client.next().await {
-                Some(Incoming::Request {
-                    id,
-                    method: m,
-                    data,
-                }) if m == method => {
-                    client.respond(id, Ok(json!({}))).unwrap();
-                    return data;
-                }
-                Some(Incoming::Closed { code, reason }) => panic!("closed: {code:?} {reason}"),
-                None => panic!("connection ended"),
-                Some(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("the request within 10 s")
+    next_named(client, method).await
 }
 
 fn transport_request(producing: bool, app_data: Value) -> Value {

@@ -199,3 +199,88 @@ pub async fn wait_notification(
         _ => None,
     }
 }
+
+/// `getRouterRtpCapabilities` then `join` over a bare signaling client.
+pub async fn join_raw(client: &SignalingClient, name: &str) {
+    let caps = client
+        .request_raw("getRouterRtpCapabilities", serde_json::json!({}))
+        .await
+        .unwrap();
+    client
+        .request_raw(
+            "join",
+            serde_json::json!({"displayName": name, "device": {"name": "test"}, "rtpCapabilities": caps}),
+        )
+        .await
+        .unwrap();
+}
+
+/// The next server request or notification named `method`, skipping others; a request is
+/// answered `{}`. Panics after 10 s or if the connection ends.
+pub async fn next_named(client: &SignalingClient, method: &str) -> serde_json::Value {
+    use sluice_client::Incoming;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match client.next().await {
+                Some(Incoming::Request {
+                    id,
+                    method: m,
+                    data,
+                }) if m == method => {
+                    client.respond(id, Ok(serde_json::json!({}))).unwrap();
+                    return data;
+                }
+                Some(Incoming::Notification { method: m, data }) if m == method => return data,
+                Some(Incoming::Closed { code, reason }) => panic!("closed: {code:?} {reason}"),
+                None => panic!("connection ended"),
+                Some(_) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{method} within 10 s"))
+}
+
+/// A WebRTC transport over a bare signaling client, with SCTP.
+pub async fn transport_raw(
+    client: &SignalingClient,
+    producing: bool,
+    app_data: serde_json::Value,
+) -> serde_json::Value {
+    client
+        .request_raw(
+            "createWebRtcTransport",
+            serde_json::json!({
+                "producing": producing, "consuming": !producing,
+                "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}},
+                "appData": app_data,
+            }),
+        )
+        .await
+        .unwrap()
+}
+
+/// An opus producer on `transport_id` (no media needs to flow for the server to hold it).
+pub async fn produce_audio_raw(
+    client: &SignalingClient,
+    transport_id: &str,
+    ssrc: u32,
+    app_data: serde_json::Value,
+) -> String {
+    let answer = client
+        .request_raw(
+            "produce",
+            serde_json::json!({
+                "transportId": transport_id, "kind": "audio",
+                "rtpParameters": {
+                    "mid": "0",
+                    "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2}],
+                    "encodings": [{"ssrc": ssrc}]
+                },
+                "appData": app_data
+            }),
+        )
+        .await
+        .unwrap();
+    answer["id"].as_str().unwrap().to_owned()
+}
