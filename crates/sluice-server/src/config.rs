@@ -49,11 +49,53 @@ pub struct Config {
     pub limits: Limits,
     pub signaling: SignalingConfig,
     pub data: DataConfig,
+    /// Interest management: who hears and sees whom, from the players' positions.
+    pub interest: InterestConfig,
     /// Game actions (`dispatchAction`): which types peers may send, how large, how often, and
     /// whether they may be cached. The first rule whose `type` matches applies; an action no
     /// rule matches is refused (403).
     #[serde(default)]
     pub actions: Vec<ActionRule>,
+}
+
+/// Whether a room forwards by proximity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterestMode {
+    /// Every producer to every peer, as mediasoup-demo expects (the default).
+    Off,
+    /// Consumers of producers out of range are paused (docs/interest.md).
+    Proximity,
+}
+
+/// `[interest]`: interest management from the players' positions (docs/interest.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InterestConfig {
+    pub mode: InterestMode,
+    /// Within this distance a player hears another (the game's units)…
+    pub audio_radius: f32,
+    /// …and sees its video.
+    pub video_radius: f32,
+    /// Players heard at most (the nearest).
+    pub max_audible: usize,
+    /// Players seen at most (the nearest).
+    pub max_visible: usize,
+    /// A player heard or seen stays so until this far beyond the radius.
+    pub hysteresis: f32,
+    /// Evaluations per second.
+    pub rate_hz: u32,
+}
+
+impl InterestConfig {
+    pub fn settings(&self) -> crate::interest::InterestSettings {
+        crate::interest::InterestSettings {
+            audio_radius: self.audio_radius,
+            video_radius: self.video_radius,
+            max_audible: self.max_audible,
+            max_visible: self.max_visible,
+            hysteresis: self.hysteresis,
+        }
+    }
 }
 
 /// Who may dispatch the actions of a rule.
@@ -540,6 +582,24 @@ impl Config {
                     "max_retransmits and max_packet_life_time are exclusive",
                 ));
             }
+        }
+        let interest = &self.interest;
+        for (key, value) in [
+            ("interest.audio_radius", interest.audio_radius),
+            ("interest.video_radius", interest.video_radius),
+        ] {
+            if !value.is_finite() || value <= 0.0 {
+                return Err(ConfigError::bad(key, "must be a positive number"));
+            }
+        }
+        if !interest.hysteresis.is_finite() || interest.hysteresis < 0.0 {
+            return Err(ConfigError::bad(
+                "interest.hysteresis",
+                "must be zero or a positive number",
+            ));
+        }
+        if interest.rate_hz == 0 || interest.rate_hz > 100 {
+            return Err(ConfigError::bad("interest.rate_hz", "must be 1 to 100"));
         }
         for (i, rule) in self.actions.iter().enumerate() {
             let pattern = rule.r#type.strip_suffix('*').unwrap_or(&rule.r#type);
@@ -1033,6 +1093,7 @@ mod tests {
                 "auth",
                 "data",
                 "http",
+                "interest",
                 "limits",
                 "listen",
                 "log",

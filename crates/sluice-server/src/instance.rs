@@ -9,7 +9,7 @@ use std::time::Duration;
 use sluice_media::{Worker, WorkerSettings};
 
 use crate::auth::TokenAuthority;
-use crate::config::Config;
+use crate::config::{Config, InterestMode};
 use crate::metrics::Metrics;
 use crate::room::Room;
 
@@ -129,6 +129,19 @@ impl Instance {
                 }
             }
         });
+        if self.config.interest.mode == InterestMode::Proximity {
+            let weak = Arc::downgrade(&room);
+            let period = Duration::from_secs_f64(1.0 / f64::from(self.config.interest.rate_hz));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(room) = weak.upgrade() else { break };
+                    room.evaluate_interest().await;
+                }
+            });
+        }
         tracing::info!(room = id, worker = worker.index(), "room opened");
         Ok(room)
     }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod instance;
+pub mod interest;
 pub mod metrics;
 pub mod peer;
 mod rate;

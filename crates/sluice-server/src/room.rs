@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+use sluice_media::ortc::MediaKind;
 use sluice_media::{
     Consumer, ConsumerOptions, DataConsumer, DataConsumerOptions, DataProducer, Producer, Router,
     WebRtcTransport,
@@ -22,8 +23,9 @@ use sluice_protocol::{
     ProducerScore as ProducerScoreMsg, ProducerStreamScore, ServerNotification, ServerRequest,
 };
 
-use crate::config::{Config, Relay};
+use crate::config::{Config, InterestMode, Relay};
 use crate::error::SignalError;
+use crate::interest::{Interest, Position, Sense};
 use crate::peer::Peer;
 use crate::store::{Action, CacheBounds, GameDraft, Store};
 
@@ -144,6 +146,8 @@ pub struct Room {
     pub config: Arc<Config>,
     peers: Mutex<HashMap<String, Arc<Peer>>>,
     objects: Mutex<Objects>,
+    /// Interest management (`[interest] mode = "proximity"`), evaluated by the instance's ticker.
+    interest: Option<Mutex<Interest>>,
 }
 
 impl std::fmt::Debug for Room {
@@ -175,9 +179,11 @@ impl Room {
             router,
             worker_index,
             store: Store::new(id),
-            config,
             peers: Mutex::new(HashMap::new()),
             objects: Mutex::new(Objects::default()),
+            interest: (config.interest.mode == InterestMode::Proximity)
+                .then(|| Mutex::new(Interest::new(config.interest.settings()))),
+            config,
         }
     }
 
@@ -270,6 +276,7 @@ impl Room {
                 display_name,
                 device,
             } => {
+                self.with_interest(|i| i.add_player(peer_id));
                 let n = ServerNotification::NewPeer(PeerInfo {
                     id: peer_id.clone(),
                     display_name: display_name.clone(),
@@ -283,6 +290,7 @@ impl Room {
                 peer_id,
                 joined: true,
             } => {
+                self.with_interest(|i| i.remove_player(peer_id));
                 let n = ServerNotification::PeerClosed(PeerRef {
                     peer_id: peer_id.clone(),
                 });
@@ -568,6 +576,135 @@ impl Room {
         self.dispatch_game(draft, CacheBounds { per_type, per_room })
     }
 
+    // ---- interest management ------------------------------------------------------------------
+
+    fn with_interest<T>(&self, f: impl FnOnce(&mut Interest) -> T) -> Option<T> {
+        let interest = self.interest.as_ref()?;
+        // A poisoned lock means a panic while holding it; the state stays usable.
+        let mut guard = interest.lock().unwrap_or_else(|e| e.into_inner());
+        Some(f(&mut guard))
+    }
+
+    /// Sets (or with `None` clears) a player's position in the room's world, for interest
+    /// management (Rust API: the game's server code owns positions). False if the room has no
+    /// interest management, the peer has not joined, or a coordinate is not finite.
+    pub fn set_position(&self, peer_id: &str, position: Option<Position>) -> bool {
+        self.with_interest(|i| i.set_position(peer_id, position))
+            .unwrap_or(false)
+    }
+
+    /// A player's position, if it has one.
+    pub fn position(&self, peer_id: &str) -> Option<Position> {
+        self.with_interest(|i| i.position(peer_id)).flatten()
+    }
+
+    /// Whether `subscriber` receives `publisher`'s `kind` now (always without interest
+    /// management).
+    fn hears(&self, subscriber: &str, publisher: &str, kind: MediaKind) -> bool {
+        let sense = match kind {
+            MediaKind::Audio => Sense::Audio,
+            MediaKind::Video => Sense::Video,
+        };
+        self.with_interest(|i| i.is_on(subscriber, publisher, sense))
+            .unwrap_or(true)
+    }
+
+    /// Whether interest management holds `consumer_id` of `peer_id` paused.
+    pub fn interest_paused(&self, peer_id: &str, consumer_id: &str) -> bool {
+        self.store
+            .read(|s| {
+                s.peers
+                    .get(peer_id)
+                    .and_then(|p| p.consumers.get(consumer_id))
+                    .is_some_and(|c| c.interest_paused)
+            })
+            .unwrap_or(false)
+    }
+
+    /// One evaluation of interest management: consumers of players that went out of range are
+    /// paused (`consumerPaused` to their owner), those back in range resumed (unless their owner
+    /// paused them; `consumerResumed` unless their producer is paused). Returns the number of
+    /// consumers changed.
+    pub async fn evaluate_interest(self: &Arc<Self>) -> usize {
+        let Some(changes) = self.with_interest(Interest::evaluate) else {
+            return 0;
+        };
+        let mut changed = 0;
+        for change in changes {
+            let kind = match change.sense {
+                Sense::Audio => MediaKind::Audio,
+                Sense::Video => MediaKind::Video,
+            };
+            let consumers: Vec<Consumer> = {
+                let objects = self.objects();
+                objects
+                    .consumers
+                    .values()
+                    .filter(|c| c.peer_id == change.subscriber && c.object.kind() == kind)
+                    .filter(|c| {
+                        objects
+                            .producers
+                            .get(c.object.producer_id())
+                            .is_some_and(|p| p.peer_id == change.publisher)
+                    })
+                    .map(|c| c.object.clone())
+                    .collect()
+            };
+            for consumer in consumers {
+                if self
+                    .set_interest_paused(&change.subscriber, &consumer, !change.on)
+                    .await
+                {
+                    changed += 1;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Pauses or resumes one consumer for interest management; false if nothing changed.
+    async fn set_interest_paused(
+        self: &Arc<Self>,
+        peer_id: &str,
+        consumer: &Consumer,
+        paused: bool,
+    ) -> bool {
+        let flags = self.store.read(|s| {
+            s.peers
+                .get(peer_id)
+                .and_then(|p| p.consumers.get(consumer.id()))
+                .map(|c| (c.paused, c.interest_paused))
+        });
+        let Some(Some((owner_paused, was))) = flags else {
+            return false;
+        };
+        if was == paused {
+            return false;
+        }
+        self.dispatch(Action::ConsumerInterestChanged {
+            peer_id: peer_id.to_owned(),
+            consumer_id: consumer.id().to_owned(),
+            paused,
+        });
+        let consumer_ref = ConsumerRef {
+            consumer_id: consumer.id().to_owned(),
+        };
+        if paused {
+            if !owner_paused {
+                let _ = consumer.pause().await;
+            }
+            self.notify_peer(peer_id, ServerNotification::ConsumerPaused(consumer_ref));
+        } else {
+            if !owner_paused {
+                let _ = consumer.resume().await;
+            }
+            if !consumer.producer_paused() {
+                self.notify_peer(peer_id, ServerNotification::ConsumerResumed(consumer_ref));
+            }
+        }
+        true
+    }
+
     fn spawn_consumer(self: &Arc<Self>, peer: Arc<Peer>, producer_id: String) {
         let room = self.clone();
         tokio::spawn(async move {
@@ -686,6 +823,13 @@ impl Room {
             producer_paused: consumer.producer_paused(),
             app_data: app_data.clone(),
         });
+        if !self.hears(&peer.id, &producer_peer, consumer.kind()) {
+            self.dispatch(Action::ConsumerInterestChanged {
+                peer_id: peer.id.clone(),
+                consumer_id: consumer.id().to_owned(),
+                paused: true,
+            });
+        }
         let params = NewConsumerRequest {
             peer_id: producer_peer,
             producer_id: producer_id.to_owned(),
@@ -719,11 +863,19 @@ impl Room {
             .await
         {
             Ok(_) => {
-                consumer.resume().await.map_err(SignalError::from)?;
+                let out_of_range = self.interest_paused(&peer.id, consumer.id());
+                if !out_of_range {
+                    consumer.resume().await.map_err(SignalError::from)?;
+                }
                 self.dispatch(Action::ConsumerResumed {
                     peer_id: peer.id.clone(),
                     consumer_id: consumer.id().to_owned(),
                 });
+                if out_of_range {
+                    peer.notify(&ServerNotification::ConsumerPaused(ConsumerRef {
+                        consumer_id: consumer.id().to_owned(),
+                    }));
+                }
                 let score = consumer.score().clone();
                 self.dispatch(Action::ConsumerScoreChanged {
                     peer_id: peer.id.clone(),

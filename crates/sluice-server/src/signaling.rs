@@ -322,7 +322,10 @@ async fn handle_request(
         }
         ClientRequest::ResumeConsumer(req) => {
             let consumer = room.consumer_of(&peer.id, &req.consumer_id)?;
-            consumer.resume().await?;
+            // Out of range, it stays paused on the wire until interest management resumes it.
+            if !room.interest_paused(&peer.id, &req.consumer_id) {
+                consumer.resume().await?;
+            }
             room.dispatch(Action::ConsumerResumed {
                 peer_id: peer.id.clone(),
                 consumer_id: req.consumer_id,

@@ -133,6 +133,13 @@ pub enum Action {
         consumer_id: String,
         score: ConsumerScore,
     },
+    /// Interest management paused (`paused`) or resumed the consumer: its producer's player
+    /// is out of (back in) range (`consumerPaused` / `consumerResumed` to the owner).
+    ConsumerInterestChanged {
+        peer_id: String,
+        consumer_id: String,
+        paused: bool,
+    },
     ConsumerLayersChanged {
         peer_id: String,
         consumer_id: String,
@@ -234,6 +241,7 @@ impl Action {
             | Action::ConsumerProducerPaused { peer_id, .. }
             | Action::ConsumerProducerResumed { peer_id, .. }
             | Action::ConsumerScoreChanged { peer_id, .. }
+            | Action::ConsumerInterestChanged { peer_id, .. }
             | Action::ConsumerLayersChanged { peer_id, .. }
             | Action::ConsumerClosed { peer_id, .. }
             | Action::DataProducerCreated { peer_id, .. }
@@ -290,6 +298,8 @@ pub struct ConsumerInfo {
     pub kind: MediaKind,
     pub paused: bool,
     pub producer_paused: bool,
+    /// Paused by interest management (its producer's player is out of range).
+    pub interest_paused: bool,
     pub app_data: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layers: Option<ConsumerLayers>,
@@ -528,6 +538,7 @@ impl RoomState {
                         kind: *kind,
                         paused: *paused,
                         producer_paused: *producer_paused,
+                        interest_paused: false,
                         app_data: app_data.clone(),
                         layers: None,
                         score: None,
@@ -551,6 +562,15 @@ impl RoomState {
             } => {
                 if let Some(c) = peer.consumers.get_mut(consumer_id) {
                     c.score = Some(score.clone());
+                }
+            }
+            Action::ConsumerInterestChanged {
+                consumer_id,
+                paused,
+                ..
+            } => {
+                if let Some(c) = peer.consumers.get_mut(consumer_id) {
+                    c.interest_paused = *paused;
                 }
             }
             Action::ConsumerLayersChanged {

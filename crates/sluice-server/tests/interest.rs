@@ -1,0 +1,145 @@
+//! Interest management in a room: positions set by the server's code pause the consumers of
+//! players out of range (`consumerPaused` to their owner) and resume those back in range.
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use sluice_client::SignalingClient;
+use sluice_server::config::InterestMode;
+use sluice_server::interest::Position;
+
+async fn state(server: &TestServer) -> Value {
+    let (_, body) = server
+        .get("/api/rooms/r", Some(&server.admin_token()))
+        .await;
+    serde_json::from_str(&body).unwrap()
+}
+
+/// `subscriber`'s consumer of `producer_id`: (id, interestPaused, paused).
+async fn consumer_of(
+    server: &TestServer,
+    subscriber: &str,
+    producer_id: &str,
+) -> (String, bool, bool) {
+    let s = state(server).await;
+    let consumers = s["peers"][subscriber]["consumers"].as_object().unwrap();
+    let (id, c) = consumers
+        .iter()
+        .find(|(_, c)| c["producerId"] == producer_id)
+        .unwrap_or_else(|| panic!("{subscriber} has no consumer of {producer_id}: {s}"));
+    (
+        id.clone(),
+        c["interestPaused"].as_bool().unwrap(),
+        c["paused"].as_bool().unwrap(),
+    )
+}
+
+/// Waits until `subscriber`'s consumer of `producer_id` is interest-paused as asked.
+async fn wait_interest(server: &TestServer, subscriber: &str, producer_id: &str, paused: bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while consumer_of(server, subscriber, producer_id).await.1 != paused {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!("{subscriber}'s consumer of {producer_id} interest-paused {paused}")
+    });
+}
+
+/// A peer with a receive and a send transport that produces opus and accepts what it is offered.
+async fn player(server: &TestServer, name: &str, ssrc: u32) -> (SignalingClient, String) {
+    let client = server.signaling("r", name).await;
+    transport_raw(&client, false, json!({})).await;
+    let send = transport_raw(&client, true, json!({})).await;
+    join_raw(&client, name).await;
+    let producer = produce_audio_raw(&client, send["id"].as_str().unwrap(), ssrc, json!({})).await;
+    (client, producer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_out_of_range_are_paused_and_resumed_as_they_move() {
+    let server = TestServer::start(|c| {
+        c.interest.mode = InterestMode::Proximity;
+        c.interest.audio_radius = 10.0;
+        c.interest.hysteresis = 1.0;
+        c.interest.rate_hz = 50;
+    })
+    .await;
+    let (alice, a_producer) = player(&server, "alice", 1001).await;
+    let (bob, b_producer) = player(&server, "bob", 1002).await;
+    // Each accepts the other's consumer (pushed: auto_consume is on).
+    next_named(&alice, "newConsumer").await;
+    next_named(&bob, "newConsumer").await;
+    // Without positions everybody hears everybody.
+    assert!(!consumer_of(&server, "alice", &b_producer).await.1);
+    assert!(!consumer_of(&server, "bob", &a_producer).await.1);
+
+    let room = server.instance.room("r").await.unwrap();
+    assert!(room.set_position("alice", Some(Position::new(0.0, 0.0, 0.0))));
+    assert!(room.set_position("bob", Some(Position::new(50.0, 0.0, 0.0))));
+    wait_interest(&server, "alice", &b_producer, true).await;
+    wait_interest(&server, "bob", &a_producer, true).await;
+    let (alice_consumer, _, owner_paused) = consumer_of(&server, "alice", &b_producer).await;
+    assert!(!owner_paused, "alice did not pause it herself");
+    assert_eq!(
+        next_named(&alice, "consumerPaused").await,
+        json!({"consumerId": alice_consumer})
+    );
+
+    // Bob walks up to Alice: both hear each other again.
+    assert!(room.set_position("bob", Some(Position::new(9.0, 0.0, 0.0))));
+    wait_interest(&server, "alice", &b_producer, false).await;
+    wait_interest(&server, "bob", &a_producer, false).await;
+    assert_eq!(
+        next_named(&alice, "consumerResumed").await,
+        json!({"consumerId": alice_consumer})
+    );
+
+    // A consumer Alice paused herself stays paused when Bob leaves and comes back in range.
+    alice
+        .request_raw("pauseConsumer", json!({"consumerId": alice_consumer}))
+        .await
+        .unwrap();
+    room.set_position("bob", Some(Position::new(40.0, 0.0, 0.0)));
+    wait_interest(&server, "alice", &b_producer, true).await;
+    room.set_position("bob", Some(Position::new(1.0, 0.0, 0.0)));
+    wait_interest(&server, "alice", &b_producer, false).await;
+    assert!(
+        consumer_of(&server, "alice", &b_producer).await.2,
+        "still paused by Alice"
+    );
+
+    // A late joiner far away gets its consumers paused from the start; near, not.
+    room.set_position("bob", Some(Position::new(0.0, 0.0, 0.0)));
+    let (carol, _c_producer) = player(&server, "carol", 1003).await;
+    room.set_position("carol", Some(Position::new(0.0, 100.0, 0.0)));
+    for _ in 0..2 {
+        next_named(&carol, "newConsumer").await;
+    }
+    wait_interest(&server, "carol", &a_producer, true).await;
+    wait_interest(&server, "carol", &b_producer, true).await;
+    assert!(!room.set_position("nobody", Some(Position::new(0.0, 0.0, 0.0))));
+    assert!(!room.set_position("alice", Some(Position::new(f32::INFINITY, 0.0, 0.0))));
+    drop(bob);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_interest_management_positions_are_refused_and_nothing_pauses() {
+    let server = TestServer::start(|_| {}).await;
+    let (alice, _) = player(&server, "alice", 2001).await;
+    let (_bob, b_producer) = player(&server, "bob", 2002).await;
+    next_named(&alice, "newConsumer").await;
+    let room = server.instance.room("r").await.unwrap();
+    assert!(!room.set_position("alice", Some(Position::new(0.0, 0.0, 0.0))));
+    assert_eq!(room.evaluate_interest().await, 0);
+    let (_, interest_paused, paused) = consumer_of(&server, "alice", &b_producer).await;
+    assert!(!interest_paused && !paused);
+    server.stop().await;
+}
