@@ -148,6 +148,8 @@ pub struct Room {
     objects: Mutex<Objects>,
     /// Interest management (`[interest] mode = "proximity"`), evaluated by the instance's ticker.
     interest: Option<Mutex<Interest>>,
+    /// The room's server side (made on first use): it consumes the peers' position channels.
+    direct: tokio::sync::OnceCell<sluice_media::DirectTransport>,
 }
 
 impl std::fmt::Debug for Room {
@@ -181,6 +183,7 @@ impl Room {
             store: Store::new(id),
             peers: Mutex::new(HashMap::new()),
             objects: Mutex::new(Objects::default()),
+            direct: tokio::sync::OnceCell::new(),
             interest: (config.interest.mode == InterestMode::Proximity)
                 .then(|| Mutex::new(Interest::new(config.interest.settings()))),
             config,
@@ -473,7 +476,42 @@ impl Room {
     }
 
     fn relays_to_peers(&self, label: &str) -> bool {
-        !matches!(self.config.data.rule(label), Ok(Some(rule)) if rule.relay == Relay::Server)
+        label != POSITION_LABEL
+            && !matches!(self.config.data.rule(label), Ok(Some(rule)) if rule.relay == Relay::Server)
+    }
+
+    /// A peer's `sluice.position` data producer: the server reads it (never relays it) and sets
+    /// the peer's position from each message (little-endian f32 x, y, z, then an optional yaw;
+    /// other messages are ignored). Without interest management nothing reads it.
+    pub async fn read_positions(
+        self: &Arc<Self>,
+        peer_id: &str,
+        data_producer_id: &str,
+    ) -> Result<(), SignalError> {
+        if self.interest.is_none() {
+            return Ok(());
+        }
+        let direct = self
+            .direct
+            .get_or_try_init(|| self.router.create_direct_transport(None))
+            .await
+            .map_err(SignalError::from)?;
+        let (_consumer, messages) = direct
+            .consume_data(DataConsumerOptions::new(data_producer_id))
+            .await
+            .map_err(SignalError::from)?;
+        let room = Arc::downgrade(self);
+        let peer_id = peer_id.to_owned();
+        tokio::spawn(async move {
+            // Ends when the data producer closes (its consumer closes with it).
+            while let Some(message) = messages.recv().await {
+                let Some(room) = room.upgrade() else { break };
+                if let Some(position) = decode_position(&message.data) {
+                    room.set_position(&peer_id, Some(position));
+                }
+            }
+        });
+        Ok(())
     }
 
     /// After `peer` joined: consume what the others already produce (the cached actions).
@@ -1152,5 +1190,45 @@ fn producer_notification(action: &Action) -> Option<ServerNotification> {
             app_data: object(app_data),
         })),
         _ => None,
+    }
+}
+
+/// The data-channel label on which players report their position to the server.
+pub const POSITION_LABEL: &str = "sluice.position";
+
+/// x, y, z as little-endian f32 (12 bytes; a yaw after them is allowed and unused).
+fn decode_position(data: &[u8]) -> Option<Position> {
+    if data.len() != 12 && data.len() != 16 {
+        return None;
+    }
+    let f = |i: usize| {
+        let bytes: [u8; 4] = data.get(i..i + 4)?.try_into().ok()?;
+        Some(f32::from_le_bytes(bytes))
+    };
+    Some(Position::new(f(0)?, f(4)?, f(8)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_decode_from_12_or_16_little_endian_bytes_and_nothing_else() {
+        let mut bytes = Vec::new();
+        for v in [1.5f32, -2.0, 3.25, 0.5] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(
+            decode_position(&bytes[..12]),
+            Some(Position::new(1.5, -2.0, 3.25))
+        );
+        assert_eq!(
+            decode_position(&bytes),
+            Some(Position::new(1.5, -2.0, 3.25))
+        );
+        for len in [0, 4, 11, 13, 15, 17] {
+            let data = vec![0u8; len];
+            assert_eq!(decode_position(&data), None, "{len} bytes");
+        }
     }
 }

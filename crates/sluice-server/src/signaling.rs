@@ -307,6 +307,9 @@ async fn handle_request(
                 protocol: req.protocol,
                 app_data,
             });
+            if dp.label() == crate::room::POSITION_LABEL {
+                room.read_positions(&peer.id, dp.id()).await?;
+            }
             to_value(&IdResponse {
                 id: dp.id().to_owned(),
             })

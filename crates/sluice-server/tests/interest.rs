@@ -143,3 +143,46 @@ async fn without_interest_management_positions_are_refused_and_nothing_pauses() 
     assert!(!interest_paused && !paused);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_reported_on_the_position_channel_reach_the_server_and_no_peer() {
+    let server = TestServer::start(|c| {
+        c.interest.mode = InterestMode::Proximity;
+        c.interest.rate_hz = 50;
+    })
+    .await;
+    let alice = server.session("r", "alice").await;
+    let bob = server.session("r", "bob").await;
+    let (dp_id, stream) = alice
+        .produce_data("sluice.position", false, Some(0))
+        .await
+        .unwrap();
+    let room = server.instance.room("r").await.unwrap();
+    let mut message = Vec::new();
+    for v in [12.5f32, -3.0, 7.25, 1.0] {
+        message.extend_from_slice(&v.to_le_bytes());
+    }
+    // Sent unreliably while the channel opens: resend until the server has it.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while room.position("alice") != Some(Position::new(12.5, -3.0, 7.25)) {
+            let _ = alice.send_data(stream, sluice_media::DataMessage::binary(message.clone()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("alice's position within 20 s");
+    // The channel is the server's: no peer consumes it.
+    let s = state(&server).await;
+    let offered = s["peers"]["bob"]["dataConsumers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .any(|c| c["dataProducerId"] == dp_id.as_str());
+    assert!(!offered, "{s}");
+    assert_eq!(
+        room.position("alice"),
+        Some(Position::new(12.5, -3.0, 7.25))
+    );
+    drop(bob);
+    server.stop().await;
+}
