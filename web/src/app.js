@@ -8,8 +8,8 @@ import { Peer, WebSocketTransport } from 'protoo-client';
 
 import { parseRoomParams, randomDefaults, resolveToken, signalingUrl } from './params.js';
 import {
-  ARENA, CHAT_LABEL, CURSOR_LABEL, decodeChat, decodeCursor, encodeChat, encodeCursor, flagRequest,
-  idleCursor, seedOf,
+  ARENA, CHAT_LABEL, CURSOR_LABEL, POSITION_LABEL, decodeChat, decodeCursor, encodeChat, encodeCursor,
+  encodeNoPosition, encodePosition, flagRequest, idleCursor, seedOf,
 } from './messages.js';
 import {
   addChat, addConsumer, addDataConsumer, addPeer, applyAction, createState, recordCursor,
@@ -41,6 +41,7 @@ let micProducer = null;
 let camProducer = null;
 let chatProducer = null;
 let cursorProducer = null;
+let positionProducer = null;
 let localStream = null;
 const consumers = new Map();
 const dataConsumers = new Map();
@@ -50,6 +51,7 @@ let cursorTimer = null;
 let lastCursorSend = 0;
 let mouse = null; // {x, y, at} in arena coordinates
 let ownCursor = null;
+let pinned = null; // {x, y}: where moveTo() put us, until unpinned
 
 function render() {
   ui.renderStatus(state);
@@ -58,6 +60,7 @@ function render() {
     camPaused: camProducer?.paused ?? false,
     chatOpen: chatProducer?.readyState === 'open',
   });
+  ui.renderReceiving(state);
 }
 
 function setStatus(status) {
@@ -437,6 +440,7 @@ async function moveFlag(x, y) {
 }
 
 function currentCursor(now) {
+  if (pinned) return { ...pinned };
   if (mouse && now - mouse.at < MOUSE_HOLD_MS) return { x: mouse.x, y: mouse.y };
   return idleCursor(now, seedOf(state.peerId));
 }
@@ -447,9 +451,47 @@ function sendCursor(now) {
   try {
     cursorProducer.send(encodeCursor(state.peerId, ownCursor.x, ownCursor.y, now));
     lastCursorSend = now;
+    if (state.proximity && positionProducer?.readyState === 'open') {
+      positionProducer.send(encodePosition(ownCursor.x, ownCursor.y));
+    }
   } catch (error) {
     report('cursor send', error);
   }
+}
+
+/**
+ * Proximity on: the page reports its arena position (the cursor) to the server on the
+ * `sluice.position` channel, so in a room with interest management it hears and sees only the
+ * players near it. Off: it leaves the world (hears and is heard by everyone).
+ */
+async function setProximity(on) {
+  if (!state.joined || !sendTransport) throw new Error('not in a room');
+  if (on && !positionProducer) {
+    const producer = await sendTransport.produceData({
+      ordered: false,
+      maxRetransmits: 0,
+      label: POSITION_LABEL,
+      appData: { info: 'sluice-demo-position' },
+    });
+    positionProducer = producer;
+    producer.on('close', () => { positionProducer = null; });
+    producer.on('transportclose', () => { positionProducer = null; });
+    producer.on('error', (error) => dataChannelError('position channel', error));
+  }
+  state.proximity = Boolean(on);
+  if (!on && positionProducer?.readyState === 'open') positionProducer.send(encodeNoPosition());
+  render();
+  return state.proximity;
+}
+
+/** Holds the page's arena position at (x, y) (tests; the mouse moves it otherwise). */
+function moveTo(x, y) {
+  pinned = { x: Math.min(Math.max(x, 0), ARENA.width), y: Math.min(Math.max(y, 0), ARENA.height) };
+  sendCursor(Date.now());
+}
+
+function unpin() {
+  pinned = null;
 }
 
 function startCursorTimer() {
@@ -690,6 +732,9 @@ function teardown(status) {
   camProducer = null;
   chatProducer = null;
   cursorProducer = null;
+  positionProducer = null;
+  state.proximity = false;
+  pinned = null;
   state.producers = { audio: null, video: null };
   state.dataProducers = { chat: null, cursor: null };
   state.transports = { send: 'closed', recv: 'closed' };
@@ -768,6 +813,10 @@ arena.addEventListener('click', guard('flag', async (event) => {
     ((event.clientY - rect.top) / rect.height) * ARENA.height);
 }));
 
+document.querySelector('#proximity').addEventListener('change', guard('proximity', async (event) => {
+  await setProximity(event.target.checked);
+}));
+
 document.querySelector('#mic').addEventListener('click', guard('microphone', () =>
   setProducerPaused('audio', !micProducer?.paused)));
 document.querySelector('#cam').addEventListener('click', guard('camera', () =>
@@ -797,6 +846,9 @@ window.sluiceDemo = Object.assign(state, {
   resumeAudio: () => setProducerPaused('audio', false),
   sendChat,
   moveFlag,
+  setProximity,
+  moveTo,
+  unpin,
   leave,
 });
 

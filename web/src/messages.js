@@ -25,6 +25,24 @@ export function flagRequest(x, y) {
   };
 }
 
+/**
+ * The player's position for the server's interest management (label "sluice.position", never
+ * relayed to peers): little-endian float32 x, y, z; three NaNs take the player out of the world.
+ */
+export const POSITION_LABEL = 'sluice.position';
+
+export function encodePosition(x, y, z = 0) {
+  const view = new DataView(new ArrayBuffer(12));
+  view.setFloat32(0, x, true);
+  view.setFloat32(4, y, true);
+  view.setFloat32(8, z, true);
+  return view.buffer;
+}
+
+export function encodeNoPosition() {
+  return encodePosition(Number.NaN, Number.NaN, Number.NaN);
+}
+
 /** Longest chat text sent or shown. */
 export const MAX_CHAT_LENGTH = 500;
 

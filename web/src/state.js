@@ -32,6 +32,9 @@ export function createState({ roomId = '', peerId = '', displayName = '' } = {})
     actions: [],
     // The shared flag, as the last `demo.flag.move` action put it: {x, y, by, seq}, or null.
     flag: null,
+    // Whether the page reports its arena position for the server's interest management.
+    proximity: false,
+
     // Other peers' cursors: {x, y, count}.
     cursors: {},
     // Our producers' scores by producer id, as producerScore says.
@@ -189,4 +192,10 @@ export function applyAction(state, { type, payload = null, from = null, seq } = 
     state.flag = { x, y, by: entry.from, seq };
   }
   return true;
+}
+
+/** Consumers receiving now (not paused by us, their producer or interest management) and all. */
+export function consumerCounts(state) {
+  const all = Object.values(state.consumers);
+  return { active: all.filter((c) => !c.paused).length, total: all.length };
 }

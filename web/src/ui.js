@@ -1,7 +1,7 @@
 // DOM rendering. Everything the page shows is derived from the state (state.js) plus the media
 // tracks app.js hands over; this module never talks to the server.
 
-import { displayNameOf, statusLine } from './state.js';
+import { consumerCounts, displayNameOf, statusLine } from './state.js';
 import { ARENA } from './messages.js';
 
 const $ = (selector) => document.querySelector(selector);
@@ -49,6 +49,15 @@ export function renderControls(state, { micPaused, camPaused, chatOpen }) {
   $('#chat-send').disabled = !(state.joined && chatOpen);
   $('#local-tile').dataset.videoPaused = String(Boolean(camPaused));
   $('#local-tile').dataset.audioPaused = String(Boolean(micPaused));
+  const proximity = $('#proximity');
+  proximity.disabled = !state.joined;
+  proximity.checked = Boolean(state.proximity);
+}
+
+/** How many of its consumers the page receives now (interest management pauses the far ones). */
+export function renderReceiving(state) {
+  const { active, total } = consumerCounts(state);
+  $('#receiving').textContent = `receiving ${active} of ${total} streams`;
 }
 
 export function setLocalPreview(track) {

@@ -8,7 +8,7 @@
 // exits non-zero with the reason, the pages' state and the server's output on the first failure.
 
 import { spawn } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -67,8 +67,23 @@ async function check(name, body) {
 // ---------------------------------------------------------------------------------------------
 // Server
 
+/**
+ * Interest management on, with radii for the 640×360 arena: peers that report no position (all
+ * but the proximity check's) hear and see everyone, as without it.
+ */
+const SERVER_CONFIG = `[interest]
+mode = "proximity"
+audio_radius = 100.0
+video_radius = 100.0
+hysteresis = 10.0
+rate_hz = 20
+`;
+
 async function startServer(binary) {
-  const args = ['serve', '--listen', '127.0.0.1:0', '--rtc-ip', '127.0.0.1', '--rtc-port', '0', '--workers', '1'];
+  const config = join(run.artifacts, 'sluice.toml');
+  writeFileSync(config, SERVER_CONFIG);
+  const args = ['serve', '--config', config, '--listen', '127.0.0.1:0', '--rtc-ip', '127.0.0.1', '--rtc-port', '0',
+    '--workers', '1'];
   const output = new Tail(400);
   const child = spawn(binary, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -344,6 +359,51 @@ async function flagIsShared(baseUrl, mover, viewer) {
   return `${viewer.name} and late-joining ${late.name} see ${JSON.stringify(expected)}`;
 }
 
+/** The packets `viewer` has received of `sender`'s audio, and whether its page has it paused. */
+async function audioOf(viewer, sender) {
+  const stats = await consumerStats(viewer, sender.peerId, 'audio');
+  if (!stats) throw new TestFailure(`${viewer.name} has no audio consumer of ${sender.name}`);
+  return stats;
+}
+
+/** Waits until `viewer` receives `sender`'s audio (`flowing`) or not, over one-second samples. */
+async function waitAudio(viewer, sender, flowing) {
+  let last = await audioOf(viewer, sender);
+  await poll(`${viewer.name} to ${flowing ? 'receive' : 'stop receiving'} ${sender.name}'s audio`, async () => {
+    await sleep(1000);
+    const now = await audioOf(viewer, sender);
+    const grew = now.packetsReceived > last.packetsReceived;
+    last = now;
+    return flowing ? grew && !now.paused : !grew && now.paused;
+  }, { timeout: WAIT });
+  return last;
+}
+
+async function proximityWorks(near, far) {
+  // Opposite corners of the arena, far beyond the 100-unit radius.
+  await inPage(near, () => window.sluiceDemo.moveTo(20, 20));
+  await inPage(far, () => window.sluiceDemo.moveTo(620, 340));
+  for (const peer of [near, far]) await inPage(peer, () => window.sluiceDemo.setProximity(true));
+  await waitAudio(far, near, false);
+  await waitAudio(near, far, false);
+  const shown = await inPage(far, (id) =>
+    document.querySelector(`#peers .tile[data-peer-id="${CSS.escape(id)}"]`)?.dataset.audioPaused, near.peerId);
+  if (shown !== 'true') throw new TestFailure(`${far.name}'s tile of ${near.name} does not show the audio paused`);
+  await screenshot(far, '1-proximity-far');
+  // Walk up to the other: both hear each other again.
+  await inPage(near, () => window.sluiceDemo.moveTo(600, 330));
+  await waitAudio(far, near, true);
+  await waitAudio(near, far, true);
+  // Proximity off: out of the world, heard by everyone whatever the distance.
+  await inPage(near, () => window.sluiceDemo.moveTo(20, 20));
+  for (const peer of [near, far]) {
+    await inPage(peer, () => window.sluiceDemo.setProximity(false));
+    await inPage(peer, () => window.sluiceDemo.unpin());
+  }
+  await waitAudio(far, near, true);
+  return `far apart ${near.name} and ${far.name} stopped receiving each other's audio; close, and with proximity off, they receive it`;
+}
+
 async function roomIsolated(outsider, insiders) {
   await waitJoined(outsider);
   // Give a leak time to show up.
@@ -444,6 +504,8 @@ async function main(options) {
   await check('Alice pausing her video shows on Bob\'s page', () => pausePropagates(alice, bob));
   await check('the flag Alice moves is seen by Bob and, cached, by a late joiner',
     () => flagIsShared(baseUrl, alice, bob));
+  await check('with proximity on, far apart Alice and Bob do not hear each other; close, they do',
+    () => proximityWorks(alice, bob));
 
   const carol = await openPeer(baseUrl, { name: 'carol', roomId: otherRoomId, peerId: 'carol', displayName: 'Carol' });
   await check('a peer of another room sees nobody of the first', () => roomIsolated(carol, [alice, bob]));

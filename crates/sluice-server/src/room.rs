@@ -507,7 +507,7 @@ impl Room {
             while let Some(message) = messages.recv().await {
                 let Some(room) = room.upgrade() else { break };
                 if let Some(position) = decode_position(&message.data) {
-                    room.set_position(&peer_id, Some(position));
+                    room.set_position(&peer_id, position);
                 }
             }
         });
@@ -1196,8 +1196,10 @@ fn producer_notification(action: &Action) -> Option<ServerNotification> {
 /// The data-channel label on which players report their position to the server.
 pub const POSITION_LABEL: &str = "sluice.position";
 
-/// x, y, z as little-endian f32 (12 bytes; a yaw after them is allowed and unused).
-fn decode_position(data: &[u8]) -> Option<Position> {
+/// x, y, z as little-endian f32 (12 bytes; a yaw after them is allowed and unused): a position,
+/// or, if all three are NaN, the player leaving the world (`Some(None)`). `None` for anything
+/// else.
+fn decode_position(data: &[u8]) -> Option<Option<Position>> {
     if data.len() != 12 && data.len() != 16 {
         return None;
     }
@@ -1205,7 +1207,11 @@ fn decode_position(data: &[u8]) -> Option<Position> {
         let bytes: [u8; 4] = data.get(i..i + 4)?.try_into().ok()?;
         Some(f32::from_le_bytes(bytes))
     };
-    Some(Position::new(f(0)?, f(4)?, f(8)?))
+    let (x, y, z) = (f(0)?, f(4)?, f(8)?);
+    if x.is_nan() && y.is_nan() && z.is_nan() {
+        return Some(None);
+    }
+    Some(Some(Position::new(x, y, z)))
 }
 
 #[cfg(test)]
@@ -1220,12 +1226,14 @@ mod tests {
         }
         assert_eq!(
             decode_position(&bytes[..12]),
-            Some(Position::new(1.5, -2.0, 3.25))
+            Some(Some(Position::new(1.5, -2.0, 3.25)))
         );
         assert_eq!(
             decode_position(&bytes),
-            Some(Position::new(1.5, -2.0, 3.25))
+            Some(Some(Position::new(1.5, -2.0, 3.25)))
         );
+        let nan: Vec<u8> = [f32::NAN; 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(decode_position(&nan), Some(None), "leaves the world");
         for len in [0, 4, 11, 13, 15, 17] {
             let data = vec![0u8; len];
             assert_eq!(decode_position(&data), None, "{len} bytes");

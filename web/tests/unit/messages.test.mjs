@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import {
-  ARENA, MAX_CHAT_LENGTH, decodeChat, decodeCursor, encodeChat, encodeCursor, idleCursor, seedOf,
+  ARENA, MAX_CHAT_LENGTH, decodeChat, decodeCursor, encodeChat, encodeCursor, encodeNoPosition,
+  encodePosition, idleCursor, seedOf,
 } from '../../src/messages.js';
 
 test('chat messages round-trip', () => {
@@ -54,4 +55,13 @@ test('the idle cursor stays inside the arena and moves', () => {
     previous = { x, y };
   }
   assert.notEqual(seedOf('alice'), seedOf('bob'));
+});
+
+test('positions are 12 bytes of little-endian float32 x, y, z, and NaNs to leave the world', () => {
+  const view = new DataView(encodePosition(12.5, 300, -1));
+  assert.equal(view.byteLength, 12);
+  assert.deepEqual([view.getFloat32(0, true), view.getFloat32(4, true), view.getFloat32(8, true)], [12.5, 300, -1]);
+  assert.deepEqual([...new Uint8Array(encodePosition(1, 0, 0)).slice(0, 4)], [0, 0, 0x80, 0x3f]);
+  const none = new DataView(encodeNoPosition());
+  assert.ok([0, 4, 8].every((at) => Number.isNaN(none.getFloat32(at, true))));
 });

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 
 import { FLAG_ACTION, flagRequest } from '../../src/messages.js';
 import {
-  MAX_ACTIONS, MAX_CHAT_ENTRIES, addChat, applyAction, addConsumer, addDataConsumer, addPeer, createState, displayNameOf,
+  MAX_ACTIONS, MAX_CHAT_ENTRIES, addChat, applyAction, consumerCounts, addConsumer, addDataConsumer, addPeer, createState, displayNameOf,
   recordCursor, recordError, removeConsumer, removeDataConsumer, removePeer, setConsumerPaused,
   setConsumerScore, statusLine,
 } from '../../src/state.js';
@@ -162,4 +162,14 @@ test('the action log is bounded', () => {
   for (let seq = 1; seq <= MAX_ACTIONS + 10; seq += 1) applyAction(state, { type: 't', seq });
   assert.equal(state.actions.length, MAX_ACTIONS);
   assert.equal(state.actions[0].seq, 11);
+});
+
+test('consumerCounts counts the consumers not paused', () => {
+  const state = room();
+  assert.deepEqual(consumerCounts(state), { active: 0, total: 0 });
+  addConsumer(state, { id: 'c1', peerId: 'bob', kind: 'audio' });
+  addConsumer(state, { id: 'c2', peerId: 'bob', kind: 'video', paused: true });
+  addConsumer(state, { id: 'c3', peerId: 'carol', kind: 'audio' });
+  setConsumerPaused(state, 'c3', true);
+  assert.deepEqual(consumerCounts(state), { active: 1, total: 3 });
 });
