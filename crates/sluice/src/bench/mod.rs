@@ -62,6 +62,10 @@ pub struct TargetArgs {
     /// Seconds measured per step.
     #[arg(long, global = true, default_value_t = 5)]
     pub seconds: u64,
+    /// Set by the interest scenario: the spawned server runs `[interest] mode = "proximity"`
+    /// with this `max_audible`.
+    #[arg(skip)]
+    pub interest_k: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +108,16 @@ pub enum Scenario {
         #[arg(long, value_delimiter = ',', default_value = "5,10,15,20,25")]
         peers: Vec<usize>,
     },
+    /// Proximity voice: N players with audio doing random walks in a 2D world, each hearing the k
+    /// nearest within a radius (interest management), then the same players heard by everyone:
+    /// out packets/s and server CPU with interest on and off, in one run.
+    Interest {
+        #[arg(long, default_value_t = 100)]
+        players: usize,
+        /// Players each one hears at most (`interest.max_audible`).
+        #[arg(long, default_value_t = 8)]
+        k: usize,
+    },
     /// Resident memory per idle transport and per active video consumer.
     Memory {
         #[arg(long, default_value_t = 100)]
@@ -111,8 +125,12 @@ pub enum Scenario {
     },
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     target::pin_self(args.target.client_cpu);
+    if let Scenario::Interest { k, .. } = &args.scenario {
+        // The spawned server runs interest management with the scenario's k.
+        args.target.interest_k = Some(*k);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -134,6 +152,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             } => scenarios::data(&target, &args.target, &players, hz, size, senders).await,
             Scenario::Join { clients } => scenarios::join(&target, clients).await,
             Scenario::Memory { peers } => scenarios::memory(&target, peers).await,
+            Scenario::Interest { players, k } => {
+                scenarios::interest(&target, &args.target, players, k).await
+            }
             Scenario::Compare { subscribers, peers } => {
                 scenarios::compare(&target, &args.target, &subscribers, &peers).await
             }

@@ -988,3 +988,119 @@ pub async fn memory(target: &Target, peers: usize) -> anyhow::Result<()> {
     drop(lobby);
     Ok(())
 }
+
+/// The interest scenario's hearing radius (the world's units).
+pub const INTEREST_RADIUS: f32 = 30.0;
+
+/// A position message for `sluice.position`: little-endian f32 x, y, z (three NaNs: nowhere).
+fn position_message(x: f32, y: f32, z: f32) -> DataMessage {
+    let mut data = Vec::with_capacity(12);
+    for v in [x, y, z] {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    DataMessage::binary(data)
+}
+
+pub async fn interest(
+    target: &Target,
+    args: &TargetArgs,
+    players: usize,
+    k: usize,
+) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let room = format!("bench-interest-{}", std::process::id());
+    // About 2k players within the radius of each: the square's side from that density.
+    let side = (players as f32 * std::f32::consts::PI * INTEREST_RADIUS * INTEREST_RADIUS
+        / (2 * k.max(1)) as f32)
+        .sqrt();
+    println!(
+        "interest on {}: {players} players with opus (50 pkt/s) walking at random in a {side:.0} × {side:.0} square, \
+         each hearing the {k} nearest within {INTEREST_RADIUS}, then everyone; {} s per step",
+        target.label, args.seconds
+    );
+    let meter = Meter::default();
+    let mut sessions = Vec::new();
+    for i in 0..players {
+        let joined = async {
+            let s = target.session(&room, &format!("player-{i}"), true).await?;
+            s.produce(SourceConfig::audio()).await?;
+            let (_, stream) = s.produce_data("sluice.position", false, Some(0)).await?;
+            Ok::<_, anyhow::Error>((s, stream))
+        }
+        .await;
+        match joined {
+            Ok((s, stream)) => sessions.push((meter_session(&meter, s), stream)),
+            Err(e) => {
+                println!("player {i} could not join ({e:#}): measuring the {i} who did");
+                break;
+            }
+        }
+    }
+    let players = sessions.len();
+    anyhow::ensure!(players >= 2, "fewer than two players joined");
+    // Every player walks 1 unit per tick at random and reports where it is 10 times a second, or
+    // that it is nowhere (everyone hears everyone).
+    let positioned = Arc::new(AtomicBool::new(true));
+    let walker = {
+        let sessions = sessions.clone();
+        let positioned = positioned.clone();
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+            let mut at: Vec<(f32, f32)> = (0..sessions.len())
+                .map(|_| (rng.random_range(0.0..side), rng.random_range(0.0..side)))
+                .collect();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let on = positioned.load(Ordering::Relaxed);
+                for ((s, stream), p) in sessions.iter().zip(at.iter_mut()) {
+                    p.0 = (p.0 + rng.random_range(-1.0..1.0)).clamp(0.0, side);
+                    p.1 = (p.1 + rng.random_range(-1.0..1.0)).clamp(0.0, side);
+                    let message = if on {
+                        position_message(p.0, p.1, 0.0)
+                    } else {
+                        position_message(f32::NAN, f32::NAN, f32::NAN)
+                    };
+                    let _ = s.send_data(*stream, message);
+                }
+            }
+        })
+    };
+    wait_consumers(&meter, players * (players - 1), Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let on = measure(target, &meter, args.seconds).await;
+    print_step("interest on", players, &on);
+    positioned.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let off = measure(target, &meter, args.seconds).await;
+    print_step("interest off", players, &off);
+    walker.abort();
+    for (s, _) in &sessions {
+        s.close();
+    }
+    let nominal_on = (players * k.min(players - 1) * 50) as f64;
+    let nominal_off = (players * (players - 1) * 50) as f64;
+    println!(
+        "nominal out packets/s: {nominal_on:.0} with interest (k = {k}), {nominal_off:.0} without; \
+         server CPU {} with, {} without",
+        fmt_opt(on.server_cpu, 100.0, " %"),
+        fmt_opt(off.server_cpu, 100.0, " %"),
+    );
+    println!(
+        "{}",
+        json!({
+            "scenario": "interest", "sfu": target.label, "players": players, "k": k,
+            "on": {"out_pps": on.out_pps().round(), "server_cpu": on.server_cpu,
+                   "cpu_ns_per_out_packet": on.cpu_ns_per_packet().map(f64::round),
+                   "loss": on.window.loss(), "p99_us": on.window.p99_us,
+                   "generator_saturated": on.generator_saturated()},
+            "off": {"out_pps": off.out_pps().round(), "server_cpu": off.server_cpu,
+                    "cpu_ns_per_out_packet": off.cpu_ns_per_packet().map(f64::round),
+                    "loss": off.window.loss(), "p99_us": off.window.p99_us,
+                    "generator_saturated": off.generator_saturated()},
+        })
+    );
+    Ok(())
+}

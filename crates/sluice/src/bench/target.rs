@@ -65,7 +65,13 @@ impl Target {
                 "[[router.media_codecs]]\nkind = \"audio\"\nmimeType = \"audio/opus\"\nclockRate = 48000\nchannels = 2\n"
             } else {
                 ""
-            },
+            } + &args.interest_k.map_or(String::new(), |k| {
+                format!(
+                    "[interest]\nmode = \"proximity\"\naudio_radius = {}\nvideo_radius = {}\nmax_audible = {k}\nmax_visible = {k}\nhysteresis = 2.0\nrate_hz = 10\n",
+                    super::scenarios::INTEREST_RADIUS,
+                    super::scenarios::INTEREST_RADIUS,
+                )
+            }),
         )?;
         let mut child = Command::new("taskset")
             .arg("-c")
