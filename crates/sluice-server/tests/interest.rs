@@ -52,6 +52,18 @@ async fn wait_interest(server: &TestServer, subscriber: &str, producer_id: &str,
     });
 }
 
+/// Waits until `subscriber`'s consumer of `producer_id` is resumed by the server after its
+/// `newConsumer` was accepted (the answer and the resume race otherwise).
+async fn wait_accepted(server: &TestServer, subscriber: &str, producer_id: &str) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while consumer_of(server, subscriber, producer_id).await.2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{subscriber}'s consumer of {producer_id} resumed"));
+}
+
 /// A peer with a receive and a send transport that produces opus and accepts what it is offered.
 async fn player(server: &TestServer, name: &str, ssrc: u32) -> (SignalingClient, String) {
     let client = server.signaling("r", name).await;
@@ -76,6 +88,8 @@ async fn players_out_of_range_are_paused_and_resumed_as_they_move() {
     // Each accepts the other's consumer (pushed: auto_consume is on).
     next_named(&alice, "newConsumer").await;
     next_named(&bob, "newConsumer").await;
+    wait_accepted(&server, "alice", &b_producer).await;
+    wait_accepted(&server, "bob", &a_producer).await;
     // Without positions everybody hears everybody.
     assert!(!consumer_of(&server, "alice", &b_producer).await.1);
     assert!(!consumer_of(&server, "bob", &a_producer).await.1);
@@ -115,7 +129,7 @@ async fn players_out_of_range_are_paused_and_resumed_as_they_move() {
         "still paused by Alice"
     );
 
-    // A late joiner far away gets its consumers paused from the start; near, not.
+    // A late joiner far away ends up with its consumers of the others paused.
     room.set_position("bob", Some(Position::new(0.0, 0.0, 0.0)));
     let (carol, _c_producer) = player(&server, "carol", 1003).await;
     room.set_position("carol", Some(Position::new(0.0, 100.0, 0.0)));
@@ -136,6 +150,7 @@ async fn without_interest_management_positions_are_refused_and_nothing_pauses() 
     let (alice, _) = player(&server, "alice", 2001).await;
     let (_bob, b_producer) = player(&server, "bob", 2002).await;
     next_named(&alice, "newConsumer").await;
+    wait_accepted(&server, "alice", &b_producer).await;
     let room = server.instance.room("r").await.unwrap();
     assert!(!room.set_position("alice", Some(Position::new(0.0, 0.0, 0.0))));
     assert_eq!(room.evaluate_interest().await, 0);
