@@ -533,6 +533,12 @@ async function handleRequest(request, accept, reject) {
         return;
       }
       const { peerId, producerId, id, kind, rtpParameters, appData, producerPaused } = data;
+      // A consumer of a peer this page does not know (it left, and its peerClosed came first)
+      // would bring back a tile nobody removes.
+      if (!(peerId in state.peers)) {
+        reject(404, `unknown peer ${peerId}`);
+        return;
+      }
       let consumer;
       try {
         consumer = await recvTransport.consume({
@@ -546,6 +552,12 @@ async function handleRequest(request, accept, reject) {
       } catch (error) {
         report(`consume ${kind} of ${peerId}`, error);
         reject(500, String(error?.message ?? error));
+        return;
+      }
+      if (!(peerId in state.peers)) {
+        // The peer left while the consumer was being set up.
+        consumer.close();
+        reject(404, `peer ${peerId} left`);
         return;
       }
       consumers.set(id, consumer);
@@ -563,6 +575,12 @@ async function handleRequest(request, accept, reject) {
         return;
       }
       const { peerId, dataProducerId, id, sctpStreamParameters, label, protocol, appData } = data;
+      // `peerId: null` is the server's own data producer.
+      const gone = () => typeof peerId === 'string' && !(peerId in state.peers);
+      if (gone()) {
+        reject(404, `unknown peer ${peerId}`);
+        return;
+      }
       let dataConsumer;
       try {
         dataConsumer = await recvTransport.consumeData({
@@ -576,6 +594,11 @@ async function handleRequest(request, accept, reject) {
       } catch (error) {
         report(`consume data "${label}" of ${peerId}`, error);
         reject(500, String(error?.message ?? error));
+        return;
+      }
+      if (gone()) {
+        dataConsumer.close();
+        reject(404, `peer ${peerId} left`);
         return;
       }
       dataConsumers.set(id, dataConsumer);

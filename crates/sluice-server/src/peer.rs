@@ -169,12 +169,18 @@ impl Peer {
         self.send(Outbound::Text(message.to_json()));
     }
 
-    /// Sends a request to the client and waits for its answer.
+    /// Sends a server→client request and waits (up to `timeout`) for its answer.
     pub async fn request(
         &self,
         request: ServerRequest,
         timeout: Duration,
     ) -> Result<Value, SignalError> {
+        self.start_request(request)?.answer(timeout).await
+    }
+
+    /// Queues a server→client request now (so that what is queued after it reaches the client
+    /// after it); [`PendingRequest::answer`] waits for the answer.
+    pub fn start_request(&self, request: ServerRequest) -> Result<PendingRequest<'_>, SignalError> {
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut pending = self
@@ -189,29 +195,12 @@ impl Peer {
             id
         };
         self.send(Outbound::Text(request.to_message(id).to_json()));
-        let answer = tokio::time::timeout(timeout, rx).await;
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.remove(&id);
-        }
-        match answer {
-            Ok(Ok(Response::Ok { data, .. })) => Ok(data),
-            Ok(Ok(Response::Error {
-                error_code,
-                error_reason,
-                ..
-            })) => Err(SignalError::new(
-                ErrorCode::Unsupported,
-                format!(
-                    "the client refused {}: {error_code} {error_reason}",
-                    request.method()
-                ),
-            )),
-            Ok(Err(_)) => Err(SignalError::new(ErrorCode::Unavailable, "the peer left")),
-            Err(_) => Err(SignalError::new(
-                ErrorCode::Unavailable,
-                format!("the client did not answer {}", request.method()),
-            )),
-        }
+        Ok(PendingRequest {
+            peer: self,
+            id,
+            method: request.method(),
+            rx,
+        })
     }
 
     /// Asks the connection to close with `code`; the peer then leaves the room.
@@ -230,5 +219,45 @@ impl Peer {
     pub async fn wait_left(&self) {
         let mut left = self.left.subscribe();
         let _ = left.wait_for(|l| *l).await;
+    }
+}
+
+/// A server→client request on its way ([`Peer::start_request`]).
+pub struct PendingRequest<'a> {
+    peer: &'a Peer,
+    id: u64,
+    method: &'static str,
+    rx: oneshot::Receiver<Response>,
+}
+
+impl PendingRequest<'_> {
+    /// The client's answer, within `timeout`.
+    pub async fn answer(self, timeout: Duration) -> Result<Value, SignalError> {
+        let PendingRequest {
+            peer,
+            id,
+            method,
+            rx,
+        } = self;
+        let answer = tokio::time::timeout(timeout, rx).await;
+        if let Ok(mut pending) = peer.pending.lock() {
+            pending.remove(&id);
+        }
+        match answer {
+            Ok(Ok(Response::Ok { data, .. })) => Ok(data),
+            Ok(Ok(Response::Error {
+                error_code,
+                error_reason,
+                ..
+            })) => Err(SignalError::new(
+                ErrorCode::Unsupported,
+                format!("the client refused {method}: {error_code} {error_reason}"),
+            )),
+            Ok(Err(_)) => Err(SignalError::new(ErrorCode::Unavailable, "the peer left")),
+            Err(_) => Err(SignalError::new(
+                ErrorCode::Unavailable,
+                format!("the client did not answer {method}"),
+            )),
+        }
     }
 }

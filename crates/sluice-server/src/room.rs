@@ -896,10 +896,17 @@ impl Room {
         producer_id: &str,
     ) -> Result<(), SignalError> {
         let (consumer, params) = self.make_consumer(peer, producer_id).await?;
-        match peer
-            .request(ServerRequest::NewConsumer(params), self.request_timeout())
-            .await
-        {
+        // Queued under the objects' lock, where a consumer closing meanwhile is removed before its
+        // `consumerClosed` is sent: the client gets `newConsumer` before `consumerClosed`, or
+        // neither (never a consumer announced after it closed).
+        let pending = {
+            let objects = self.objects();
+            if !objects.consumers.contains_key(consumer.id()) {
+                return Ok(());
+            }
+            peer.start_request(ServerRequest::NewConsumer(params))?
+        };
+        match pending.answer(self.request_timeout()).await {
             Ok(_) => {
                 let out_of_range = self.interest_paused(&peer.id, consumer.id());
                 if !out_of_range {
@@ -1063,8 +1070,15 @@ impl Room {
         data_producer_id: &str,
     ) -> Result<(), SignalError> {
         let (consumer, params) = self.make_data_consumer(peer, data_producer_id).await?;
-        let request = ServerRequest::NewDataConsumer(params);
-        if let Err(e) = peer.request(request, self.request_timeout()).await {
+        // As for consumers: `newDataConsumer` before `dataConsumerClosed`, or neither.
+        let pending = {
+            let objects = self.objects();
+            if !objects.data_consumers.contains_key(consumer.id()) {
+                return Ok(());
+            }
+            peer.start_request(ServerRequest::NewDataConsumer(params))?
+        };
+        if let Err(e) = pending.answer(self.request_timeout()).await {
             let _ = consumer.close().await;
             self.objects().data_consumers.remove(consumer.id());
             self.dispatch(Action::DataConsumerClosed {
