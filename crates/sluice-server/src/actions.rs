@@ -72,7 +72,7 @@ pub fn check(
             r#type
         )));
     }
-    let size = serde_json::to_vec(&payload).map_or(usize::MAX, |v| v.len());
+    let size = serialized_len(&payload);
     if size > rule.max_payload_bytes {
         return Err(SignalError::new(
             ErrorCode::TooLarge,
@@ -110,6 +110,11 @@ pub fn check(
         to,
     };
     Ok((draft, bounds))
+}
+
+/// The size of `value` as serialized JSON (what a size limit counts).
+pub fn serialized_len(value: &serde_json::Value) -> usize {
+    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
 }
 
 fn check_sender(rule: &ActionRule, peer: &Peer, action_type: &str) -> Result<(), SignalError> {

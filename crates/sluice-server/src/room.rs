@@ -879,10 +879,7 @@ impl Room {
                 sluice_media::ProducerType::Simulcast => ConsumerType::Simulcast,
                 sluice_media::ProducerType::Svc => ConsumerType::Svc,
             },
-            app_data: match app_data {
-                Value::Object(m) => m,
-                _ => Default::default(),
-            },
+            app_data: app_data_map(&app_data),
             producer_paused: consumer.producer_paused(),
         };
         Ok((consumer, params))
@@ -1055,10 +1052,7 @@ impl Room {
             sctp_stream_parameters: stream,
             label: consumer.label().to_owned(),
             protocol: consumer.protocol().to_owned(),
-            app_data: match app_data {
-                Value::Object(m) => m,
-                _ => Default::default(),
-            },
+            app_data: app_data_map(&app_data),
         };
         Ok((consumer, params))
     }
@@ -1170,10 +1164,6 @@ fn action_notification(action: &Action) -> Option<ServerNotification> {
 /// `newProducer` / `newDataProducer` for a producer's creation (routers without
 /// `auto_consume`).
 fn producer_notification(action: &Action) -> Option<ServerNotification> {
-    let object = |v: &Value| match v {
-        Value::Object(m) => m.clone(),
-        _ => Default::default(),
-    };
     match action {
         Action::ProducerCreated {
             peer_id,
@@ -1187,7 +1177,7 @@ fn producer_notification(action: &Action) -> Option<ServerNotification> {
             producer_id: producer_id.clone(),
             kind: *kind,
             paused: *paused,
-            app_data: object(app_data),
+            app_data: app_data_map(app_data),
         })),
         Action::DataProducerCreated {
             peer_id,
@@ -1201,9 +1191,17 @@ fn producer_notification(action: &Action) -> Option<ServerNotification> {
             data_producer_id: data_producer_id.clone(),
             label: label.clone(),
             protocol: protocol.clone(),
-            app_data: object(app_data),
+            app_data: app_data_map(app_data),
         })),
         _ => None,
+    }
+}
+
+/// An object's appData as the protocol carries it (the room keeps it as a JSON object).
+fn app_data_map(value: &Value) -> serde_json::Map<String, Value> {
+    match value {
+        Value::Object(m) => m.clone(),
+        _ => Default::default(),
     }
 }
 

@@ -41,7 +41,7 @@ fn app_data(
     limits: &crate::config::Limits,
 ) -> Result<Value, SignalError> {
     let data = Value::Object(data);
-    let size = serde_json::to_vec(&data).map_or(usize::MAX, |v| v.len());
+    let size = actions::serialized_len(&data);
     if size > limits.max_app_data_bytes {
         return Err(SignalError::new(
             ErrorCode::TooLarge,
