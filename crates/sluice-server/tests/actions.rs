@@ -30,17 +30,7 @@ fn rule(pattern: &str) -> ActionRule {
 async fn joined(server: &TestServer, room: &str, peer: &str, grants: Grants) -> SignalingClient {
     let url = sluice_client::ws_url(&server.base, room, peer, &server.token(room, peer, grants));
     let client = SignalingClient::connect(&url).await.unwrap();
-    let caps = client
-        .request_raw("getRouterRtpCapabilities", json!({}))
-        .await
-        .unwrap();
-    client
-        .request_raw(
-            "join",
-            json!({"displayName": peer, "device": {"name": "test"}, "rtpCapabilities": caps}),
-        )
-        .await
-        .unwrap();
+    join_raw(&client, peer).await;
     client
 }
 

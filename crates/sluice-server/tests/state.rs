@@ -8,67 +8,20 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use sluice_client::SignalingClient;
-
-async fn connect(server: &TestServer, room: &str, peer: &str) -> SignalingClient {
-    server.signaling(room, peer).await
-}
-
-async fn join(client: &SignalingClient, name: &str) {
-    join_raw(client, name).await;
-}
-
-async fn accept(client: &SignalingClient, method: &str) -> Value {
-    next_named(client, method).await
-}
-
-fn transport_request(producing: bool, app_data: Value) -> Value {
-    json!({
-        "producing": producing, "consuming": !producing,
-        "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}},
-        "appData": app_data,
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_shows_transports_with_ice_and_dtls_parameters_and_every_objects_app_data() {
     let server = TestServer::start(|_| {}).await;
     // Bob receives: his transport first, then he joins (as mediasoup-demo's client does).
-    let bob = connect(&server, "r", "bob").await;
-    let recv = bob
-        .request_raw(
-            "createWebRtcTransport",
-            transport_request(false, json!({"role": "recv"})),
-        )
-        .await
-        .unwrap();
-    join(&bob, "bob").await;
-    let alice = connect(&server, "r", "alice").await;
-    let send = alice
-        .request_raw(
-            "createWebRtcTransport",
-            transport_request(true, json!({"role": "send"})),
-        )
-        .await
-        .unwrap();
-    join(&alice, "alice").await;
+    let bob = server.signaling("r", "bob").await;
+    let recv = transport_raw(&bob, false, json!({"role": "recv"})).await;
+    join_raw(&bob, "bob").await;
+    let alice = server.signaling("r", "alice").await;
+    let send = transport_raw(&alice, true, json!({"role": "send"})).await;
+    join_raw(&alice, "alice").await;
     let send_id = send["id"].as_str().unwrap();
-    let producer = alice
-        .request_raw(
-            "produce",
-            json!({
-                "transportId": send_id, "kind": "audio",
-                "rtpParameters": {
-                    "mid": "0",
-                    "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2}],
-                    "encodings": [{"ssrc": 11111111}]
-                },
-                "appData": {"source": "mic"}
-            }),
-        )
-        .await
-        .unwrap();
-    let new_consumer = accept(&bob, "newConsumer").await;
+    let producer_id = produce_audio_raw(&alice, send_id, 11111111, json!({"source": "mic"})).await;
+    let new_consumer = next_named(&bob, "newConsumer").await;
     assert_eq!(new_consumer["appData"], json!({"source": "mic"}));
     let data_producer = alice
         .request_raw(
@@ -81,7 +34,7 @@ async fn the_admin_api_shows_transports_with_ice_and_dtls_parameters_and_every_o
         )
         .await
         .unwrap();
-    let new_data_consumer = accept(&bob, "newDataConsumer").await;
+    let new_data_consumer = next_named(&bob, "newDataConsumer").await;
     assert_eq!(new_data_consumer["appData"], json!({"channel": "lobby"}));
 
     let (status, body) = server
@@ -98,9 +51,8 @@ async fn the_admin_api_shows_transports_with_ice_and_dtls_parameters_and_every_o
     assert_eq!(t["dtlsParameters"], send["dtlsParameters"]);
     assert_eq!(t["sctpParameters"], send["sctpParameters"]);
     assert_eq!(t["appData"], json!({"role": "send"}));
-    let producer_id = producer["id"].as_str().unwrap();
     assert_eq!(
-        a["producers"][producer_id]["appData"],
+        a["producers"][&producer_id]["appData"],
         json!({"source": "mic"})
     );
     let dp_id = data_producer["id"].as_str().unwrap();
@@ -116,7 +68,7 @@ async fn the_admin_api_shows_transports_with_ice_and_dtls_parameters_and_every_o
     assert_eq!(b["transports"][recv_id]["appData"], json!({"role": "recv"}));
     let consumer_id = new_consumer["id"].as_str().unwrap();
     let c = &b["consumers"][consumer_id];
-    assert_eq!(c["producerId"], producer_id);
+    assert_eq!(c["producerId"], producer_id.as_str());
     assert_eq!(c["appData"], json!({"source": "mic"}));
     let dc_id = new_data_consumer["id"].as_str().unwrap();
     let dc = &b["dataConsumers"][dc_id];
@@ -146,7 +98,7 @@ async fn the_admin_api_shows_transports_with_ice_and_dtls_parameters_and_every_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_app_data_is_refused_with_413_and_creates_nothing() {
     let server = TestServer::start(|c| c.limits.max_app_data_bytes = 100).await;
-    let p = connect(&server, "r", "p").await;
+    let p = server.signaling("r", "p").await;
     // {"x":"…"} is 8 bytes of JSON around the string.
     let fits = json!({"x": "a".repeat(92)});
     let over = json!({"x": "a".repeat(93)});
@@ -158,7 +110,7 @@ async fn oversize_app_data_is_refused_with_413_and_creates_nothing() {
         .request_raw("createWebRtcTransport", transport_request(true, fits))
         .await
         .unwrap();
-    join(&p, "p").await;
+    join_raw(&p, "p").await;
     let r = p
         .request_raw(
             "produceData",

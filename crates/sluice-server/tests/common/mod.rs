@@ -241,6 +241,15 @@ pub async fn next_named(client: &SignalingClient, method: &str) -> serde_json::V
     .unwrap_or_else(|_| panic!("{method} within 10 s"))
 }
 
+/// `createWebRtcTransport`'s data for a send (`producing`) or receive transport with SCTP.
+pub fn transport_request(producing: bool, app_data: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "producing": producing, "consuming": !producing,
+        "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}},
+        "appData": app_data,
+    })
+}
+
 /// A WebRTC transport over a bare signaling client, with SCTP.
 pub async fn transport_raw(
     client: &SignalingClient,
@@ -250,11 +259,7 @@ pub async fn transport_raw(
     client
         .request_raw(
             "createWebRtcTransport",
-            serde_json::json!({
-                "producing": producing, "consuming": !producing,
-                "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}},
-                "appData": app_data,
-            }),
+            transport_request(producing, app_data),
         )
         .await
         .unwrap()
