@@ -4,7 +4,6 @@
 //! since machines differ by up to 3× in absolute speed.
 
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -73,17 +72,12 @@ pub async fn measure_and_print(cpu: usize) -> Option<f64> {
 /// Pins the calling thread to `cpu`; best effort (`taskset` on the thread's id).
 fn pin_this_thread(cpu: usize) {
     // `/proc/thread-self` links to `PID/task/TID`.
-    let Some(tid) = std::fs::read_link("/proc/thread-self")
+    if let Some(tid) = std::fs::read_link("/proc/thread-self")
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-    else {
-        return;
-    };
-    let _ = Command::new("taskset")
-        .args(["-cp", &cpu.to_string(), &tid])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    {
+        super::target::pin(cpu, &tid);
+    }
 }
 
 /// CPU time of the calling thread in nanoseconds (`/proc/thread-self/schedstat`: its first

@@ -13,8 +13,13 @@ use super::TargetArgs;
 
 /// Pins this process (and the threads it will start) to `cpu`; best effort.
 pub fn pin_self(cpu: usize) {
+    pin(cpu, &std::process::id().to_string());
+}
+
+/// Pins a process or, given a thread id, one thread to `cpu` (`taskset`); best effort.
+pub fn pin(cpu: usize, id: &str) {
     let _ = Command::new("taskset")
-        .args(["-cp", &cpu.to_string(), &std::process::id().to_string()])
+        .args(["-cp", &cpu.to_string(), id])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
