@@ -125,6 +125,12 @@ pub(crate) enum Command {
         data_producer_id: String,
         message: DataMessage,
     },
+    /// A message from a direct data producer to some of its data consumers only.
+    DirectSendTo {
+        data_producer_id: String,
+        message: DataMessage,
+        data_consumer_ids: Vec<String>,
+    },
     PauseDataProducer {
         id: String,
         paused: bool,

@@ -68,6 +68,20 @@ impl DataProducer {
         })
     }
 
+    /// Sends a message to the listed data consumers of this producer only (data producers of a
+    /// `DirectTransport` only); ids that are not its consumers are skipped.
+    pub fn send_to(
+        &self,
+        message: DataMessage,
+        data_consumer_ids: Vec<String>,
+    ) -> Result<(), MediaError> {
+        self.worker.send(Command::DirectSendTo {
+            data_producer_id: self.id.clone(),
+            message,
+            data_consumer_ids,
+        })
+    }
+
     pub async fn pause(&self) -> Result<(), MediaError> {
         self.set_paused(true).await
     }

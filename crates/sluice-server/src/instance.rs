@@ -10,6 +10,7 @@ use sluice_media::{Worker, WorkerSettings};
 
 use crate::auth::TokenAuthority;
 use crate::config::{Config, InterestMode};
+use crate::game::GameFactory;
 use crate::metrics::Metrics;
 use crate::room::Room;
 
@@ -27,6 +28,8 @@ pub enum RoomError {
     NoWorker,
     #[error("cannot create the room's router: {0}")]
     Router(String),
+    #[error("the room's game logic failed: {0}")]
+    GameFailed(String),
 }
 
 /// Everything one `sluice serve` runs.
@@ -37,6 +40,8 @@ pub struct Instance {
     workers: Mutex<Vec<Worker>>,
     rooms: tokio::sync::Mutex<HashMap<String, Arc<Room>>>,
     draining: AtomicBool,
+    /// Makes each new room's game logic (`Server::builder().game_logic`).
+    game: Option<GameFactory>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -48,6 +53,14 @@ impl std::fmt::Debug for Instance {
 impl Instance {
     /// Starts the workers (one per core unless configured) and their supervisors.
     pub fn start(config: Arc<Config>) -> Result<Arc<Instance>, sluice_media::MediaError> {
+        Self::start_with_game(config, None)
+    }
+
+    /// As [`Instance::start`], with each room's game logic made by `game`.
+    pub fn start_with_game(
+        config: Arc<Config>,
+        game: Option<GameFactory>,
+    ) -> Result<Arc<Instance>, sluice_media::MediaError> {
         let mut workers = Vec::new();
         for i in 0..config.worker_count() {
             workers.push(Worker::spawn(i, &worker_settings(&config, i))?);
@@ -59,6 +72,7 @@ impl Instance {
             workers: Mutex::new(workers.clone()),
             rooms: tokio::sync::Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
+            game,
         });
         for worker in workers {
             supervise(Arc::downgrade(&instance), worker);
@@ -101,8 +115,26 @@ impl Instance {
         }
         let mut rooms = self.rooms.lock().await;
         if let Some(room) = rooms.get(id) {
+            if let Some(reason) = room.failure() {
+                // Its peers are being closed; once they are gone the room goes, and the next
+                // peer gets a fresh one.
+                return Err(RoomError::GameFailed(reason.to_owned()));
+            }
             return Ok(room.clone());
         }
+        // The game's code runs first here (its factory and spec): a panic in it refuses the
+        // room rather than failing the connection.
+        let game = match &self.game {
+            None => None,
+            Some(factory) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                factory(id).map(crate::game::link)
+            }))
+            .map_err(|_| RoomError::GameFailed("its factory panicked".to_owned()))?,
+        };
+        let (game_link, game_task) = match game {
+            Some((link, task)) => (Some(link), Some(task)),
+            None => (None, None),
+        };
         let mut load: HashMap<usize, usize> = HashMap::new();
         for r in rooms.values() {
             *load.entry(r.worker_index).or_default() += 1 + r.peer_count();
@@ -118,7 +150,20 @@ impl Instance {
             .create_router_with_events(&self.config.router.media_codecs, Some(events_tx))
             .await
             .map_err(|e| RoomError::Router(e.to_string()))?;
-        let room = Arc::new(Room::new(id, router, worker.index(), self.config.clone()));
+        let room = Arc::new(Room::new(
+            id,
+            router,
+            worker.index(),
+            self.config.clone(),
+            game_link,
+        ));
+        if let Some(task) = game_task {
+            if let Err(e) = room.open_game().await {
+                let _ = room.router.close().await;
+                return Err(RoomError::Router(e.reason));
+            }
+            tokio::spawn(task.run(Arc::downgrade(&room), id.to_owned()));
+        }
         rooms.insert(id.to_owned(), room.clone());
         let weak = Arc::downgrade(&room);
         tokio::spawn(async move {

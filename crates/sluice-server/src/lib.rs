@@ -11,6 +11,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod game;
 pub mod http;
 pub mod instance;
 pub mod interest;
@@ -67,12 +68,48 @@ pub struct Server {
     local_addr: SocketAddr,
 }
 
+/// A server to be started from Rust with what only code can give it (game logic).
+pub struct ServerBuilder {
+    config: Config,
+    game: Option<game::GameFactory>,
+}
+
+impl ServerBuilder {
+    /// Each room runs the game logic `factory` makes for it (given the room id; `None`: that
+    /// room has none). See [`game`].
+    pub fn game_logic(
+        mut self,
+        factory: impl Fn(&str) -> Option<Box<dyn game::GameLogic>> + Send + Sync + 'static,
+    ) -> Self {
+        self.game = Some(Arc::new(factory));
+        self
+    }
+
+    /// Starts the workers and binds the listener, as [`Server::bind`].
+    pub async fn bind(self) -> Result<Server, ServerError> {
+        Server::bind_with(self.config, self.game).await
+    }
+}
+
 impl Server {
+    /// A server with what only code can give it; `bind` starts it.
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder { config, game: None }
+    }
+
     /// Starts the workers and binds the HTTP/WebSocket listener (`listen`; port 0 picks a free
     /// port).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        Self::bind_with(config, None).await
+    }
+
+    async fn bind_with(
+        config: Config,
+        game: Option<game::GameFactory>,
+    ) -> Result<Server, ServerError> {
         let config = Arc::new(config);
-        let instance = instance::Instance::start(config.clone()).map_err(ServerError::Workers)?;
+        let instance = instance::Instance::start_with_game(config.clone(), game)
+            .map_err(ServerError::Workers)?;
         let addr = config.listen;
         let listener = TcpListener::bind(addr)
             .await

@@ -25,6 +25,7 @@ use sluice_protocol::{
 
 use crate::config::{Config, InterestMode, Relay};
 use crate::error::SignalError;
+use crate::game::{GameEffect, GameEvent, GameInput, GameLink, To};
 use crate::interest::{Interest, Position, Sense};
 use crate::peer::Peer;
 use crate::store::{Action, CacheBounds, GameDraft, Store};
@@ -148,8 +149,15 @@ pub struct Room {
     objects: Mutex<Objects>,
     /// Interest management (`[interest] mode = "proximity"`), evaluated by the instance's ticker.
     interest: Option<Mutex<Interest>>,
-    /// The room's server side (made on first use): it consumes the peers' position channels.
+    /// The room's server side (made on first use): it consumes the peers' position channels
+    /// and the game's inputs, and carries the game's outputs.
     direct: tokio::sync::OnceCell<sluice_media::DirectTransport>,
+    /// The room's game logic (`sluice_server::game`), if the server was built with one.
+    game: Option<GameLink>,
+    /// The game's output data producers, by label.
+    game_producers: Mutex<HashMap<String, DataProducer>>,
+    /// Why the game logic failed; a failed room takes no new peer.
+    failed: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Room {
@@ -175,8 +183,17 @@ fn owned<T: Clone>(
 }
 
 impl Room {
-    pub fn new(id: &str, router: Router, worker_index: usize, config: Arc<Config>) -> Self {
+    pub(crate) fn new(
+        id: &str,
+        router: Router,
+        worker_index: usize,
+        config: Arc<Config>,
+        game: Option<GameLink>,
+    ) -> Self {
         Room {
+            game,
+            game_producers: Mutex::new(HashMap::new()),
+            failed: std::sync::OnceLock::new(),
             id: id.to_owned(),
             router,
             worker_index,
@@ -280,6 +297,9 @@ impl Room {
                 device,
             } => {
                 self.with_interest(|i| i.add_player(peer_id));
+                if let Some(game) = &self.game {
+                    let _ = game.events.send(GameEvent::Join(peer_id.clone()));
+                }
                 let n = ServerNotification::NewPeer(PeerInfo {
                     id: peer_id.clone(),
                     display_name: display_name.clone(),
@@ -294,6 +314,9 @@ impl Room {
                 joined: true,
             } => {
                 self.with_interest(|i| i.remove_player(peer_id));
+                if let Some(game) = &self.game {
+                    let _ = game.events.send(GameEvent::Leave(peer_id.clone()));
+                }
                 let n = ServerNotification::PeerClosed(PeerRef {
                     peer_id: peer_id.clone(),
                 });
@@ -476,14 +499,178 @@ impl Room {
     }
 
     fn relays_to_peers(&self, label: &str) -> bool {
-        label != POSITION_LABEL
-            && !matches!(self.config.data.rule(label), Ok(Some(rule)) if rule.relay == Relay::Server)
+        label != POSITION_LABEL && !self.is_game_input(label) && !self.relays_to_server(label)
+    }
+
+    fn relays_to_server(&self, label: &str) -> bool {
+        matches!(self.config.data.rule(label), Ok(Some(rule)) if rule.relay == Relay::Server)
+    }
+
+    fn is_game_input(&self, label: &str) -> bool {
+        self.game.as_ref().is_some_and(|g| g.inputs.contains(label))
+    }
+
+    /// The room's DirectTransport, made on first use.
+    async fn direct(&self) -> Result<&sluice_media::DirectTransport, SignalError> {
+        self.direct
+            .get_or_try_init(|| self.router.create_direct_transport(None))
+            .await
+            .map_err(SignalError::from)
+    }
+
+    /// After a peer's data producer was created: the server reads what is its own (positions,
+    /// the game's inputs and labels relayed to the server); other labels are left alone.
+    pub async fn read_server_labels(
+        self: &Arc<Self>,
+        peer_id: &str,
+        data_producer_id: &str,
+        label: &str,
+    ) -> Result<(), SignalError> {
+        if label == POSITION_LABEL {
+            return self.read_positions(peer_id, data_producer_id).await;
+        }
+        let Some(game) = &self.game else {
+            return Ok(());
+        };
+        if !game.inputs.contains(label) && !self.relays_to_server(label) {
+            return Ok(());
+        }
+        let (_consumer, messages) = self
+            .direct()
+            .await?
+            .consume_data(DataConsumerOptions::new(data_producer_id))
+            .await
+            .map_err(SignalError::from)?;
+        let to_game = game.messages.clone();
+        let (peer_id, label) = (peer_id.to_owned(), label.to_owned());
+        tokio::spawn(async move {
+            // Ends when the data producer closes (its consumer closes with it) or the game ends.
+            // While the game is behind, this waits and the bounded receiver drops what overflows.
+            while let Some(message) = messages.recv().await {
+                let input = GameInput {
+                    peer_id: peer_id.clone(),
+                    label: label.clone(),
+                    message,
+                };
+                if to_game.send(input).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Creates the game's output data producers on the room's DirectTransport (when the room
+    /// opens, before any peer joins).
+    pub(crate) async fn open_game(&self) -> Result<(), SignalError> {
+        let Some(game) = &self.game else {
+            return Ok(());
+        };
+        for output in &game.outputs {
+            let mut options = sluice_media::DataProducerOptions::new(output.label.clone());
+            options.max_message_size = usize::MAX;
+            let dp = self
+                .direct()
+                .await?
+                .produce_data(options)
+                .await
+                .map_err(SignalError::from)?;
+            self.objects().data_producers.insert(
+                dp.id().to_owned(),
+                Owned {
+                    peer_id: SERVER_PEER.to_owned(),
+                    object: dp.clone(),
+                    app_data: Value::Null,
+                },
+            );
+            self.game_producers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(output.label.clone(), dp);
+        }
+        Ok(())
+    }
+
+    /// Carries out what a game hook asked for.
+    pub(crate) fn apply_game_effect(&self, effect: GameEffect) {
+        match effect {
+            GameEffect::Send { to, label, message } => {
+                let producer = self
+                    .game_producers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&label)
+                    .cloned();
+                let Some(producer) = producer else {
+                    tracing::warn!(room = %self.id, %label, "the game sent on a label it did not declare as an output");
+                    return;
+                };
+                let sent = match to {
+                    To::All => producer.send(message),
+                    To::Peer(peer_id) => {
+                        let ids = self.data_consumers_of(producer.id(), |p| p == peer_id);
+                        producer.send_to(message, ids)
+                    }
+                    To::Near(peer_id) => {
+                        let ids = self.data_consumers_of(producer.id(), |p| {
+                            p != peer_id && self.hears_now(p, &peer_id)
+                        });
+                        producer.send_to(message, ids)
+                    }
+                };
+                if let Err(e) = sent {
+                    tracing::debug!(room = %self.id, error = %e, "game message not sent");
+                }
+            }
+            GameEffect::SetPosition { peer_id, position } => {
+                self.set_position(&peer_id, position);
+            }
+            GameEffect::Action {
+                action_type,
+                payload,
+                cache,
+            } => {
+                self.dispatch_server_action(&action_type, payload, cache, None);
+            }
+        }
+    }
+
+    /// The ids of `data_producer_id`'s data consumers whose peer passes `f`.
+    fn data_consumers_of(&self, data_producer_id: &str, f: impl Fn(&str) -> bool) -> Vec<String> {
+        self.objects()
+            .data_consumers
+            .iter()
+            .filter(|(_, c)| c.object.data_producer_id() == data_producer_id && f(&c.peer_id))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The game logic panicked: the room takes nobody new and its peers are closed with the
+    /// reason (they may join again once the room is gone; a new room gets a new game).
+    pub(crate) fn game_failed(&self, reason: &str) {
+        tracing::error!(room = %self.id, %reason, "the game logic panicked; closing the room");
+        let _ = self.failed.set(reason.to_owned());
+        // A close frame's reason holds at most 123 bytes.
+        let mut text = format!("game logic failed: {reason}");
+        if text.len() > 120 {
+            let mut end = 120;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        self.close_all_peers(crate::game::CLOSE_GAME_FAILED, &text);
+    }
+
+    /// Why the room's game logic failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.get().map(String::as_str)
     }
 
     /// A peer's `sluice.position` data producer: the server reads it (never relays it) and sets
     /// the peer's position from each message (little-endian f32 x, y, z, then an optional yaw;
     /// other messages are ignored). Without interest management nothing reads it.
-    pub async fn read_positions(
+    async fn read_positions(
         self: &Arc<Self>,
         peer_id: &str,
         data_producer_id: &str,
@@ -491,12 +678,9 @@ impl Room {
         if self.interest.is_none() {
             return Ok(());
         }
-        let direct = self
-            .direct
-            .get_or_try_init(|| self.router.create_direct_transport(None))
-            .await
-            .map_err(SignalError::from)?;
-        let (_consumer, messages) = direct
+        let (_consumer, messages) = self
+            .direct()
+            .await?
             .consume_data(DataConsumerOptions::new(data_producer_id))
             .await
             .map_err(SignalError::from)?;
@@ -554,6 +738,26 @@ impl Room {
                     }
                 }
                 _ => {}
+            }
+        }
+        let game_producers: Vec<DataProducer> = self
+            .game_producers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for dp in game_producers {
+            if auto_consume {
+                self.spawn_data_consumer(peer.clone(), dp.id().to_owned());
+            } else {
+                peer.notify(&ServerNotification::NewDataProducer(NewDataProducer {
+                    peer_id: SERVER_PEER.to_owned(),
+                    data_producer_id: dp.id().to_owned(),
+                    label: dp.label().to_owned(),
+                    protocol: dp.protocol().to_owned(),
+                    app_data: Default::default(),
+                }));
             }
         }
     }
@@ -645,6 +849,12 @@ impl Room {
         };
         self.with_interest(|i| i.is_on(subscriber, publisher, sense))
             .unwrap_or(true)
+    }
+
+    /// Whether `subscriber` hears `publisher` now, as interest management last decided (always
+    /// without it).
+    pub fn hears_now(&self, subscriber: &str, publisher: &str) -> bool {
+        self.hears(subscriber, publisher, MediaKind::Audio)
     }
 
     /// Whether interest management holds `consumer_id` of `peer_id` paused.
@@ -990,7 +1200,8 @@ impl Room {
                 "a peer does not consume its own data producer",
             ));
         }
-        if !self.relays_to_peers(&label) {
+        let from_game = producer_peer == SERVER_PEER;
+        if !from_game && !self.relays_to_peers(&label) {
             return Err(SignalError::forbidden(format!(
                 "data label {label:?} is relayed to the server only"
             )));
@@ -1012,7 +1223,15 @@ impl Room {
             ));
         };
         let mut options = DataConsumerOptions::new(data_producer_id);
-        if let Ok(Some(rule)) = self.config.data.rule(&label)
+        let output = self
+            .game
+            .as_ref()
+            .filter(|_| from_game)
+            .and_then(|g| g.outputs.iter().find(|o| o.label == label));
+        if let Some(output) = output {
+            options.ordered = Some(output.ordered);
+            options.max_retransmits = output.max_retransmits;
+        } else if let Ok(Some(rule)) = self.config.data.rule(&label)
             && (rule.ordered.is_some()
                 || rule.max_retransmits.is_some()
                 || rule.max_packet_life_time.is_some())
@@ -1046,7 +1265,7 @@ impl Room {
             return Err(SignalError::internal("data consumer without a stream"));
         };
         let params = NewDataConsumerRequest {
-            peer_id: Some(producer_peer),
+            peer_id: (!from_game).then_some(producer_peer),
             data_producer_id: data_producer_id.to_owned(),
             id: consumer.id().to_owned(),
             sctp_stream_parameters: stream,
@@ -1204,6 +1423,10 @@ fn app_data_map(value: &Value) -> serde_json::Map<String, Value> {
         _ => Default::default(),
     }
 }
+
+/// The owner of the game's data producers in the room's objects: no peer (peer ids are never
+/// empty).
+pub const SERVER_PEER: &str = "";
 
 /// The data-channel label on which players report their position to the server.
 pub const POSITION_LABEL: &str = "sluice.position";

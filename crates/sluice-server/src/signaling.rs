@@ -307,9 +307,8 @@ async fn handle_request(
                 protocol: req.protocol,
                 app_data,
             });
-            if dp.label() == crate::room::POSITION_LABEL {
-                room.read_positions(&peer.id, dp.id()).await?;
-            }
+            room.read_server_labels(&peer.id, dp.id(), dp.label())
+                .await?;
             to_value(&IdResponse {
                 id: dp.id().to_owned(),
             })

@@ -242,7 +242,20 @@ impl Core {
                 message,
             } => {
                 if let Some(key) = self.data_producers.key_of(&data_producer_id) {
-                    self.relay_data(key, message, now);
+                    self.relay_data(key, message, now, None);
+                }
+            }
+            Command::DirectSendTo {
+                data_producer_id,
+                message,
+                data_consumer_ids,
+            } => {
+                if let Some(key) = self.data_producers.key_of(&data_producer_id) {
+                    let to: Vec<Key> = data_consumer_ids
+                        .iter()
+                        .filter_map(|id| self.data_consumers.key_of(id))
+                        .collect();
+                    self.relay_data(key, message, now, Some(&to));
                 }
             }
             Command::PauseDataProducer { id, paused, reply } => {

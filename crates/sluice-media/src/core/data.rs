@@ -247,8 +247,15 @@ impl Core {
         })
     }
 
-    /// Relays one message of data producer `pkey` to its data consumers.
-    pub(super) fn relay_data(&mut self, pkey: Key, message: DataMessage, now: Instant) {
+    /// Relays one message of data producer `pkey` to its data consumers (with `to`, only to
+    /// those of them listed).
+    pub(super) fn relay_data(
+        &mut self,
+        pkey: Key,
+        message: DataMessage,
+        now: Instant,
+        to: Option<&[Key]>,
+    ) {
         let Some(p) = self.data_producers.get_mut(&pkey) else {
             return;
         };
@@ -259,7 +266,10 @@ impl Core {
         if p.paused {
             return;
         }
-        let consumers = p.consumers.clone();
+        let mut consumers = p.consumers.clone();
+        if let Some(to) = to {
+            consumers.retain(|k| to.contains(k));
+        }
         let last = consumers.len().saturating_sub(1);
         let mut message = Some(message);
         for (i, dkey) in consumers.into_iter().enumerate() {

@@ -531,7 +531,7 @@ impl Core {
                             binary: data.binary,
                             data: data.data,
                         };
-                        self.relay_data(dkey, message, now);
+                        self.relay_data(dkey, message, now, None);
                     }
                     // Data on a consumer's stream, or on a stream no data producer declared.
                     _ => self.usage.dropped_data += 1,

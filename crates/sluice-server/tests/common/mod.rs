@@ -19,6 +19,24 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_built(tweak, Server::builder).await
+    }
+
+    /// A server whose rooms run the game logic `factory` makes.
+    pub async fn start_with_game(
+        tweak: impl FnOnce(&mut Config),
+        factory: impl Fn(&str) -> Option<Box<dyn sluice_server::game::GameLogic>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> TestServer {
+        Self::start_built(tweak, |config| Server::builder(config).game_logic(factory)).await
+    }
+
+    async fn start_built(
+        tweak: impl FnOnce(&mut Config),
+        build: impl FnOnce(Config) -> sluice_server::ServerBuilder,
+    ) -> TestServer {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -28,7 +46,7 @@ impl TestServer {
         config.rtc.port = 0;
         config.workers = 1;
         tweak(&mut config);
-        let server = Server::bind(config).await.unwrap();
+        let server = build(config).bind().await.unwrap();
         let base = format!("http://{}", server.local_addr());
         let instance = server.instance().clone();
         let (stop, stopped) = oneshot::channel::<()>();
