@@ -1,6 +1,7 @@
 //! What one evaluation of interest management costs: 1,000 players spread over a 1 km square
 //! (≈ 30 within 100 m of each), radius 30 m for audio and 20 m for video, k = 8 and 4, each
-//! player moving up to 1 m between evaluations (a 10 Hz tick of walking players).
+//! player moving up to 1 m between evaluations (a 10 Hz tick of walking players), with the video
+//! layers by distance.
 //!
 //! `cargo bench -p sluice-server --bench interest`
 
@@ -15,6 +16,7 @@ fn world(players: usize, rng: &mut rand::rngs::StdRng) -> (Interest, Vec<(String
         max_audible: 8,
         max_visible: 4,
         hysteresis: 2.0,
+        video_layers_by_distance: true,
     });
     let mut positions = Vec::with_capacity(players);
     for n in 0..players {
@@ -45,7 +47,7 @@ fn evaluate(c: &mut Criterion) {
                         p.y = (p.y + rng.random_range(-1.0..1.0)).clamp(0.0, 1000.0);
                         interest.set_position(id, Some(*p));
                     }
-                    interest.evaluate()
+                    (interest.evaluate(), interest.video_layers())
                 })
             },
         );

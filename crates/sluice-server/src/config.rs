@@ -84,9 +84,17 @@ pub struct InterestConfig {
     pub hysteresis: f32,
     /// Evaluations per second.
     pub rate_hz: u32,
+    /// A seen player's video at a lower spatial layer the farther it is (top within a third of
+    /// `video_radius`, layer 1 to two thirds, layer 0 beyond).
+    #[serde(default = "InterestConfig::default_video_layers_by_distance")]
+    pub video_layers_by_distance: bool,
 }
 
 impl InterestConfig {
+    fn default_video_layers_by_distance() -> bool {
+        true
+    }
+
     pub fn settings(&self) -> crate::interest::InterestSettings {
         crate::interest::InterestSettings {
             audio_radius: self.audio_radius,
@@ -94,6 +102,7 @@ impl InterestConfig {
             max_audible: self.max_audible,
             max_visible: self.max_visible,
             hysteresis: self.hysteresis,
+            video_layers_by_distance: self.video_layers_by_distance,
         }
     }
 }

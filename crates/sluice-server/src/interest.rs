@@ -55,6 +55,9 @@ pub struct InterestSettings {
     pub max_audible: usize,
     pub max_visible: usize,
     pub hysteresis: f32,
+    /// Prefer a lower spatial layer of a visible player's video with distance (see
+    /// [`Interest::video_layers`]).
+    pub video_layers_by_distance: bool,
 }
 
 impl InterestSettings {
@@ -83,6 +86,19 @@ pub struct Change {
     pub on: bool,
 }
 
+/// The spatial layer preferred for the video of a visible player: the top one (`u8::MAX`, which
+/// the consumer clamps to what the producer sends) within a third of `video_radius`, layer 1 up
+/// to two thirds, layer 0 beyond.
+pub const TOP_LAYER: u8 = u8::MAX;
+
+/// `subscriber` should now receive `publisher`'s video at most at `spatial_layer`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LayerChange {
+    pub subscriber: String,
+    pub publisher: String,
+    pub spatial_layer: u8,
+}
+
 /// The interest state of one room.
 #[derive(Debug)]
 pub struct Interest {
@@ -93,6 +109,8 @@ pub struct Interest {
     current: HashMap<(String, Sense), HashSet<String>>,
     /// The players that had a position at the last evaluation.
     positioned: HashSet<String>,
+    /// Per (subscriber, publisher): the spatial layer last reported, if not [`TOP_LAYER`].
+    layers: HashMap<(String, String), u8>,
 }
 
 /// Grid cell of a position.
@@ -105,6 +123,7 @@ impl Interest {
             players: HashMap::new(),
             current: HashMap::new(),
             positioned: HashSet::new(),
+            layers: HashMap::new(),
         }
     }
 
@@ -121,6 +140,7 @@ impl Interest {
             set.remove(id);
             s != id
         });
+        self.layers.retain(|(s, p), _| s != id && p != id);
     }
 
     /// Sets (or with `None` clears) a player's position; a position with a NaN or infinite
@@ -285,6 +305,82 @@ impl Interest {
     }
 }
 
+impl Interest {
+    /// The spatial layer `subscriber` receives `publisher`'s video at, as last reported by
+    /// [`Interest::video_layers`].
+    pub fn video_layer(&self, subscriber: &str, publisher: &str) -> u8 {
+        self.layers
+            .get(&(subscriber.to_owned(), publisher.to_owned()))
+            .copied()
+            .unwrap_or(TOP_LAYER)
+    }
+
+    /// After [`Interest::evaluate`]: for each player seen, the spatial layer its video should be
+    /// received at from its distance (see [`TOP_LAYER`]), as changes since the last call. A
+    /// pair keeps its layer until the distance is `hysteresis` past a band's edge, and the layer
+    /// of a pair out of sight is kept, so it comes back at the right one. Empty when
+    /// `video_layers_by_distance` is off.
+    pub fn video_layers(&mut self) -> Vec<LayerChange> {
+        if !self.settings.video_layers_by_distance {
+            return Vec::new();
+        }
+        let radius = self.settings.video_radius;
+        let margin = self.settings.hysteresis.max(0.0);
+        let mut changes = Vec::new();
+        for ((subscriber, sense), set) in &self.current {
+            if *sense != Sense::Video {
+                continue;
+            }
+            let Some(Some(p)) = self.players.get(subscriber) else {
+                continue;
+            };
+            for publisher in set {
+                let Some(Some(q)) = self.players.get(publisher) else {
+                    continue;
+                };
+                let key = (subscriber.clone(), publisher.clone());
+                let before = self.layers.get(&key).copied().unwrap_or(TOP_LAYER);
+                let after = layer_at(p.distance(q), radius, margin, before);
+                if after != before {
+                    if after == TOP_LAYER {
+                        self.layers.remove(&key);
+                    } else {
+                        self.layers.insert(key, after);
+                    }
+                    changes.push(LayerChange {
+                        subscriber: subscriber.clone(),
+                        publisher: publisher.clone(),
+                        spatial_layer: after,
+                    });
+                }
+            }
+        }
+        changes.sort();
+        changes
+    }
+}
+
+/// The layer band of distance `d` for a radius, staying in `before`'s band until `margin` past
+/// its edges.
+fn layer_at(d: f32, radius: f32, margin: f32, before: u8) -> u8 {
+    let (near, mid) = (radius / 3.0, radius * 2.0 / 3.0);
+    let (low, high) = match before {
+        TOP_LAYER => (f32::NEG_INFINITY, near + margin),
+        1 => (near - margin, mid + margin),
+        _ => (mid - margin, f32::INFINITY),
+    };
+    if d > low && d <= high {
+        return before;
+    }
+    if d <= near {
+        TOP_LAYER
+    } else if d <= mid {
+        1
+    } else {
+        0
+    }
+}
+
 fn change(subscriber: &str, publisher: &str, sense: Sense, on: bool) -> Change {
     Change {
         subscriber: subscriber.to_owned(),
@@ -305,6 +401,7 @@ mod tests {
             max_audible: 8,
             max_visible: 8,
             hysteresis: 1.0,
+            video_layers_by_distance: true,
         }
     }
 
@@ -488,5 +585,63 @@ mod tests {
                 .collect();
             assert_eq!(got, expected, "{id}");
         }
+    }
+
+    #[test]
+    fn video_layers_fall_with_distance_with_a_margin_and_come_back_as_players_near() {
+        // video_radius 5: top layer within 5/3, layer 1 up to 10/3, layer 0 beyond; margin 1.
+        let mut i = world(&[("a", at(0.0)), ("b", at(1.0))]);
+        i.evaluate();
+        assert!(
+            i.video_layers().is_empty(),
+            "near: the top layer, nothing to say"
+        );
+        let layer = |i: &mut Interest, x: f32| {
+            i.set_position("b", at(x));
+            i.evaluate();
+            i.video_layers()
+                .into_iter()
+                .filter(|c| c.subscriber == "a")
+                .map(|c| c.spatial_layer)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(layer(&mut i, 2.5), Vec::<u8>::new(), "within the margin");
+        assert_eq!(layer(&mut i, 3.0), vec![1]);
+        assert_eq!(layer(&mut i, 4.0), Vec::<u8>::new(), "within the margin");
+        assert_eq!(layer(&mut i, 4.5), vec![0]);
+        assert_eq!(layer(&mut i, 2.5), Vec::<u8>::new(), "within the margin");
+        // Out of sight: the layer is kept, and reported when it comes back nearer.
+        assert_eq!(layer(&mut i, 50.0), Vec::<u8>::new());
+        assert_eq!(layer(&mut i, 0.5), vec![TOP_LAYER]);
+        // Both directions are reported, in order.
+        i.set_position("b", at(4.5));
+        i.evaluate();
+        assert_eq!(
+            i.video_layers(),
+            vec![
+                LayerChange {
+                    subscriber: "a".into(),
+                    publisher: "b".into(),
+                    spatial_layer: 0
+                },
+                LayerChange {
+                    subscriber: "b".into(),
+                    publisher: "a".into(),
+                    spatial_layer: 0
+                },
+            ]
+        );
+        i.remove_player("b");
+        assert!(i.layers.is_empty(), "forgotten with the player");
+        let mut off = Interest::new(InterestSettings {
+            video_layers_by_distance: false,
+            ..settings()
+        });
+        off.add_player("a");
+        off.add_player("b");
+        off.set_position("a", at(0.0));
+        off.set_position("b", at(4.5));
+        off.evaluate();
+        assert!(off.video_layers().is_empty());
     }
 }

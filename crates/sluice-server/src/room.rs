@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::Value;
 use sluice_media::ortc::MediaKind;
 use sluice_media::{
-    Consumer, ConsumerOptions, DataConsumer, DataConsumerOptions, DataProducer, Producer, Router,
-    WebRtcTransport,
+    Consumer, ConsumerLayers, ConsumerOptions, DataConsumer, DataConsumerOptions, DataProducer,
+    Producer, Router, WebRtcTransport,
 };
 use sluice_protocol::{
     ActionNotification, ActiveSpeaker, ConsumerLayersChanged, ConsumerRef,
@@ -156,6 +156,9 @@ pub struct Room {
     game: Option<GameLink>,
     /// The game's output data producers, by label.
     game_producers: Mutex<HashMap<String, DataProducer>>,
+    /// Per video consumer: the peer's preferred layers, and the spatial layer interest
+    /// management allows at its distance (what it receives is the lower of both).
+    layer_caps: Mutex<HashMap<String, LayerCap>>,
     /// Why the game logic failed; a failed room takes no new peer.
     failed: std::sync::OnceLock<String>,
 }
@@ -193,6 +196,7 @@ impl Room {
         Room {
             game,
             game_producers: Mutex::new(HashMap::new()),
+            layer_caps: Mutex::new(HashMap::new()),
             failed: std::sync::OnceLock::new(),
             id: id.to_owned(),
             router,
@@ -874,7 +878,8 @@ impl Room {
     /// paused them; `consumerResumed` unless their producer is paused). Returns the number of
     /// consumers changed.
     pub async fn evaluate_interest(self: &Arc<Self>) -> usize {
-        let Some(changes) = self.with_interest(Interest::evaluate) else {
+        let Some((changes, layers)) = self.with_interest(|i| (i.evaluate(), i.video_layers()))
+        else {
             return 0;
         };
         let mut changed = 0;
@@ -883,21 +888,7 @@ impl Room {
                 Sense::Audio => MediaKind::Audio,
                 Sense::Video => MediaKind::Video,
             };
-            let consumers: Vec<Consumer> = {
-                let objects = self.objects();
-                objects
-                    .consumers
-                    .values()
-                    .filter(|c| c.peer_id == change.subscriber && c.object.kind() == kind)
-                    .filter(|c| {
-                        objects
-                            .producers
-                            .get(c.object.producer_id())
-                            .is_some_and(|p| p.peer_id == change.publisher)
-                    })
-                    .map(|c| c.object.clone())
-                    .collect()
-            };
+            let consumers = self.consumers_between(&change.subscriber, &change.publisher, kind);
             for consumer in consumers {
                 if self
                     .set_interest_paused(&change.subscriber, &consumer, !change.on)
@@ -907,7 +898,76 @@ impl Room {
                 }
             }
         }
+        for change in layers {
+            self.set_distance_layer(&change.subscriber, &change.publisher, change.spatial_layer)
+                .await;
+        }
+        // Forget the layers of consumers gone since.
+        let mut caps = self.layer_caps.lock().unwrap_or_else(|e| e.into_inner());
+        if !caps.is_empty() {
+            let objects = self.objects();
+            caps.retain(|id, _| objects.consumers.contains_key(id));
+            crate::shrink_when_sparse(&mut caps);
+        }
         changed
+    }
+
+    /// `subscriber`'s consumers of `publisher`'s producers of `kind`.
+    fn consumers_between(
+        &self,
+        subscriber: &str,
+        publisher: &str,
+        kind: MediaKind,
+    ) -> Vec<Consumer> {
+        let objects = self.objects();
+        objects
+            .consumers
+            .values()
+            .filter(|c| c.peer_id == subscriber && c.object.kind() == kind)
+            .filter(|c| {
+                objects
+                    .producers
+                    .get(c.object.producer_id())
+                    .is_some_and(|p| p.peer_id == publisher)
+            })
+            .map(|c| c.object.clone())
+            .collect()
+    }
+
+    /// Caps the spatial layer of `subscriber`'s video consumers of `publisher` (interest
+    /// management, by distance).
+    async fn set_distance_layer(&self, subscriber: &str, publisher: &str, spatial_layer: u8) {
+        for consumer in self.consumers_between(subscriber, publisher, MediaKind::Video) {
+            if consumer.r#type() == sluice_media::ProducerType::Simple {
+                continue;
+            }
+            let layers = {
+                let mut caps = self.layer_caps.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = caps.entry(consumer.id().to_owned()).or_default();
+                entry.1 = spatial_layer;
+                effective_layers(entry)
+            };
+            let _ = consumer.set_preferred_layers(layers).await;
+        }
+    }
+
+    /// `setConsumerPreferredLayers`: the peer's own preference, under the distance cap of
+    /// interest management if there is one.
+    pub async fn set_preferred_layers(
+        &self,
+        consumer: &Consumer,
+        layers: ConsumerLayers,
+    ) -> Result<(), SignalError> {
+        let effective = {
+            let mut caps = self.layer_caps.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = caps.entry(consumer.id().to_owned()).or_default();
+            entry.0 = Some(layers);
+            effective_layers(entry)
+        };
+        consumer
+            .set_preferred_layers(effective)
+            .await
+            .map_err(SignalError::from)
     }
 
     /// Pauses or resumes one consumer for interest management; false if nothing changed.
@@ -1071,6 +1131,15 @@ impl Room {
             producer_paused: consumer.producer_paused(),
             app_data: app_data.clone(),
         });
+        if consumer.kind() == MediaKind::Video
+            && consumer.r#type() != sluice_media::ProducerType::Simple
+            && let Some(layer) = self
+                .with_interest(|i| i.video_layer(&peer.id, &producer_peer))
+                .filter(|l| *l != crate::interest::TOP_LAYER)
+        {
+            self.set_distance_layer(&peer.id, &producer_peer, layer)
+                .await;
+        }
         if !self.hears(&peer.id, &producer_peer, consumer.kind()) {
             self.dispatch(Action::ConsumerInterestChanged {
                 peer_id: peer.id.clone(),
@@ -1421,6 +1490,29 @@ fn app_data_map(value: &Value) -> serde_json::Map<String, Value> {
     match value {
         Value::Object(m) => m.clone(),
         _ => Default::default(),
+    }
+}
+
+/// A video consumer's layers: the peer's preference, and the distance cap.
+#[derive(Debug, Clone, Copy)]
+struct LayerCap(Option<ConsumerLayers>, u8);
+
+impl Default for LayerCap {
+    fn default() -> Self {
+        LayerCap(None, crate::interest::TOP_LAYER)
+    }
+}
+
+/// What a consumer should receive: the peer's preference (top layers if none), spatially no
+/// higher than the distance allows.
+fn effective_layers(cap: &LayerCap) -> ConsumerLayers {
+    let wanted = cap.0.unwrap_or(ConsumerLayers {
+        spatial_layer: u8::MAX,
+        temporal_layer: u8::MAX,
+    });
+    ConsumerLayers {
+        spatial_layer: wanted.spatial_layer.min(cap.1),
+        temporal_layer: wanted.temporal_layer,
     }
 }
 

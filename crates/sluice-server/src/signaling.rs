@@ -336,12 +336,11 @@ async fn handle_request(
         }
         ClientRequest::SetConsumerPreferredLayers(req) => {
             let consumer = room.consumer_of(&peer.id, &req.consumer_id)?;
-            consumer
-                .set_preferred_layers(ConsumerLayers {
-                    spatial_layer: req.spatial_layer,
-                    temporal_layer: req.temporal_layer.unwrap_or(u8::MAX),
-                })
-                .await?;
+            let layers = ConsumerLayers {
+                spatial_layer: req.spatial_layer,
+                temporal_layer: req.temporal_layer.unwrap_or(u8::MAX),
+            };
+            room.set_preferred_layers(&consumer, layers).await?;
             Ok(json!({}))
         }
         ClientRequest::SetConsumerPriority(req) => {

@@ -201,3 +201,96 @@ async fn positions_reported_on_the_position_channel_reach_the_server_and_no_peer
     drop(bob);
     server.stop().await;
 }
+
+/// The layers `subscriber`'s consumer of `producer_id` prefers and receives now.
+async fn layers_of(
+    server: &TestServer,
+    subscriber: &str,
+    producer_id: &str,
+) -> (Option<(u8, u8)>, Option<u8>) {
+    let room = server.instance.room("r").await.unwrap();
+    let consumer = room
+        .objects()
+        .consumers
+        .values()
+        .find(|c| c.peer_id == subscriber && c.object.producer_id() == producer_id)
+        .map(|c| c.object.clone())
+        .unwrap();
+    let dump = consumer.dump().await.unwrap();
+    (
+        dump.preferred_layers
+            .map(|l| (l.spatial_layer, l.temporal_layer)),
+        dump.current_layers.map(|l| l.spatial_layer),
+    )
+}
+
+async fn wait_layers(
+    server: &TestServer,
+    subscriber: &str,
+    producer_id: &str,
+    preferred: Option<(u8, u8)>,
+    current: u8,
+) {
+    let mut seen = (None, None);
+    let reached = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            seen = layers_of(server, subscriber, producer_id).await;
+            if seen == (preferred, Some(current)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "{subscriber}'s layers of {producer_id}: want {preferred:?}/{current}, have {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seen_players_video_drops_to_a_lower_layer_with_distance_under_the_peers_own_preference()
+{
+    let server = TestServer::start(|c| {
+        c.interest.mode = InterestMode::Proximity;
+        c.interest.video_radius = 30.0;
+        c.interest.audio_radius = 30.0;
+        c.interest.hysteresis = 1.0;
+        c.interest.rate_hz = 50;
+    })
+    .await;
+    let alice = server.session("r", "alice").await;
+    let mut bob = server.session("r", "bob").await;
+    let producer = alice
+        .produce(sluice_client::SourceConfig::simulcast_video())
+        .await
+        .unwrap();
+    bob.wait_event(Duration::from_secs(20), |e| {
+        matches!(e, sluice_client::SessionEvent::Consumer { .. })
+    })
+    .await
+    .expect("bob consumes alice's video");
+    let room = server.instance.room("r").await.unwrap();
+    room.set_position("bob", Some(Position::new(0.0, 0.0, 0.0)));
+    room.set_position("alice", Some(Position::new(5.0, 0.0, 0.0)));
+    // Near (within a third of the radius): the top layer, as without interest management.
+    wait_layers(&server, "bob", &producer, None, 2).await;
+    // Two thirds away and beyond: layer 1, then 0.
+    room.set_position("alice", Some(Position::new(15.0, 0.0, 0.0)));
+    wait_layers(&server, "bob", &producer, Some((1, u8::MAX)), 1).await;
+    room.set_position("alice", Some(Position::new(25.0, 0.0, 0.0)));
+    wait_layers(&server, "bob", &producer, Some((0, u8::MAX)), 0).await;
+    // Bob's own preference stays the upper bound when Alice comes near again.
+    let consumer_id = consumer_of(&server, "bob", &producer).await.0;
+    bob.request_raw(
+        "setConsumerPreferredLayers",
+        json!({"consumerId": consumer_id, "spatialLayer": 1, "temporalLayer": 2}),
+    )
+    .await
+    .unwrap();
+    wait_layers(&server, "bob", &producer, Some((0, 2)), 0).await;
+    room.set_position("alice", Some(Position::new(1.0, 0.0, 0.0)));
+    wait_layers(&server, "bob", &producer, Some((1, 2)), 1).await;
+    drop(alice);
+    server.stop().await;
+}
