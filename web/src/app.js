@@ -8,8 +8,9 @@ import { Peer, WebSocketTransport } from 'protoo-client';
 
 import { parseRoomParams, randomDefaults, resolveToken, signalingUrl } from './params.js';
 import {
-  ARENA, CHAT_LABEL, CURSOR_LABEL, POSITION_LABEL, decodeChat, decodeCursor, encodeChat, encodeCursor,
-  encodeNoPosition, encodePosition, flagRequest, idleCursor, seedOf,
+  ARENA, ARENA_INPUT_LABEL, ARENA_STATE_LABEL, CHAT_LABEL, CURSOR_LABEL, POSITION_LABEL, decodeChat,
+  decodeCursor, decodeWorld, encodeArenaInput, encodeChat, encodeCursor, encodeNoPosition,
+  encodePosition, flagRequest, idleCursor, seedOf,
 } from './messages.js';
 import {
   addChat, addConsumer, addDataConsumer, addPeer, applyAction, createState, recordCursor,
@@ -42,6 +43,8 @@ let camProducer = null;
 let chatProducer = null;
 let cursorProducer = null;
 let positionProducer = null;
+let arenaInputProducer = null; // steers our player when the room runs the arena game
+let arenaInputStarting = false;
 let localStream = null;
 const consumers = new Map();
 const dataConsumers = new Map();
@@ -167,7 +170,7 @@ async function joinRoom() {
   sendTransport = await createTransport('send', sctpCapabilities);
   recvTransport = await createTransport('recv', sctpCapabilities);
 
-  const { peers } = await peer.request('join', {
+  const { peers, interest } = await peer.request('join', {
     displayName: state.displayName,
     device: { flag: 'sluice-demo', name: 'Chromium', version: '' },
     rtpCapabilities: device.recvRtpCapabilities ?? device.rtpCapabilities,
@@ -179,6 +182,7 @@ async function joinRoom() {
     addPeer(state, other);
     ui.renderTile(state, other.id);
   }
+  state.interest = Number.isFinite(interest?.audioRadius) ? interest : null;
   state.joined = true;
   setStatus('joined');
 
@@ -454,6 +458,10 @@ function sendCursor(now) {
     if (state.proximity && positionProducer?.readyState === 'open') {
       positionProducer.send(encodePosition(ownCursor.x, ownCursor.y));
     }
+    const me = state.world?.players[state.peerId];
+    if (me && arenaInputProducer?.readyState === 'open') {
+      arenaInputProducer.send(encodeArenaInput(state.world, me, ownCursor));
+    }
   } catch (error) {
     report('cursor send', error);
   }
@@ -500,6 +508,7 @@ function startCursorTimer() {
     const now = Date.now();
     if (now - lastCursorSend >= 1000 / CURSOR_HZ - 5) sendCursor(now);
     ui.drawArena(arena, state, ownCursor);
+    ui.renderPresence(state, ownCursor);
   }, 1000 / CURSOR_HZ);
 }
 
@@ -518,7 +527,31 @@ function onDataMessage(label, peerId, raw) {
   } else if (label === CURSOR_LABEL) {
     const position = decodeCursor(text, peerId);
     if (position) recordCursor(state, position);
+  } else if (label === ARENA_STATE_LABEL && peerId === null) {
+    // The server's world: it places every player; the page steers its own toward the cursor.
+    const world = decodeWorld(text);
+    if (!world) return;
+    state.world = world;
+    startArenaInput();
   }
+}
+
+/** Opens the `arena.input` channel once the server's arena game shows up. */
+function startArenaInput() {
+  if (arenaInputProducer || arenaInputStarting || !sendTransport || sendTransport.closed) return;
+  arenaInputStarting = true;
+  sendTransport.produceData({
+    ordered: false,
+    maxRetransmits: 0,
+    label: ARENA_INPUT_LABEL,
+    appData: { info: 'sluice-demo-arena-input' },
+  }).then((producer) => {
+    arenaInputProducer = producer;
+    producer.on('close', () => { arenaInputProducer = null; });
+    producer.on('transportclose', () => { arenaInputProducer = null; });
+    producer.on('error', (error) => dataChannelError('arena input channel', error));
+  }).catch((error) => report('arena input channel', error))
+    .finally(() => { arenaInputStarting = false; });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -756,7 +789,10 @@ function teardown(status) {
   chatProducer = null;
   cursorProducer = null;
   positionProducer = null;
+  arenaInputProducer = null;
   state.proximity = false;
+  state.world = null;
+  state.interest = null;
   pinned = null;
   state.producers = { audio: null, video: null };
   state.dataProducers = { chat: null, cursor: null };

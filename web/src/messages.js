@@ -113,3 +113,42 @@ export function seedOf(text) {
   for (const char of String(text)) hash = (hash * 31 + char.codePointAt(0)) >>> 0;
   return (hash % 6283) / 1000;
 }
+
+/**
+ * The server's arena game (crates/sluice-server/examples/arena): it broadcasts the world on
+ * `arena.state` and reads where each player wants to go on `arena.input`.
+ */
+export const ARENA_STATE_LABEL = 'arena.state';
+export const ARENA_INPUT_LABEL = 'arena.input';
+
+/**
+ * Decodes an `arena.state` snapshot (`{tick, size, players: {peerId: [x, y]}}`, the world a
+ * `size` square in the game's units): `{tick, size, players: {peerId: {wx, wy, x, y}}}` with
+ * `wx, wy` in the game's units and `x, y` scaled to the page's arena; null for garbage.
+ */
+export function decodeWorld(raw) {
+  const message = parseObject(raw);
+  if (!message || !Number.isFinite(message.size) || message.size <= 0) return null;
+  if (message.players === null || typeof message.players !== 'object') return null;
+  const { size } = message;
+  const players = {};
+  for (const [id, p] of Object.entries(message.players)) {
+    if (!Array.isArray(p) || !Number.isFinite(p[0]) || !Number.isFinite(p[1])) continue;
+    const wx = clamp(p[0], 0, size);
+    const wy = clamp(p[1], 0, size);
+    players[id] = { wx, wy, x: (wx / size) * ARENA.width, y: (wy / size) * ARENA.height };
+  }
+  return { tick: Number.isFinite(message.tick) ? message.tick : 0, size, players };
+}
+
+/**
+ * The arena input that steers a player at `from` (a decoded world player) toward the page's
+ * arena point `to`: a unit direction in the game's units, or standing still when there.
+ */
+export function encodeArenaInput(world, from, to) {
+  const dx = (to.x / ARENA.width) * world.size - from.wx;
+  const dy = (to.y / ARENA.height) * world.size - from.wy;
+  const distance = Math.hypot(dx, dy);
+  if (distance < world.size / 100) return JSON.stringify({ dx: 0, dy: 0 });
+  return JSON.stringify({ dx: dx / distance, dy: dy / distance });
+}

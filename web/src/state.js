@@ -34,6 +34,10 @@ export function createState({ roomId = '', peerId = '', displayName = '' } = {})
     flag: null,
     // Whether the page reports its arena position for the server's interest management.
     proximity: false,
+    // The room's interest radii, as `join` answered ({audioRadius, videoRadius}), or null.
+    interest: null,
+    // The server's world when the room runs the arena game (decodeWorld), or null.
+    world: null,
 
     // Other peers' cursors: {x, y, count}.
     cursors: {},
@@ -198,4 +202,35 @@ export function applyAction(state, { type, payload = null, from = null, seq } = 
 export function consumerCounts(state) {
   const all = Object.values(state.consumers);
   return { active: all.filter((c) => !c.paused).length, total: all.length };
+}
+
+/**
+ * How present a player at distance `d` is, 0..1, for a radius: fully within a third of it,
+ * fading to nothing at it (where the server stops forwarding its audio). 1 without a radius.
+ */
+export function presence(d, radius) {
+  if (!Number.isFinite(radius) || radius <= 0 || !Number.isFinite(d)) return 1;
+  const near = radius / 3;
+  if (d <= near) return 1;
+  if (d >= radius) return 0;
+  return 1 - (d - near) / (radius - near);
+}
+
+/**
+ * How present `peerId` is to this page: from the server's world when the room runs the arena
+ * game, else from the cursors while proximity is on (`own`: our arena position); 1 when the room
+ * has no interest management or a position is unknown.
+ */
+export function presenceOf(state, peerId, own) {
+  const radius = state.interest?.audioRadius;
+  if (!Number.isFinite(radius)) return 1;
+  if (state.world) {
+    const a = state.world.players[state.peerId];
+    const b = state.world.players[peerId];
+    if (!a || !b) return 1;
+    return presence(Math.hypot(a.wx - b.wx, a.wy - b.wy), radius);
+  }
+  const cursor = state.cursors[peerId];
+  if (!state.proximity || !own || !cursor) return 1;
+  return presence(Math.hypot(own.x - cursor.x, own.y - cursor.y), radius);
 }

@@ -1,7 +1,7 @@
 // DOM rendering. Everything the page shows is derived from the state (state.js) plus the media
 // tracks app.js hands over; this module never talks to the server.
 
-import { consumerCounts, displayNameOf, statusLine } from './state.js';
+import { consumerCounts, displayNameOf, presenceOf, statusLine } from './state.js';
 import { ARENA } from './messages.js';
 
 const $ = (selector) => document.querySelector(selector);
@@ -128,6 +128,20 @@ export function renderTile(state, peerId) {
   tile.querySelector('.badges').textContent = badges.join(' · ');
 }
 
+/**
+ * Fades each peer's tile and voice with its distance (see `presenceOf`): a dimmed tile and a
+ * quieter voice as the player moves away, gone where the server stops forwarding it.
+ */
+export function renderPresence(state, own) {
+  for (const tile of document.querySelectorAll('#peers .tile')) {
+    const level = presenceOf(state, tile.dataset.peerId, own);
+    tile.style.opacity = String(0.25 + 0.75 * level);
+    tile.dataset.presence = level.toFixed(2);
+    const audio = tile.querySelector('audio');
+    if (audio) audio.volume = level;
+  }
+}
+
 export function renderAllTiles(state) {
   for (const peerId of Object.keys(state.peers)) renderTile(state, peerId);
 }
@@ -204,6 +218,12 @@ export function drawArena(canvas, state, own) {
     .map(([peerId, cursor]) => ({ peerId, x: cursor.x, y: cursor.y }));
   if (own) dots.push({ peerId: state.peerId, x: own.x, y: own.y, self: true });
   if (state.flag) drawFlag(ctx, state, state.flag);
+  // The server's arena game: each player's square where the server put it.
+  for (const [peerId, p] of Object.entries(state.world?.players ?? {})) {
+    ctx.strokeStyle = colorOf(peerId);
+    ctx.lineWidth = 2;
+    ctx.strokeRect(p.x - 9, p.y - 9, 18, 18);
+  }
   for (const dot of dots) {
     ctx.beginPath();
     ctx.fillStyle = colorOf(dot.peerId);

@@ -366,6 +366,15 @@ async function audioOf(viewer, sender) {
   return stats;
 }
 
+/** Waits until `viewer`'s tile of `sender` shows it at `presence` ("0.00" far … "1.00" near). */
+async function waitPresence(viewer, sender, presence) {
+  await poll(`${viewer.name}'s tile of ${sender.name} at presence ${presence}`, async () => {
+    const shown = await inPage(viewer, (id) =>
+      document.querySelector(`#peers .tile[data-peer-id="${CSS.escape(id)}"]`)?.dataset.presence, sender.peerId);
+    return shown === presence;
+  }, { timeout: WAIT });
+}
+
 /** Waits until `viewer` receives `sender`'s audio (`flowing`) or not, over one-second samples. */
 async function waitAudio(viewer, sender, flowing) {
   let last = await audioOf(viewer, sender);
@@ -389,11 +398,14 @@ async function proximityWorks(near, far) {
   const shown = await inPage(far, (id) =>
     document.querySelector(`#peers .tile[data-peer-id="${CSS.escape(id)}"]`)?.dataset.audioPaused, near.peerId);
   if (shown !== 'true') throw new TestFailure(`${far.name}'s tile of ${near.name} does not show the audio paused`);
+  // Beyond the radius (the server's, from join): the tile dimmed to its floor and the voice silent.
+  await waitPresence(far, near, '0.00');
   await screenshot(far, '1-proximity-far');
   // Walk up to the other: both hear each other again.
   await inPage(near, () => window.sluiceDemo.moveTo(600, 330));
   await waitAudio(far, near, true);
   await waitAudio(near, far, true);
+  await waitPresence(far, near, '1.00');
   // Proximity off: out of the world, heard by everyone whatever the distance.
   await inPage(near, () => window.sluiceDemo.moveTo(20, 20));
   for (const peer of [near, far]) {
@@ -401,7 +413,8 @@ async function proximityWorks(near, far) {
     await inPage(peer, () => window.sluiceDemo.unpin());
   }
   await waitAudio(far, near, true);
-  return `far apart ${near.name} and ${far.name} stopped receiving each other's audio; close, and with proximity off, they receive it`;
+  await waitPresence(far, near, '1.00');
+  return `far apart ${near.name} and ${far.name} stopped receiving each other's audio (tiles dimmed); close, and with proximity off, they receive it`;
 }
 
 async function roomIsolated(outsider, insiders) {

@@ -126,10 +126,22 @@ pub struct PeerInfo {
     pub device: Device,
 }
 
-/// `join` response: the peers already joined (not including the caller).
+/// `join` response: the peers already joined (not including the caller), and the room's
+/// interest radii when it has interest management (an extension; absent otherwise).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JoinResponse {
     pub peers: Vec<PeerInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interest: Option<JoinInterest>,
+}
+
+/// The interest radii of a room with interest management, in the game's units: a page can
+/// fade the players it hears and sees as they near the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinInterest {
+    pub audio_radius: f32,
+    pub video_radius: f32,
 }
 
 /// `createWebRtcTransport` request.

@@ -12,7 +12,7 @@ use sluice_media::{
 };
 use sluice_protocol::{
     ClientRequest, CreateWebRtcTransportResponse, DispatchActionResponse, ErrorCode, IdResponse,
-    JoinResponse, PeerInfo,
+    JoinInterest, JoinResponse, PeerInfo,
 };
 
 use crate::actions;
@@ -103,7 +103,15 @@ pub async fn handle(
             display_name: join.display_name,
             device: join.device,
         });
-        return (to_value(&JoinResponse { peers }), Some(FollowUp::Joined));
+        let interest = (instance.config.interest.mode == crate::config::InterestMode::Proximity)
+            .then(|| JoinInterest {
+                audio_radius: instance.config.interest.audio_radius,
+                video_radius: instance.config.interest.video_radius,
+            });
+        return (
+            to_value(&JoinResponse { peers, interest }),
+            Some(FollowUp::Joined),
+        );
     }
     (handle_request(instance, room, peer, request).await, None)
 }

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import {
-  ARENA, MAX_CHAT_LENGTH, decodeChat, decodeCursor, encodeChat, encodeCursor, encodeNoPosition,
-  encodePosition, idleCursor, seedOf,
+  ARENA, MAX_CHAT_LENGTH, decodeChat, decodeCursor, decodeWorld, encodeArenaInput, encodeChat,
+  encodeCursor, encodeNoPosition, encodePosition, idleCursor, seedOf,
 } from '../../src/messages.js';
 
 test('chat messages round-trip', () => {
@@ -64,4 +64,27 @@ test('positions are 12 bytes of little-endian float32 x, y, z, and NaNs to leave
   assert.deepEqual([...new Uint8Array(encodePosition(1, 0, 0)).slice(0, 4)], [0, 0, 0x80, 0x3f]);
   const none = new DataView(encodeNoPosition());
   assert.ok([0, 4, 8].every((at) => Number.isNaN(none.getFloat32(at, true))));
+});
+
+test("the arena's world decodes into the game's units and the page's, and garbage does not", () => {
+  const world = decodeWorld(JSON.stringify({ tick: 7, size: 200, players: { a: [100, 50], b: [300, -1], c: 'x' } }));
+  assert.deepEqual(world, {
+    tick: 7,
+    size: 200,
+    players: {
+      a: { wx: 100, wy: 50, x: ARENA.width / 2, y: ARENA.height / 4 },
+      b: { wx: 200, wy: 0, x: ARENA.width, y: 0 },
+    },
+  });
+  assert.equal(decodeWorld('{"tick": 1, "players": {}}'), null, 'no size');
+  assert.equal(decodeWorld('{"size": 10, "players": null}'), null);
+  assert.equal(decodeWorld('not json'), null);
+});
+
+test('arena inputs steer toward the cursor and stand still once there', () => {
+  const world = { size: 200, players: {} };
+  const me = { wx: 100, wy: 100 };
+  assert.deepEqual(JSON.parse(encodeArenaInput(world, me, { x: ARENA.width, y: ARENA.height / 2 })), { dx: 1, dy: 0 });
+  assert.deepEqual(JSON.parse(encodeArenaInput(world, me, { x: ARENA.width / 2, y: 0 })), { dx: 0, dy: -1 });
+  assert.deepEqual(JSON.parse(encodeArenaInput(world, me, { x: ARENA.width / 2, y: ARENA.height / 2 })), { dx: 0, dy: 0 });
 });

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { FLAG_ACTION, flagRequest } from '../../src/messages.js';
 import {
   MAX_ACTIONS, MAX_CHAT_ENTRIES, addChat, applyAction, consumerCounts, addConsumer, addDataConsumer, addPeer, createState, displayNameOf,
-  recordCursor, recordError, removeConsumer, removeDataConsumer, removePeer, setConsumerPaused,
+  presence, presenceOf, recordCursor, recordError, removeConsumer, removeDataConsumer, removePeer, setConsumerPaused,
   setConsumerScore, statusLine,
 } from '../../src/state.js';
 
@@ -172,4 +172,31 @@ test('consumerCounts counts the consumers not paused', () => {
   addConsumer(state, { id: 'c3', peerId: 'carol', kind: 'audio' });
   setConsumerPaused(state, 'c3', true);
   assert.deepEqual(consumerCounts(state), { active: 1, total: 3 });
+});
+
+test('presence is full within a third of the radius and fades to nothing at it', () => {
+  assert.equal(presence(0, 30), 1);
+  assert.equal(presence(10, 30), 1);
+  assert.equal(presence(20, 30), 0.5);
+  assert.equal(presence(30, 30), 0);
+  assert.equal(presence(100, 30), 0);
+  assert.equal(presence(5, undefined), 1, 'no radius: no fading');
+  assert.equal(presence(Number.NaN, 30), 1);
+});
+
+test("a peer's presence comes from the server's world, else from cursors with proximity on", () => {
+  const state = room();
+  state.cursors.bob = { x: 200, y: 0, count: 1, at: 0 };
+  const own = { x: 0, y: 0 };
+  assert.equal(presenceOf(state, 'bob', own), 1, 'no interest management');
+  state.interest = { audioRadius: 300, videoRadius: 300 };
+  assert.equal(presenceOf(state, 'bob', own), 1, 'proximity off');
+  state.proximity = true;
+  assert.equal(presenceOf(state, 'bob', own), 0.5);
+  assert.equal(presenceOf(state, 'carol', own), 1, 'no cursor');
+  // The server's world wins over the cursors, in the game's units.
+  state.interest = { audioRadius: 30, videoRadius: 30 };
+  state.world = { tick: 1, size: 200, players: { alice: { wx: 0, wy: 0 }, bob: { wx: 0, wy: 25 } } };
+  assert.equal(presenceOf(state, 'bob', own), 0.25);
+  assert.equal(presenceOf(state, 'carol', own), 1, 'not in the world');
 });

@@ -4,7 +4,7 @@
 //! kept until the next one); every tick the server moves each player at `SPEED` units per second
 //! in that direction, inside the square `0..SIZE`, sets its position for interest management,
 //! and 20 times per second sends everyone the world on `arena.state`, unreliably (the next
-//! snapshot replaces a lost one): `{"tick": n, "players": {"peerId": [x, y], …}}`.
+//! snapshot replaces a lost one): `{"tick": n, "size": SIZE, "players": {"peerId": [x, y], …}}`.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -64,7 +64,7 @@ impl Arena {
             .iter()
             .map(|(id, p)| (id.clone(), serde_json::json!([p.x, p.y])))
             .collect();
-        serde_json::json!({ "tick": self.tick, "players": players }).to_string()
+        serde_json::json!({ "tick": self.tick, "size": SIZE, "players": players }).to_string()
     }
 }
 
