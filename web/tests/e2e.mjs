@@ -2,7 +2,12 @@
 // Browser end-to-end test: a real `sluice serve`, the demo page in Debian's Chromium (driven by
 // playwright-core, fake camera and microphone), and three peers.
 //
-//   node web/tests/e2e.mjs --sluice target/debug/sluice [--artifacts DIR] [--chromium PATH]
+//   node web/tests/e2e.mjs --sluice target/debug/sluice [--arena target/debug/examples/arena]
+//                          [--artifacts DIR] [--chromium PATH]
+//
+// With --arena, it then runs the server-authoritative arena game (crates/sluice-server/examples/
+// arena) and checks the demo page in it: the server moves the players, and the tiles of players
+// far away are dimmed and silent.
 //
 // Prints one line per check that passes, screenshots into a fresh folder (or --artifacts), and
 // exits non-zero with the reason, the pages' state and the server's output on the first failure.
@@ -79,11 +84,27 @@ hysteresis = 10.0
 rate_hz = 20
 `;
 
-async function startServer(binary) {
-  const config = join(run.artifacts, 'sluice.toml');
-  writeFileSync(config, SERVER_CONFIG);
-  const args = ['serve', '--config', config, '--listen', '127.0.0.1:0', '--rtc-ip', '127.0.0.1', '--rtc-port', '0',
-    '--workers', '1'];
+/** The arena game's server: the same, in its world of 200 units (spawned ≈ 130 apart). */
+const ARENA_CONFIG = `listen = "127.0.0.1:0"
+workers = 1
+
+[rtc]
+ip = "127.0.0.1"
+port = 0
+
+[interest]
+mode = "proximity"
+audio_radius = 40.0
+video_radius = 40.0
+hysteresis = 4.0
+rate_hz = 20
+`;
+
+async function startServer(binary, arena = false) {
+  const config = join(run.artifacts, arena ? 'arena.toml' : 'sluice.toml');
+  writeFileSync(config, arena ? ARENA_CONFIG : SERVER_CONFIG);
+  const args = arena ? [config] : ['serve', '--config', config, '--listen', '127.0.0.1:0', '--rtc-ip', '127.0.0.1',
+    '--rtc-port', '0', '--workers', '1'];
   const output = new Tail(400);
   const child = spawn(binary, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -375,6 +396,37 @@ async function waitPresence(viewer, sender, presence) {
   }, { timeout: WAIT });
 }
 
+/** `peer`'s player in the server's arena world as its page has it ({wx, wy, x, y}), or null. */
+function worldPlayer(viewer, peerId) {
+  return inPage(viewer, (id) => window.sluiceDemo.world?.players[id] ?? null, peerId);
+}
+
+async function arenaWorks(near, far) {
+  // The server places both and tells both pages.
+  for (const viewer of [near, far]) {
+    for (const peer of [near, far]) {
+      await poll(`${viewer.name}'s page to show ${peer.name} in the arena`,
+        async () => (await worldPlayer(viewer, peer.peerId)) !== null, { timeout: WAIT });
+    }
+  }
+  // Spawned far apart (≈ 130 units, radius 40): not heard, tiles dimmed.
+  await waitAudio(far, near, false);
+  await waitPresence(far, near, '0.00');
+  await screenshot(far, '3-arena-far');
+  // `near` steers toward `far`'s square: the server walks it there; both hear each other.
+  const target = await worldPlayer(far, far.peerId);
+  await inPage(near, ({ x, y }) => window.sluiceDemo.moveTo(x, y), target);
+  await poll(`the server to walk ${near.name} up to ${far.name}`, async () => {
+    const me = await worldPlayer(far, near.peerId);
+    return Math.hypot(me.wx - target.wx, me.wy - target.wy) < 10;
+  }, { timeout: WAIT });
+  await waitAudio(far, near, true);
+  await waitAudio(near, far, true);
+  await waitPresence(far, near, '1.00');
+  await screenshot(far, '4-arena-near');
+  return `${near.name} walked from far (silent, dimmed) to ${far.name} (heard, full) on the server's say`;
+}
+
 /** Waits until `viewer` receives `sender`'s audio (`flowing`) or not, over one-second samples. */
 async function waitAudio(viewer, sender, flowing) {
   let last = await audioOf(viewer, sender);
@@ -528,6 +580,26 @@ async function main(options) {
   for (const peer of run.pages) await screenshot(peer, '2-after-leave');
 
   await check('no errors on any page', noPageErrors);
+
+  if (options.arena) {
+    for (const peer of run.pages) await peer.context.close().catch(() => {});
+    run.pages = [];
+    await stopServer();
+    let arenaUrl;
+    await check('the arena game server is up', async () => {
+      arenaUrl = await startServer(resolve(options.arena), true);
+      return arenaUrl;
+    });
+    const arenaRoom = `e2e-arena-${randomSuffix()}`;
+    const erin = await openPeer(arenaUrl, { name: 'erin', roomId: arenaRoom, peerId: 'erin', displayName: 'Erin' });
+    const frank = await openPeer(arenaUrl, { name: 'frank', roomId: arenaRoom, peerId: 'frank', displayName: 'Frank' });
+    await check(`Erin and Frank joined the arena ${arenaRoom}`, async () => {
+      await Promise.all([waitJoined(erin), waitJoined(frank)]);
+    });
+    await check('in the arena the server moves the players; far apart they are dimmed and silent, close they hear each other',
+      () => arenaWorks(erin, frank));
+    await check('no errors on the arena pages', noPageErrors);
+  }
   log(`# screenshots in ${run.artifacts}`);
 }
 

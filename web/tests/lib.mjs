@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 
 export const USAGE = 'usage: node web/tests/e2e.mjs --sluice <path to the sluice binary> '
-  + '[--artifacts <dir>] [--chromium <path>] [--headed]';
+  + '[--arena <path to the arena example>] [--artifacts <dir>] [--chromium <path>] [--headed]';
 
 /** Parses the e2e script's arguments; throws an Error carrying the usage on a mistake. */
 export function parseCliArgs(argv) {
@@ -14,6 +14,7 @@ export function parseCliArgs(argv) {
       args: argv,
       options: {
         sluice: { type: 'string' },
+        arena: { type: 'string' },
         artifacts: { type: 'string' },
         chromium: { type: 'string', default: '/usr/bin/chromium' },
         headed: { type: 'boolean', default: false },
