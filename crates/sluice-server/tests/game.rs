@@ -393,3 +393,42 @@ fn arena_inputs_are_clamped_and_anything_else_is_ignored() {
     assert_eq!(parse(r#"{"dx": "1", "dy": 0}"#), None);
     assert_eq!(parse("not json"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auto_consume_players_are_told_of_the_games_outputs_and_consume_them_as_declared()
+{
+    /// Declares one unreliable output; does nothing else.
+    struct Quiet;
+    impl GameLogic for Quiet {
+        fn spec(&self) -> GameSpec {
+            GameSpec {
+                inputs: vec![],
+                outputs: vec![GameOutput::unreliable("state")],
+                tick_hz: 1.0,
+            }
+        }
+    }
+    let server = TestServer::start_with_game(
+        |c| c.router.auto_consume = false,
+        |_room: &str| Some(Box::new(Quiet) as Box<dyn GameLogic>),
+    )
+    .await;
+    let bob = server.signaling("r", "bob").await;
+    transport_raw(&bob, false, serde_json::json!({})).await;
+    join_raw(&bob, "bob").await;
+    let n = next_named(&bob, "newDataProducer").await;
+    assert_eq!(n["peerId"], "", "the server's own: {n}");
+    assert_eq!(n["label"], "state");
+    let d = bob
+        .request_raw(
+            "consumeData",
+            serde_json::json!({"dataProducerId": n["dataProducerId"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d["peerId"], serde_json::Value::Null, "{d}");
+    assert_eq!(d["label"], "state");
+    assert_eq!(d["sctpStreamParameters"]["ordered"], false, "{d}");
+    assert_eq!(d["sctpStreamParameters"]["maxRetransmits"], 0, "{d}");
+    server.stop().await;
+}
