@@ -33,6 +33,7 @@ pub mod producer;
 pub mod router;
 pub mod seq_manager;
 pub mod settings;
+mod srtp;
 pub mod testing;
 pub mod types;
 pub mod webrtc_transport;

@@ -96,6 +96,10 @@ pub struct MediaSettings {
     pub unreliable_sctp_buffer: usize,
     /// str0m's buffered-amount-low threshold on data consumers' channels.
     pub buffered_amount_low_threshold: usize,
+    /// Audio consumers' packets are written and SRTP-protected by sluice itself rather than
+    /// through a str0m send stream, whose per-stream bookkeeping costs more than the rest of the
+    /// forwarding together (issue 13; docs/media.md).
+    pub own_audio_egress: bool,
 }
 
 /// The defaults.
@@ -122,6 +126,7 @@ pub const DEFAULTS: MediaSettings = MediaSettings {
     reliable_sctp_buffer: 64 * 1024,
     unreliable_sctp_buffer: 4 * 1024,
     buffered_amount_low_threshold: 16 * 1024,
+    own_audio_egress: true,
 };
 
 impl Default for MediaSettings {

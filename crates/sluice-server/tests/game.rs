@@ -395,8 +395,7 @@ fn arena_inputs_are_clamped_and_anything_else_is_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_auto_consume_players_are_told_of_the_games_outputs_and_consume_them_as_declared()
-{
+async fn without_auto_consume_players_are_told_of_the_games_outputs_and_consume_them_as_declared() {
     /// Declares one unreliable output; does nothing else.
     struct Quiet;
     impl GameLogic for Quiet {

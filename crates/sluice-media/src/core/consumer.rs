@@ -44,6 +44,48 @@ pub(crate) struct ConsumerState {
     pub plis: u64,
     pub firs: u64,
     pub last_score: Option<ConsumerScore>,
+    /// Set when sluice writes this consumer's packets itself (audio; `MediaSettings::
+    /// own_audio_egress`): they never enter str0m.
+    pub own_egress: Option<OwnEgress>,
+}
+
+/// The RFC 8285 header extensions a consumer with its own egress writes, with the ids the
+/// client was given.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OwnEgress {
+    /// The consumer's mid.
+    pub mid: Option<(u8, Vec<u8>)>,
+    /// The producer's audio level (RFC 6464).
+    pub audio_level: Option<u8>,
+}
+
+impl OwnEgress {
+    /// The extensions of a consumer with these negotiated parameters.
+    pub fn new(params: &sluice_ortc::RtpParameters, mid: &str) -> Self {
+        let id_of = |uri: &str| {
+            params
+                .header_extensions
+                .iter()
+                .find(|h| h.uri == uri)
+                .map(|h| h.id)
+                .filter(|id| (1..=14).contains(id))
+        };
+        OwnEgress {
+            mid: id_of(sluice_ortc::supported::MID_URI)
+                .filter(|_| !mid.is_empty() && mid.len() <= 16)
+                .map(|id| (id, mid.as_bytes().to_vec())),
+            audio_level: id_of(sluice_ortc::supported::AUDIO_LEVEL_URI),
+        }
+    }
+}
+
+/// A packet a consumer with its own egress sends: RTP, not yet protected.
+#[derive(Debug)]
+pub(crate) struct OwnPacket {
+    pub bytes: Vec<u8>,
+    pub header_len: usize,
+    pub seq: u16,
+    pub roc: u32,
 }
 
 impl ConsumerState {
@@ -87,6 +129,63 @@ impl ConsumerState {
             }
         }
         Some(write)
+    }
+
+    /// This consumer's copy of a producer's packet as RTP bytes (consumers with their own
+    /// egress): its SSRC, payload type, sequence numbers and timestamps, the mid and audio level
+    /// extensions; `reserve` bytes spare at the end for the SRTP tag. `None` when the forwarder
+    /// skips the packet.
+    pub fn own_packet(
+        &mut self,
+        packet: &RtpPacket,
+        input: &InPacket,
+        ext_vals: &ExtensionValues,
+        reserve: usize,
+        now: Instant,
+    ) -> Option<OwnPacket> {
+        let egress = self.own_egress.as_ref()?;
+        let Verdict::Forward(out) = self.forwarder.on_packet(input, now) else {
+            return None;
+        };
+        let pt = *self.payload_type_for(*packet.header.payload_type)?;
+        let mut extensions: Vec<u8> = Vec::new();
+        if let Some((id, mid)) = &egress.mid {
+            // One-byte form (RFC 8285 §4.2): id, length − 1, then the value.
+            extensions.push((id << 4) | (mid.len() as u8 - 1));
+            extensions.extend_from_slice(mid);
+        }
+        if let (Some(id), Some(level)) = (egress.audio_level, ext_vals.audio_level) {
+            let voice = if ext_vals.voice_activity == Some(true) {
+                0x80
+            } else {
+                0
+            };
+            extensions.push(id << 4);
+            extensions.push(voice | (level.unsigned_abs() & 0x7f));
+        }
+        let ext_words = extensions.len().div_ceil(4);
+        let header_len = 12 + if ext_words > 0 { 4 + 4 * ext_words } else { 0 };
+        let payload = &packet.payload;
+        let mut bytes = Vec::with_capacity(header_len + payload.len() + reserve);
+        bytes.push(if ext_words > 0 { 0x90 } else { 0x80 });
+        bytes.push((u8::from(packet.header.marker) << 7) | (pt & 0x7f));
+        let seq = out.seq as u16;
+        bytes.extend_from_slice(&seq.to_be_bytes());
+        bytes.extend_from_slice(&out.timestamp.to_be_bytes());
+        bytes.extend_from_slice(&self.ssrc.to_be_bytes());
+        if ext_words > 0 {
+            bytes.extend_from_slice(&[0xbe, 0xde]);
+            bytes.extend_from_slice(&(ext_words as u16).to_be_bytes());
+            bytes.extend_from_slice(&extensions);
+            bytes.resize(header_len, 0);
+        }
+        bytes.extend_from_slice(payload);
+        Some(OwnPacket {
+            bytes,
+            header_len,
+            seq,
+            roc: (out.seq >> 16) as u32,
+        })
     }
 
     pub fn payload_type_for(&self, producer_pt: u8) -> Option<Pt> {

@@ -92,12 +92,46 @@ impl Core {
             consumers,
             transports,
             dirty,
+            outbox,
+            usage,
             ..
         } = self;
         for ckey in &p.consumers {
             let Some(c) = consumers.get_mut(ckey) else {
                 continue;
             };
+            if c.own_egress.is_some() {
+                // Written and protected here, straight into the outbox: no str0m stream.
+                let Some(ct) = transports.get_mut(&c.transport) else {
+                    continue;
+                };
+                let (Some(srtp), Some(destination)) = (&ct.srtp, ct.selected_remote) else {
+                    // Not connected yet: what the forwarder would send is dropped, as a
+                    // stream that cannot send yet drops it.
+                    continue;
+                };
+                let Some(mut own) = c.own_packet(&packet, &input, &ext_vals, srtp.overhead(), now)
+                else {
+                    continue;
+                };
+                if let Err(e) =
+                    srtp.protect_rtp(&mut own.bytes, own.header_len, c.ssrc, own.roc, own.seq)
+                {
+                    tracing::debug!(consumer = %c.id, error = %e, "own egress packet not protected");
+                    continue;
+                }
+                let n = own.bytes.len() as u64;
+                usage.datagrams_sent += 1;
+                usage.bytes_sent += n;
+                ct.bytes_sent += n;
+                ct.packets_sent += 1;
+                c.on_sent(packet.payload.len(), now);
+                outbox.push_back(super::Transmit {
+                    destination,
+                    contents: own.bytes,
+                });
+                continue;
+            }
             let write = c.rewrite(&packet, &input, &ext_vals, nackable, now);
             if let Some(l) = c.forwarder.take_keyframe_request() {
                 keyframe_layers.push(l);

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use sluice_ortc::MediaKind;
 
 use super::Core;
-use super::consumer::ConsumerState;
+use super::consumer::{ConsumerState, OwnEgress};
 use super::object::Object;
 use super::producer::ProducerState;
-use super::webrtc_transport::{MediaLine, MediaOwner, Retransmission};
+use super::webrtc_transport::{Egress, MediaLine, MediaOwner, Retransmission};
 use crate::error::MediaError;
 use crate::events::{CloseReason, ConsumerLayers, ConsumerScore, MediaEvent};
 use crate::forwarder::Forwarder;
@@ -230,8 +230,14 @@ impl Core {
             window: self.settings.retransmission_window,
             packets: self.settings.retransmission_packets,
         };
+        let egress = if producer.kind == MediaKind::Audio && self.settings.own_audio_egress {
+            Egress::Own
+        } else {
+            Egress::Str0m
+        };
         let declared =
-            t.declare_consumer_media(&mid, producer.kind, &mut params, retransmission)?;
+            t.declare_consumer_media(&mid, producer.kind, &mut params, retransmission, egress)?;
+        let own_egress = (egress == Egress::Own).then(|| OwnEgress::new(&params, &mid));
         let pt_map = producer
             .mapping
             .codecs
@@ -310,6 +316,7 @@ impl Core {
             plis: 0,
             firs: 0,
             last_score: None,
+            own_egress,
         };
         if let Some(p) = self.producers.get_mut(&pkey) {
             p.consumers.push(key);

@@ -412,6 +412,17 @@ impl Core {
             Event::Connected => {
                 let t = self.transports.get_mut(&key)?;
                 t.dtls_state = DtlsState::Connected;
+                // The handshake exported its keys just before (same poll): the consumers with
+                // their own egress send from now on.
+                match t.keys.take().map(|k| crate::srtp::SrtpSender::new(&k)) {
+                    Some(Ok(sender)) => t.srtp = Some(sender),
+                    Some(Err(e)) => {
+                        tracing::warn!(transport = %t.id, error = %e, "no SRTP for the own egress; its consumers send nothing");
+                    }
+                    None => {
+                        tracing::warn!(transport = %t.id, "DTLS connected without exported keys; the own egress sends nothing")
+                    }
+                }
                 t.emit(MediaEvent::DtlsStateChange {
                     transport_id: t.id.clone(),
                     state: DtlsState::Connected,

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_ortc::{
@@ -22,6 +23,7 @@ use crate::error::MediaError;
 use crate::events::{DtlsState, EventSender, IceState, MediaEvent, SctpState};
 use crate::fingerprint::{ExpectedFingerprint, HashFunction, PeerCertificateCapture};
 use crate::numbering::{self, OfferSession, OfferedMedia};
+use crate::srtp::{KeySlot, SrtpSender};
 use crate::types::{
     BandwidthEstimation, Key, SCTP_PORT, TransportCreated, TransportStat, WebRtcTransportOptions,
 };
@@ -68,6 +70,13 @@ pub(crate) struct DeclaredConsumer {
     pub payload_types: Vec<(u8, Pt)>,
 }
 
+/// How a consumer's packets leave: through a str0m send stream, or written by sluice itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Egress {
+    Str0m,
+    Own,
+}
+
 /// Who owns a data channel of a WebRTC transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DataOwner {
@@ -80,6 +89,10 @@ pub(crate) struct TransportState {
     pub id: String,
     pub router_id: String,
     pub rtc: Rtc,
+    /// Where the DTLS handshake puts the SRTP keys it exports…
+    pub keys: Arc<KeySlot>,
+    /// …from which, once DTLS is connected, the consumers with their own egress are protected.
+    pub srtp: Option<SrtpSender>,
     pub events: Option<EventSender>,
     /// The address in our host candidate; str0m wants it as each datagram's destination.
     pub local_addr: SocketAddr,
@@ -183,7 +196,9 @@ impl TransportState {
                 options.initial_available_outgoing_bitrate,
             )));
         }
-        let mut rtc = config.build(now);
+        let keys = Arc::new(KeySlot::default());
+        let config = config.set_crypto_provider(crate::srtp::provider());
+        let mut rtc = crate::srtp::with_key_slot(keys.clone(), || config.build(now));
         let candidate =
             Candidate::host(local_addr, "udp").map_err(|e| MediaError::Rtc(e.to_string()))?;
         let priority = candidate.prio();
@@ -220,6 +235,8 @@ impl TransportState {
             id: id.clone(),
             router_id,
             rtc,
+            keys,
+            srtp: None,
             events: options.events.clone(),
             local_addr,
             local_ufrag: creds.ufrag,
@@ -538,6 +555,7 @@ impl TransportState {
         kind: MediaKind,
         params: &mut RtpParameters,
         retransmission: Retransmission,
+        egress: Egress,
     ) -> Result<DeclaredConsumer, MediaError> {
         let mid_id = Mid::from(mid);
         let str0m_kind = match kind {
@@ -626,6 +644,19 @@ impl TransportState {
             encoding.rtx = None;
         }
         let rtx = encoding.rtx.map(|r| r.ssrc);
+        let declared = DeclaredConsumer {
+            ssrc,
+            rtx,
+            payload_types: renumbered
+                .iter()
+                .map(|(router_pt, sent_pt, _)| (*router_pt, Pt::from(*sent_pt)))
+                .collect(),
+        };
+        if egress == Egress::Own {
+            // The media line is declared (its numbering is what the client gets); no send
+            // stream: the consumer's packets never enter str0m.
+            return Ok(declared);
+        }
         let mut api = self.rtc.direct_api();
         // Forwarded media leaves as it arrives, as in mediasoup: the publisher's own pacer has
         // already spread it out. (str0m leaves a stream unpaced until told otherwise; this
@@ -640,14 +671,7 @@ impl TransportState {
                 Some(RTX_RATIO_CAP),
             );
         }
-        Ok(DeclaredConsumer {
-            ssrc,
-            rtx,
-            payload_types: renumbered
-                .iter()
-                .map(|(router_pt, sent_pt, _)| (*router_pt, Pt::from(*sent_pt)))
-                .collect(),
-        })
+        Ok(declared)
     }
 
     pub fn stats(&self, timestamp: u64) -> TransportStat {

@@ -1,0 +1,523 @@
+//! SRTP for the packets sluice writes itself (the own egress of audio consumers, issue 13): the
+//! keys a transport's DTLS handshake exports, RFC 3711's key derivation, and protection with
+//! `AES_CM_128_HMAC_SHA1_80` (RFC 3711 §4) or `AEAD_AES_128_GCM` / `AEAD_AES_256_GCM`
+//! (RFC 7714), on aws-lc-rs's AES and HMAC.
+//!
+//! str0m keeps its SRTP contexts private, but its DTLS comes from a pluggable provider: every
+//! transport's `Rtc` is built with [`provider`], whose DTLS is str0m's default one wrapped to copy
+//! the keying material it exports (and whether we are the DTLS client) into the transport's
+//! [`KeySlot`] as str0m reads it. Nothing else of the handshake changes.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::cipher::{AES_128, AES_256, EncryptingKey, EncryptionContext, UnboundCipherKey};
+use aws_lc_rs::hmac;
+use str0m::crypto::CryptoError;
+use str0m::crypto::CryptoProvider;
+use str0m::crypto::dtls::{
+    DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion,
+    SrtpProfile,
+};
+
+/// RFC 3711 §4.3.1 key derivation labels (SRTP; SRTCP's are 3, 4, 5).
+const LABEL_RTP_ENCRYPTION: u8 = 0;
+const LABEL_RTP_AUTHENTICATION: u8 = 1;
+const LABEL_RTP_SALT: u8 = 2;
+
+/// `AES_CM_128_HMAC_SHA1_80`: the authentication tag's length.
+const HMAC_TAG_LEN: usize = 10;
+/// AEAD-AES-GCM's tag length (RFC 7714 §14.2).
+pub(crate) const GCM_TAG_LEN: usize = 16;
+
+/// Why no SRTP sender could be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SrtpError {
+    #[error("{got} bytes of keying material for {profile}, which needs {want}")]
+    MaterialLength {
+        profile: SrtpProfile,
+        got: usize,
+        want: usize,
+    },
+    #[error("the SRTP profile {0} is not supported")]
+    Profile(SrtpProfile),
+    #[error("the cipher refused a key or a packet")]
+    Crypto,
+}
+
+impl From<aws_lc_rs::error::Unspecified> for SrtpError {
+    fn from(_: aws_lc_rs::error::Unspecified) -> Self {
+        SrtpError::Crypto
+    }
+}
+
+/// What a DTLS handshake exported for SRTP (RFC 5764 §4.2).
+#[derive(Clone)]
+pub(crate) struct ExportedKeys {
+    /// client key | server key | client salt | server salt.
+    pub material: Vec<u8>,
+    pub profile: SrtpProfile,
+    /// We are the DTLS client (so we send with the client's key).
+    pub active: bool,
+}
+
+impl std::fmt::Debug for ExportedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys themselves.
+        f.debug_struct("ExportedKeys")
+            .field("profile", &self.profile)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a transport's DTLS puts its exported keys.
+#[derive(Debug, Default)]
+pub(crate) struct KeySlot(Mutex<Option<ExportedKeys>>);
+
+impl KeySlot {
+    fn put(&self, keys: ExportedKeys) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(keys);
+        }
+    }
+
+    /// The keys of the latest handshake, if one exported them since the last call.
+    pub fn take(&self) -> Option<ExportedKeys> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+thread_local! {
+    /// The slot of the `Rtc` being built on this thread (see [`with_key_slot`]).
+    static NEXT_SLOT: RefCell<Option<Arc<KeySlot>>> = const { RefCell::new(None) };
+}
+
+/// The crypto provider of every transport: str0m's default one, whose DTLS also fills the slot
+/// given to [`with_key_slot`].
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            let mut p = str0m::crypto::from_feature_flags();
+            // Made once per process: str0m's providers are `&'static`.
+            let dtls: &'static KeyExportingDtls =
+                Box::leak(Box::new(KeyExportingDtls(p.dtls_provider)));
+            p.dtls_provider = dtls;
+            Arc::new(p)
+        })
+        .clone()
+}
+
+/// Runs `build`, which builds one `Rtc` with [`provider`], so that its DTLS exports its keys
+/// into `slot` (str0m makes the DTLS instance inside `RtcConfig::build`, on this thread).
+pub(crate) fn with_key_slot<T>(slot: Arc<KeySlot>, build: impl FnOnce() -> T) -> T {
+    NEXT_SLOT.with(|s| *s.borrow_mut() = Some(slot));
+    let built = build();
+    NEXT_SLOT.with(|s| *s.borrow_mut() = None);
+    built
+}
+
+/// str0m's DTLS provider, whose instances report their exported keys.
+#[derive(Debug)]
+struct KeyExportingDtls(&'static dyn DtlsProvider);
+
+impl DtlsProvider for KeyExportingDtls {
+    fn generate_certificate(&self) -> Option<DtlsCert> {
+        self.0.generate_certificate()
+    }
+
+    fn new_dtls(
+        &self,
+        cert: &DtlsCert,
+        now: Instant,
+        dtls_version: DtlsVersion,
+        mtu: Option<usize>,
+    ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
+        let inner = self.0.new_dtls(cert, now, dtls_version, mtu)?;
+        match NEXT_SLOT.with(|s| s.borrow_mut().take()) {
+            Some(slot) => Ok(Box::new(KeyExportingInstance { inner, slot })),
+            None => Ok(inner),
+        }
+    }
+
+    fn is_test(&self) -> bool {
+        self.0.is_test()
+    }
+}
+
+#[derive(Debug)]
+struct KeyExportingInstance {
+    inner: Box<dyn DtlsInstance>,
+    slot: Arc<KeySlot>,
+}
+
+impl DtlsInstance for KeyExportingInstance {
+    fn set_active(&mut self, active: bool) {
+        self.inner.set_active(active);
+    }
+
+    fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
+        self.inner.handle_packet(packet)
+    }
+
+    fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        let output = self.inner.poll_output(buf);
+        if let DtlsOutput::KeyingMaterial(material, profile) = &output {
+            self.slot.put(ExportedKeys {
+                material: material.to_vec(),
+                profile: *profile,
+                active: self.inner.is_active(),
+            });
+        }
+        output
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
+        self.inner.handle_timeout(now)
+    }
+
+    fn send_application_data(&mut self, data: &[u8]) -> Result<usize, DtlsImplError> {
+        self.inner.send_application_data(data)
+    }
+
+    fn is_active(&self) -> bool {
+        self.inner.is_active()
+    }
+
+    fn protocol_version(&self) -> Option<ProtocolVersion> {
+        self.inner.protocol_version()
+    }
+
+    fn is_closing(&self) -> bool {
+        self.inner.is_closing()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn close(&mut self) -> Result<(), DtlsImplError> {
+        self.inner.close()
+    }
+}
+
+/// RFC 3711 §4.3.1 with a key derivation rate of zero: `out.len()` bytes of the AES-CM
+/// keystream under the master key, from the IV `(label · 2^48 XOR master salt) · 2^16`. The
+/// label sits in byte 7 of the salt whatever its length (14 bytes, or RFC 7714's 12).
+fn derive(
+    master_key: &[u8],
+    master_salt: &[u8],
+    label: u8,
+    out: &mut [u8],
+) -> Result<(), SrtpError> {
+    let mut iv = [0u8; 16];
+    let salt = master_salt
+        .get(..master_salt.len().min(14))
+        .unwrap_or_default();
+    iv[..salt.len()].copy_from_slice(salt);
+    iv[7] ^= label;
+    let algorithm = if master_key.len() == 32 {
+        &AES_256
+    } else {
+        &AES_128
+    };
+    let key = EncryptingKey::ctr(UnboundCipherKey::new(algorithm, master_key)?)?;
+    out.fill(0);
+    key.less_safe_encrypt(out, EncryptionContext::Iv128(iv.into()))?;
+    Ok(())
+}
+
+/// `AES_CM_128_HMAC_SHA1_80`'s session keys (boxed in [`Cipher`]: the AES and HMAC key
+/// schedules are ten times the size of the GCM variant).
+struct CmSha1 {
+    ctr: EncryptingKey,
+    auth: hmac::Key,
+    salt: [u8; 14],
+}
+
+enum Cipher {
+    /// `AES_CM_128_HMAC_SHA1_80`.
+    CmSha1(Box<CmSha1>),
+    /// `AEAD_AES_128_GCM` or `AEAD_AES_256_GCM`.
+    Gcm { key: LessSafeKey, salt: [u8; 12] },
+}
+
+/// Protects the RTP packets one transport sends itself.
+pub(crate) struct SrtpSender {
+    cipher: Cipher,
+}
+
+impl std::fmt::Debug for SrtpSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let profile = match self.cipher {
+            Cipher::CmSha1(_) => "AES_CM_128_HMAC_SHA1_80",
+            Cipher::Gcm { .. } => "AEAD_AES_GCM",
+        };
+        f.debug_struct("SrtpSender")
+            .field("profile", &profile)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SrtpSender {
+    /// The sender of our side of a handshake's keys.
+    pub fn new(keys: &ExportedKeys) -> Result<SrtpSender, SrtpError> {
+        let (key_len, salt_len) = match keys.profile {
+            SrtpProfile::AES128_CM_SHA1_80 => (16, 14),
+            SrtpProfile::AEAD_AES_128_GCM => (16, 12),
+            SrtpProfile::AEAD_AES_256_GCM => (32, 12),
+            other => return Err(SrtpError::Profile(other)),
+        };
+        let want = 2 * (key_len + salt_len);
+        if keys.material.len() != want {
+            return Err(SrtpError::MaterialLength {
+                profile: keys.profile,
+                got: keys.material.len(),
+                want,
+            });
+        }
+        let m = &keys.material;
+        let (key, salt) = if keys.active {
+            (&m[..key_len], &m[2 * key_len..2 * key_len + salt_len])
+        } else {
+            (
+                &m[key_len..2 * key_len],
+                &m[2 * key_len + salt_len..2 * (key_len + salt_len)],
+            )
+        };
+        Self::from_master(keys.profile, key, salt)
+    }
+
+    /// The sender of a master key and salt (RFC 3711 §8.2's SRTP master key).
+    fn from_master(
+        profile: SrtpProfile,
+        master_key: &[u8],
+        master_salt: &[u8],
+    ) -> Result<SrtpSender, SrtpError> {
+        let cipher = match profile {
+            SrtpProfile::AES128_CM_SHA1_80 => {
+                let mut enc = [0u8; 16];
+                let mut auth = [0u8; 20];
+                let mut salt = [0u8; 14];
+                derive(master_key, master_salt, LABEL_RTP_ENCRYPTION, &mut enc)?;
+                derive(master_key, master_salt, LABEL_RTP_AUTHENTICATION, &mut auth)?;
+                derive(master_key, master_salt, LABEL_RTP_SALT, &mut salt)?;
+                Cipher::CmSha1(Box::new(CmSha1 {
+                    ctr: EncryptingKey::ctr(UnboundCipherKey::new(&AES_128, &enc)?)?,
+                    auth: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth),
+                    salt,
+                }))
+            }
+            SrtpProfile::AEAD_AES_128_GCM | SrtpProfile::AEAD_AES_256_GCM => {
+                let mut enc = vec![0u8; master_key.len()];
+                let mut salt = [0u8; 12];
+                derive(master_key, master_salt, LABEL_RTP_ENCRYPTION, &mut enc)?;
+                derive(master_key, master_salt, LABEL_RTP_SALT, &mut salt)?;
+                let algorithm = if enc.len() == 32 {
+                    &AES_256_GCM
+                } else {
+                    &AES_128_GCM
+                };
+                Cipher::Gcm {
+                    key: LessSafeKey::new(UnboundKey::new(algorithm, &enc)?),
+                    salt,
+                }
+            }
+            other => return Err(SrtpError::Profile(other)),
+        };
+        Ok(SrtpSender { cipher })
+    }
+
+    /// Bytes the protection adds after the payload.
+    pub fn overhead(&self) -> usize {
+        match self.cipher {
+            Cipher::CmSha1(_) => HMAC_TAG_LEN,
+            Cipher::Gcm { .. } => GCM_TAG_LEN,
+        }
+    }
+
+    /// Protects one RTP packet in place: `packet` is its `header_len` bytes of header (with
+    /// extensions) and its payload; the payload is encrypted and the tag appended. `roc` and
+    /// `seq` make the packet index (RFC 3711 §3.3.1).
+    pub fn protect_rtp(
+        &self,
+        packet: &mut Vec<u8>,
+        header_len: usize,
+        ssrc: u32,
+        roc: u32,
+        seq: u16,
+    ) -> Result<(), SrtpError> {
+        if header_len > packet.len() {
+            return Err(SrtpError::Crypto);
+        }
+        match &self.cipher {
+            Cipher::CmSha1(keys) => {
+                let CmSha1 { ctr, auth, salt } = &**keys;
+                // IV = salt·2^16 XOR SSRC·2^64 XOR index·2^16 (RFC 3711 §4.1.1).
+                let mut iv = [0u8; 16];
+                iv[..14].copy_from_slice(salt);
+                for (b, s) in iv[4..8].iter_mut().zip(ssrc.to_be_bytes()) {
+                    *b ^= s;
+                }
+                let index = (u64::from(roc) << 16) | u64::from(seq);
+                for (b, s) in iv[8..14].iter_mut().zip(&index.to_be_bytes()[2..]) {
+                    *b ^= s;
+                }
+                ctr.less_safe_encrypt(
+                    &mut packet[header_len..],
+                    EncryptionContext::Iv128(iv.into()),
+                )?;
+                // The tag covers the packet and the ROC (RFC 3711 §4.2).
+                let mut mac = hmac::Context::with_key(auth);
+                mac.update(packet);
+                mac.update(&roc.to_be_bytes());
+                let tag = mac.sign();
+                packet.extend_from_slice(&tag.as_ref()[..HMAC_TAG_LEN]);
+            }
+            Cipher::Gcm { key, salt } => {
+                // IV = (0x0000 || SSRC || ROC || SEQ) XOR salt (RFC 7714 §8.1).
+                let mut iv = [0u8; 12];
+                iv[2..6].copy_from_slice(&ssrc.to_be_bytes());
+                iv[6..10].copy_from_slice(&roc.to_be_bytes());
+                iv[10..12].copy_from_slice(&seq.to_be_bytes());
+                for (b, s) in iv.iter_mut().zip(salt) {
+                    *b ^= s;
+                }
+                let (header, payload) = packet.split_at_mut(header_len);
+                let tag = key.seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(iv),
+                    Aad::from(&*header),
+                    payload,
+                )?;
+                packet.extend_from_slice(tag.as_ref());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    const MASTER_KEY: &str = "e1f97a0d3e018be0d64fa32c06de4139";
+    const MASTER_SALT: &str = "0ec675ad498afeebb6960b3aabe6";
+
+    #[test]
+    fn keys_derive_as_rfc_3711_appendix_b3_says() {
+        let (key, salt) = (hex(MASTER_KEY), hex(MASTER_SALT));
+        let mut enc = [0u8; 16];
+        derive(&key, &salt, LABEL_RTP_ENCRYPTION, &mut enc).unwrap();
+        assert_eq!(enc.to_vec(), hex("c61e7a93744f39ee10734afe3ff7a087"));
+        let mut session_salt = [0u8; 14];
+        derive(&key, &salt, LABEL_RTP_SALT, &mut session_salt).unwrap();
+        assert_eq!(session_salt.to_vec(), hex("30cbbc08863d8c85d49db34a9ae1"));
+        let mut auth = [0u8; 20];
+        derive(&key, &salt, LABEL_RTP_AUTHENTICATION, &mut auth).unwrap();
+        assert_eq!(
+            auth.to_vec(),
+            hex("cebe321f6ff7716b6fd4ab49af256a156d38baa4")
+        );
+    }
+
+    #[test]
+    fn an_aes_cm_packet_matches_the_reference_vector() {
+        // libsrtp's validation packet: SSRC 0xcafebabe, sequence number 0x1234, sixteen 0xab.
+        let sender = SrtpSender::from_master(
+            SrtpProfile::AES128_CM_SHA1_80,
+            &hex(MASTER_KEY),
+            &hex(MASTER_SALT),
+        )
+        .unwrap();
+        let mut packet = hex("800f1234decafbadcafebabe");
+        packet.extend_from_slice(&[0xab; 16]);
+        sender
+            .protect_rtp(&mut packet, 12, 0xcafe_babe, 0, 0x1234)
+            .unwrap();
+        assert_eq!(
+            packet,
+            hex("800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402b78d6acc99ea179b8dbb")
+        );
+        assert_eq!(sender.overhead(), 10);
+    }
+
+    #[test]
+    fn each_side_sends_with_its_own_half_of_the_keying_material() {
+        // client key | server key | client salt | server salt, for AES_CM (16 + 16 + 14 + 14).
+        let mut material = hex(MASTER_KEY);
+        material.extend_from_slice(&[0x11; 16]);
+        material.extend_from_slice(&hex(MASTER_SALT));
+        material.extend_from_slice(&[0x22; 14]);
+        let packet = || {
+            let mut p = hex("800f1234decafbadcafebabe");
+            p.extend_from_slice(&[0xab; 16]);
+            p
+        };
+        let keys = |active| ExportedKeys {
+            material: material.clone(),
+            profile: SrtpProfile::AES128_CM_SHA1_80,
+            active,
+        };
+        let mut as_client = packet();
+        SrtpSender::new(&keys(true))
+            .unwrap()
+            .protect_rtp(&mut as_client, 12, 0xcafe_babe, 0, 0x1234)
+            .unwrap();
+        assert_eq!(&as_client[12..16], &hex("4e55dc4c")[..], "the client's key");
+        let mut as_server = packet();
+        SrtpSender::new(&keys(false))
+            .unwrap()
+            .protect_rtp(&mut as_server, 12, 0xcafe_babe, 0, 0x1234)
+            .unwrap();
+        assert_ne!(as_server, as_client, "the server's key");
+        let short = ExportedKeys {
+            material: vec![0; 59],
+            ..keys(true)
+        };
+        assert!(matches!(
+            SrtpSender::new(&short),
+            Err(SrtpError::MaterialLength {
+                got: 59,
+                want: 60,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_gcm_packet_authenticates_its_header_and_grows_by_the_tag() {
+        for (profile, key_len) in [
+            (SrtpProfile::AEAD_AES_128_GCM, 16),
+            (SrtpProfile::AEAD_AES_256_GCM, 32),
+        ] {
+            let sender = SrtpSender::from_master(profile, &vec![7; key_len], &[9; 12]).unwrap();
+            let mut packet = hex("800f1234decafbadcafebabe");
+            packet.extend_from_slice(&[0xab; 16]);
+            sender
+                .protect_rtp(&mut packet, 12, 0xcafe_babe, 1, 0x1234)
+                .unwrap();
+            assert_eq!(packet.len(), 12 + 16 + GCM_TAG_LEN);
+            assert_eq!(&packet[..12], &hex("800f1234decafbadcafebabe")[..]);
+            assert_ne!(&packet[12..28], &[0xab; 16][..]);
+            // Another ROC is another IV: another ciphertext.
+            let mut other = hex("800f1234decafbadcafebabe");
+            other.extend_from_slice(&[0xab; 16]);
+            sender
+                .protect_rtp(&mut other, 12, 0xcafe_babe, 2, 0x1234)
+                .unwrap();
+            assert_ne!(other[12..], packet[12..]);
+        }
+    }
+}
