@@ -29,6 +29,6 @@ pub use signaling::{Incoming, SignalingClient, SignalingError, ws_url};
 pub use sluice_protocol as protocol;
 pub use transport::{
     ClientDataProducer, ClientError, ClientProducer, ClientStats, ClientTransport,
-    ClientTransportOptions, ConnectionState, ReceivedData, ReceivedRtp, ServerTransportInfo,
-    SourceConfig,
+    ClientTransportOptions, ConnectionState, ReceivedData, ReceivedRtp, ReceivedSenderReport,
+    ServerTransportInfo, SourceConfig,
 };

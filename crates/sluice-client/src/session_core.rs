@@ -198,6 +198,19 @@ pub struct ReceivedRtp {
     pub payload: Arc<[u8]>,
     pub audio_level: Option<i8>,
     pub received_us: u64,
+    /// The last RTCP sender report of the stream received before this packet, if any.
+    pub sender_report: Option<ReceivedSenderReport>,
+}
+
+/// What a sender report of a received stream said (RFC 3550 §6.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceivedSenderReport {
+    pub ssrc: u32,
+    /// Its NTP time, in milliseconds since the Unix epoch.
+    pub ntp_unix_ms: u64,
+    pub rtp_time: u64,
+    pub packet_count: u32,
+    pub octet_count: u32,
 }
 
 /// A data channel the client opened to produce on (`produceData`).
@@ -1242,6 +1255,16 @@ impl ClientSession {
                         payload: p.payload.clone(),
                         audio_level: p.header.ext_vals.audio_level,
                         received_us: self.wall_clock.us_at(self.now),
+                        sender_report: p.last_sender_info.map(|s| ReceivedSenderReport {
+                            ssrc: *s.ssrc,
+                            ntp_unix_ms: s
+                                .ntp_time
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis() as u64),
+                            rtp_time: s.rtp_time.numer(),
+                            packet_count: s.sender_packet_count,
+                            octet_count: s.sender_octet_count,
+                        }),
                     });
                 }
             }

@@ -21,8 +21,8 @@ use crate::media;
 use crate::session_core::ClientSession;
 pub use crate::session_core::{
     ClientDataProducer, ClientError, ClientProducer, ClientStats, ClientTransportOptions,
-    ConnectionState, ReceivedData, ReceivedRtp, ServerTransportInfo, SourceConfig, WallClock,
-    temporal_id,
+    ConnectionState, ReceivedData, ReceivedRtp, ReceivedSenderReport, ServerTransportInfo,
+    SourceConfig, WallClock, temporal_id,
 };
 
 enum Cmd {

@@ -100,6 +100,9 @@ pub struct MediaSettings {
     /// through a str0m send stream, whose per-stream bookkeeping costs more than the rest of the
     /// forwarding together (issue 13; docs/media.md).
     pub own_audio_egress: bool,
+    /// How often a consumer with its own egress sends an RTCP sender report (the receiver
+    /// syncs a peer's audio with its video from them).
+    pub own_sender_report_interval: Duration,
 }
 
 /// The defaults.
@@ -127,6 +130,7 @@ pub const DEFAULTS: MediaSettings = MediaSettings {
     unreliable_sctp_buffer: 4 * 1024,
     buffered_amount_low_threshold: 16 * 1024,
     own_audio_egress: true,
+    own_sender_report_interval: Duration::from_secs(1),
 };
 
 impl Default for MediaSettings {

@@ -22,10 +22,12 @@ use str0m::crypto::dtls::{
     SrtpProfile,
 };
 
-/// RFC 3711 §4.3.1 key derivation labels (SRTP; SRTCP's are 3, 4, 5).
-const LABEL_RTP_ENCRYPTION: u8 = 0;
-const LABEL_RTP_AUTHENTICATION: u8 = 1;
-const LABEL_RTP_SALT: u8 = 2;
+/// RFC 3711 §4.3.1 key derivation labels: SRTP's (encryption, authentication, salt)…
+const LABELS_RTP: [u8; 3] = [0, 1, 2];
+/// …and SRTCP's.
+const LABELS_RTCP: [u8; 3] = [3, 4, 5];
+/// SRTCP's E flag and index after the packet (RFC 3711 §3.4).
+const SRTCP_INDEX_LEN: usize = 4;
 
 /// `AES_CM_128_HMAC_SHA1_80`: the authentication tag's length.
 const HMAC_TAG_LEN: usize = 10;
@@ -245,9 +247,10 @@ enum Cipher {
     Gcm { key: LessSafeKey, salt: [u8; 12] },
 }
 
-/// Protects the RTP packets one transport sends itself.
+/// Protects the RTP and RTCP packets one transport sends itself.
 pub(crate) struct SrtpSender {
     cipher: Cipher,
+    rtcp: Cipher,
 }
 
 impl std::fmt::Debug for SrtpSender {
@@ -297,14 +300,30 @@ impl SrtpSender {
         master_key: &[u8],
         master_salt: &[u8],
     ) -> Result<SrtpSender, SrtpError> {
+        Ok(SrtpSender {
+            cipher: Cipher::derive(profile, master_key, master_salt, LABELS_RTP)?,
+            rtcp: Cipher::derive(profile, master_key, master_salt, LABELS_RTCP)?,
+        })
+    }
+}
+
+impl Cipher {
+    /// The session keys of one direction and kind (`labels`: RTP's or RTCP's).
+    fn derive(
+        profile: SrtpProfile,
+        master_key: &[u8],
+        master_salt: &[u8],
+        labels: [u8; 3],
+    ) -> Result<Cipher, SrtpError> {
+        let [label_encryption, label_authentication, label_salt] = labels;
         let cipher = match profile {
             SrtpProfile::AES128_CM_SHA1_80 => {
                 let mut enc = [0u8; 16];
                 let mut auth = [0u8; 20];
                 let mut salt = [0u8; 14];
-                derive(master_key, master_salt, LABEL_RTP_ENCRYPTION, &mut enc)?;
-                derive(master_key, master_salt, LABEL_RTP_AUTHENTICATION, &mut auth)?;
-                derive(master_key, master_salt, LABEL_RTP_SALT, &mut salt)?;
+                derive(master_key, master_salt, label_encryption, &mut enc)?;
+                derive(master_key, master_salt, label_authentication, &mut auth)?;
+                derive(master_key, master_salt, label_salt, &mut salt)?;
                 Cipher::CmSha1(Box::new(CmSha1 {
                     ctr: EncryptingKey::ctr(UnboundCipherKey::new(&AES_128, &enc)?)?,
                     auth: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth),
@@ -314,8 +333,8 @@ impl SrtpSender {
             SrtpProfile::AEAD_AES_128_GCM | SrtpProfile::AEAD_AES_256_GCM => {
                 let mut enc = vec![0u8; master_key.len()];
                 let mut salt = [0u8; 12];
-                derive(master_key, master_salt, LABEL_RTP_ENCRYPTION, &mut enc)?;
-                derive(master_key, master_salt, LABEL_RTP_SALT, &mut salt)?;
+                derive(master_key, master_salt, label_encryption, &mut enc)?;
+                derive(master_key, master_salt, label_salt, &mut salt)?;
                 let algorithm = if enc.len() == 32 {
                     &AES_256_GCM
                 } else {
@@ -328,9 +347,11 @@ impl SrtpSender {
             }
             other => return Err(SrtpError::Profile(other)),
         };
-        Ok(SrtpSender { cipher })
+        Ok(cipher)
     }
+}
 
+impl SrtpSender {
     /// Bytes the protection adds after the payload.
     pub fn overhead(&self) -> usize {
         match self.cipher {
@@ -397,6 +418,66 @@ impl SrtpSender {
         }
         Ok(())
     }
+
+    /// Bytes SRTCP protection adds.
+    pub fn rtcp_overhead(&self) -> usize {
+        SRTCP_INDEX_LEN
+            + match self.rtcp {
+                Cipher::CmSha1(_) => HMAC_TAG_LEN,
+                Cipher::Gcm { .. } => GCM_TAG_LEN,
+            }
+    }
+
+    /// Protects one (compound) RTCP packet in place with SRTCP index `index` (31 bits; its
+    /// sender's count of SRTCP packets, RFC 3711 §3.4): all after the first 8 bytes is
+    /// encrypted, then the E flag with the index and the tag are appended.
+    pub fn protect_rtcp(&self, packet: &mut Vec<u8>, index: u32) -> Result<(), SrtpError> {
+        if packet.len() < 8 {
+            return Err(SrtpError::Crypto);
+        }
+        let index = index & 0x7fff_ffff;
+        let e_and_index = (0x8000_0000 | index).to_be_bytes();
+        let ssrc = [packet[4], packet[5], packet[6], packet[7]];
+        match &self.rtcp {
+            Cipher::CmSha1(keys) => {
+                let CmSha1 { ctr, auth, salt } = &**keys;
+                // The RTP IV with the SRTCP index for the packet index (RFC 3711 §4.1.1).
+                let mut iv = [0u8; 16];
+                iv[..14].copy_from_slice(salt);
+                for (b, s) in iv[4..8].iter_mut().zip(ssrc) {
+                    *b ^= s;
+                }
+                for (b, s) in iv[10..14].iter_mut().zip(index.to_be_bytes()) {
+                    *b ^= s;
+                }
+                ctr.less_safe_encrypt(&mut packet[8..], EncryptionContext::Iv128(iv.into()))?;
+                packet.extend_from_slice(&e_and_index);
+                let tag = hmac::sign(auth, packet);
+                packet.extend_from_slice(&tag.as_ref()[..HMAC_TAG_LEN]);
+            }
+            Cipher::Gcm { key, salt } => {
+                // IV = (0x0000 || SSRC || 0x0000 || index) XOR salt; the AAD is the first 8
+                // bytes and the E flag with the index (RFC 7714 §9.1, §9.3).
+                let mut iv = [0u8; 12];
+                iv[2..6].copy_from_slice(&ssrc);
+                iv[8..12].copy_from_slice(&index.to_be_bytes());
+                for (b, s) in iv.iter_mut().zip(salt) {
+                    *b ^= s;
+                }
+                let mut aad = [0u8; 12];
+                aad[..8].copy_from_slice(&packet[..8]);
+                aad[8..].copy_from_slice(&e_and_index);
+                let tag = key.seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(iv),
+                    Aad::from(&aad[..]),
+                    &mut packet[8..],
+                )?;
+                packet.extend_from_slice(tag.as_ref());
+                packet.extend_from_slice(&e_and_index);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -419,13 +500,13 @@ mod tests {
     fn keys_derive_as_rfc_3711_appendix_b3_says() {
         let (key, salt) = (hex(MASTER_KEY), hex(MASTER_SALT));
         let mut enc = [0u8; 16];
-        derive(&key, &salt, LABEL_RTP_ENCRYPTION, &mut enc).unwrap();
+        derive(&key, &salt, LABELS_RTP[0], &mut enc).unwrap();
         assert_eq!(enc.to_vec(), hex("c61e7a93744f39ee10734afe3ff7a087"));
         let mut session_salt = [0u8; 14];
-        derive(&key, &salt, LABEL_RTP_SALT, &mut session_salt).unwrap();
+        derive(&key, &salt, LABELS_RTP[2], &mut session_salt).unwrap();
         assert_eq!(session_salt.to_vec(), hex("30cbbc08863d8c85d49db34a9ae1"));
         let mut auth = [0u8; 20];
-        derive(&key, &salt, LABEL_RTP_AUTHENTICATION, &mut auth).unwrap();
+        derive(&key, &salt, LABELS_RTP[1], &mut auth).unwrap();
         assert_eq!(
             auth.to_vec(),
             hex("cebe321f6ff7716b6fd4ab49af256a156d38baa4")
@@ -451,6 +532,60 @@ mod tests {
             hex("800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402b78d6acc99ea179b8dbb")
         );
         assert_eq!(sender.overhead(), 10);
+    }
+
+    fn rtcp_reference() -> Vec<u8> {
+        let mut p = hex("81c8000bcafebabe");
+        p.extend_from_slice(&[0xab; 16]);
+        p
+    }
+
+    #[test]
+    fn an_aes_cm_rtcp_packet_matches_the_reference_vector() {
+        let sender = SrtpSender::from_master(
+            SrtpProfile::AES128_CM_SHA1_80,
+            &hex(MASTER_KEY),
+            &hex(MASTER_SALT),
+        )
+        .unwrap();
+        let mut packet = rtcp_reference();
+        sender.protect_rtcp(&mut packet, 1).unwrap();
+        assert_eq!(
+            packet,
+            hex("81c8000bcafebabe7128035be487b9bdbef89041f977a5a880000001993e08cd54d6c1230798")
+        );
+        assert_eq!(sender.rtcp_overhead(), 14);
+    }
+
+    #[test]
+    fn gcm_packets_match_the_reference_vectors() {
+        // libsrtp's AEAD_AES_128_GCM validation: key 00…0f, salt a0…ab.
+        let sender = SrtpSender::from_master(
+            SrtpProfile::AEAD_AES_128_GCM,
+            &hex("000102030405060708090a0b0c0d0e0f"),
+            &hex("a0a1a2a3a4a5a6a7a8a9aaab"),
+        )
+        .unwrap();
+        let mut rtp = hex("800f1234decafbadcafebabe");
+        rtp.extend_from_slice(&[0xab; 16]);
+        sender
+            .protect_rtp(&mut rtp, 12, 0xcafe_babe, 0, 0x1234)
+            .unwrap();
+        assert_eq!(
+            rtp,
+            hex(
+                "800f1234decafbadcafebabec5002ede04cfdd2eb91159e0880aa06ed2976826f796b201df3131a127e8a392"
+            )
+        );
+        let mut rtcp = rtcp_reference();
+        sender.protect_rtcp(&mut rtcp, 1).unwrap();
+        assert_eq!(
+            rtcp,
+            hex(
+                "81c8000bcafebabec98b8b5df0392a55852b6c21ac8e7025c52c6fbea2b3b446ea31123ba88ce61e80000001"
+            )
+        );
+        assert_eq!(sender.rtcp_overhead(), 20);
     }
 
     #[test]

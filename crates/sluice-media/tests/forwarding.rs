@@ -175,3 +175,58 @@ async fn a_voice_only_router_forwards_audio_without_estimating_bandwidth() {
     }
     worker.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audio_consumer_sends_sender_reports_that_describe_what_it_sent() {
+    let (worker, router) = real_worker_and_router().await;
+    let publisher = connect(&router, ClientNumbering::chromium(), None).await;
+    let audio = produce(&publisher, SourceConfig::audio()).await;
+    let receiver = connect_receiver(&router, None).await;
+    let (consumer, mut rx) = consume(&receiver, &router, &audio).await;
+    let ssrc = consumer.rtp_parameters().encodings[0].ssrc.unwrap();
+    // Packets until two sender reports (one a second) have come: those received between them
+    // are exactly what the second counts beyond the first (in order, on loopback).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut first = None;
+    let mut between: Vec<sluice_client::ReceivedRtp> = Vec::new();
+    let (report, next) = loop {
+        let p = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("two sender reports within a minute")
+            .expect("the stream goes on");
+        match (first, p.sender_report) {
+            (None, Some(r)) => first = Some(r),
+            (Some(f), Some(r)) if r != f => break (r, p),
+            _ => {}
+        }
+        if first.is_some() {
+            between.push(p);
+        }
+    };
+    let first = first.unwrap();
+    // `between` starts with the first packet after the first report.
+    assert_eq!(report.ssrc, ssrc);
+    assert_eq!(first.ssrc, ssrc);
+    assert_eq!(
+        (report.packet_count - first.packet_count) as usize,
+        between.len(),
+        "packets counted between two reports"
+    );
+    let payload = next.payload.len() as u32;
+    assert!(between.iter().all(|p| p.payload.len() as u32 == payload));
+    assert_eq!(
+        report.octet_count - first.octet_count,
+        (report.packet_count - first.packet_count) * payload
+    );
+    let received = between;
+    // Its RTP time is that of the packets around it (within a second at 48 kHz)…
+    let gap = (report.rtp_time as u32).wrapping_sub(received.last().unwrap().timestamp);
+    assert!(gap < 48_000, "{gap} ticks after the last packet before it");
+    // …and its NTP time the wall clock's.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(now_ms.abs_diff(report.ntp_unix_ms) < 60_000);
+    worker.close().await;
+}

@@ -49,19 +49,27 @@ pub(crate) struct ConsumerState {
     pub own_egress: Option<OwnEgress>,
 }
 
-/// The RFC 8285 header extensions a consumer with its own egress writes, with the ids the
-/// client was given.
+/// What a consumer with its own egress writes besides the media: the RFC 8285 header
+/// extensions with the ids the client was given, and its RTCP sender reports.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct OwnEgress {
     /// The consumer's mid.
     pub mid: Option<(u8, Vec<u8>)>,
     /// The producer's audio level (RFC 6464).
     pub audio_level: Option<u8>,
+    pub clock_rate: u32,
+    /// The CNAME its sender reports carry (the consumer's `rtcp.cname`).
+    pub cname: Vec<u8>,
+    /// When the last packet left, and its RTP timestamp: a sender report extrapolates from it.
+    pub last_sent: Option<(Instant, u32)>,
+    /// SRTCP packets sent with this SSRC (RFC 3711 §3.4's index).
+    pub srtcp_index: u32,
+    pub next_report: Option<Instant>,
 }
 
 impl OwnEgress {
     /// The extensions of a consumer with these negotiated parameters.
-    pub fn new(params: &sluice_ortc::RtpParameters, mid: &str) -> Self {
+    pub fn new(params: &sluice_ortc::RtpParameters, mid: &str, clock_rate: u32) -> Self {
         let id_of = |uri: &str| {
             params
                 .header_extensions
@@ -75,9 +83,24 @@ impl OwnEgress {
                 .filter(|_| !mid.is_empty() && mid.len() <= 16)
                 .map(|id| (id, mid.as_bytes().to_vec())),
             audio_level: id_of(sluice_ortc::supported::AUDIO_LEVEL_URI),
+            clock_rate: clock_rate.max(1),
+            cname: params
+                .rtcp
+                .cname
+                .as_deref()
+                .unwrap_or("sluice")
+                .bytes()
+                .take(255)
+                .collect(),
+            last_sent: None,
+            srtcp_index: 0,
+            next_report: None,
         }
     }
 }
+
+/// Seconds between the NTP epoch (1900) and the Unix epoch.
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
 /// A packet a consumer with its own egress sends: RTP, not yet protected.
 #[derive(Debug)]
@@ -180,12 +203,46 @@ impl ConsumerState {
             bytes.resize(header_len, 0);
         }
         bytes.extend_from_slice(payload);
+        if let Some(egress) = self.own_egress.as_mut() {
+            egress.last_sent = Some((now, out.timestamp));
+        }
         Some(OwnPacket {
             bytes,
             header_len,
             seq,
             roc: (out.seq >> 16) as u32,
         })
+    }
+
+    /// An RTCP sender report (RFC 3550 §6.4.1) with the consumer's CNAME (§6.5.1), not yet
+    /// protected, for a consumer with its own egress that has sent something: `unix_micros` is
+    /// the wall clock at `now`, and the RTP timestamp is the last packet's extrapolated to
+    /// `now`, as str0m reports its own streams (from when packets leave).
+    pub fn sender_report(&self, now: Instant, unix_micros: u64, reserve: usize) -> Option<Vec<u8>> {
+        let egress = self.own_egress.as_ref()?;
+        let (at, timestamp) = egress.last_sent?;
+        let elapsed = now.saturating_duration_since(at).as_secs_f64();
+        let rtp_timestamp = timestamp.wrapping_add((elapsed * f64::from(egress.clock_rate)) as u32);
+        let seconds = unix_micros / 1_000_000 + NTP_UNIX_OFFSET;
+        let fraction = ((unix_micros % 1_000_000) << 32) / 1_000_000;
+        let mut report = Vec::with_capacity(28 + 12 + egress.cname.len() + reserve);
+        report.extend_from_slice(&[0x80, 200, 0x00, 0x06]);
+        report.extend_from_slice(&self.ssrc.to_be_bytes());
+        report.extend_from_slice(&(seconds as u32).to_be_bytes());
+        report.extend_from_slice(&(fraction as u32).to_be_bytes());
+        report.extend_from_slice(&rtp_timestamp.to_be_bytes());
+        report.extend_from_slice(&(self.packets as u32).to_be_bytes());
+        report.extend_from_slice(&(self.bytes as u32).to_be_bytes());
+        // SDES with one chunk: SSRC, CNAME item, END, padded to 32 bits.
+        let chunk = (4 + 2 + egress.cname.len() + 1).div_ceil(4) * 4;
+        report.extend_from_slice(&[0x81, 202]);
+        report.extend_from_slice(&((chunk / 4) as u16).to_be_bytes());
+        report.extend_from_slice(&self.ssrc.to_be_bytes());
+        report.push(1);
+        report.push(egress.cname.len() as u8);
+        report.extend_from_slice(&egress.cname);
+        report.resize(28 + 4 + chunk, 0);
+        Some(report)
     }
 
     pub fn payload_type_for(&self, producer_pt: u8) -> Option<Pt> {

@@ -237,7 +237,8 @@ impl Core {
         };
         let declared =
             t.declare_consumer_media(&mid, producer.kind, &mut params, retransmission, egress)?;
-        let own_egress = (egress == Egress::Own).then(|| OwnEgress::new(&params, &mid));
+        let own_egress =
+            (egress == Egress::Own).then(|| OwnEgress::new(&params, &mid, producer.clock_rate));
         let pt_map = producer
             .mapping
             .codecs

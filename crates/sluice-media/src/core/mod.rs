@@ -278,6 +278,12 @@ impl Core {
         millis + now.saturating_duration_since(at).as_millis() as u64
     }
 
+    /// Wall-clock microseconds at `now` (sender reports).
+    fn unix_micros(&self, now: Instant) -> u64 {
+        let (at, millis) = self.epoch;
+        millis * 1000 + now.saturating_duration_since(at).as_micros() as u64
+    }
+
     fn transmit(&mut self, destination: SocketAddr, contents: Vec<u8>) {
         self.usage.datagrams_sent += 1;
         self.usage.bytes_sent += contents.len() as u64;

@@ -131,6 +131,7 @@ impl Core {
             self.update_bwe_targets(key, now);
         }
         self.observe_speakers(now);
+        self.send_sender_reports(now);
         let backed_up: Vec<Key> = self
             .data_consumers
             .iter()
@@ -139,6 +140,56 @@ impl Core {
             .collect();
         for key in backed_up {
             self.flush_data_consumer(key);
+        }
+    }
+
+    /// RTCP sender reports of the consumers with their own egress that are due (str0m sends
+    /// those of the others).
+    pub(super) fn send_sender_reports(&mut self, now: Instant) {
+        let unix_micros = self.unix_micros(now);
+        let interval = self.settings.own_sender_report_interval;
+        let Core {
+            consumers,
+            transports,
+            outbox,
+            usage,
+            ..
+        } = self;
+        for c in consumers.values_mut() {
+            let due = match &c.own_egress {
+                Some(egress) => egress.next_report.is_none_or(|at| at <= now),
+                None => false,
+            };
+            if !due {
+                continue;
+            }
+            let Some(t) = transports.get_mut(&c.transport) else {
+                continue;
+            };
+            let (Some(srtp), Some(destination)) = (&t.srtp, t.selected_remote) else {
+                continue;
+            };
+            let Some(mut report) = c.sender_report(now, unix_micros, srtp.rtcp_overhead()) else {
+                continue;
+            };
+            let Some(egress) = c.own_egress.as_mut() else {
+                continue;
+            };
+            egress.next_report = Some(now + interval);
+            let index = egress.srtcp_index;
+            egress.srtcp_index = (index + 1) & 0x7fff_ffff;
+            if srtp.protect_rtcp(&mut report, index).is_err() {
+                continue;
+            }
+            let n = report.len() as u64;
+            usage.datagrams_sent += 1;
+            usage.bytes_sent += n;
+            t.bytes_sent += n;
+            t.packets_sent += 1;
+            outbox.push_back(super::Transmit {
+                destination,
+                contents: report,
+            });
         }
     }
 

@@ -103,6 +103,10 @@ impl<T> Table<T> {
         self.by_key.values()
     }
 
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.by_key.values_mut()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &T)> {
         self.by_key.iter()
     }
