@@ -460,7 +460,10 @@ function sendCursor(now) {
     }
     const me = state.world?.players[state.peerId];
     if (me && arenaInputProducer?.readyState === 'open') {
-      arenaInputProducer.send(encodeArenaInput(state.world, me, ownCursor));
+      // Toward the mouse (or where moveTo() pinned us); a player nobody steers stands still
+      // rather than follow the idle cursor.
+      const steer = pinned ?? (mouse && now - mouse.at < MOUSE_HOLD_MS ? mouse : null);
+      arenaInputProducer.send(encodeArenaInput(state.world, me, steer ?? me));
     }
   } catch (error) {
     report('cursor send', error);
