@@ -510,6 +510,13 @@ impl Room {
         matches!(self.config.data.rule(label), Ok(Some(rule)) if rule.relay == Relay::Server)
     }
 
+    /// Whether `label` is one the room's game sends on (players may not produce on it).
+    pub fn is_game_output(&self, label: &str) -> bool {
+        self.game
+            .as_ref()
+            .is_some_and(|g| g.outputs.iter().any(|o| o.label == label))
+    }
+
     fn is_game_input(&self, label: &str) -> bool {
         self.game.as_ref().is_some_and(|g| g.inputs.contains(label))
     }

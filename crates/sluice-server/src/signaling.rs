@@ -279,6 +279,14 @@ async fn handle_request(
             if !peer.grants.data {
                 return Err(SignalError::forbidden("the token does not grant data"));
             }
+            if room.is_game_output(&req.label) {
+                // Players receive the game's copies from `peerId: null`; one of theirs on the
+                // same label would pass for the server's.
+                return Err(SignalError::forbidden(format!(
+                    "data label {:?} is the game's output",
+                    req.label
+                )));
+            }
             let transport = room.transport_of(&peer.id, &req.transport_id)?;
             let rule = instance
                 .config

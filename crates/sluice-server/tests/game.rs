@@ -202,6 +202,12 @@ async fn inputs_from_two_players_reach_the_game_and_its_messages_reach_whom_they
     assert_eq!(next_text(&mut bob_out).await, "after");
     assert_eq!(next_text(&mut alice_out).await, "after");
 
+    // The output label is the game's: a player cannot produce on it.
+    let refused = alice.produce_data("out", true, None).await;
+    assert!(
+        format!("{refused:?}").contains("the game's output"),
+        "{refused:?}"
+    );
     // The input label is the game's: no player was offered the other's.
     let no_cmd = alice
         .wait_event(
