@@ -176,7 +176,7 @@ pub(crate) fn spawn(
             let status = match result {
                 Ok(Ok(())) => Status::Closed,
                 Ok(Err(reason)) => Status::Died(reason),
-                Err(panic) => Status::Died(panic_message(&panic)),
+                Err(panic) => Status::Died(panic_message(panic.as_ref())),
             };
             if let Status::Died(reason) = &status {
                 tracing::error!(worker = index, %reason, "worker died");
@@ -278,7 +278,8 @@ fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<StdUdpSock
     Ok(socket.into())
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+/// The text of a panic's payload (`"panic"` when it is neither a `&str` nor a `String`).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {

@@ -43,6 +43,7 @@ pub use consumer::{Consumer, ConsumerDump, ConsumerOptions, ConsumerStat};
 pub use data_consumer::{DataConsumer, DataConsumerOptions, DataConsumerStat, DataReceiver};
 pub use data_producer::{DataMessage, DataProducer, DataProducerOptions, DataProducerStat};
 pub use direct_transport::DirectTransport;
+pub use driver::panic_message;
 pub use error::{MediaError, Reason};
 pub use events::{
     CloseReason, ConsumerLayers, ConsumerScore, EventSender, MediaEvent, ProducerScore,

@@ -297,17 +297,6 @@ pub(crate) fn link(logic: Box<dyn GameLogic>) -> (GameLink, GameTask) {
     (link, task)
 }
 
-/// The text of a panic's payload.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic".to_owned()
-    }
-}
-
 impl GameTask {
     /// Runs the game until its room is gone or a hook panics (then the room is closed).
     pub(crate) async fn run(mut self, room: Weak<Room>, room_id: String) {
@@ -355,7 +344,7 @@ impl GameTask {
             };
             let Some(room) = room.upgrade() else { break };
             if let Err(payload) = outcome {
-                room.game_failed(&panic_text(payload.as_ref()));
+                room.game_failed(&sluice_media::panic_message(payload.as_ref()));
                 break;
             }
             for effect in game.take_effects() {

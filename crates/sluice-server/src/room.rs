@@ -529,6 +529,21 @@ impl Room {
             .map_err(SignalError::from)
     }
 
+    /// A data consumer of `data_producer_id` on the room's DirectTransport: its messages, until
+    /// the data producer closes.
+    async fn read_on_direct(
+        &self,
+        data_producer_id: &str,
+    ) -> Result<sluice_media::DataReceiver, SignalError> {
+        let (_consumer, messages) = self
+            .direct()
+            .await?
+            .consume_data(DataConsumerOptions::new(data_producer_id))
+            .await
+            .map_err(SignalError::from)?;
+        Ok(messages)
+    }
+
     /// After a peer's data producer was created: the server reads what is its own (positions,
     /// the game's inputs and labels relayed to the server); other labels are left alone.
     pub async fn read_server_labels(
@@ -546,12 +561,7 @@ impl Room {
         if !game.inputs.contains(label) && !self.relays_to_server(label) {
             return Ok(());
         }
-        let (_consumer, messages) = self
-            .direct()
-            .await?
-            .consume_data(DataConsumerOptions::new(data_producer_id))
-            .await
-            .map_err(SignalError::from)?;
+        let messages = self.read_on_direct(data_producer_id).await?;
         let to_game = game.messages.clone();
         let (peer_id, label) = (peer_id.to_owned(), label.to_owned());
         tokio::spawn(async move {
@@ -689,12 +699,7 @@ impl Room {
         if self.interest.is_none() {
             return Ok(());
         }
-        let (_consumer, messages) = self
-            .direct()
-            .await?
-            .consume_data(DataConsumerOptions::new(data_producer_id))
-            .await
-            .map_err(SignalError::from)?;
+        let messages = self.read_on_direct(data_producer_id).await?;
         let room = Arc::downgrade(self);
         let peer_id = peer_id.to_owned();
         tokio::spawn(async move {
