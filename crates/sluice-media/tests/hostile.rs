@@ -290,3 +290,77 @@ async fn garbage_dtls_records_before_the_client_hello_are_discarded_and_dtls_sti
     }
     worker.close().await;
 }
+
+/// A binding request signed with the server's ICE password, as a client's check on another
+/// candidate pair would come.
+fn signed_binding_request(ufrag: &str, password: &str, use_candidate: bool) -> Vec<u8> {
+    let username = format!("{ufrag}:other");
+    let message = str0m::ice::StunMessage::binding_request(
+        &username,
+        str0m::ice::TransId::new(),
+        true,
+        7,
+        1_000,
+        use_candidate,
+    );
+    let sha1_hmac = |key: &[u8], parts: &[&[u8]]| -> [u8; 20] {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&key);
+        for part in parts {
+            ctx.update(part);
+        }
+        let mut out = [0u8; 20];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    };
+    let mut buf = vec![0u8; 512];
+    let n = message
+        .to_bytes(Some(password.as_bytes()), &mut buf, sha1_hmac)
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// A check from another address validates it, but only a nominating one (USE-CANDIDATE) moves
+/// the selected tuple, where the own egress sends, as mediasoup's ICE-lite server does.
+#[tokio::test(start_paused = true)]
+async fn only_a_nominating_check_moves_the_selected_tuple() {
+    let (worker, router) = worker_and_router().await;
+    let relay = Relay::start(worker.local_addr(), 0.0, 4).await.unwrap();
+    let other = Relay::start(worker.local_addr(), 0.0, 5).await.unwrap();
+    let mut options = sluice_client::ClientTransportOptions::new(ClientNumbering::chromium());
+    options.remote_override = Some(relay.addr());
+    let (server, client, mut events) =
+        connect_unchecked(&router, options, WebRtcTransportOptions::default()).await;
+    server
+        .connect(client.dtls_parameters().clone())
+        .await
+        .unwrap();
+    client.start();
+    let selected = |e: &MediaEvent| matches!(e, MediaEvent::IceSelectedTupleChange { .. });
+    let first = wait_event(&mut events, Duration::from_secs(5), selected)
+        .await
+        .expect("the client's tuple is selected");
+    assert!(
+        matches!(first, MediaEvent::IceSelectedTupleChange { remote, .. } if remote == relay.addr())
+    );
+    let ice = server.ice_parameters().clone();
+    let check =
+        |nominating| signed_binding_request(&ice.username_fragment, &ice.password, nominating);
+    other.inject(&check(false)).await.unwrap();
+    assert!(
+        wait_event(&mut events, Duration::from_secs(2), selected)
+            .await
+            .is_none(),
+        "a plain check moved the selected tuple"
+    );
+    other.inject(&check(true)).await.unwrap();
+    let moved = wait_event(&mut events, Duration::from_secs(2), selected)
+        .await
+        .expect("the nominated tuple is selected");
+    assert!(
+        matches!(moved, MediaEvent::IceSelectedTupleChange { remote, .. } if remote == other.addr()),
+        "{moved:?}"
+    );
+    worker.close().await;
+}

@@ -52,6 +52,9 @@ impl Core {
                 return;
             }
             t.learn_remote_ufrag(remote);
+            if m.use_candidate() {
+                t.nominating = Some(from);
+            }
         }
         if kind == DatagramKind::Dtls && t.awaiting_client_hello {
             if !is_client_hello(data) {
@@ -342,7 +345,9 @@ impl Core {
                                 && tx.contents[1] == 0x01
                             {
                                 demux.validate_addr(tx.destination, key);
-                                if t.selected_remote != Some(tx.destination) {
+                                let nominated = t.selected_remote.is_none()
+                                    || t.nominating == Some(tx.destination);
+                                if nominated && t.selected_remote != Some(tx.destination) {
                                     t.selected_remote = Some(tx.destination);
                                     t.emit(MediaEvent::IceSelectedTupleChange {
                                         transport_id: t.id.clone(),

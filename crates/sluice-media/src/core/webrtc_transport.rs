@@ -117,6 +117,10 @@ pub(crate) struct TransportState {
     pub dtls_state: DtlsState,
     pub sctp_state: Option<SctpState>,
     pub selected_remote: Option<SocketAddr>,
+    /// The source of the latest binding request carrying USE-CANDIDATE: the tuple the client
+    /// nominates, which becomes the selected one once str0m answers it (as in mediasoup: other
+    /// checks do not move the selected tuple once there is one).
+    pub nominating: Option<SocketAddr>,
     /// When str0m next wants `handle_input(Timeout)`.
     pub next_timeout: Option<Instant>,
     pub medias: Vec<MediaLine>,
@@ -252,6 +256,7 @@ impl TransportState {
             dtls_state: DtlsState::New,
             sctp_state: options.enable_sctp.then_some(SctpState::New),
             selected_remote: None,
+            nominating: None,
             next_timeout: None,
             medias: Vec::new(),
             next_mid: 0,
