@@ -177,6 +177,34 @@ async fn a_voice_only_router_forwards_audio_without_estimating_bandwidth() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_own_audio_egress_off_audio_leaves_through_str0m_just_the_same() {
+    let worker = sluice_media::Worker::spawn_with(
+        0,
+        &sluice_media::WorkerSettings::loopback(),
+        sluice_media::MediaSettings {
+            own_audio_egress: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let router = worker.create_router(&media_codecs()).await.unwrap();
+    let publisher = connect(&router, ClientNumbering::chromium(), None).await;
+    let audio = produce(&publisher, SourceConfig::audio()).await;
+    let receiver = connect_receiver(&router, None).await;
+    let (consumer, mut rx) = consume(&receiver, &router, &audio).await;
+    let packets = receive_n(&mut rx, 50).await;
+    let ssrc = consumer.rtp_parameters().encodings[0].ssrc.unwrap();
+    assert!(packets.iter().all(|p| p.ssrc == ssrc));
+    assert!(
+        packets
+            .iter()
+            .all(|p| stamp_of(MediaKind::Audio, p).is_some())
+    );
+    assert_continuous(&packets);
+    worker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audio_consumer_sends_sender_reports_that_describe_what_it_sent() {
     let (worker, router) = real_worker_and_router().await;
     let publisher = connect(&router, ClientNumbering::chromium(), None).await;

@@ -293,6 +293,16 @@ pub struct RtcConfig {
     pub port: u16,
     /// How each transport estimates its egress bandwidth, from which simulcast layers are picked.
     pub bandwidth_estimation: BandwidthEstimationMode,
+    /// Audio consumers' packets are written and SRTP-protected by sluice itself (docs/media.md,
+    /// "Own egress"); `false` sends them through str0m as video is, at several times the CPU.
+    #[serde(default = "RtcConfig::default_own_audio_egress")]
+    pub own_audio_egress: bool,
+}
+
+impl RtcConfig {
+    fn default_own_audio_egress() -> bool {
+        true
+    }
 }
 
 /// `rtc.bandwidth_estimation`: `"twcc"`, `"remb"` or `"off"`.
@@ -922,6 +932,22 @@ mod tests {
         let err = load("[rtc]\nport = 70000\n").unwrap_err();
         assert!(
             matches!(&err, ConfigError::BadValue { key, .. } if key == "rtc.port"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_own_audio_egress_is_on_unless_turned_off() {
+        assert!(load("").unwrap().rtc.own_audio_egress);
+        assert!(
+            !load("[rtc]\nown_audio_egress = false\n")
+                .unwrap()
+                .rtc
+                .own_audio_egress
+        );
+        let err = load("[rtc]\nown_audio_egress = \"no\"\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "rtc.own_audio_egress"),
             "{err}"
         );
     }

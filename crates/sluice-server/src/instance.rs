@@ -63,7 +63,11 @@ impl Instance {
     ) -> Result<Arc<Instance>, sluice_media::MediaError> {
         let mut workers = Vec::new();
         for i in 0..config.worker_count() {
-            workers.push(Worker::spawn(i, &worker_settings(&config, i))?);
+            workers.push(Worker::spawn_with(
+                i,
+                &worker_settings(&config, i),
+                media_settings(&config),
+            )?);
         }
         let instance = Arc::new(Instance {
             auth: TokenAuthority::new(config.auth_secret()),
@@ -228,7 +232,11 @@ impl Instance {
         let index = dead.index();
         tracing::error!(worker = index, %reason, "worker died; replacing it");
         self.metrics.worker_deaths.inc();
-        let replacement = match Worker::spawn(index, &worker_settings(&self.config, index)) {
+        let replacement = match Worker::spawn_with(
+            index,
+            &worker_settings(&self.config, index),
+            media_settings(&self.config),
+        ) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(worker = index, error = %e, "cannot replace the worker");
@@ -266,6 +274,13 @@ fn worker_settings(config: &Config, index: usize) -> WorkerSettings {
         listen_ip: config.rtc.ip,
         announced_ip: Some(config.announced_ip()),
         port: config.worker_port(index),
+    }
+}
+
+fn media_settings(config: &Config) -> sluice_media::MediaSettings {
+    sluice_media::MediaSettings {
+        own_audio_egress: config.rtc.own_audio_egress,
+        ..sluice_media::MediaSettings::default()
     }
 }
 
