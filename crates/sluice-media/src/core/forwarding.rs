@@ -120,16 +120,8 @@ impl Core {
                     tracing::debug!(consumer = %c.id, error = %e, "own egress packet not protected");
                     continue;
                 }
-                let n = own.bytes.len() as u64;
-                usage.datagrams_sent += 1;
-                usage.bytes_sent += n;
-                ct.bytes_sent += n;
-                ct.packets_sent += 1;
                 c.on_sent(packet.payload.len(), now);
-                outbox.push_back(super::Transmit {
-                    destination,
-                    contents: own.bytes,
-                });
+                super::send_on(outbox, usage, ct, destination, own.bytes);
                 continue;
             }
             let write = c.rewrite(&packet, &input, &ext_vals, nackable, now);

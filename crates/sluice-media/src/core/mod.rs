@@ -71,6 +71,26 @@ pub(crate) struct Transmit {
     pub contents: Vec<u8>,
 }
 
+/// Puts a datagram of transport `t` in the outbox, counted for the worker and the transport
+/// (str0m's output, and what sluice writes itself for own-egress consumers).
+fn send_on(
+    outbox: &mut VecDeque<Transmit>,
+    usage: &mut ResourceUsage,
+    t: &mut TransportState,
+    destination: SocketAddr,
+    contents: Vec<u8>,
+) {
+    let n = contents.len() as u64;
+    usage.datagrams_sent += 1;
+    usage.bytes_sent += n;
+    t.bytes_sent += n;
+    t.packets_sent += 1;
+    outbox.push_back(Transmit {
+        destination,
+        contents,
+    });
+}
+
 /// Who a core is and where it listens (given by its driver).
 pub(crate) struct CoreConfig {
     pub index: usize,
@@ -284,6 +304,7 @@ impl Core {
         millis * 1000 + now.saturating_duration_since(at).as_micros() as u64
     }
 
+    /// A datagram of no transport (a goodbye after it closed), counted for the worker.
     fn transmit(&mut self, destination: SocketAddr, contents: Vec<u8>) {
         self.usage.datagrams_sent += 1;
         self.usage.bytes_sent += contents.len() as u64;

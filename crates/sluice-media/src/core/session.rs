@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
+use super::Core;
 use super::due_now;
 use super::object::Object;
 use super::producer::score_from_loss;
 use super::webrtc_transport::DataOwner;
-use super::{Core, Transmit};
 use crate::demux::{DatagramKind, is_client_hello};
 use crate::events::{CloseReason, DtlsState, MediaEvent, SctpState};
 use crate::message::DataMessage;
@@ -184,15 +184,7 @@ impl Core {
             if srtp.protect_rtcp(&mut report, index).is_err() {
                 continue;
             }
-            let n = report.len() as u64;
-            usage.datagrams_sent += 1;
-            usage.bytes_sent += n;
-            t.bytes_sent += n;
-            t.packets_sent += 1;
-            outbox.push_back(super::Transmit {
-                destination,
-                contents: report,
-            });
+            super::send_on(outbox, usage, t, destination, report);
         }
     }
 
@@ -355,15 +347,7 @@ impl Core {
                                     });
                                 }
                             }
-                            let n = tx.contents.len() as u64;
-                            usage.datagrams_sent += 1;
-                            usage.bytes_sent += n;
-                            t.bytes_sent += n;
-                            t.packets_sent += 1;
-                            outbox.push_back(Transmit {
-                                destination: tx.destination,
-                                contents: tx.contents.into(),
-                            });
+                            super::send_on(outbox, usage, t, tx.destination, tx.contents.into());
                         }
                         // The peer is checked before anything after the handshake is polled,
                         // so nothing is sent to a peer that fails.
