@@ -63,11 +63,7 @@ impl Instance {
     ) -> Result<Arc<Instance>, sluice_media::MediaError> {
         let mut workers = Vec::new();
         for i in 0..config.worker_count() {
-            workers.push(Worker::spawn_with(
-                i,
-                &worker_settings(&config, i),
-                media_settings(&config),
-            )?);
+            workers.push(spawn_worker(&config, i)?);
         }
         let instance = Arc::new(Instance {
             auth: TokenAuthority::new(config.auth_secret()),
@@ -135,10 +131,7 @@ impl Instance {
             }))
             .map_err(|_| RoomError::GameFailed("its factory panicked".to_owned()))?,
         };
-        let (game_link, game_task) = match game {
-            Some((link, task)) => (Some(link), Some(task)),
-            None => (None, None),
-        };
+        let (game_link, game_task) = game.unzip();
         let mut load: HashMap<usize, usize> = HashMap::new();
         for r in rooms.values() {
             *load.entry(r.worker_index).or_default() += 1 + r.peer_count();
@@ -232,11 +225,7 @@ impl Instance {
         let index = dead.index();
         tracing::error!(worker = index, %reason, "worker died; replacing it");
         self.metrics.worker_deaths.inc();
-        let replacement = match Worker::spawn_with(
-            index,
-            &worker_settings(&self.config, index),
-            media_settings(&self.config),
-        ) {
+        let replacement = match spawn_worker(&self.config, index) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(worker = index, error = %e, "cannot replace the worker");
@@ -269,19 +258,18 @@ impl Instance {
     }
 }
 
-fn worker_settings(config: &Config, index: usize) -> WorkerSettings {
-    WorkerSettings {
+/// Worker `index` as the configuration says: its socket, and the tuning it overrides.
+fn spawn_worker(config: &Config, index: usize) -> Result<Worker, sluice_media::MediaError> {
+    let settings = WorkerSettings {
         listen_ip: config.rtc.ip,
         announced_ip: Some(config.announced_ip()),
         port: config.worker_port(index),
-    }
-}
-
-fn media_settings(config: &Config) -> sluice_media::MediaSettings {
-    sluice_media::MediaSettings {
+    };
+    let media = sluice_media::MediaSettings {
         own_audio_egress: config.rtc.own_audio_egress,
         ..sluice_media::MediaSettings::default()
-    }
+    };
+    Worker::spawn_with(index, &settings, media)
 }
 
 fn supervise(instance: std::sync::Weak<Instance>, worker: Worker) {
