@@ -215,7 +215,9 @@ async function createTransport(direction, sctpCapabilities) {
     iceCandidates: info.iceCandidates,
     dtlsParameters: info.dtlsParameters,
     sctpParameters: info.sctpParameters,
-    iceServers: [],
+    // TURN servers with credentials, when the server has `[turn]` configured.
+    iceServers: Array.isArray(info.iceServers) ? info.iceServers : [],
+    iceTransportPolicy: params.iceTransportPolicy,
   };
   if (isClosed()) throw new Error('left while joining');
   const transport = direction === 'send'

@@ -29,9 +29,11 @@ function truthy(value) {
 /**
  * Reads the page's query string.
  *
- * Returns `{roomId, peerId, displayName, token, simulcast, complete}`; `complete` is true when
- * both `roomId` and `peerId` are present (the page then joins at once, otherwise it shows the
- * form). `displayName` defaults to the peer id; `token` is null when absent.
+ * Returns `{roomId, peerId, displayName, token, simulcast, iceTransportPolicy, complete}`;
+ * `complete` is true when both `roomId` and `peerId` are present (the page then joins at once,
+ * otherwise it shows the form). `displayName` defaults to the peer id; `token` is null when
+ * absent; `iceTransportPolicy` is `"relay"` (only through the TURN servers the server names) with
+ * `?iceTransportPolicy=relay`, else `"all"`.
  */
 export function parseRoomParams(search) {
   const query = new URLSearchParams(search);
@@ -47,6 +49,7 @@ export function parseRoomParams(search) {
     displayName: get('displayName') || peerId,
     token: get('token') || null,
     simulcast: truthy(query.get('simulcast')),
+    iceTransportPolicy: get('iceTransportPolicy') === 'relay' ? 'relay' : 'all',
     complete: roomId !== '' && peerId !== '',
   };
 }

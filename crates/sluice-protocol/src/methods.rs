@@ -180,6 +180,19 @@ pub struct CreateWebRtcTransportResponse {
     /// Present when the request carried `sctpCapabilities`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sctp_parameters: Option<SctpParameters>,
+    /// TURN servers for the client's `RTCPeerConnection` (`[turn]` configured), with
+    /// time-limited credentials; absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One entry of `RTCConfiguration.iceServers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
 }
 
 /// `connectWebRtcTransport` request: the client's DTLS role and fingerprints.

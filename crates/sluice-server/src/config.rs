@@ -56,6 +56,34 @@ pub struct Config {
     /// rule matches is refused (403).
     #[serde(default)]
     pub actions: Vec<ActionRule>,
+    /// TURN servers handed to clients (docs/config.md, "TURN").
+    #[serde(default)]
+    pub turn: TurnConfig,
+}
+
+/// `[turn]`: TURN servers clients are told about, with credentials of the TURN REST API
+/// (coturn's `use-auth-secret`): user name `expiry:peerId`, password the base64 HMAC-SHA1 of it
+/// with the shared secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TurnConfig {
+    /// `turn:` / `turns:` URLs (RFC 7065); empty: no TURN.
+    pub urls: Vec<String>,
+    /// The secret shared with the TURN server (coturn's `static-auth-secret`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// How long a credential is valid.
+    pub credential_ttl_secs: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig {
+            urls: Vec::new(),
+            secret: None,
+            credential_ttl_secs: 86_400,
+        }
+    }
 }
 
 /// Whether a room forwards by proximity.
@@ -438,6 +466,36 @@ impl Config {
     }
 
     /// The secret tokens are signed and checked with (the dev secret in dev mode).
+    fn validate_turn(&self) -> Result<(), ConfigError> {
+        let turn = &self.turn;
+        if turn.urls.is_empty() {
+            return Ok(());
+        }
+        if let Some(bad) = turn
+            .urls
+            .iter()
+            .find(|u| !(u.starts_with("turn:") || u.starts_with("turns:")))
+        {
+            return Err(ConfigError::bad(
+                "turn.urls",
+                format!("{bad:?} is not a turn: or turns: URL"),
+            ));
+        }
+        if turn.secret.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError::bad(
+                "turn.secret",
+                "TURN URLs need the secret shared with the TURN server",
+            ));
+        }
+        if !(60..=7 * 86_400).contains(&turn.credential_ttl_secs) {
+            return Err(ConfigError::bad(
+                "turn.credential_ttl_secs",
+                "between 60 s and 7 days",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn auth_secret(&self) -> &str {
         self.auth.secret.as_deref().unwrap_or(DEV_SECRET)
     }
@@ -467,6 +525,7 @@ impl Config {
 
     /// Checks rules that span keys or that types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_turn()?;
         if self.workers > MAX_WORKERS {
             return Err(ConfigError::bad(
                 "workers",
@@ -937,6 +996,34 @@ mod tests {
     }
 
     #[test]
+    fn turn_urls_need_their_scheme_and_the_shared_secret() {
+        assert!(load("").unwrap().turn.urls.is_empty());
+        let ok = load(
+            "[turn]\nurls = [\"turn:127.0.0.1:3478\", \"turns:t.example:5349\"]\nsecret = \"s3cret\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.turn.urls.len(), 2);
+        assert_eq!(ok.turn.credential_ttl_secs, 86_400);
+        for (text, key) in [
+            ("[turn]\nurls = [\"turn:h:3478\"]\n", "turn.secret"),
+            (
+                "[turn]\nurls = [\"http://h\"]\nsecret = \"s\"\n",
+                "turn.urls",
+            ),
+            (
+                "[turn]\nurls = [\"turn:h\"]\nsecret = \"s\"\ncredential_ttl_secs = 1\n",
+                "turn.credential_ttl_secs",
+            ),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::BadValue { key: k, .. } if k == key),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn the_own_audio_egress_is_on_unless_turned_off() {
         assert!(load("").unwrap().rtc.own_audio_egress);
         assert!(
@@ -1135,6 +1222,7 @@ mod tests {
                 "router",
                 "rtc",
                 "signaling",
+                "turn",
                 "workers"
             ]
         );

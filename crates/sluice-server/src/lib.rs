@@ -22,6 +22,7 @@ pub mod room;
 pub mod session;
 pub mod signaling;
 pub mod store;
+pub mod turn;
 pub mod ws;
 
 use std::collections::HashMap;

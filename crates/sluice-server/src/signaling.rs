@@ -191,6 +191,11 @@ async fn handle_request(
                 ice_candidates: transport.ice_candidates().to_vec(),
                 dtls_parameters: transport.dtls_parameters().clone(),
                 sctp_parameters: transport.sctp_parameters().cloned(),
+                ice_servers: crate::turn::ice_servers(
+                    &instance.config.turn,
+                    &peer.id,
+                    crate::auth::unix_now(),
+                ),
             })
         }
         ClientRequest::ConnectWebRtcTransport(req) => {

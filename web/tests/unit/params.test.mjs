@@ -13,8 +13,15 @@ test('parseRoomParams reads room, peer, name and token', () => {
     displayName: 'Alïce',
     token: 'abc.def.ghi',
     simulcast: false,
+    iceTransportPolicy: 'all',
     complete: true,
   });
+});
+
+test('parseRoomParams reads the ICE transport policy, relay or all', () => {
+  assert.equal(parseRoomParams('?iceTransportPolicy=relay').iceTransportPolicy, 'relay');
+  assert.equal(parseRoomParams('?iceTransportPolicy=all').iceTransportPolicy, 'all');
+  assert.equal(parseRoomParams('?iceTransportPolicy=bogus').iceTransportPolicy, 'all');
 });
 
 test('parseRoomParams: the name defaults to the peer id, the token to null', () => {
