@@ -825,6 +825,26 @@ function leave() {
 // ---------------------------------------------------------------------------------------------
 // Stats for tests
 
+/**
+ * The candidate types of each transport's selected ICE pair, `{send, recv}` (`"host"`,
+ * `"relay"`, …, or null before one is selected): tests check that `?iceTransportPolicy=relay`
+ * really goes through TURN.
+ */
+async function selectedCandidateTypes() {
+  const typeOf = async (transport) => {
+    if (!transport || transport.closed) return null;
+    const report = await transport.getStats();
+    let pairId = null;
+    report.forEach((stat) => {
+      if (stat.type === 'transport' && stat.selectedCandidatePairId) pairId = stat.selectedCandidatePairId;
+    });
+    const pair = pairId ? report.get(pairId) : null;
+    const local = pair ? report.get(pair.localCandidateId) : null;
+    return local?.candidateType ?? null;
+  };
+  return { send: await typeOf(sendTransport), recv: await typeOf(recvTransport) };
+}
+
 async function stats() {
   const results = [];
   for (const [consumerId, consumer] of consumers) {
@@ -904,6 +924,7 @@ window.addEventListener('pagehide', () => {
 
 window.sluiceDemo = Object.assign(state, {
   stats,
+  selectedCandidateTypes,
   pauseVideo: () => setProducerPaused('video', true),
   resumeVideo: () => setProducerPaused('video', false),
   pauseAudio: () => setProducerPaused('audio', true),

@@ -13,6 +13,7 @@
 // exits non-zero with the reason, the pages' state and the server's output on the first failure.
 
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -50,6 +51,7 @@ class TestFailure extends Error {}
 
 const run = {
   server: null, // {child, url, output}
+  turn: null, // {child, output}: coturn, for the TURN case
   browser: null,
   pages: [], // {name, peerId, roomId, page, context, console, errors}
   artifacts: null,
@@ -100,9 +102,18 @@ hysteresis = 4.0
 rate_hz = 20
 `;
 
-async function startServer(binary, arena = false) {
+/** The TURN case's server: clients get coturn (on loopback) as their only way in. */
+function turnConfig(port, secret) {
+  return `[turn]
+urls = ["turn:127.0.0.1:${port}?transport=udp"]
+secret = "${secret}"
+`;
+}
+
+/** `sluice serve` with `configText`, or (`arena`) the arena example with its own configuration. */
+async function startServer(binary, arena = false, configText = SERVER_CONFIG) {
   const config = join(run.artifacts, arena ? 'arena.toml' : 'sluice.toml');
-  writeFileSync(config, arena ? ARENA_CONFIG : SERVER_CONFIG);
+  writeFileSync(config, arena ? ARENA_CONFIG : configText);
   const args = arena ? [config] : ['serve', '--config', config, '--listen', '127.0.0.1:0', '--rtc-ip', '127.0.0.1',
     '--rtc-port', '0', '--workers', '1'];
   const output = new Tail(400);
@@ -153,6 +164,58 @@ async function startServer(binary, arena = false) {
     return response.status === 200;
   }, { timeout: SERVER_START_TIMEOUT, interval: 200 });
   return url;
+}
+
+/** A free TCP port on loopback (coturn takes the same number for UDP and TCP). */
+function freePort() {
+  return new Promise((resolvePromise, rejectPromise) => {
+    const server = createServer();
+    server.once('error', rejectPromise);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolvePromise(port));
+    });
+  });
+}
+
+/**
+ * coturn on loopback with the TURN REST API secret, relaying to loopback peers (sluice); resolves
+ * once it says its servers are up.
+ */
+async function startTurn(binary, port, secret) {
+  const args = ['-n', '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1', `--listening-port=${port}`,
+    '--use-auth-secret', `--static-auth-secret=${secret}`, '--realm=sluice.test', '--allow-loopback-peers',
+    '--no-tls', '--no-dtls', '--no-cli', '--fingerprint', '--min-port=49152', '--max-port=49400',
+    `--userdb=${join(run.artifacts, 'turndb')}`, `--pidfile=${join(run.artifacts, 'turn.pid')}`,
+    '--log-file=stdout', '--simple-log'];
+  const output = new Tail(200);
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  run.turn = { child, output };
+  await new Promise((resolvePromise, rejectPromise) => {
+    const timer = setTimeout(() => rejectPromise(new TestFailure(
+      `coturn did not start within ${SERVER_START_TIMEOUT / 1000} s:\n${output}`)), SERVER_START_TIMEOUT);
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk) => {
+      output.write(chunk);
+      if (/Total General servers/.test(chunk)) {
+        clearTimeout(timer);
+        resolvePromise();
+      }
+    });
+    child.stderr.on('data', (chunk) => output.write(chunk));
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      rejectPromise(new TestFailure(`cannot start ${binary}: ${error.message}`));
+    });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      rejectPromise(new TestFailure(`coturn exited (${signal ?? `code ${code}`}):\n${output}`));
+    });
+  });
+}
+
+function stopTurn() {
+  if (run.turn && run.turn.child.exitCode === null) run.turn.child.kill('SIGTERM');
 }
 
 async function stopServer() {
@@ -206,7 +269,7 @@ async function launchBrowser(executablePath, headed) {
   return run.browser.version();
 }
 
-async function openPeer(baseUrl, { name, roomId, peerId, displayName }) {
+async function openPeer(baseUrl, { name, roomId, peerId, displayName, query: extra = {} }) {
   const context = await run.browser.newContext({
     permissions: ['camera', 'microphone'],
     viewport: { width: 1280, height: 900 },
@@ -220,7 +283,7 @@ async function openPeer(baseUrl, { name, roomId, peerId, displayName }) {
   });
   page.on('crash', () => entry.errors.push('the page crashed'));
   run.pages.push(entry);
-  const query = new URLSearchParams({ roomId, peerId, displayName });
+  const query = new URLSearchParams({ roomId, peerId, displayName, ...extra });
   const response = await page.goto(`${baseUrl}/?${query}`);
   if (!response?.ok()) {
     throw new TestFailure(`GET / for ${name} answered HTTP ${response?.status()}`);
@@ -600,6 +663,42 @@ async function main(options) {
       () => arenaWorks(erin, frank));
     await check('no errors on the arena pages', noPageErrors);
   }
+
+  if (options.turnserver) {
+    for (const peer of run.pages) await peer.context.close().catch(() => {});
+    run.pages = [];
+    await stopServer();
+    const secret = `e2e-${randomSuffix()}`;
+    let turnUrl;
+    await check('coturn and sluice serve with [turn] are up', async () => {
+      const port = await freePort();
+      await startTurn(resolve(options.turnserver), port, secret);
+      turnUrl = await startServer(resolve(options.sluice), false, turnConfig(port, secret));
+      return `coturn on 127.0.0.1:${port}, sluice ${turnUrl}`;
+    });
+    const turnRoom = `e2e-turn-${randomSuffix()}`;
+    const relayOnly = { iceTransportPolicy: 'relay' };
+    const grace = await openPeer(turnUrl, { name: 'grace', roomId: turnRoom, peerId: 'grace', displayName: 'Grace', query: relayOnly });
+    const heidi = await openPeer(turnUrl, { name: 'heidi', roomId: turnRoom, peerId: 'heidi', displayName: 'Heidi', query: relayOnly });
+    await check(`Grace and Heidi joined ${turnRoom} through TURN only (iceTransportPolicy relay)`, async () => {
+      await Promise.all([waitJoined(grace), waitJoined(heidi)]);
+    });
+    await check('through coturn each decodes the other\'s video and receives the other\'s audio', async () =>
+      (await Promise.all([mediaFlows(grace, heidi), mediaFlows(heidi, grace), audioFlows(grace, heidi),
+        audioFlows(heidi, grace)])).join('; '));
+    await check('every transport\'s selected candidate is a relay one', async () => {
+      const types = [];
+      for (const peer of [grace, heidi]) {
+        const selected = await inPage(peer, () => window.sluiceDemo.selectedCandidateTypes());
+        if (selected.send !== 'relay' || selected.recv !== 'relay') {
+          throw new TestFailure(`${peer.name}'s selected candidates: ${JSON.stringify(selected)}`);
+        }
+        types.push(`${peer.name} ${JSON.stringify(selected)}`);
+      }
+      return types.join(', ');
+    });
+    await check('no errors on the TURN pages', noPageErrors);
+  }
   log(`# screenshots in ${run.artifacts}`);
 }
 
@@ -628,6 +727,7 @@ async function report(error) {
     await screenshot(peer, 'failure');
   }
   if (run.server?.exited) console.error(`\nthe server exited: ${JSON.stringify(run.server.exited)}`);
+  if (run.turn) console.error(`\n--- coturn (last lines) ---\n${run.turn.output.toString().split('\n').slice(-40).join('\n')}`);
   if (run.server) {
     const output = run.server.output.toString().split('\n').slice(-80).join('\n');
     console.error(`\n--- server output (last lines) ---\n${output || '(none)'}`);
@@ -638,6 +738,7 @@ async function report(error) {
 async function cleanup() {
   if (run.browser) await Promise.race([run.browser.close().catch(() => {}), sleep(10_000)]);
   await stopServer();
+  stopTurn();
 }
 
 async function cli() {

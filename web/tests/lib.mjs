@@ -4,7 +4,8 @@
 import { parseArgs } from 'node:util';
 
 export const USAGE = 'usage: node web/tests/e2e.mjs --sluice <path to the sluice binary> '
-  + '[--arena <path to the arena example>] [--artifacts <dir>] [--chromium <path>] [--headed]';
+  + '[--arena <path to the arena example>] [--turnserver <path to coturn\'s turnserver>] '
+  + '[--artifacts <dir>] [--chromium <path>] [--headed]';
 
 /** Parses the e2e script's arguments; throws an Error carrying the usage on a mistake. */
 export function parseCliArgs(argv) {
@@ -15,6 +16,7 @@ export function parseCliArgs(argv) {
       options: {
         sluice: { type: 'string' },
         arena: { type: 'string' },
+        turnserver: { type: 'string' },
         artifacts: { type: 'string' },
         chromium: { type: 'string', default: '/usr/bin/chromium' },
         headed: { type: 'boolean', default: false },
