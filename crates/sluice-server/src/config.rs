@@ -28,6 +28,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SLUICE_RTC_ANNOUNCED_IP", "rtc.announced_ip"),
     ("SLUICE_RTC_PORT", "rtc.port"),
     ("SLUICE_AUTH_SECRET", "auth.secret"),
+    ("SLUICE_TURN_SECRET", "turn.secret"),
 ];
 
 /// Most worker threads a configuration may ask for.
@@ -390,6 +391,7 @@ pub struct Overrides {
     pub rtc_announced_ip: Option<IpAddr>,
     pub rtc_port: Option<u16>,
     pub auth_secret: Option<String>,
+    pub turn_secret: Option<String>,
 }
 
 /// Why a configuration could not be loaded. Every variant names the file or key at fault.
@@ -796,6 +798,9 @@ fn apply_overrides(table: &mut toml::Table, o: &Overrides) {
     if let Some(v) = &o.auth_secret {
         set(table, &["auth", "secret"], string(v));
     }
+    if let Some(v) = &o.turn_secret {
+        set(table, &["turn", "secret"], string(v));
+    }
 }
 
 /// Deserialises the merged table, collecting every unknown key and naming the key of a bad value.
@@ -948,12 +953,18 @@ mod tests {
             workers: Some(2),
             rtc_port: Some(41000),
             listen: Some("127.0.0.1:9999".parse().unwrap()),
+            turn_secret: Some("from-the-environment".into()),
             ..Default::default()
         };
-        let c = Config::from_toml_str("workers = 7\nlisten = \"127.0.0.1:1234\"\n", &o).unwrap();
+        let c = Config::from_toml_str(
+            "workers = 7\nlisten = \"127.0.0.1:1234\"\n[turn]\nurls = [\"turn:h\"]\nsecret = \"file\"\n",
+            &o,
+        )
+        .unwrap();
         assert_eq!(c.workers, 2);
         assert_eq!(c.rtc.port, 41000);
         assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.turn.secret.as_deref(), Some("from-the-environment"));
     }
 
     #[test]

@@ -72,6 +72,14 @@ struct ConfigArgs {
         hide_env_values = true
     )]
     auth_secret: Option<String>,
+    /// The secret shared with the TURN server (coturn's static-auth-secret) [key: turn.secret].
+    #[arg(
+        long,
+        env = "SLUICE_TURN_SECRET",
+        value_name = "S",
+        hide_env_values = true
+    )]
+    turn_secret: Option<String>,
     /// Log filter, e.g. "info" or "sluice_server=debug,info" [key: log].
     #[arg(long, env = "SLUICE_LOG", value_name = "FILTER")]
     log: Option<String>,
@@ -88,6 +96,7 @@ impl ConfigArgs {
             rtc_announced_ip: self.rtc_announced_ip,
             rtc_port: self.rtc_port,
             auth_secret: self.auth_secret.clone(),
+            turn_secret: self.turn_secret.clone(),
         };
         Ok(Config::load(self.config.as_deref(), &overrides)?)
     }

@@ -337,6 +337,8 @@ fn serve_help_lists_the_flag_contract() {
         "SLUICE_RTC_PORT",
         "SLUICE_WORKERS",
         "SLUICE_AUTH_SECRET",
+        "--turn-secret",
+        "SLUICE_TURN_SECRET",
     ] {
         assert!(help.contains(flag), "missing {flag} in\n{help}");
     }
