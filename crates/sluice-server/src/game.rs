@@ -22,7 +22,6 @@ use sluice_media::DataMessage;
 use tokio::sync::mpsc;
 
 use crate::interest::Position;
-use crate::room::Room;
 
 /// RFC 6455 close code for "the server met an unexpected condition": a room whose game logic
 /// panicked closes its peers' sockets with it.
@@ -152,13 +151,34 @@ pub enum GameEffect {
     },
 }
 
+/// What the game task needs of its room (the room implements it; a trait, so that this module
+/// does not depend on the room's).
+pub(crate) trait GameHost: Send + Sync {
+    /// Carries out what a hook asked for.
+    fn apply_game_effect(&self, effect: GameEffect);
+    /// A hook panicked with this message: the room closes.
+    fn game_failed(&self, reason: &str);
+    /// A player's position, if the room knows one.
+    fn position(&self, peer_id: &str) -> Option<Position>;
+}
+
 /// The game's view of its room during a hook, and where the hook writes what should happen.
-#[derive(Debug)]
 pub struct Game {
     room_id: String,
-    room: Weak<Room>,
+    /// `None` for a detached game.
+    room: Option<Weak<dyn GameHost>>,
     peers: Vec<String>,
     effects: Vec<GameEffect>,
+}
+
+impl std::fmt::Debug for Game {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Game")
+            .field("room_id", &self.room_id)
+            .field("peers", &self.peers)
+            .field("effects", &self.effects)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Game {
@@ -167,7 +187,7 @@ impl Game {
     pub fn detached(room_id: impl Into<String>) -> Self {
         Game {
             room_id: room_id.into(),
-            room: Weak::new(),
+            room: None,
             peers: Vec::new(),
             effects: Vec::new(),
         }
@@ -202,7 +222,7 @@ impl Game {
     /// A player's position as the room knows it (set by the game, or reported by the player on
     /// `sluice.position`); `None` without interest management.
     pub fn position(&self, peer_id: &str) -> Option<Position> {
-        self.room.upgrade()?.position(peer_id)
+        self.room.as_ref()?.upgrade()?.position(peer_id)
     }
 
     /// A game action to every player (not kept for late joiners).
@@ -299,10 +319,10 @@ pub(crate) fn link(logic: Box<dyn GameLogic>) -> (GameLink, GameTask) {
 
 impl GameTask {
     /// Runs the game until its room is gone or a hook panics (then the room is closed).
-    pub(crate) async fn run(mut self, room: Weak<Room>, room_id: String) {
+    pub(crate) async fn run(mut self, room: Weak<dyn GameHost>, room_id: String) {
         let mut game = Game {
             room_id,
-            room: room.clone(),
+            room: Some(room.clone()),
             peers: Vec::new(),
             effects: Vec::new(),
         };

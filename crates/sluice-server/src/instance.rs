@@ -159,7 +159,8 @@ impl Instance {
                 let _ = room.router.close().await;
                 return Err(RoomError::Router(e.reason));
             }
-            tokio::spawn(task.run(Arc::downgrade(&room), id.to_owned()));
+            let host = Arc::downgrade(&room);
+            tokio::spawn(task.run(host, id.to_owned()));
         }
         rooms.insert(id.to_owned(), room.clone());
         let weak = Arc::downgrade(&room);

@@ -25,7 +25,7 @@ use sluice_protocol::{
 
 use crate::config::{Config, InterestMode, Relay};
 use crate::error::SignalError;
-use crate::game::{GameEffect, GameEvent, GameInput, GameLink, To};
+use crate::game::{GameEffect, GameEvent, GameHost, GameInput, GameLink, To};
 use crate::interest::{Interest, Position, Sense};
 use crate::peer::Peer;
 use crate::store::{Action, CacheBounds, GameDraft, Store};
@@ -613,7 +613,7 @@ impl Room {
     }
 
     /// Carries out what a game hook asked for.
-    pub(crate) fn apply_game_effect(&self, effect: GameEffect) {
+    fn carry_out(&self, effect: GameEffect) {
         match effect {
             GameEffect::Send { to, label, message } => {
                 let producer = self
@@ -668,7 +668,7 @@ impl Room {
 
     /// The game logic panicked: the room takes nobody new and its peers are closed with the
     /// reason (they may join again once the room is gone; a new room gets a new game).
-    pub(crate) fn game_failed(&self, reason: &str) {
+    fn close_for_game(&self, reason: &str) {
         tracing::error!(room = %self.id, %reason, "the game logic panicked; closing the room");
         let _ = self.failed.set(reason.to_owned());
         // A close frame's reason holds at most 123 bytes.
@@ -1502,6 +1502,20 @@ fn app_data_map(value: &Value) -> serde_json::Map<String, Value> {
     match value {
         Value::Object(m) => m.clone(),
         _ => Default::default(),
+    }
+}
+
+impl GameHost for Room {
+    fn apply_game_effect(&self, effect: GameEffect) {
+        self.carry_out(effect);
+    }
+
+    fn game_failed(&self, reason: &str) {
+        self.close_for_game(reason);
+    }
+
+    fn position(&self, peer_id: &str) -> Option<Position> {
+        Room::position(self, peer_id)
     }
 }
 
