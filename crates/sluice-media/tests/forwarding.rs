@@ -44,6 +44,14 @@ async fn fan_out_from(numbering: ClientNumbering) {
                 );
             }
             assert_continuous(packets);
+            if kind == MediaKind::Audio {
+                // The sender's level (-30 dBov) in the extension id the receiver negotiated.
+                assert!(
+                    packets.iter().all(|p| p.audio_level == Some(-30)),
+                    "audio levels: {:?}",
+                    packets.iter().map(|p| p.audio_level).collect::<Vec<_>>()
+                );
+            }
             if kind == MediaKind::Video {
                 // The first packet is a keyframe start and every frame is complete.
                 assert!(sluice_client::media::vp8_is_keyframe(&packets[0].payload));

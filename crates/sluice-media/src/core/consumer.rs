@@ -171,22 +171,11 @@ impl ConsumerState {
             return None;
         };
         let pt = *self.payload_type_for(*packet.header.payload_type)?;
-        let mut extensions: Vec<u8> = Vec::new();
-        if let Some((id, mid)) = &egress.mid {
-            // One-byte form (RFC 8285 §4.2): id, length − 1, then the value.
-            extensions.push((id << 4) | (mid.len() as u8 - 1));
-            extensions.extend_from_slice(mid);
-        }
-        if let (Some(id), Some(level)) = (egress.audio_level, ext_vals.audio_level) {
-            let voice = if ext_vals.voice_activity == Some(true) {
-                0x80
-            } else {
-                0
-            };
-            extensions.push(id << 4);
-            extensions.push(voice | (level.unsigned_abs() & 0x7f));
-        }
-        let ext_words = extensions.len().div_ceil(4);
+        let mid = egress.mid.as_ref();
+        let level = egress.audio_level.zip(ext_vals.audio_level);
+        // One-byte extensions (RFC 8285 §4.2): id and length − 1, then the value; padded.
+        let ext_len = mid.map_or(0, |(_, m)| 1 + m.len()) + if level.is_some() { 2 } else { 0 };
+        let ext_words = ext_len.div_ceil(4);
         let header_len = 12 + if ext_words > 0 { 4 + 4 * ext_words } else { 0 };
         let payload = &packet.payload;
         let mut bytes = Vec::with_capacity(header_len + payload.len() + reserve);
@@ -199,7 +188,19 @@ impl ConsumerState {
         if ext_words > 0 {
             bytes.extend_from_slice(&[0xbe, 0xde]);
             bytes.extend_from_slice(&(ext_words as u16).to_be_bytes());
-            bytes.extend_from_slice(&extensions);
+            if let Some((id, mid)) = mid {
+                bytes.push((id << 4) | (mid.len() as u8 - 1));
+                bytes.extend_from_slice(mid);
+            }
+            if let Some((id, level)) = level {
+                let voice = if ext_vals.voice_activity == Some(true) {
+                    0x80
+                } else {
+                    0
+                };
+                bytes.push(id << 4);
+                bytes.push(voice | (level.unsigned_abs() & 0x7f));
+            }
             bytes.resize(header_len, 0);
         }
         bytes.extend_from_slice(payload);
