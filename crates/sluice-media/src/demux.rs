@@ -1,19 +1,74 @@
-//! O(1) demultiplexing of a worker's UDP socket to its WebRTC transports.
+//! O(1) demultiplexing of a worker's sockets to its WebRTC transports.
 //!
-//! Every transport of a worker shares one UDP port (like mediasoup's WebRtcServer). A datagram is
-//! routed by:
-//! - its source address, once that address has sent a STUN binding request that passed the
-//!   transport's integrity check (an ICE-validated tuple);
+//! Every transport of a worker shares one UDP port and one TCP port (like mediasoup's
+//! WebRtcServer); a TCP connection's frames (RFC 4571) count as datagrams from the connection's
+//! remote address. A datagram is routed by:
+//! - its source ([`Remote`]: protocol and address), once that source has sent a STUN binding
+//!   request that passed the transport's integrity check (an ICE-validated tuple);
 //! - otherwise, for a STUN binding request, the local ufrag in its USERNAME (`local:remote`).
 //!
 //! Anything else (DTLS, RTP or RTCP from an address no transport validated) is dropped by the
 //! caller and counted. The integrity check itself is str0m's; this type only keeps the maps.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
+
+use sluice_ortc::Protocol;
 
 /// The worker-local key of a transport.
 pub type TransportKey = u64;
+
+/// The far end of a tuple: the protocol it reaches the worker by and its address (on TCP, the
+/// connection's remote address, which names the connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Remote {
+    pub protocol: Protocol,
+    pub addr: SocketAddr,
+}
+
+impl Remote {
+    pub fn udp(addr: SocketAddr) -> Remote {
+        Remote {
+            protocol: Protocol::Udp,
+            addr,
+        }
+    }
+
+    pub fn tcp(addr: SocketAddr) -> Remote {
+        Remote {
+            protocol: Protocol::Tcp,
+            addr,
+        }
+    }
+
+    /// str0m's name of the protocol.
+    pub fn str0m_protocol(&self) -> str0m::net::Protocol {
+        match self.protocol {
+            Protocol::Udp => str0m::net::Protocol::Udp,
+            Protocol::Tcp => str0m::net::Protocol::Tcp,
+        }
+    }
+
+    /// From a str0m transmit's protocol and destination (str0m only uses the protocols of the
+    /// candidates it was given: UDP and TCP).
+    pub fn from_str0m(protocol: str0m::net::Protocol, addr: SocketAddr) -> Remote {
+        match protocol {
+            str0m::net::Protocol::Udp => Remote::udp(addr),
+            _ => Remote::tcp(addr),
+        }
+    }
+}
+
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let protocol = match self.protocol {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        };
+        write!(f, "{protocol}:{}", self.addr)
+    }
+}
 
 /// What kind of datagram this is, by its first byte (RFC 7983 §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +104,9 @@ pub fn is_client_hello(datagram: &[u8]) -> bool {
 #[derive(Debug, Default)]
 pub struct Demux {
     by_ufrag: HashMap<String, TransportKey>,
-    by_addr: HashMap<SocketAddr, TransportKey>,
-    /// Validated addresses of each transport, to forget them when it closes.
-    addrs_of: HashMap<TransportKey, Vec<SocketAddr>>,
+    by_addr: HashMap<Remote, TransportKey>,
+    /// Validated sources of each transport, to forget them when it closes.
+    addrs_of: HashMap<TransportKey, Vec<Remote>>,
 }
 
 impl Demux {
@@ -75,7 +130,7 @@ impl Demux {
 
     /// Records that `addr` passed `key`'s ICE integrity check. An address validated by another
     /// transport before (a client reusing a port) moves to the new one.
-    pub fn validate_addr(&mut self, addr: SocketAddr, key: TransportKey) {
+    pub fn validate_addr(&mut self, addr: Remote, key: TransportKey) {
         if let Some(previous) = self.by_addr.insert(addr, key) {
             if previous == key {
                 return;
@@ -87,7 +142,7 @@ impl Demux {
         self.addrs_of.entry(key).or_default().push(addr);
     }
 
-    pub fn by_addr(&self, addr: &SocketAddr) -> Option<TransportKey> {
+    pub fn by_addr(&self, addr: &Remote) -> Option<TransportKey> {
         self.by_addr.get(addr).copied()
     }
 
@@ -134,8 +189,8 @@ mod tests {
         assert!(!is_client_hello(&hello[..13]));
     }
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn addr(port: u16) -> Remote {
+        Remote::udp(SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     #[test]
@@ -176,5 +231,18 @@ mod tests {
         assert_eq!(d.by_addr(&addr(6000)), Some(2));
         d.remove_transport(2);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn the_same_address_over_udp_and_tcp_are_different_sources() {
+        let mut d = Demux::new();
+        let a = SocketAddr::from(([127, 0, 0, 1], 7000));
+        d.validate_addr(Remote::udp(a), 1);
+        d.validate_addr(Remote::tcp(a), 2);
+        assert_eq!(d.by_addr(&Remote::udp(a)), Some(1));
+        assert_eq!(d.by_addr(&Remote::tcp(a)), Some(2));
+        d.remove_transport(1);
+        assert_eq!(d.by_addr(&Remote::udp(a)), None);
+        assert_eq!(d.by_addr(&Remote::tcp(a)), Some(2));
     }
 }

@@ -9,23 +9,30 @@
 //! the core is drained, so each transport is polled once per batch. This is where batched
 //! system calls (`recvmmsg`/`sendmmsg`, GSO) belong.
 //!
-//! A real worker runs the loop on its own thread and runtime with a UDP socket; a worker on a
+//! A real worker runs the loop on its own thread and runtime with a UDP socket and, for ICE over
+//! TCP, a TCP listener ([`crate::ice_tcp`]); a worker on a
 //! [`VirtualNet`](crate::testing::VirtualNet) runs the same loop as a task with a virtual
 //! socket.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::UdpSocket;
+use sluice_ortc::Protocol;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
 use crate::command::{Command, WorkerLink};
 use crate::core::{Core, CoreConfig};
+use crate::demux::Remote;
 use crate::error::MediaError;
-use crate::settings::{MediaSettings, WorkerSettings};
+use crate::ice_tcp::{IceTcpServer, TcpInput};
+use crate::settings::{MediaSettings, TcpPort, WorkerSettings};
 use crate::testing::VirtualSocket;
+
+/// How often the driver closes ICE-TCP connections that outstayed their welcome.
+const TCP_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How a worker thread ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,10 +50,11 @@ pub(crate) enum Runner {
     Task(tokio::task::JoinHandle<()>),
 }
 
-/// A started worker: the link to its core, its socket's address, its status and what runs it.
+/// A started worker: the link to its core, its sockets' addresses, its status and what runs it.
 pub(crate) struct Spawned {
     pub link: WorkerLink,
     pub local_addr: SocketAddr,
+    pub tcp_local_addr: Option<SocketAddr>,
     pub status: watch::Receiver<Status>,
     pub runner: Runner,
 }
@@ -107,6 +115,7 @@ pub(crate) fn spawn_virtual(
     let config = CoreConfig {
         index,
         local_addr,
+        tcp_local_addr: None,
         announced_ip: local_addr.ip(),
         cert,
         unix_millis: unix_millis(),
@@ -114,7 +123,7 @@ pub(crate) fn spawn_virtual(
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = watch::channel(Status::Running);
-    let task = tokio::spawn(run(Core::new(config, clock()), socket, rx));
+    let task = tokio::spawn(run(Core::new(config, clock()), socket, None, rx));
     let runner = tokio::spawn(async move {
         let status = match task.await {
             Ok(()) => Status::Closed,
@@ -125,24 +134,26 @@ pub(crate) fn spawn_virtual(
     Ok(Spawned {
         link: WorkerLink::new(index, tx),
         local_addr,
+        tcp_local_addr: None,
         status: status_rx,
         runner: Runner::Task(runner),
     })
 }
 
-/// Binds the worker's UDP socket and starts its thread.
+/// Binds the worker's UDP socket (and TCP listener) and starts its thread.
 pub(crate) fn spawn(
     index: usize,
     settings: &WorkerSettings,
     media: MediaSettings,
 ) -> Result<Spawned, MediaError> {
-    let bind = SocketAddr::new(settings.listen_ip, settings.port);
-    let bind_error = |e: std::io::Error| MediaError::Bind {
-        addr: bind,
-        reason: e.to_string(),
+    let (std_socket, local_addr, std_listener) = bind_sockets(settings, &media)?;
+    let tcp_local_addr = match &std_listener {
+        Some(l) => Some(l.local_addr().map_err(|e| MediaError::Bind {
+            addr: local_addr,
+            reason: e.to_string(),
+        })?),
+        None => None,
     };
-    let std_socket = bind_udp(bind, media.socket_buffer_bytes).map_err(bind_error)?;
-    let local_addr = std_socket.local_addr().map_err(bind_error)?;
     let provider = str0m::crypto::from_feature_flags();
     let cert = provider
         .dtls_provider
@@ -151,6 +162,7 @@ pub(crate) fn spawn(
     let config = CoreConfig {
         index,
         local_addr,
+        tcp_local_addr,
         announced_ip: settings.announced_ip.unwrap_or(settings.listen_ip),
         cert,
         unix_millis: unix_millis(),
@@ -169,7 +181,15 @@ pub(crate) fn spawn(
                 runtime.block_on(async move {
                     let socket = UdpSocket::from_std(std_socket)
                         .map_err(|e| format!("cannot register the UDP socket: {e}"))?;
-                    run(Core::new(config, clock()), socket, rx).await;
+                    let tcp = match std_listener {
+                        Some(l) => Some(IceTcpServer::new(
+                            TcpListener::from_std(l)
+                                .map_err(|e| format!("cannot register the TCP listener: {e}"))?,
+                            config.settings.clone(),
+                        )),
+                        None => None,
+                    };
+                    run(Core::new(config, clock()), socket, tcp, rx).await;
                     Ok::<(), String>(())
                 })
             }));
@@ -187,6 +207,7 @@ pub(crate) fn spawn(
     Ok(Spawned {
         link: WorkerLink::new(index, tx),
         local_addr,
+        tcp_local_addr,
         status: status_rx,
         runner: Runner::Thread(thread),
     })
@@ -196,20 +217,25 @@ pub(crate) fn spawn(
 async fn run(
     mut core: Core,
     socket: impl DatagramSocket,
+    mut tcp: Option<IceTcpServer>,
     mut rx: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut buf = vec![0u8; 2048];
     let recv_batch = core.settings().recv_batch;
     let mut send_errors = 0u64;
     let mut wakeups = 0u64;
+    let mut next_sweep = clock() + TCP_SWEEP_INTERVAL;
     loop {
-        let deadline = core.poll_timeout().unwrap_or_else(clock);
+        let mut deadline = core.poll_timeout().unwrap_or_else(clock);
+        if tcp.is_some() {
+            deadline = deadline.min(next_sweep);
+        }
         tokio::select! {
             biased;
             command = rx.recv() => match command {
                 None => {
                     core.close(clock());
-                    send(&mut core, &socket, &mut send_errors);
+                    send(&mut core, &socket, &mut tcp, &mut send_errors);
                     break;
                 }
                 Some(Command::Crash) => panic!("worker crash requested"),
@@ -217,6 +243,11 @@ async fn run(
                     let mut usage = core.usage().clone();
                     usage.send_errors += send_errors;
                     usage.wakeups = wakeups;
+                    if let Some(tcp) = &tcp {
+                        usage.tcp_connections = tcp.connections() as u64;
+                        usage.tcp_accepted = tcp.counters.accepted;
+                        usage.tcp_rejected = tcp.counters.rejected;
+                    }
                     if let Some((user, system)) = thread_cpu_ms() {
                         usage.cpu_user_ms = user;
                         usage.cpu_system_ms = system;
@@ -229,7 +260,9 @@ async fn run(
                 if ready.is_ok() {
                     for _ in 0..recv_batch {
                         match socket.try_recv_from(&mut buf) {
-                            Ok((n, from)) => core.handle_datagram(clock(), from, &buf[..n]),
+                            Ok((n, from)) => {
+                                core.handle_datagram(clock(), Remote::udp(from), &buf[..n]);
+                            }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(_) => {
                                 core.count_receive_error();
@@ -239,28 +272,111 @@ async fn run(
                     }
                 }
             }
+            input = next_tcp(&mut tcp) => {
+                if let (TcpInput::Frame { from, bytes }, Some(tcp)) = (input, tcp.as_mut()) {
+                    let remote = Remote::tcp(from);
+                    core.handle_datagram(clock(), remote, &bytes);
+                    tcp.after_frame(from, core.is_validated(&remote));
+                }
+            }
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
         }
         wakeups += 1;
         if core.is_closed() {
-            send(&mut core, &socket, &mut send_errors);
+            send(&mut core, &socket, &mut tcp, &mut send_errors);
             break;
         }
         // Timeouts run after every wake-up, not only when the sleep branch wins: under load the
         // socket is always readable and the biased select would starve them (str0m releases
         // paced media and sends feedback only on timeouts).
-        core.handle_timeout(clock());
-        send(&mut core, &socket, &mut send_errors);
+        let now = clock();
+        core.handle_timeout(now);
+        send(&mut core, &socket, &mut tcp, &mut send_errors);
+        if let Some(tcp) = tcp.as_mut()
+            && now >= next_sweep
+        {
+            tcp.sweep(now, |remote| core.is_validated(remote));
+            next_sweep = now + TCP_SWEEP_INTERVAL;
+        }
     }
 }
 
-/// Drains the core onto the socket.
-fn send(core: &mut Core, socket: &impl DatagramSocket, send_errors: &mut u64) {
+/// The next input of the ICE-TCP listener; never, for a worker without one.
+async fn next_tcp(tcp: &mut Option<IceTcpServer>) -> TcpInput {
+    match tcp {
+        Some(tcp) => tcp.next(clock).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drains the core onto the socket (and the TCP connections).
+fn send(
+    core: &mut Core,
+    socket: &impl DatagramSocket,
+    tcp: &mut Option<IceTcpServer>,
+    send_errors: &mut u64,
+) {
     while let Some(t) = core.poll_transmit() {
-        if socket.try_send_to(&t.contents, t.destination).is_err() {
+        let sent = match (t.destination.protocol, tcp.as_mut()) {
+            (Protocol::Udp, _) => socket.try_send_to(&t.contents, t.destination.addr).is_ok(),
+            (Protocol::Tcp, Some(tcp)) => tcp.send(t.destination.addr, &t.contents),
+            (Protocol::Tcp, None) => false,
+        };
+        if !sent {
             *send_errors += 1;
         }
     }
+}
+
+/// Binds the UDP socket and, unless TCP is off, the TCP listener. With `TcpPort::SameAsUdp` and
+/// a UDP port the OS picks, a port whose TCP number is taken is given back and another tried.
+fn bind_sockets(
+    settings: &WorkerSettings,
+    media: &MediaSettings,
+) -> Result<(StdUdpSocket, SocketAddr, Option<StdTcpListener>), MediaError> {
+    let bind = SocketAddr::new(settings.listen_ip, settings.port);
+    let bind_error = |addr: SocketAddr| {
+        move |e: std::io::Error| MediaError::Bind {
+            addr,
+            reason: e.to_string(),
+        }
+    };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let udp = bind_udp(bind, media.socket_buffer_bytes).map_err(bind_error(bind))?;
+        let local_addr = udp.local_addr().map_err(bind_error(bind))?;
+        let tcp_port = match settings.tcp {
+            TcpPort::Off => return Ok((udp, local_addr, None)),
+            TcpPort::SameAsUdp => local_addr.port(),
+            TcpPort::Port(port) => port,
+        };
+        let tcp_bind = SocketAddr::new(settings.listen_ip, tcp_port);
+        match bind_tcp(tcp_bind) {
+            Ok(listener) => return Ok((udp, local_addr, Some(listener))),
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && settings.port == 0
+                    && settings.tcp == TcpPort::SameAsUdp
+                    && attempts < 16 => {}
+            Err(e) => return Err(bind_error(tcp_bind)(e)),
+        }
+    }
+}
+
+/// A non-blocking TCP listener.
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<StdTcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    // A restarted worker can listen again while connections of the old one linger.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// A non-blocking UDP socket with large buffers.

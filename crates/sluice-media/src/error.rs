@@ -27,7 +27,7 @@ impl From<&str> for Reason {
 /// Why a media-plane request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MediaError {
-    #[error("cannot bind UDP {addr}: {reason}")]
+    #[error("cannot bind {addr}: {reason}")]
     Bind {
         addr: std::net::SocketAddr,
         reason: String,
@@ -66,6 +66,8 @@ pub enum MediaError {
     AlreadyConnected(String),
     #[error("SCTP is not enabled on transport {0}")]
     SctpDisabled(String),
+    #[error("no candidate: {0}")]
+    NoCandidate(&'static str),
     #[error("limit reached: {0}")]
     Limit(String),
     #[error("cannot create DTLS certificate")]

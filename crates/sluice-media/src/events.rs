@@ -73,6 +73,7 @@ pub enum MediaEvent {
     IceSelectedTupleChange {
         transport_id: String,
         remote: SocketAddr,
+        protocol: sluice_ortc::Protocol,
     },
     DtlsStateChange {
         transport_id: String,

@@ -25,6 +25,7 @@ pub mod error;
 pub mod events;
 pub mod fingerprint;
 pub mod forwarder;
+pub mod ice_tcp;
 pub mod layers;
 pub mod message;
 pub mod numbering;
@@ -50,7 +51,7 @@ pub use events::{
 };
 pub use producer::{Producer, ProducerOptions, ProducerStat, ProducerType};
 pub use router::{Router, RouterDump};
-pub use settings::{MediaSettings, WorkerSettings};
+pub use settings::{MediaSettings, TcpPort, WorkerSettings};
 pub use sluice_ortc as ortc;
 pub use types::{ResourceUsage, WorkerDump, new_id};
 pub use webrtc_transport::{

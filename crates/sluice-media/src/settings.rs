@@ -16,6 +16,19 @@ pub struct WorkerSettings {
     pub announced_ip: Option<IpAddr>,
     /// UDP port; 0 lets the OS pick.
     pub port: u16,
+    /// Where the worker listens for ICE over TCP (RFC 6544 passive candidates).
+    pub tcp: TcpPort,
+}
+
+/// A worker's ICE-TCP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpPort {
+    /// None: transports offer UDP candidates only.
+    Off,
+    /// The port number of the worker's UDP socket (mediasoup's default).
+    SameAsUdp,
+    /// This port (0 lets the OS pick).
+    Port(u16),
 }
 
 impl WorkerSettings {
@@ -25,6 +38,7 @@ impl WorkerSettings {
             listen_ip: IpAddr::from([127, 0, 0, 1]),
             announced_ip: None,
             port: 0,
+            tcp: TcpPort::SameAsUdp,
         }
     }
 }
@@ -38,6 +52,16 @@ pub struct MediaSettings {
     /// Socket buffers asked of the kernel (it caps them at `net.core.rmem_max` / `wmem_max`):
     /// bursts of a keyframe to many consumers must not overflow them.
     pub socket_buffer_bytes: usize,
+    /// ICE-TCP connections a worker holds at most (beyond, new ones are refused).
+    pub tcp_max_connections: usize,
+    /// Connections one IP address may hold before ICE validates them: a host cannot exhaust
+    /// the worker with connections that never authenticate.
+    pub tcp_max_pending_per_ip: usize,
+    /// A connection ICE has not validated this long after it was accepted is closed.
+    pub tcp_pending_timeout: Duration,
+    /// Bytes a connection may have waiting to be written; a reader slower than that is closed
+    /// (memory stays bounded; real-time media that late is useless anyway).
+    pub tcp_write_buffer_bytes: usize,
 
     // ---- the core's timing -----------------------------------------------------------------
     /// How often the core re-evaluates layers, scores, estimates and queued data.
@@ -109,6 +133,10 @@ pub struct MediaSettings {
 pub const DEFAULTS: MediaSettings = MediaSettings {
     recv_batch: 64,
     socket_buffer_bytes: 4 << 20,
+    tcp_max_connections: 4096,
+    tcp_max_pending_per_ip: 16,
+    tcp_pending_timeout: Duration::from_secs(10),
+    tcp_write_buffer_bytes: 1 << 20,
     tick: Duration::from_millis(250),
     immediate_window: Duration::from_micros(200),
     max_immediate_timeouts: 16,

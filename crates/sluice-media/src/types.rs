@@ -41,6 +41,11 @@ pub struct ResourceUsage {
     pub timeouts: u64,
     /// Wake-ups of the worker loop.
     pub wakeups: u64,
+    /// ICE-TCP connections held now, accepted in all, and refused or closed for a limit (too
+    /// many from one address, not validated in time, not ICE, a reader too slow).
+    pub tcp_connections: u64,
+    pub tcp_accepted: u64,
+    pub tcp_rejected: u64,
 }
 
 /// What a worker holds now (`Worker::dump`); every count is zero once everything is closed.
@@ -385,6 +390,11 @@ pub enum BandwidthEstimation {
 /// Options of a new WebRTC transport.
 #[derive(Debug, Clone)]
 pub struct WebRtcTransportOptions {
+    /// Offer a UDP candidate (mediasoup's `enableUdp`; mediasoup-client's `forceTcp` clears it).
+    pub enable_udp: bool,
+    /// Offer a passive TCP candidate (RFC 6544) when the worker listens on TCP; UDP's has the
+    /// higher priority, so TCP is the fallback where UDP is blocked.
+    pub enable_tcp: bool,
     /// Open an SCTP association for data channels (mediasoup-demo always does).
     pub enable_sctp: bool,
     /// SCTP streams announced in `sctpParameters`.
@@ -401,6 +411,8 @@ pub struct WebRtcTransportOptions {
 impl Default for WebRtcTransportOptions {
     fn default() -> Self {
         WebRtcTransportOptions {
+            enable_udp: true,
+            enable_tcp: true,
             enable_sctp: true,
             num_sctp_streams: NumSctpStreams::default(),
             max_sctp_message_size: MAX_SCTP_MESSAGE_SIZE,
@@ -425,13 +437,24 @@ pub struct TransportStat {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sctp_state: Option<SctpState>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ice_selected_tuple: Option<String>,
+    pub ice_selected_tuple: Option<TransportTuple>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub packets_received: u64,
     pub packets_sent: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available_outgoing_bitrate: Option<u64>,
+}
+
+/// A transport's selected ICE tuple, in mediasoup's form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportTuple {
+    pub local_address: String,
+    pub local_port: u16,
+    pub remote_ip: String,
+    pub remote_port: u16,
+    pub protocol: sluice_ortc::Protocol,
 }
 
 /// What the worker reports back when it created a transport.

@@ -33,6 +33,7 @@ use crate::types::{ResourceUsage, WorkerDump, new_id};
 struct WorkerInner {
     link: WorkerLink,
     local_addr: SocketAddr,
+    tcp_local_addr: Option<SocketAddr>,
     status: watch::Receiver<Status>,
     runner: Mutex<Option<Runner>>,
 }
@@ -89,6 +90,7 @@ impl Worker {
             inner: Arc::new(WorkerInner {
                 link: spawned.link,
                 local_addr: spawned.local_addr,
+                tcp_local_addr: spawned.tcp_local_addr,
                 status: spawned.status,
                 runner: Mutex::new(Some(spawned.runner)),
             }),
@@ -102,6 +104,11 @@ impl Worker {
     /// The address the worker's UDP socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// The address of the worker's ICE-TCP listener, if it has one.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.inner.tcp_local_addr
     }
 
     /// Whether the worker thread is running.

@@ -4,6 +4,7 @@
 use super::Core;
 use super::data_consumer::DataSink;
 use super::object::Object;
+use crate::demux::Remote;
 use crate::events::{CloseReason, DtlsState, IceState, MediaEvent};
 use crate::types::Key;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -200,7 +201,10 @@ impl Core {
             let _ = t.rtc.close();
             for _ in 0..16 {
                 match t.rtc.poll_output() {
-                    Ok(Output::Transmit(tx)) => goodbye.push((tx.destination, tx.contents.into())),
+                    Ok(Output::Transmit(tx)) => goodbye.push((
+                        Remote::from_str0m(tx.proto, tx.destination),
+                        tx.contents.into(),
+                    )),
                     Ok(Output::Event(_)) => {}
                     _ => break,
                 }

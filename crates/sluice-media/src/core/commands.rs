@@ -371,6 +371,7 @@ impl Core {
             &caps,
             &self.cert,
             self.local_addr,
+            self.tcp_local_addr,
             self.announced_ip,
             &options,
             now,

@@ -59,15 +59,15 @@ use self::router::RouterState;
 use self::table::Table;
 use self::webrtc_transport::TransportState;
 use crate::command::Command;
-use crate::demux::Demux;
+use crate::demux::{Demux, Remote};
 use crate::events::CloseReason;
 use crate::settings::MediaSettings;
 use crate::types::{Key, ResourceUsage, WorkerDump};
 
-/// One datagram to send.
+/// One datagram to send (on TCP, one RFC 4571 frame on the connection `destination` names).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Transmit {
-    pub destination: SocketAddr,
+    pub destination: Remote,
     pub contents: Vec<u8>,
 }
 
@@ -77,7 +77,7 @@ fn send_on(
     outbox: &mut VecDeque<Transmit>,
     usage: &mut ResourceUsage,
     t: &mut TransportState,
-    destination: SocketAddr,
+    destination: Remote,
     contents: Vec<u8>,
 ) {
     let n = contents.len() as u64;
@@ -96,6 +96,8 @@ pub(crate) struct CoreConfig {
     pub index: usize,
     /// The address datagrams arrive at (str0m wants it as each datagram's destination).
     pub local_addr: SocketAddr,
+    /// The address of the worker's ICE-TCP listener, if it has one.
+    pub tcp_local_addr: Option<SocketAddr>,
     /// The address in ICE candidates.
     pub announced_ip: IpAddr,
     /// The DTLS certificate of every transport of this worker.
@@ -110,6 +112,7 @@ pub(crate) struct CoreConfig {
 pub(crate) struct Core {
     index: usize,
     local_addr: SocketAddr,
+    tcp_local_addr: Option<SocketAddr>,
     announced_ip: IpAddr,
     cert: str0m::config::DtlsCert,
     settings: MediaSettings,
@@ -145,6 +148,7 @@ impl Core {
         Core {
             index: config.index,
             local_addr: config.local_addr,
+            tcp_local_addr: config.tcp_local_addr,
             announced_ip: config.announced_ip,
             cert: config.cert,
             next_tick: now + config.settings.tick,
@@ -173,10 +177,16 @@ impl Core {
 
     // ---- inputs ----------------------------------------------------------------------------
 
-    /// One datagram from `from`, received at `now`.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    /// One datagram (or one TCP frame) from `from`, received at `now`.
+    pub fn handle_datagram(&mut self, now: Instant, from: Remote, data: &[u8]) {
         self.advance(now);
         self.on_datagram(data, from, now);
+    }
+
+    /// Whether `remote` is an ICE-validated tuple of a live transport (the driver closes TCP
+    /// connections that never become one, or stop being one).
+    pub fn is_validated(&self, remote: &Remote) -> bool {
+        self.demux.by_addr(remote).is_some()
     }
 
     /// Runs what is due at `now`: str0m's deadlines and, when its time has come, the tick
@@ -305,7 +315,7 @@ impl Core {
     }
 
     /// A datagram of no transport (a goodbye after it closed), counted for the worker.
-    fn transmit(&mut self, destination: SocketAddr, contents: Vec<u8>) {
+    fn transmit(&mut self, destination: Remote, contents: Vec<u8>) {
         self.usage.datagrams_sent += 1;
         self.usage.bytes_sent += contents.len() as u64;
         self.outbox.push_back(Transmit {

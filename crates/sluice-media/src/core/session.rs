@@ -8,19 +8,18 @@ use super::due_now;
 use super::object::Object;
 use super::producer::score_from_loss;
 use super::webrtc_transport::DataOwner;
-use crate::demux::{DatagramKind, is_client_hello};
+use crate::demux::{DatagramKind, Remote, is_client_hello};
 use crate::events::{CloseReason, DtlsState, MediaEvent, SctpState};
 use crate::message::DataMessage;
 use crate::types::{BandwidthEstimation, Key};
-use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use str0m::bwe::BweKind;
 use str0m::media::KeyframeRequestKind;
-use str0m::net::{Protocol, Receive};
+use str0m::net::Receive;
 use str0m::{Event, Input, Output};
 
 impl Core {
-    pub(super) fn on_datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+    pub(super) fn on_datagram(&mut self, data: &[u8], from: Remote, now: Instant) {
         self.usage.datagrams_received += 1;
         self.usage.bytes_received += data.len() as u64;
         let kind = DatagramKind::of(data);
@@ -63,7 +62,8 @@ impl Core {
             }
             t.awaiting_client_hello = false;
         }
-        let Ok(receive) = Receive::new(Protocol::Udp, from, t.local_addr, data) else {
+        let local = t.local_addr_for(&from);
+        let Ok(receive) = Receive::new(from.str0m_protocol(), from.addr, local, data) else {
             self.usage.dropped_malformed += 1;
             return;
         };
@@ -330,24 +330,26 @@ impl Core {
                 loop {
                     match t.rtc.poll_output() {
                         Ok(Output::Transmit(tx)) => {
+                            let destination = Remote::from_str0m(tx.proto, tx.destination);
                             // A binding success response: str0m checked the request's integrity,
                             // so the address is now a validated tuple of this transport.
                             if tx.contents.len() >= 2
                                 && tx.contents[0] == 0x01
                                 && tx.contents[1] == 0x01
                             {
-                                demux.validate_addr(tx.destination, key);
+                                demux.validate_addr(destination, key);
                                 let nominated = t.selected_remote.is_none()
-                                    || t.nominating == Some(tx.destination);
-                                if nominated && t.selected_remote != Some(tx.destination) {
-                                    t.selected_remote = Some(tx.destination);
+                                    || t.nominating == Some(destination);
+                                if nominated && t.selected_remote != Some(destination) {
+                                    t.selected_remote = Some(destination);
                                     t.emit(MediaEvent::IceSelectedTupleChange {
                                         transport_id: t.id.clone(),
-                                        remote: tx.destination,
+                                        remote: destination.addr,
+                                        protocol: destination.protocol,
                                     });
                                 }
                             }
-                            super::send_on(outbox, usage, t, tx.destination, tx.contents.into());
+                            super::send_on(outbox, usage, t, destination, tx.contents.into());
                         }
                         // The peer is checked before anything after the handshake is polled,
                         // so nothing is sent to a peer that fails.

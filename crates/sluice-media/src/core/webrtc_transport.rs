@@ -8,24 +8,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_ortc::{
-    DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate, IceCandidateType, IceParameters,
-    MediaKind, Protocol, RtpCapabilities, RtpParameters, SctpParameters,
+    DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate, IceCandidateTcpType, IceCandidateType,
+    IceParameters, MediaKind, Protocol, RtpCapabilities, RtpParameters, SctpParameters,
 };
 use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
 use str0m::config::{DtlsCert, Fingerprint};
 use str0m::media::{Mid, Pt};
+use str0m::net::TcpType;
 use str0m::{Candidate, IceConnectionState, IceCreds, Rtc};
 
 use crate::core::table::Identified;
+use crate::demux::Remote;
 use crate::error::MediaError;
 use crate::events::{DtlsState, EventSender, IceState, MediaEvent, SctpState};
 use crate::fingerprint::{ExpectedFingerprint, HashFunction, PeerCertificateCapture};
 use crate::numbering::{self, OfferSession, OfferedMedia};
 use crate::srtp::{KeySlot, SrtpSender};
 use crate::types::{
-    BandwidthEstimation, Key, SCTP_PORT, TransportCreated, TransportStat, WebRtcTransportOptions,
+    BandwidthEstimation, Key, SCTP_PORT, TransportCreated, TransportStat, TransportTuple,
+    WebRtcTransportOptions,
 };
 
 /// The password we install as the client's ICE password. ICE-lite answers requests signed with
@@ -94,8 +97,10 @@ pub(crate) struct TransportState {
     /// …from which, once DTLS is connected, the consumers with their own egress are protected.
     pub srtp: Option<SrtpSender>,
     pub events: Option<EventSender>,
-    /// The address in our host candidate; str0m wants it as each datagram's destination.
+    /// The addresses of our host candidates (the worker's UDP socket and TCP listener); str0m
+    /// wants the one a datagram arrived at as its destination.
     pub local_addr: SocketAddr,
+    pub tcp_local_addr: Option<SocketAddr>,
     pub local_ufrag: String,
     /// The client's ufrag, learnt from STUN USERNAMEs (mediasoup signaling does not carry it).
     pub remote_ufrag: Option<String>,
@@ -116,11 +121,11 @@ pub(crate) struct TransportState {
     pub ice_state: IceState,
     pub dtls_state: DtlsState,
     pub sctp_state: Option<SctpState>,
-    pub selected_remote: Option<SocketAddr>,
+    pub selected_remote: Option<Remote>,
     /// The source of the latest binding request carrying USE-CANDIDATE: the tuple the client
     /// nominates, which becomes the selected one once str0m answers it (as in mediasoup: other
     /// checks do not move the selected tuple once there is one).
-    pub nominating: Option<SocketAddr>,
+    pub nominating: Option<Remote>,
     /// When str0m next wants `handle_input(Timeout)`.
     pub next_timeout: Option<Instant>,
     pub medias: Vec<MediaLine>,
@@ -178,6 +183,7 @@ impl TransportState {
         caps: &RtpCapabilities,
         cert: &DtlsCert,
         local_addr: SocketAddr,
+        tcp_local_addr: Option<SocketAddr>,
         announced_ip: std::net::IpAddr,
         options: &WebRtcTransportOptions,
         now: Instant,
@@ -203,10 +209,49 @@ impl TransportState {
         let keys = Arc::new(KeySlot::default());
         let config = config.set_crypto_provider(crate::srtp::provider());
         let mut rtc = crate::srtp::with_key_slot(keys.clone(), || config.build(now));
-        let candidate =
-            Candidate::host(local_addr, "udp").map_err(|e| MediaError::Rtc(e.to_string()))?;
-        let priority = candidate.prio();
-        rtc.add_local_candidate(candidate);
+        let ip = announced_ip.to_string();
+        let mut ice_candidates = Vec::new();
+        let mut add_candidate = |addr: SocketAddr, protocol: Protocol| {
+            let (candidate, foundation, tcp_type) = match protocol {
+                Protocol::Udp => (Candidate::host(addr, "udp"), "udpcandidate", None),
+                Protocol::Tcp => (
+                    Candidate::builder()
+                        .tcp()
+                        .host(addr)
+                        .tcptype(TcpType::Passive)
+                        .build(),
+                    "tcpcandidate",
+                    Some(IceCandidateTcpType::Passive),
+                ),
+            };
+            let candidate = candidate.map_err(|e| MediaError::Rtc(e.to_string()))?;
+            ice_candidates.push(IceCandidate {
+                foundation: foundation.into(),
+                priority: candidate.prio(),
+                ip: Some(ip.clone()),
+                address: ip.clone(),
+                protocol,
+                port: addr.port(),
+                r#type: IceCandidateType::Host,
+                tcp_type,
+            });
+            rtc.add_local_candidate(candidate);
+            Ok::<(), MediaError>(())
+        };
+        if options.enable_udp {
+            add_candidate(local_addr, Protocol::Udp)?;
+        }
+        let tcp_local_addr = tcp_local_addr.filter(|_| options.enable_tcp);
+        if let Some(addr) = tcp_local_addr {
+            add_candidate(addr, Protocol::Tcp)?;
+        }
+        if ice_candidates.is_empty() {
+            return Err(MediaError::NoCandidate(if options.enable_udp {
+                "UDP is disabled"
+            } else {
+                "only TCP was asked for and the worker does not listen on TCP"
+            }));
+        }
         let fingerprint = rtc.direct_api().local_dtls_fingerprint().clone();
 
         let ice_parameters = IceParameters {
@@ -214,17 +259,6 @@ impl TransportState {
             password: creds.pass.clone(),
             ice_lite: Some(true),
         };
-        let ip = announced_ip.to_string();
-        let ice_candidates = vec![IceCandidate {
-            foundation: "udpcandidate".into(),
-            priority,
-            ip: Some(ip.clone()),
-            address: ip,
-            protocol: Protocol::Udp,
-            port: local_addr.port(),
-            r#type: IceCandidateType::Host,
-            tcp_type: None,
-        }];
         let dtls_parameters = DtlsParameters {
             role: Some(DtlsRole::Auto),
             fingerprints: vec![fingerprint_to_ortc(&fingerprint)],
@@ -243,6 +277,7 @@ impl TransportState {
             srtp: None,
             events: options.events.clone(),
             local_addr,
+            tcp_local_addr,
             local_ufrag: creds.ufrag,
             remote_ufrag: None,
             enable_sctp: options.enable_sctp,
@@ -679,6 +714,14 @@ impl TransportState {
         Ok(declared)
     }
 
+    /// The address of ours a datagram from `remote` arrives at.
+    pub fn local_addr_for(&self, remote: &Remote) -> SocketAddr {
+        match remote.protocol {
+            Protocol::Udp => self.local_addr,
+            Protocol::Tcp => self.tcp_local_addr.unwrap_or(self.local_addr),
+        }
+    }
+
     pub fn stats(&self, timestamp: u64) -> TransportStat {
         TransportStat {
             kind: "webrtc-transport",
@@ -688,7 +731,16 @@ impl TransportState {
             ice_state: self.ice_state,
             dtls_state: self.dtls_state,
             sctp_state: self.sctp_state,
-            ice_selected_tuple: self.selected_remote.map(|a| a.to_string()),
+            ice_selected_tuple: self.selected_remote.map(|remote| {
+                let local = self.local_addr_for(&remote);
+                TransportTuple {
+                    local_address: local.ip().to_string(),
+                    local_port: local.port(),
+                    remote_ip: remote.addr.ip().to_string(),
+                    remote_port: remote.addr.port(),
+                    protocol: remote.protocol,
+                }
+            }),
             bytes_received: self.bytes_received,
             bytes_sent: self.bytes_sent,
             packets_received: self.packets_received,
