@@ -76,6 +76,27 @@ pub struct ServerTransportInfo {
     pub sctp_parameters: Option<SctpParameters>,
 }
 
+impl ServerTransportInfo {
+    /// The address of the server's UDP candidate, or of its TCP one.
+    pub fn candidate_addr(&self, tcp: bool) -> Result<SocketAddr, ClientError> {
+        let wanted = if tcp {
+            sluice_media::ortc::Protocol::Tcp
+        } else {
+            sluice_media::ortc::Protocol::Udp
+        };
+        let c = self
+            .ice_candidates
+            .iter()
+            .find(|c| c.protocol == wanted)
+            .ok_or_else(|| ClientError::BadServerParameters(format!("no {wanted:?} candidate")))?;
+        let ip: IpAddr = c
+            .address
+            .parse()
+            .map_err(|_| ClientError::BadServerParameters(format!("bad address {}", c.address)))?;
+        Ok(SocketAddr::new(ip, c.port))
+    }
+}
+
 impl From<&sluice_media::WebRtcTransport> for ServerTransportInfo {
     fn from(t: &sluice_media::WebRtcTransport) -> Self {
         ServerTransportInfo {
@@ -106,6 +127,9 @@ pub struct ClientTransportOptions {
     /// system clock for a [`ClientTransport`](crate::transport::ClientTransport); for a bare
     /// [`ClientSession`], microsecond 0 at its creation.
     pub wall_clock: Option<WallClock>,
+    /// ICE over TCP: connect to the server's TCP candidate (RFC 6544's active side, RFC 4571
+    /// framing) instead of its UDP one, as a browser behind a network that blocks UDP does.
+    pub tcp: bool,
 }
 
 impl ClientTransportOptions {
@@ -118,6 +142,7 @@ impl ClientTransportOptions {
             fingerprint_hash: HashFunction::Sha256,
             seed: None,
             wall_clock: None,
+            tcp: false,
         }
     }
 }
@@ -323,6 +348,8 @@ fn ice_token(rng: &mut StdRng, len: usize) -> String {
 pub struct ClientSession {
     rtc: Rtc,
     local_addr: SocketAddr,
+    /// What our datagrams travel by: UDP, or frames of a TCP connection.
+    protocol: Protocol,
     dtls_parameters: DtlsParameters,
     ice_ufrag: String,
     numbering: ClientNumbering,
@@ -371,19 +398,14 @@ impl ClientSession {
         server: &ServerTransportInfo,
         options: ClientTransportOptions,
     ) -> Result<ClientSession, ClientError> {
+        let (protocol, proto_name) = if options.tcp {
+            (Protocol::Tcp, "tcp")
+        } else {
+            (Protocol::Udp, "udp")
+        };
         let remote = match options.remote_override {
             Some(addr) => addr,
-            None => {
-                let c = server
-                    .ice_candidates
-                    .iter()
-                    .find(|c| c.protocol == sluice_media::ortc::Protocol::Udp)
-                    .ok_or_else(|| ClientError::BadServerParameters("no UDP candidate".into()))?;
-                let ip: IpAddr = c.address.parse().map_err(|_| {
-                    ClientError::BadServerParameters(format!("bad address {}", c.address))
-                })?;
-                SocketAddr::new(ip, c.port)
-            }
+            None => server.candidate_addr(options.tcp)?,
         };
         let fp = server
             .dtls_parameters
@@ -412,10 +434,10 @@ impl ClientSession {
                 .set_local_ice_credentials(creds.clone())
                 .set_dtls_cert(cert)
                 .build(now);
-        let local =
-            Candidate::host(local_addr, "udp").map_err(|e| ClientError::Bind(e.to_string()))?;
+        let local = Candidate::host(local_addr, proto_name)
+            .map_err(|e| ClientError::Bind(e.to_string()))?;
         rtc.add_local_candidate(local);
-        let remote_candidate = Candidate::host(remote, "udp")
+        let remote_candidate = Candidate::host(remote, proto_name)
             .map_err(|e| ClientError::BadServerParameters(e.to_string()))?;
         rtc.add_remote_candidate(remote_candidate);
         let mut api = rtc.direct_api();
@@ -439,7 +461,7 @@ impl ClientSession {
             }],
         };
         let enable_sctp = options.enable_sctp;
-        Ok(ClientSession::assemble(
+        let mut session = ClientSession::assemble(
             now,
             rtc,
             rng,
@@ -448,7 +470,9 @@ impl ClientSession {
             dtls_parameters,
             enable_sctp,
             options,
-        ))
+        );
+        session.protocol = protocol;
+        Ok(session)
     }
 
     /// A session negotiated with SDP offer/answer instead of mediasoup's parameters (for SFUs
@@ -504,6 +528,7 @@ impl ClientSession {
         let mut session = ClientSession {
             rtc,
             local_addr,
+            protocol: Protocol::Udp,
             dtls_parameters,
             ice_ufrag,
             numbering: options.numbering,
@@ -569,7 +594,7 @@ impl ClientSession {
         }
         let now = self.advance(now);
         self.stats.datagrams_in += 1;
-        if let Ok(r) = Receive::new(Protocol::Udp, from, self.local_addr, bytes) {
+        if let Ok(r) = Receive::new(self.protocol, from, self.local_addr, bytes) {
             let _ = self.rtc.handle_input(Input::Receive(now, r));
             self.drain();
         }

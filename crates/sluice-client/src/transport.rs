@@ -12,10 +12,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sluice_media::DataMessage;
+use sluice_media::ice_tcp::{FrameReader, frame};
 use sluice_media::ortc::{DtlsParameters, RtpParameters, SctpStreamParameters};
 use sluice_media::testing::{VirtualNet, VirtualSocket};
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use crate::media;
 use crate::session_core::ClientSession;
@@ -122,10 +124,55 @@ fn clock() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// The transport's socket: real UDP, or one on a virtual network.
+/// The transport's socket: real UDP, one on a virtual network, or a TCP connection to the
+/// server's ICE-TCP candidate.
 enum Socket {
     Udp(UdpSocket),
     Virtual(VirtualSocket),
+    Tcp(TcpConnection),
+}
+
+/// A TCP connection carrying RFC 4571 frames; tasks read and write it.
+struct TcpConnection {
+    remote: SocketAddr,
+    frames: Mutex<mpsc::UnboundedReceiver<Vec<u8>>>,
+    writer: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl TcpConnection {
+    fn spawn(stream: TcpStream, remote: SocketAddr) -> TcpConnection {
+        let _ = stream.set_nodelay(true);
+        let (mut read, mut write) = stream.into_split();
+        let (frames_tx, frames) = mpsc::unbounded_channel();
+        let (writer, mut to_write) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            let mut reader = FrameReader::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n) = read.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                reader.push(&buf[..n]);
+                while let Some(f) = reader.next_frame() {
+                    if frames_tx.send(f.to_vec()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(framed) = to_write.recv().await {
+                if write.write_all(&framed).await.is_err() {
+                    break;
+                }
+            }
+        });
+        TcpConnection {
+            remote,
+            frames: Mutex::new(frames),
+            writer,
+        }
+    }
 }
 
 impl Socket {
@@ -133,6 +180,15 @@ impl Socket {
         match self {
             Socket::Udp(s) => s.recv_from(buf).await,
             Socket::Virtual(s) => s.recv_from(buf).await,
+            Socket::Tcp(c) => {
+                let Some(f) = c.frames.lock().await.recv().await else {
+                    // The server closed the connection: nothing more comes.
+                    return std::future::pending().await;
+                };
+                let n = f.len().min(buf.len());
+                buf[..n].copy_from_slice(&f[..n]);
+                Ok((n, c.remote))
+            }
         }
     }
 
@@ -140,6 +196,13 @@ impl Socket {
         match self {
             Socket::Udp(s) => s.try_send_to(buf, to),
             Socket::Virtual(s) => s.try_send_to(buf, to),
+            Socket::Tcp(c) => {
+                let framed = frame(buf).ok_or(std::io::ErrorKind::InvalidInput)?;
+                c.writer
+                    .send(framed)
+                    .map_err(|_| std::io::ErrorKind::BrokenPipe)?;
+                Ok(buf.len())
+            }
         }
     }
 }
@@ -154,6 +217,27 @@ async fn bind(options: &ClientTransportOptions) -> Result<(Socket, SocketAddr), 
     Ok((Socket::Udp(socket), local_addr))
 }
 
+/// Connects to the server's ICE-TCP candidate (or the override address).
+async fn connect_tcp(
+    server: &ServerTransportInfo,
+    options: &ClientTransportOptions,
+) -> Result<(Socket, SocketAddr), ClientError> {
+    let remote = match options.remote_override {
+        Some(addr) => addr,
+        None => server.candidate_addr(true)?,
+    };
+    let stream = TcpStream::connect(remote)
+        .await
+        .map_err(|e| ClientError::Bind(format!("cannot connect to {remote}: {e}")))?;
+    let local_addr = stream
+        .local_addr()
+        .map_err(|e| ClientError::Bind(e.to_string()))?;
+    Ok((
+        Socket::Tcp(TcpConnection::spawn(stream, remote)),
+        local_addr,
+    ))
+}
+
 impl ClientTransport {
     /// Binds a socket and prepares ICE and DTLS toward `server`; nothing is sent before
     /// [`start`](Self::start) (give the server our [`dtls_parameters`](Self::dtls_parameters) first).
@@ -161,7 +245,11 @@ impl ClientTransport {
         server: &ServerTransportInfo,
         options: ClientTransportOptions,
     ) -> Result<ClientTransport, ClientError> {
-        let (socket, local_addr) = bind(&options).await?;
+        let (socket, local_addr) = if options.tcp {
+            connect_tcp(server, &options).await?
+        } else {
+            bind(&options).await?
+        };
         let session = ClientSession::new(clock(), local_addr, server, with_system_clock(options))?;
         Ok(ClientTransport::spawn(session, socket))
     }
