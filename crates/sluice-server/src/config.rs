@@ -27,6 +27,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SLUICE_RTC_IP", "rtc.ip"),
     ("SLUICE_RTC_ANNOUNCED_IP", "rtc.announced_ip"),
     ("SLUICE_RTC_PORT", "rtc.port"),
+    ("SLUICE_RTC_TCP_PORT", "rtc.tcp_port"),
     ("SLUICE_AUTH_SECRET", "auth.secret"),
     ("SLUICE_TURN_SECRET", "turn.secret"),
 ];
@@ -326,10 +327,22 @@ pub struct RtcConfig {
     /// "Own egress"); `false` sends them through str0m as video is, at several times the CPU.
     #[serde(default = "RtcConfig::default_own_audio_egress")]
     pub own_audio_egress: bool,
+    /// ICE over TCP (RFC 6544 passive candidates): for clients whose network blocks UDP, and
+    /// mediasoup-client's `forceTcp`.
+    #[serde(default = "RtcConfig::default_tcp")]
+    pub tcp: bool,
+    /// First TCP port; worker i listens on tcp_port + i (0 = OS-assigned). Absent: each worker
+    /// listens on the number of its UDP port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_port: Option<u16>,
 }
 
 impl RtcConfig {
     fn default_own_audio_egress() -> bool {
+        true
+    }
+
+    fn default_tcp() -> bool {
         true
     }
 }
@@ -390,6 +403,9 @@ pub struct Overrides {
     pub rtc_ip: Option<IpAddr>,
     pub rtc_announced_ip: Option<IpAddr>,
     pub rtc_port: Option<u16>,
+    pub rtc_tcp_port: Option<u16>,
+    /// `--no-rtc-tcp`: `rtc.tcp = false`.
+    pub no_rtc_tcp: bool,
     pub auth_secret: Option<String>,
     pub turn_secret: Option<String>,
 }
@@ -525,6 +541,19 @@ impl Config {
         u16::try_from(usize::from(self.rtc.port) + index).unwrap_or(0)
     }
 
+    /// Where worker `index` listens for ICE over TCP.
+    pub fn worker_tcp_port(&self, index: usize) -> sluice_media::TcpPort {
+        match self.rtc.tcp_port {
+            _ if !self.rtc.tcp => sluice_media::TcpPort::Off,
+            None => sluice_media::TcpPort::SameAsUdp,
+            Some(0) => sluice_media::TcpPort::Port(0),
+            // validate() checked that rtc.tcp_port + worker_count() - 1 fits in a u16.
+            Some(port) => {
+                sluice_media::TcpPort::Port(u16::try_from(usize::from(port) + index).unwrap_or(0))
+            }
+        }
+    }
+
     /// Checks rules that span keys or that types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_turn()?;
@@ -544,6 +573,18 @@ impl Config {
                     self.rtc.port
                 ),
             ));
+        }
+        if let Some(port) = self.rtc.tcp_port {
+            let last = usize::from(port) + self.worker_count() - 1;
+            if port != 0 && last > usize::from(u16::MAX) {
+                return Err(ConfigError::bad(
+                    "rtc.tcp_port",
+                    format!(
+                        "{} workers starting at port {port} would need port {last}",
+                        self.worker_count()
+                    ),
+                ));
+            }
         }
         if let Some(announced) = self.rtc.announced_ip {
             if announced.is_unspecified() {
@@ -794,6 +835,16 @@ fn apply_overrides(table: &mut toml::Table, o: &Overrides) {
     }
     if let Some(v) = o.rtc_port {
         set(table, &["rtc", "port"], toml::Value::Integer(i64::from(v)));
+    }
+    if let Some(v) = o.rtc_tcp_port {
+        set(
+            table,
+            &["rtc", "tcp_port"],
+            toml::Value::Integer(i64::from(v)),
+        );
+    }
+    if o.no_rtc_tcp {
+        set(table, &["rtc", "tcp"], toml::Value::Boolean(false));
     }
     if let Some(v) = &o.auth_secret {
         set(table, &["auth", "secret"], string(v));
@@ -1138,6 +1189,21 @@ mod tests {
         .unwrap_err();
         assert!(
             matches!(&err, ConfigError::BadValue { key, .. } if key == "rtc.announced_ip"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tcp_listens_on_the_udp_port_numbers_unless_moved_or_turned_off() {
+        let c = load("workers = 2\n[rtc]\nport = 41000\n").unwrap();
+        assert_eq!(c.worker_tcp_port(1), sluice_media::TcpPort::SameAsUdp);
+        let c = load("workers = 2\n[rtc]\ntcp_port = 42000\n").unwrap();
+        assert_eq!(c.worker_tcp_port(1), sluice_media::TcpPort::Port(42001));
+        let c = load("[rtc]\ntcp = false\ntcp_port = 42000\n").unwrap();
+        assert_eq!(c.worker_tcp_port(0), sluice_media::TcpPort::Off);
+        let err = load("workers = 2\n[rtc]\ntcp_port = 65535\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "rtc.tcp_port"),
             "{err}"
         );
     }

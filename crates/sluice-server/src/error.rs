@@ -54,7 +54,8 @@ impl From<MediaError> for SignalError {
             | MediaError::InvalidMediaCodecs(_) => ErrorCode::BadRequest,
             MediaError::CannotConsume(_)
             | MediaError::Numbering(_)
-            | MediaError::SctpDisabled(_) => ErrorCode::Unsupported,
+            | MediaError::SctpDisabled(_)
+            | MediaError::NoCandidate(_) => ErrorCode::Unsupported,
             MediaError::AlreadyConnected(_) | MediaError::DuplicateId(_) => ErrorCode::Conflict,
             MediaError::Limit(_) => ErrorCode::LimitReached,
             MediaError::WorkerClosed(_) => ErrorCode::Unavailable,

@@ -265,6 +265,7 @@ fn spawn_worker(config: &Config, index: usize) -> Result<Worker, sluice_media::M
         listen_ip: config.rtc.ip,
         announced_ip: Some(config.announced_ip()),
         port: config.worker_port(index),
+        tcp: config.worker_tcp_port(index),
     };
     let media = sluice_media::MediaSettings {
         own_audio_egress: config.rtc.own_audio_egress,

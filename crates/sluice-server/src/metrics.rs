@@ -20,6 +20,8 @@
 //! | `sluice_worker_dropped_data_messages_total` | counter | `worker` |
 //! | `sluice_worker_cpu_seconds_total` | counter | `worker`, `mode` (`user`, `system`) |
 //! | `sluice_worker_timeouts_total`, `sluice_worker_wakeups_total` | counter | `worker` |
+//! | `sluice_worker_tcp_connections` | gauge | `worker` |
+//! | `sluice_worker_tcp_connections_{accepted,rejected}_total` | counter | `worker` |
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -286,6 +288,30 @@ impl Collector for WorkerCollector {
             None,
             per_worker(|u| u.wakeups),
         )?;
+        encode_counters(
+            e,
+            "worker_tcp_connections_accepted",
+            "ICE-TCP connections the worker accepted",
+            None,
+            per_worker(|u| u.tcp_accepted),
+        )?;
+        encode_counters(
+            e,
+            "worker_tcp_connections_rejected",
+            "ICE-TCP connections refused or closed for a limit (per-address, validation deadline, not ICE, slow reader)",
+            None,
+            per_worker(|u| u.tcp_rejected),
+        )?;
+        let mut tcp = e.encode_descriptor(
+            "worker_tcp_connections",
+            "ICE-TCP connections the worker holds",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (worker, u) in &usages {
+            ConstGauge::new(i64::try_from(u.tcp_connections).unwrap_or(i64::MAX))
+                .encode(tcp.encode_family(&WorkerLabels { worker: *worker })?)?;
+        }
         Ok(())
     }
 }

@@ -131,18 +131,14 @@ async fn handle_request(
                 return Err(SignalError::limit("transports per peer"));
             }
             let app_data = app_data(req.app_data, limits)?;
-            if req.force_tcp {
-                return Err(SignalError::new(
-                    ErrorCode::Unsupported,
-                    "forceTcp: sluice serves WebRTC over UDP only",
-                ));
-            }
             let streams = req
                 .sctp_capabilities
                 .map_or(NumSctpStreams::default(), |c| c.num_streams);
             let transport = room
                 .router
                 .create_webrtc_transport(WebRtcTransportOptions {
+                    // forceTcp: TCP candidates only (an error when the server has no TCP).
+                    enable_udp: !req.force_tcp,
                     num_sctp_streams: NumSctpStreams {
                         os: streams.os.clamp(1, 65535),
                         mis: streams.mis.clamp(1, 65535),

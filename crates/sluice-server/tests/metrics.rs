@@ -166,6 +166,9 @@ async fn metrics_parse_as_prometheus_text_with_one_quantity_per_family_and_conve
         ("sluice_worker_cpu_seconds_total", "counter"),
         ("sluice_worker_timeouts_total", "counter"),
         ("sluice_worker_wakeups_total", "counter"),
+        ("sluice_worker_tcp_connections_accepted_total", "counter"),
+        ("sluice_worker_tcp_connections_rejected_total", "counter"),
+        ("sluice_worker_tcp_connections", "gauge"),
     ];
     for (name, ty) in expected {
         let types: std::collections::BTreeSet<&str> = scrape

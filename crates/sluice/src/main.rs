@@ -61,6 +61,13 @@ struct ConfigArgs {
     /// First UDP port; worker i uses PORT+i; 0 = OS-assigned [key: rtc.port].
     #[arg(long, env = "SLUICE_RTC_PORT", value_name = "PORT")]
     rtc_port: Option<u16>,
+    /// First TCP port for ICE over TCP; worker i uses PORT+i; 0 = OS-assigned; absent = each
+    /// worker's UDP port number [key: rtc.tcp_port].
+    #[arg(long, env = "SLUICE_RTC_TCP_PORT", value_name = "PORT")]
+    rtc_tcp_port: Option<u16>,
+    /// No ICE over TCP: UDP candidates only; forceTcp is refused [key: rtc.tcp = false].
+    #[arg(long)]
+    no_rtc_tcp: bool,
     /// Worker threads; 0 = one per core [key: workers].
     #[arg(long, env = "SLUICE_WORKERS", value_name = "N")]
     workers: Option<usize>,
@@ -95,6 +102,8 @@ impl ConfigArgs {
             rtc_ip: self.rtc_ip,
             rtc_announced_ip: self.rtc_announced_ip,
             rtc_port: self.rtc_port,
+            rtc_tcp_port: self.rtc_tcp_port,
+            no_rtc_tcp: self.no_rtc_tcp,
             auth_secret: self.auth_secret.clone(),
             turn_secret: self.turn_secret.clone(),
         };
