@@ -204,7 +204,7 @@ function isClosed() {
 
 async function createTransport(direction, sctpCapabilities) {
   const info = await peer.request('createWebRtcTransport', {
-    forceTcp: false,
+    forceTcp: params.forceTcp,
     producing: direction === 'send',
     consuming: direction === 'recv',
     sctpCapabilities,
@@ -825,24 +825,35 @@ function leave() {
 // ---------------------------------------------------------------------------------------------
 // Stats for tests
 
+/** The local candidate of a transport's selected ICE pair (an RTCStats entry), or null. */
+async function selectedLocalCandidate(transport) {
+  if (!transport || transport.closed) return null;
+  const report = await transport.getStats();
+  let pairId = null;
+  report.forEach((stat) => {
+    if (stat.type === 'transport' && stat.selectedCandidatePairId) pairId = stat.selectedCandidatePairId;
+  });
+  const pair = pairId ? report.get(pairId) : null;
+  return (pair ? report.get(pair.localCandidateId) : null) ?? null;
+}
+
 /**
  * The candidate types of each transport's selected ICE pair, `{send, recv}` (`"host"`,
  * `"relay"`, …, or null before one is selected): tests check that `?iceTransportPolicy=relay`
  * really goes through TURN.
  */
 async function selectedCandidateTypes() {
-  const typeOf = async (transport) => {
-    if (!transport || transport.closed) return null;
-    const report = await transport.getStats();
-    let pairId = null;
-    report.forEach((stat) => {
-      if (stat.type === 'transport' && stat.selectedCandidatePairId) pairId = stat.selectedCandidatePairId;
-    });
-    const pair = pairId ? report.get(pairId) : null;
-    const local = pair ? report.get(pair.localCandidateId) : null;
-    return local?.candidateType ?? null;
-  };
+  const typeOf = async (transport) => (await selectedLocalCandidate(transport))?.candidateType ?? null;
   return { send: await typeOf(sendTransport), recv: await typeOf(recvTransport) };
+}
+
+/**
+ * The protocols of each transport's selected ICE pair, `{send, recv}` (`"udp"`, `"tcp"`, or null
+ * before one is selected): tests check that `?forceTcp=true` really goes over TCP.
+ */
+async function selectedProtocols() {
+  const protocolOf = async (transport) => (await selectedLocalCandidate(transport))?.protocol ?? null;
+  return { send: await protocolOf(sendTransport), recv: await protocolOf(recvTransport) };
 }
 
 async function stats() {
@@ -925,6 +936,7 @@ window.addEventListener('pagehide', () => {
 window.sluiceDemo = Object.assign(state, {
   stats,
   selectedCandidateTypes,
+  selectedProtocols,
   pauseVideo: () => setProducerPaused('video', true),
   resumeVideo: () => setProducerPaused('video', false),
   pauseAudio: () => setProducerPaused('audio', true),

@@ -29,11 +29,12 @@ function truthy(value) {
 /**
  * Reads the page's query string.
  *
- * Returns `{roomId, peerId, displayName, token, simulcast, iceTransportPolicy, complete}`;
+ * Returns `{roomId, peerId, displayName, token, simulcast, iceTransportPolicy, forceTcp, complete}`;
  * `complete` is true when both `roomId` and `peerId` are present (the page then joins at once,
  * otherwise it shows the form). `displayName` defaults to the peer id; `token` is null when
  * absent; `iceTransportPolicy` is `"relay"` (only through the TURN servers the server names) with
- * `?iceTransportPolicy=relay`, else `"all"`.
+ * `?iceTransportPolicy=relay`, else `"all"`; `forceTcp` (`?forceTcp=true`) asks the server for
+ * ICE-TCP candidates only, for networks that block UDP.
  */
 export function parseRoomParams(search) {
   const query = new URLSearchParams(search);
@@ -50,6 +51,7 @@ export function parseRoomParams(search) {
     token: get('token') || null,
     simulcast: truthy(query.get('simulcast')),
     iceTransportPolicy: get('iceTransportPolicy') === 'relay' ? 'relay' : 'all',
+    forceTcp: truthy(query.get('forceTcp')),
     complete: roomId !== '' && peerId !== '',
   };
 }

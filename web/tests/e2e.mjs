@@ -644,6 +644,29 @@ async function main(options) {
 
   await check('no errors on any page', noPageErrors);
 
+  const tcpRoom = `e2e-tcp-${randomSuffix()}`;
+  const tcpOnly = { forceTcp: 'true' };
+  const ivan = await openPeer(baseUrl, { name: 'ivan', roomId: tcpRoom, peerId: 'ivan', displayName: 'Ivan', query: tcpOnly });
+  const judy = await openPeer(baseUrl, { name: 'judy', roomId: tcpRoom, peerId: 'judy', displayName: 'Judy', query: tcpOnly });
+  await check(`Ivan and Judy joined ${tcpRoom} over ICE-TCP only (forceTcp)`, async () => {
+    await Promise.all([waitJoined(ivan), waitJoined(judy)]);
+  });
+  await check('over TCP each decodes the other\'s video and receives the other\'s audio, cursors and chat', async () =>
+    (await Promise.all([mediaFlows(ivan, judy), mediaFlows(judy, ivan), audioFlows(ivan, judy),
+      audioFlows(judy, ivan), cursorsFlow(ivan, judy), chatFlows(judy, ivan)])).join('; '));
+  await check('every transport\'s selected candidate pair is TCP', async () => {
+    const protocols = [];
+    for (const peer of [ivan, judy]) {
+      const selected = await inPage(peer, () => window.sluiceDemo.selectedProtocols());
+      if (selected.send !== 'tcp' || selected.recv !== 'tcp') {
+        throw new TestFailure(`${peer.name}'s selected protocols: ${JSON.stringify(selected)}`);
+      }
+      protocols.push(`${peer.name} ${JSON.stringify(selected)}`);
+    }
+    return protocols.join(', ');
+  });
+  await check('no errors on the TCP pages', noPageErrors);
+
   if (options.arena) {
     for (const peer of run.pages) await peer.context.close().catch(() => {});
     run.pages = [];

@@ -14,6 +14,7 @@ test('parseRoomParams reads room, peer, name and token', () => {
     token: 'abc.def.ghi',
     simulcast: false,
     iceTransportPolicy: 'all',
+    forceTcp: false,
     complete: true,
   });
 });
@@ -22,6 +23,13 @@ test('parseRoomParams reads the ICE transport policy, relay or all', () => {
   assert.equal(parseRoomParams('?iceTransportPolicy=relay').iceTransportPolicy, 'relay');
   assert.equal(parseRoomParams('?iceTransportPolicy=all').iceTransportPolicy, 'all');
   assert.equal(parseRoomParams('?iceTransportPolicy=bogus').iceTransportPolicy, 'all');
+});
+
+test('parseRoomParams reads forceTcp as a flag', () => {
+  assert.equal(parseRoomParams('?forceTcp=true').forceTcp, true);
+  assert.equal(parseRoomParams('?forceTcp=1').forceTcp, true);
+  assert.equal(parseRoomParams('?forceTcp=false').forceTcp, false);
+  assert.equal(parseRoomParams('').forceTcp, false);
 });
 
 test('parseRoomParams: the name defaults to the peer id, the token to null', () => {
