@@ -14,9 +14,9 @@ use crate::events::EventSender;
 use crate::message::DataMessage;
 use crate::types::{
     ConsumerCreated, ConsumerDump, ConsumerOp, ConsumerOptions, ConsumerStat, DataConsumerCreated,
-    DataConsumerOptions, DataConsumerStat, DataProducerOptions, DataProducerStat, ProducerSpec,
-    ProducerStat, ResourceUsage, RouterDump, TransportCreated, TransportStat,
-    WebRtcTransportOptions, WorkerDump,
+    DataConsumerOptions, DataConsumerStat, DataProducerOptions, DataProducerStat,
+    PlainTransportCreated, PlainTransportOptions, PlainTransportStat, ProducerSpec, ProducerStat,
+    ResourceUsage, RouterDump, TransportCreated, TransportStat, WebRtcTransportOptions, WorkerDump,
 };
 
 /// Where the answer to a command goes.
@@ -102,6 +102,21 @@ pub(crate) enum Command {
     ConsumerDump {
         id: String,
         reply: Reply<Result<ConsumerDump, MediaError>>,
+    },
+    /// The driver binds the transport's sockets, then hands it to the core.
+    CreatePlainTransport {
+        router_id: String,
+        options: Box<PlainTransportOptions>,
+        reply: Reply<Result<PlainTransportCreated, MediaError>>,
+    },
+    ConnectPlainTransport {
+        id: String,
+        remote: std::net::SocketAddr,
+        reply: Reply<Result<(), MediaError>>,
+    },
+    PlainTransportStats {
+        id: String,
+        reply: Reply<Result<PlainTransportStat, MediaError>>,
     },
     CreateDirectTransport {
         router_id: String,

@@ -14,9 +14,11 @@
 //! [`VirtualNet`](crate::testing::VirtualNet) runs the same loop as a task with a virtual
 //! socket.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_ortc::Protocol;
@@ -123,7 +125,7 @@ pub(crate) fn spawn_virtual(
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = watch::channel(Status::Running);
-    let task = tokio::spawn(run(Core::new(config, clock()), socket, None, rx));
+    let task = tokio::spawn(run(Core::new(config, clock()), socket, None, None, rx));
     let runner = tokio::spawn(async move {
         let status = match task.await {
             Ok(()) => Status::Closed,
@@ -168,6 +170,7 @@ pub(crate) fn spawn(
         unix_millis: unix_millis(),
         settings: media,
     };
+    let listen_ip = settings.listen_ip;
     let (tx, rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = watch::channel(Status::Running);
     let thread = std::thread::Builder::new()
@@ -189,7 +192,7 @@ pub(crate) fn spawn(
                         )),
                         None => None,
                     };
-                    run(Core::new(config, clock()), socket, tcp, rx).await;
+                    run(Core::new(config, clock()), socket, tcp, Some(listen_ip), rx).await;
                     Ok::<(), String>(())
                 })
             }));
@@ -218,8 +221,10 @@ async fn run(
     mut core: Core,
     socket: impl DatagramSocket,
     mut tcp: Option<IceTcpServer>,
+    plain_ip: Option<IpAddr>,
     mut rx: mpsc::UnboundedReceiver<Command>,
 ) {
+    let mut plain = PlainSockets::new(core.settings().socket_buffer_bytes);
     let mut buf = vec![0u8; 2048];
     let recv_batch = core.settings().recv_batch;
     let mut send_errors = 0u64;
@@ -227,7 +232,7 @@ async fn run(
     let mut next_sweep = clock() + TCP_SWEEP_INTERVAL;
     loop {
         let mut deadline = core.poll_timeout().unwrap_or_else(clock);
-        if tcp.is_some() {
+        if tcp.is_some() || !plain.is_empty() {
             deadline = deadline.min(next_sweep);
         }
         tokio::select! {
@@ -254,6 +259,16 @@ async fn run(
                     }
                     let _ = reply.send(usage);
                 }
+                Some(Command::CreatePlainTransport { router_id, options, reply }) => {
+                    let result = match plain_ip {
+                        Some(ip) => plain.create(&mut core, ip, router_id, *options),
+                        None => Err(MediaError::Bind {
+                            addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0),
+                            reason: "a worker on a virtual network has no plain sockets".into(),
+                        }),
+                    };
+                    let _ = reply.send(result);
+                }
                 Some(command) => core.handle_command(clock(), command),
             },
             ready = socket.readable() => {
@@ -271,6 +286,9 @@ async fn run(
                         }
                     }
                 }
+            }
+            Some((local, from, bytes)) = plain.rx.recv() => {
+                core.handle_plain_datagram(clock(), local, from, &bytes);
             }
             input = next_tcp(&mut tcp) => {
                 if let (TcpInput::Frame { from, bytes }, Some(tcp)) = (input, tcp.as_mut()) {
@@ -292,11 +310,112 @@ async fn run(
         let now = clock();
         core.handle_timeout(now);
         send(&mut core, &socket, &mut tcp, &mut send_errors);
-        if let Some(tcp) = tcp.as_mut()
-            && now >= next_sweep
-        {
-            tcp.sweep(now, |remote| core.is_validated(remote));
+        if now >= next_sweep {
+            if let Some(tcp) = tcp.as_mut() {
+                tcp.sweep(now, |remote| core.is_validated(remote));
+            }
+            plain.sweep(&core);
             next_sweep = now + TCP_SWEEP_INTERVAL;
+        }
+    }
+}
+
+/// The sockets of the worker's plain transports: a reader task each hands their datagrams to
+/// the loop with the address they arrived at.
+struct PlainSockets {
+    tx: mpsc::Sender<(SocketAddr, SocketAddr, Vec<u8>)>,
+    rx: mpsc::Receiver<(SocketAddr, SocketAddr, Vec<u8>)>,
+    readers: HashMap<SocketAddr, tokio::task::AbortHandle>,
+    buffer_bytes: usize,
+}
+
+impl PlainSockets {
+    fn new(buffer_bytes: usize) -> Self {
+        let (tx, rx) = mpsc::channel(1024);
+        PlainSockets {
+            tx,
+            rx,
+            readers: HashMap::new(),
+            buffer_bytes,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.readers.is_empty()
+    }
+
+    /// Binds the transport's sockets on `ip` and creates it in the core.
+    fn create(
+        &mut self,
+        core: &mut Core,
+        ip: IpAddr,
+        router_id: String,
+        options: crate::types::PlainTransportOptions,
+    ) -> Result<crate::types::PlainTransportCreated, MediaError> {
+        let rtp = self.bind(ip)?;
+        let rtcp = if options.rtcp_mux {
+            None
+        } else {
+            match self.bind(ip) {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    self.close(rtp);
+                    return Err(e);
+                }
+            }
+        };
+        let created = core.create_plain_transport(router_id, options, rtp, rtcp);
+        if created.is_err() {
+            self.close(rtp);
+            if let Some(rtcp) = rtcp {
+                self.close(rtcp);
+            }
+        }
+        created
+    }
+
+    fn bind(&mut self, ip: IpAddr) -> Result<SocketAddr, MediaError> {
+        let addr = SocketAddr::new(ip, 0);
+        let error = |e: io::Error| MediaError::Bind {
+            addr,
+            reason: e.to_string(),
+        };
+        let std_socket = bind_udp(addr, self.buffer_bytes).map_err(error)?;
+        let local = std_socket.local_addr().map_err(error)?;
+        let socket = Arc::new(UdpSocket::from_std(std_socket).map_err(error)?);
+        let tx = self.tx.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                if tx.send((local, from, buf[..n].to_vec())).await.is_err() {
+                    break;
+                }
+            }
+        });
+        self.readers.insert(local, reader.abort_handle());
+        Ok(local)
+    }
+
+    fn close(&mut self, local: SocketAddr) {
+        if let Some(reader) = self.readers.remove(&local) {
+            reader.abort();
+        }
+    }
+
+    /// Closes the sockets of transports the core no longer has.
+    fn sweep(&mut self, core: &Core) {
+        if self.readers.is_empty() {
+            return;
+        }
+        let in_use = core.plain_sockets_in_use();
+        let gone: Vec<SocketAddr> = self
+            .readers
+            .keys()
+            .filter(|a| !in_use.contains(a))
+            .copied()
+            .collect();
+        for local in gone {
+            self.close(local);
         }
     }
 }

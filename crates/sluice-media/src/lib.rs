@@ -30,6 +30,7 @@ pub mod layers;
 pub mod message;
 pub mod numbering;
 pub mod payload;
+pub mod plain_transport;
 pub mod producer;
 pub mod router;
 pub mod seq_manager;
@@ -49,6 +50,7 @@ pub use error::{MediaError, Reason};
 pub use events::{
     CloseReason, ConsumerLayers, ConsumerScore, EventSender, MediaEvent, ProducerScore,
 };
+pub use plain_transport::{PlainTransport, PlainTransportOptions, PlainTransportStat};
 pub use producer::{Producer, ProducerOptions, ProducerStat, ProducerType};
 pub use router::{Router, RouterDump};
 pub use settings::{MediaSettings, TcpPort, WorkerSettings};

@@ -4,7 +4,7 @@
 //! producer's encodings (simulcast layers) with their live SSRCs, bitrates and scores, its
 //! consumers, and the keyframe-request rate limit.
 
-use sluice_ortc::{MediaKind, RtpParameters};
+use sluice_ortc::{MediaKind, RtpCapabilities, RtpParameters};
 
 use crate::command::{Command, WorkerLink};
 use crate::error::MediaError;
@@ -21,6 +21,40 @@ pub struct Producer {
     rtp_parameters: RtpParameters,
     consumable_rtp_parameters: RtpParameters,
     worker: WorkerLink,
+}
+
+/// What a transport's worker needs of a new producer: its parameters checked against the
+/// router's capabilities, mapped onto the router's numbering, and what consumers will be offered.
+pub(crate) fn spec_for(
+    options: ProducerOptions,
+    router_capabilities: &RtpCapabilities,
+) -> Result<(ProducerSpec, ProducerType), MediaError> {
+    let params = &options.rtp_parameters;
+    sluice_ortc::validate_producer_rtp_parameters(options.kind, params)
+        .map_err(|e| MediaError::InvalidRtpParameters(e.into()))?;
+    let mut ssrcs = sluice_ortc::SsrcGenerator::new(rand::random());
+    let mapping =
+        sluice_ortc::get_producer_rtp_parameters_mapping(params, router_capabilities, &mut || {
+            ssrcs.next_ssrc()
+        })
+        .map_err(|e| MediaError::InvalidRtpParameters(e.into()))?;
+    let consumable = sluice_ortc::get_consumable_rtp_parameters(
+        options.kind,
+        params,
+        router_capabilities,
+        &mapping,
+    );
+    let r#type = ProducerType::of(params);
+    let spec = ProducerSpec {
+        id: options.id.unwrap_or_else(crate::new_id),
+        kind: options.kind,
+        rtp_parameters: options.rtp_parameters,
+        mapping,
+        consumable,
+        paused: options.paused,
+        key_frame_request_delay: options.key_frame_request_delay,
+    };
+    Ok((spec, r#type))
 }
 
 impl Producer {

@@ -7,6 +7,7 @@ use sluice_ortc::RtpCapabilities;
 
 use crate::command::{Command, WorkerLink};
 use crate::error::MediaError;
+use crate::plain_transport::{PlainTransport, PlainTransportOptions};
 pub use crate::types::RouterDump;
 use crate::webrtc_transport::{WebRtcTransport, WebRtcTransportOptions};
 
@@ -74,6 +75,28 @@ impl Router {
             })
             .await??;
         Ok(WebRtcTransport::new(
+            self.worker.clone(),
+            self.id.clone(),
+            self.rtp_capabilities.clone(),
+            created,
+        ))
+    }
+
+    /// Creates a plain RTP transport on this router's worker, on ports of its own.
+    pub async fn create_plain_transport(
+        &self,
+        options: PlainTransportOptions,
+    ) -> Result<PlainTransport, MediaError> {
+        let router_id = self.id.clone();
+        let created = self
+            .worker
+            .request(|reply| Command::CreatePlainTransport {
+                router_id,
+                options: Box::new(options),
+                reply,
+            })
+            .await??;
+        Ok(PlainTransport::new(
             self.worker.clone(),
             self.id.clone(),
             self.rtp_capabilities.clone(),

@@ -446,6 +446,59 @@ pub struct TransportStat {
     pub available_outgoing_bitrate: Option<u64>,
 }
 
+/// What `Router::create_plain_transport` takes (mediasoup's `PlainTransportOptions`, without
+/// SRTP).
+#[derive(Debug, Clone)]
+pub struct PlainTransportOptions {
+    /// RTCP on the RTP port (RFC 5761); `false` binds a second port for it.
+    pub rtcp_mux: bool,
+    /// Learn the remote tuple from the first packet (a sender that does not know its own
+    /// address, such as ffmpeg behind NAT) instead of `connect`.
+    pub comedia: bool,
+    /// Where the transport's events go.
+    pub events: Option<EventSender>,
+}
+
+impl Default for PlainTransportOptions {
+    fn default() -> Self {
+        PlainTransportOptions {
+            rtcp_mux: true,
+            comedia: false,
+            events: None,
+        }
+    }
+}
+
+/// What the worker reports back when it created a plain transport.
+#[derive(Debug, Clone)]
+pub(crate) struct PlainTransportCreated {
+    pub id: String,
+    /// The address senders use (the worker's announced one).
+    pub ip: std::net::IpAddr,
+    pub port: u16,
+    pub rtcp_port: Option<u16>,
+}
+
+/// Plain transport statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlainTransportStat {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub transport_id: String,
+    pub timestamp: u64,
+    pub comedia: bool,
+    pub rtcp_mux: bool,
+    pub tuple_local_port: u16,
+    /// The remote tuple, once connected or (comedia) once the first packet came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tuple_remote: Option<String>,
+    pub bytes_received: u64,
+    pub packets_received: u64,
+    /// RTCP, and RTP of an SSRC no producer declared.
+    pub packets_dropped: u64,
+}
+
 /// A transport's selected ICE tuple, in mediasoup's form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -14,11 +14,11 @@ use crate::consumer::{Consumer, ConsumerOptions};
 use crate::error::MediaError;
 pub use crate::events::{DtlsState, IceState, SctpState};
 use crate::producer::{Producer, ProducerOptions};
+use crate::types::TransportCreated;
 pub use crate::types::{
     BandwidthEstimation, INITIAL_AVAILABLE_OUTGOING_BITRATE, MAX_SCTP_MESSAGE_SIZE, SCTP_PORT,
     TransportStat, WebRtcTransportOptions,
 };
-use crate::types::{ProducerSpec, ProducerType, TransportCreated};
 
 /// The control plane's handle on a WebRTC transport living in a worker.
 #[derive(Debug, Clone)]
@@ -100,32 +100,7 @@ impl WebRtcTransport {
 
     /// Receives a producer from the client, whatever its payload-type and extension numbering.
     pub async fn produce(&self, options: ProducerOptions) -> Result<Producer, MediaError> {
-        let params = &options.rtp_parameters;
-        sluice_ortc::validate_producer_rtp_parameters(options.kind, params)
-            .map_err(|e| MediaError::InvalidRtpParameters(e.into()))?;
-        let mut ssrcs = sluice_ortc::SsrcGenerator::new(rand::random());
-        let mapping = sluice_ortc::get_producer_rtp_parameters_mapping(
-            params,
-            &self.router_capabilities,
-            &mut || ssrcs.next_ssrc(),
-        )
-        .map_err(|e| MediaError::InvalidRtpParameters(e.into()))?;
-        let consumable = sluice_ortc::get_consumable_rtp_parameters(
-            options.kind,
-            params,
-            &self.router_capabilities,
-            &mapping,
-        );
-        let r#type = ProducerType::of(params);
-        let spec = ProducerSpec {
-            id: options.id.unwrap_or_else(crate::new_id),
-            kind: options.kind,
-            rtp_parameters: options.rtp_parameters,
-            mapping,
-            consumable,
-            paused: options.paused,
-            key_frame_request_delay: options.key_frame_request_delay,
-        };
+        let (spec, r#type) = crate::producer::spec_for(options, &self.router_capabilities)?;
         let transport_id = self.id.clone();
         let sent = spec.clone();
         self.worker

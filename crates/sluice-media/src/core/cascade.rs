@@ -28,6 +28,11 @@ impl Core {
             if let Some(events) = &d.events {
                 let _ = events.send(event);
             }
+        } else if let Some(p) = self.plains.get(&tkey) {
+            set_transport_id(&mut event, &p.id);
+            if let Some(events) = &p.events {
+                let _ = events.send(event);
+            }
         }
     }
 
@@ -57,6 +62,7 @@ impl Core {
             }
             Object::WebRtcTransport(key) => self.detach_transport(key, reason, notify),
             Object::DirectTransport(key) => self.detach_direct_transport(key, reason, notify),
+            Object::PlainTransport(key) => self.detach_plain_transport(key, reason, notify),
             Object::Producer(key) => self.detach_producer(key, reason, notify),
             Object::Consumer(key) => self.detach_consumer(key, reason, notify),
             Object::DataProducer(key) => self.detach_data_producer(key, reason, notify),
@@ -85,6 +91,8 @@ impl Core {
                 };
                 let directs = self.directs.iter().filter(|(_, d)| d.router_id == *id);
                 out.extend(directs.map(|(k, _)| (Object::DirectTransport(*k), reason, true)));
+                let plains = self.plains.iter().filter(|(_, p)| p.router_id == *id);
+                out.extend(plains.map(|(k, _)| (Object::PlainTransport(*k), reason, true)));
                 let transports = r.transports.iter();
                 out.extend(transports.map(|k| (Object::WebRtcTransport(*k), reason, true)));
             }
@@ -104,6 +112,13 @@ impl Core {
                 };
                 let own = d.data_consumers.iter().map(|k| Object::DataConsumer(*k));
                 let own = own.chain(d.data_producers.iter().map(|k| Object::DataProducer(*k)));
+                out.extend(own.map(|o| (o, CloseReason::TransportClosed, notify)));
+            }
+            Object::PlainTransport(key) => {
+                let Some(p) = self.plains.get(key) else {
+                    return out;
+                };
+                let own = p.producers.iter().map(|k| Object::Producer(*k));
                 out.extend(own.map(|o| (o, CloseReason::TransportClosed, notify)));
             }
             Object::Producer(key) => {
@@ -171,9 +186,12 @@ impl Core {
                     t.rtc.direct_api().remove_stream_rx(ssrc.into());
                 }
             }
+        } else if let Some(t) = self.plains.get_mut(&p.transport) {
+            t.producers.retain(|k| *k != key);
+            t.rx_ssrc.retain(|_, (pk, _, _)| *pk != key);
         }
         if notify {
-            self.emit_on(
+            self.emit_on_any(
                 p.transport,
                 MediaEvent::ProducerClosed {
                     transport_id: String::new(),
@@ -224,6 +242,18 @@ impl Core {
             });
             t.emit(MediaEvent::TransportClosed {
                 transport_id: t.id.clone(),
+                reason,
+            });
+        }
+    }
+
+    fn detach_plain_transport(&mut self, key: Key, reason: CloseReason, notify: bool) {
+        if let Some(p) = self.plains.remove(&key)
+            && notify
+            && let Some(events) = &p.events
+        {
+            let _ = events.send(MediaEvent::TransportClosed {
+                transport_id: p.id.clone(),
                 reason,
             });
         }

@@ -154,6 +154,10 @@ impl Core {
                         self.close_object(Object::DirectTransport(key), CloseReason::Closed);
                         Ok(())
                     }
+                    Some(key) if self.plains.contains_key(&key) => {
+                        self.close_object(Object::PlainTransport(key), CloseReason::Closed);
+                        Ok(())
+                    }
                     Some(key) => {
                         self.close_object(Object::WebRtcTransport(key), CloseReason::Closed);
                         Ok(())
@@ -167,7 +171,11 @@ impl Core {
                 spec,
                 reply,
             } => {
-                let _ = reply.send(self.produce(&transport_id, *spec, now));
+                let result = match self.plains.key_of(&transport_id) {
+                    Some(key) => self.produce_plain(key, *spec),
+                    None => self.produce(&transport_id, *spec, now),
+                };
+                let _ = reply.send(result);
             }
             Command::PauseProducer { id, paused, reply } => {
                 let _ = reply.send(self.pause_producer(&id, paused, now));
@@ -213,6 +221,20 @@ impl Core {
                     None => Err(MediaError::UnknownConsumer(id)),
                 };
                 let _ = reply.send(result);
+            }
+            Command::CreatePlainTransport { reply, .. } => {
+                // The driver binds the sockets and calls `create_plain_transport`; a core
+                // without a driver that can (a virtual network) says so.
+                let _ = reply.send(Err(MediaError::Bind {
+                    addr: self.local_addr,
+                    reason: "this worker cannot bind plain transport sockets".into(),
+                }));
+            }
+            Command::ConnectPlainTransport { id, remote, reply } => {
+                let _ = reply.send(self.connect_plain_transport(&id, remote));
+            }
+            Command::PlainTransportStats { id, reply } => {
+                let _ = reply.send(self.plain_stats(&id, self.unix_millis(now)));
             }
             Command::CreateDirectTransport {
                 router_id,
@@ -423,6 +445,9 @@ impl Core {
             .collect();
         for d in self.directs.values().filter(|d| d.router_id == id) {
             transport_ids.push(d.id.clone());
+        }
+        for p in self.plains.values().filter(|p| p.router_id == id) {
+            transport_ids.push(p.id.clone());
         }
         transport_ids.sort();
         producer_ids.sort();

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use sluice_ortc::MediaKind;
 use str0m::media::Pt;
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
+use str0m::rtp::{ExtensionValues, RtpWrite, Vp8Descriptor};
+
+use super::forwarding::Received;
 
 use crate::core::table::Identified;
 use crate::events::{ConsumerLayers, ConsumerScore};
@@ -117,7 +119,7 @@ impl ConsumerState {
     /// skips the packet (paused, another layer, waiting for a keyframe).
     pub fn rewrite(
         &mut self,
-        packet: &RtpPacket,
+        packet: &Received,
         input: &InPacket,
         ext_vals: &ExtensionValues,
         nackable: bool,
@@ -126,15 +128,15 @@ impl ConsumerState {
         let Verdict::Forward(out) = self.forwarder.on_packet(input, now) else {
             return None;
         };
-        let pt = self.payload_type_for(*packet.header.payload_type)?;
+        let pt = self.payload_type_for(packet.payload_type)?;
         let mut write = RtpWrite::new(
             pt,
             out.seq.into(),
             out.timestamp,
-            packet.timestamp,
+            packet.at,
             packet.payload.clone(),
         )
-        .marker(packet.header.marker)
+        .marker(packet.marker)
         .nackable(nackable)
         .ext_vals(ext_vals.clone());
         if (out.picture_id.is_some() || out.tl0_pic_idx.is_some())
@@ -160,7 +162,7 @@ impl ConsumerState {
     /// skips the packet.
     pub fn own_packet(
         &mut self,
-        packet: &RtpPacket,
+        packet: &Received,
         input: &InPacket,
         ext_vals: &ExtensionValues,
         reserve: usize,
@@ -170,7 +172,7 @@ impl ConsumerState {
         let Verdict::Forward(out) = self.forwarder.on_packet(input, now) else {
             return None;
         };
-        let pt = *self.payload_type_for(*packet.header.payload_type)?;
+        let pt = *self.payload_type_for(packet.payload_type)?;
         let mid = egress.mid.as_ref();
         let level = egress.audio_level.zip(ext_vals.audio_level);
         // One-byte extensions (RFC 8285 §4.2): id and length − 1, then the value; padded.
@@ -180,7 +182,7 @@ impl ConsumerState {
         let payload = &packet.payload;
         let mut bytes = Vec::with_capacity(header_len + payload.len() + reserve);
         bytes.push(if ext_words > 0 { 0x90 } else { 0x80 });
-        bytes.push((u8::from(packet.header.marker) << 7) | (pt & 0x7f));
+        bytes.push((u8::from(packet.marker) << 7) | (pt & 0x7f));
         let seq = out.seq as u16;
         bytes.extend_from_slice(&seq.to_be_bytes());
         bytes.extend_from_slice(&out.timestamp.to_be_bytes());

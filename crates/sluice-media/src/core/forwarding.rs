@@ -3,6 +3,7 @@
 //! batch).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_ortc::MediaKind;
@@ -15,7 +16,38 @@ use crate::payload;
 use crate::types::Key;
 use str0m::rtp::{ExtensionValues, RtpPacket};
 
+/// What the fan-out needs of a received RTP packet: str0m's (WebRTC transports), or one a plain
+/// transport read itself.
+pub(crate) struct Received {
+    pub payload_type: u8,
+    /// Extended (no wrap-around).
+    pub seq: u64,
+    pub rtp_timestamp: u32,
+    pub marker: bool,
+    /// The header extensions' values (what the transport's negotiation let it read).
+    pub ext_vals: ExtensionValues,
+    pub payload: Arc<[u8]>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl From<RtpPacket> for Received {
+    fn from(p: RtpPacket) -> Self {
+        Received {
+            payload_type: *p.header.payload_type,
+            seq: *p.seq_no,
+            rtp_timestamp: p.header.timestamp,
+            marker: p.header.marker,
+            ext_vals: p.header.ext_vals,
+            payload: p.payload,
+            at: p.timestamp,
+        }
+    }
+}
+
 impl Core {
+    /// A packet str0m received on WebRTC transport `key`: its producer (and layer) found by
+    /// SSRC, or learnt from str0m's mid/rid mapping, then the fan-out.
     pub(super) fn forward(&mut self, key: Key, packet: RtpPacket, now: Instant) {
         let ssrc = *packet.header.ssrc;
         let Some(t) = self.transports.get_mut(&key) else {
@@ -53,11 +85,16 @@ impl Core {
                 (pkey, layer)
             }
         };
+        self.fan_out(pkey, layer, Received::from(packet), now);
+    }
+
+    /// A packet of layer `layer` of producer `pkey` to each of its consumers.
+    pub(super) fn fan_out(&mut self, pkey: Key, layer: usize, packet: Received, now: Instant) {
         let Some(p) = self.producers.get_mut(&pkey) else {
             return;
         };
         p.on_packet(layer, packet.payload.len(), now);
-        if let Some(level) = packet.header.ext_vals.audio_level
+        if let Some(level) = packet.ext_vals.audio_level
             && !p.paused
             && let Some(r) = self.routers.get_mut(&p.router_id)
         {
@@ -74,11 +111,11 @@ impl Core {
         }
         let input = InPacket {
             layer,
-            seq: *packet.seq_no,
-            timestamp: packet.header.timestamp,
+            seq: packet.seq,
+            timestamp: packet.rtp_timestamp,
             info,
         };
-        let ext = &packet.header.ext_vals;
+        let ext = &packet.ext_vals;
         let ext_vals = ExtensionValues {
             audio_level: ext.audio_level,
             voice_activity: ext.voice_activity,

@@ -37,6 +37,7 @@ pub(crate) mod direct_transport;
 mod forwarding;
 mod media;
 mod object;
+pub(crate) mod plain_transport;
 pub(crate) mod producer;
 pub(crate) mod router;
 mod session;
@@ -54,6 +55,7 @@ use self::consumer::ConsumerState;
 use self::data_consumer::DataConsumerState;
 use self::data_producer::DataProducerState;
 use self::direct_transport::DirectTransportState;
+use self::plain_transport::PlainTransportState;
 use self::producer::ProducerState;
 use self::router::RouterState;
 use self::table::Table;
@@ -122,6 +124,7 @@ pub(crate) struct Core {
     producers: Table<ProducerState>,
     consumers: Table<ConsumerState>,
     directs: Table<DirectTransportState>,
+    plains: Table<PlainTransportState>,
     data_producers: Table<DataProducerState>,
     data_consumers: Table<DataConsumerState>,
     timers: BTreeSet<(Instant, Key)>,
@@ -159,6 +162,7 @@ impl Core {
             producers: Table::default(),
             consumers: Table::default(),
             directs: Table::default(),
+            plains: Table::default(),
             data_producers: Table::default(),
             data_consumers: Table::default(),
             timers: BTreeSet::new(),
@@ -291,11 +295,12 @@ impl Core {
         k
     }
 
-    /// The key of the WebRTC or direct transport with this id.
+    /// The key of the WebRTC, direct or plain transport with this id.
     fn transport_key(&self, id: &str) -> Option<Key> {
         self.transports
             .key_of(id)
             .or_else(|| self.directs.key_of(id))
+            .or_else(|| self.plains.key_of(id))
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -332,7 +337,7 @@ impl Core {
             index: self.index,
             local_addr: self.local_addr.to_string(),
             router_ids,
-            transports: self.transports.len() + self.directs.len(),
+            transports: self.transports.len() + self.directs.len() + self.plains.len(),
             producers: self.producers.len(),
             consumers: self.consumers.len(),
             data_producers: self.data_producers.len(),

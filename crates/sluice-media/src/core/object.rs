@@ -8,6 +8,7 @@ pub(super) enum Object {
     Router(String),
     WebRtcTransport(Key),
     DirectTransport(Key),
+    PlainTransport(Key),
     Producer(Key),
     Consumer(Key),
     DataProducer(Key),

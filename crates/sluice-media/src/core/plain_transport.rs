@@ -1,0 +1,407 @@
+//! A `PlainTransport` in its worker: plain RTP over UDP on a socket of its own (mediasoup's
+//! semantics, without SRTP), for tools that do not speak WebRTC (ffmpeg, GStreamer, a
+//! broadcaster). What arrives is fanned out to the router's consumers like any producer's
+//! packets; the driver owns the sockets and hands their datagrams here with the address they
+//! arrived at.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::rtp::ExtensionValues;
+
+use super::Core;
+use super::forwarding::Received;
+use super::producer::ProducerState;
+use crate::core::table::Identified;
+use crate::demux::{DatagramKind, Remote};
+use crate::error::MediaError;
+use crate::events::{EventSender, MediaEvent};
+use crate::types::{
+    Key, PlainTransportCreated, PlainTransportOptions, PlainTransportStat, ProducerSpec,
+};
+
+/// The worker-side state of a plain transport.
+#[derive(Debug)]
+pub(crate) struct PlainTransportState {
+    pub id: String,
+    pub router_id: String,
+    pub events: Option<EventSender>,
+    /// The socket RTP (and, with `rtcp_mux`, RTCP) arrives at.
+    pub local: SocketAddr,
+    /// The RTCP socket without `rtcp_mux`.
+    pub rtcp_local: Option<SocketAddr>,
+    /// The first packet's source becomes the remote tuple (mediasoup's `comedia`).
+    pub comedia: bool,
+    /// Where RTP comes from (and would go to): set by `connect` or, with `comedia`, by the
+    /// first packet. Packets from anywhere else are dropped.
+    pub remote: Option<SocketAddr>,
+    pub producers: Vec<Key>,
+    /// Each producer stream by SSRC, with its layer and its sequence-number unwrapper.
+    pub rx_ssrc: HashMap<u32, (Key, usize, SeqUnwrap)>,
+    pub bytes_received: u64,
+    pub packets_received: u64,
+    /// RTP of an SSRC no producer declared, and RTCP (read and dropped).
+    pub packets_dropped: u64,
+}
+
+impl Identified for PlainTransportState {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Extends 16-bit RTP sequence numbers to 64 bits across wrap-arounds (RFC 3550 A.1's idea: the
+/// nearest extended value to the last one).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SeqUnwrap {
+    last: Option<u64>,
+}
+
+impl SeqUnwrap {
+    pub fn extend(&mut self, seq: u16) -> u64 {
+        let extended = match self.last {
+            None => u64::from(seq) + (1 << 16),
+            Some(last) => {
+                let delta = i64::from(seq.wrapping_sub(last as u16) as i16);
+                last.saturating_add_signed(delta)
+            }
+        };
+        if self.last.is_none_or(|last| extended > last) {
+            self.last = Some(extended);
+        }
+        extended
+    }
+}
+
+/// What the fan-out reads of a plain RTP packet.
+#[derive(Debug, PartialEq, Eq)]
+struct PlainRtp<'a> {
+    pt: u8,
+    marker: bool,
+    seq: u16,
+    timestamp: u32,
+    ssrc: u32,
+    payload: &'a [u8],
+}
+
+/// The fixed RTP header of a packet (RFC 3550 §5.1), its payload after the CSRCs, extension
+/// and padding; `None` when the packet is not well-formed RTP.
+fn parse_rtp(data: &[u8]) -> Option<PlainRtp<'_>> {
+    if data.len() < 12 || data[0] >> 6 != 2 {
+        return None;
+    }
+    let padding = data[0] & 0x20 != 0;
+    let extension = data[0] & 0x10 != 0;
+    let csrcs = usize::from(data[0] & 0x0f);
+    let marker = data[1] & 0x80 != 0;
+    let pt = data[1] & 0x7f;
+    let seq = u16::from_be_bytes([data[2], data[3]]);
+    let timestamp = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+    let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+    let mut start = 12 + 4 * csrcs;
+    if extension {
+        let words = data.get(start + 2..start + 4)?;
+        start += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    let mut end = data.len();
+    if padding {
+        let pad = usize::from(*data.last()?);
+        end = end.checked_sub(pad)?;
+    }
+    let payload = data.get(start..end)?;
+    Some(PlainRtp {
+        pt,
+        marker,
+        seq,
+        timestamp,
+        ssrc,
+        payload,
+    })
+}
+
+/// Whether a datagram on an RTP port is RTCP (RFC 5761 §4: packet types 192–223).
+fn is_rtcp(data: &[u8]) -> bool {
+    data.len() >= 2 && (192..=223).contains(&data[1])
+}
+
+impl Core {
+    /// A plain transport on `router_id` whose sockets the driver bound at `local` (and
+    /// `rtcp_local`).
+    pub(crate) fn create_plain_transport(
+        &mut self,
+        router_id: String,
+        options: PlainTransportOptions,
+        local: SocketAddr,
+        rtcp_local: Option<SocketAddr>,
+    ) -> Result<PlainTransportCreated, MediaError> {
+        if !self.routers.contains_key(&router_id) {
+            return Err(MediaError::UnknownRouter(router_id));
+        }
+        let id = crate::new_id();
+        let key = self.key();
+        self.plains.insert(
+            key,
+            PlainTransportState {
+                id: id.clone(),
+                router_id,
+                events: options.events,
+                local,
+                rtcp_local,
+                comedia: options.comedia,
+                remote: None,
+                producers: Vec::new(),
+                rx_ssrc: HashMap::new(),
+                bytes_received: 0,
+                packets_received: 0,
+                packets_dropped: 0,
+            },
+        );
+        Ok(PlainTransportCreated {
+            id,
+            ip: self.announced_ip,
+            port: local.port(),
+            rtcp_port: rtcp_local.map(|a| a.port()),
+        })
+    }
+
+    /// Sets the remote tuple of a plain transport (mediasoup's `connect({ip, port})`).
+    pub(crate) fn connect_plain_transport(
+        &mut self,
+        id: &str,
+        remote: SocketAddr,
+    ) -> Result<(), MediaError> {
+        let p = self
+            .plains
+            .by_id_mut(id)
+            .ok_or_else(|| MediaError::UnknownTransport(id.to_owned()))?;
+        if p.comedia {
+            return Err(MediaError::AlreadyConnected(format!(
+                "{id}: a comedia transport learns its remote from the first packet"
+            )));
+        }
+        if p.remote.is_some() {
+            return Err(MediaError::AlreadyConnected(id.to_owned()));
+        }
+        p.remote = Some(remote);
+        Ok(())
+    }
+
+    /// A producer on plain transport `tkey`: each of its encodings needs an SSRC (plain RTP has
+    /// no mid or rid to map streams by).
+    pub(crate) fn produce_plain(
+        &mut self,
+        tkey: Key,
+        spec: ProducerSpec,
+    ) -> Result<(), MediaError> {
+        if self.producers.contains_id(&spec.id) {
+            return Err(MediaError::DuplicateId(spec.id));
+        }
+        let t = self
+            .plains
+            .get(&tkey)
+            .ok_or_else(|| MediaError::UnknownTransport(String::new()))?;
+        let mut ssrcs = Vec::new();
+        for e in &spec.rtp_parameters.encodings {
+            let Some(ssrc) = e.ssrc else {
+                return Err(MediaError::InvalidRtpParameters(
+                    "a plain transport's producer needs an SSRC in each encoding".into(),
+                ));
+            };
+            if t.rx_ssrc.contains_key(&ssrc) || ssrcs.contains(&ssrc) {
+                return Err(MediaError::InvalidRtpParameters(
+                    format!("SSRC {ssrc} is already in use on this transport").into(),
+                ));
+            }
+            ssrcs.push(ssrc);
+        }
+        let router_id = t.router_id.clone();
+        let key = self.key();
+        let mid = format!("plain{key}");
+        let producer = ProducerState::new(spec, tkey, router_id.clone(), mid);
+        let Some(t) = self.plains.get_mut(&tkey) else {
+            return Err(MediaError::UnknownTransport(String::new()));
+        };
+        for (layer, ssrc) in ssrcs.into_iter().enumerate() {
+            t.rx_ssrc.insert(ssrc, (key, layer, SeqUnwrap::default()));
+        }
+        t.producers.push(key);
+        if let Some(r) = self.routers.get_mut(&router_id) {
+            r.producers.insert(key);
+        }
+        self.producers.insert(key, producer);
+        Ok(())
+    }
+
+    /// A datagram that arrived at the plain transport socket `local` from `from`.
+    pub(crate) fn handle_plain_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
+        self.advance(now);
+        self.usage.datagrams_received += 1;
+        self.usage.bytes_received += data.len() as u64;
+        let Some(tkey) = self
+            .plains
+            .iter()
+            .find(|(_, p)| p.local == local || p.rtcp_local == Some(local))
+            .map(|(k, _)| *k)
+        else {
+            self.usage.dropped_unknown_source += 1;
+            return;
+        };
+        let Some(t) = self.plains.get_mut(&tkey) else {
+            return;
+        };
+        t.bytes_received += data.len() as u64;
+        t.packets_received += 1;
+        if t.rtcp_local == Some(local) || is_rtcp(data) {
+            // Sender reports of the tool: nothing sluice needs from them yet.
+            t.packets_dropped += 1;
+            return;
+        }
+        match t.remote {
+            Some(remote) if remote != from => {
+                self.usage.dropped_unknown_source += 1;
+                return;
+            }
+            Some(_) => {}
+            None if t.comedia => {
+                t.remote = Some(from);
+                let event = MediaEvent::IceSelectedTupleChange {
+                    transport_id: t.id.clone(),
+                    remote: from,
+                    protocol: Remote::udp(from).protocol,
+                };
+                if let Some(events) = &t.events {
+                    let _ = events.send(event);
+                }
+            }
+            None => {
+                // Not connected: nobody was told to send here.
+                self.usage.dropped_unknown_source += 1;
+                return;
+            }
+        }
+        if DatagramKind::of(data) != DatagramKind::RtpOrRtcp {
+            self.usage.dropped_malformed += 1;
+            return;
+        }
+        let Some(rtp) = parse_rtp(data) else {
+            self.usage.dropped_malformed += 1;
+            return;
+        };
+        let Some((pkey, layer, unwrap)) = t.rx_ssrc.get_mut(&rtp.ssrc) else {
+            t.packets_dropped += 1;
+            return;
+        };
+        let (pkey, layer) = (*pkey, *layer);
+        let packet = Received {
+            payload_type: rtp.pt,
+            seq: unwrap.extend(rtp.seq),
+            rtp_timestamp: rtp.timestamp,
+            marker: rtp.marker,
+            ext_vals: ExtensionValues::default(),
+            payload: Arc::from(rtp.payload),
+            at: now,
+        };
+        self.fan_out(pkey, layer, packet, now);
+    }
+
+    /// The local addresses of the plain transports' sockets (the driver closes the others).
+    pub(crate) fn plain_sockets_in_use(&self) -> Vec<SocketAddr> {
+        self.plains
+            .values()
+            .flat_map(|p| std::iter::once(p.local).chain(p.rtcp_local))
+            .collect()
+    }
+
+    pub(crate) fn plain_stats(
+        &self,
+        id: &str,
+        timestamp: u64,
+    ) -> Result<PlainTransportStat, MediaError> {
+        let p = self
+            .plains
+            .by_id(id)
+            .ok_or_else(|| MediaError::UnknownTransport(id.to_owned()))?;
+        Ok(PlainTransportStat {
+            kind: "plain-rtp-transport",
+            transport_id: p.id.clone(),
+            timestamp,
+            comedia: p.comedia,
+            rtcp_mux: p.rtcp_local.is_none(),
+            tuple_local_port: p.local.port(),
+            tuple_remote: p.remote.map(|a| a.to_string()),
+            bytes_received: p.bytes_received,
+            packets_received: p.packets_received,
+            packets_dropped: p.packets_dropped,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_extend_across_the_wrap_and_reordering() {
+        let mut u = SeqUnwrap::default();
+        let a = u.extend(65534);
+        assert_eq!(u.extend(65535), a + 1);
+        assert_eq!(u.extend(0), a + 2);
+        assert_eq!(u.extend(65535), a + 1, "a late packet from before the wrap");
+        assert_eq!(u.extend(1), a + 3);
+    }
+
+    #[test]
+    fn the_rtp_header_is_read_past_csrcs_extension_and_padding() {
+        let mut p = vec![
+            0x80 | 0x20 | 0x10 | 1,
+            0x80 | 101,
+            0,
+            7,
+            0,
+            0,
+            0,
+            9,
+            0,
+            0,
+            8,
+            0xae,
+        ];
+        p.extend_from_slice(&[1, 2, 3, 4]); // one CSRC
+        p.extend_from_slice(&[0xbe, 0xde, 0, 1, 0x10, 0xff, 0, 0]); // one extension word
+        p.extend_from_slice(&[0xaa, 0xbb]); // payload
+        p.extend_from_slice(&[0, 2]); // two bytes of padding
+        let rtp = parse_rtp(&p).unwrap();
+        assert_eq!(
+            rtp,
+            PlainRtp {
+                pt: 101,
+                marker: true,
+                seq: 7,
+                timestamp: 9,
+                ssrc: 2222,
+                payload: &[0xaa, 0xbb],
+            }
+        );
+        // Truncated or lying lengths are refused, not read past.
+        assert!(parse_rtp(&p[..14]).is_none());
+        let mut lying = p.clone();
+        *lying.last_mut().unwrap() = 200;
+        assert!(parse_rtp(&lying).is_none());
+        assert!(parse_rtp(&[0x40; 20]).is_none(), "not version 2");
+    }
+
+    #[test]
+    fn rtcp_is_told_from_rtp_by_its_packet_type() {
+        assert!(is_rtcp(&[0x80, 200, 0, 6]));
+        assert!(!is_rtcp(&[0x80, 101, 0, 6]));
+        assert!(!is_rtcp(&[0x80, 0x80 | 96, 0, 6]));
+    }
+}

@@ -1,0 +1,117 @@
+//! `PlainTransport`: plain RTP over UDP on a port of its own, for tools that do not speak WebRTC
+//! (mediasoup's PlainTransport without SRTP): ffmpeg or GStreamer send a producer's RTP to
+//! [`ip`](PlainTransport::ip):[`port`](PlainTransport::port), and the router forwards it to
+//! WebRTC consumers like any producer's.
+//!
+//! With `comedia` the first packet's source becomes the remote tuple (a sender that does not
+//! know its own address); otherwise [`connect`](PlainTransport::connect) names it. Packets from
+//! any other address are dropped. Each producer's encodings need SSRCs: plain RTP has no mid or
+//! rid. RTCP is read and dropped; nothing is sent back yet (no receiver reports, no keyframe
+//! requests: a tool should send keyframes at an interval).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use sluice_ortc::RtpCapabilities;
+
+use crate::command::{Command, WorkerLink};
+use crate::error::MediaError;
+use crate::producer::{Producer, ProducerOptions};
+use crate::types::PlainTransportCreated;
+pub use crate::types::{PlainTransportOptions, PlainTransportStat};
+
+/// The control plane's handle on a plain transport living in a worker.
+#[derive(Debug, Clone)]
+pub struct PlainTransport {
+    id: String,
+    router_id: String,
+    worker: WorkerLink,
+    router_capabilities: Arc<RtpCapabilities>,
+    ip: IpAddr,
+    port: u16,
+    rtcp_port: Option<u16>,
+}
+
+impl PlainTransport {
+    pub(crate) fn new(
+        worker: WorkerLink,
+        router_id: String,
+        router_capabilities: Arc<RtpCapabilities>,
+        created: PlainTransportCreated,
+    ) -> Self {
+        PlainTransport {
+            id: created.id,
+            router_id,
+            worker,
+            router_capabilities,
+            ip: created.ip,
+            port: created.port,
+            rtcp_port: created.rtcp_port,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn router_id(&self) -> &str {
+        &self.router_id
+    }
+
+    /// The address senders send RTP to (the worker's announced address).
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The RTCP port without `rtcp_mux`.
+    pub fn rtcp_port(&self) -> Option<u16> {
+        self.rtcp_port
+    }
+
+    /// Names the remote tuple (not with `comedia`, which learns it).
+    pub async fn connect(&self, remote: SocketAddr) -> Result<(), MediaError> {
+        let id = self.id.clone();
+        self.worker
+            .request(|reply| Command::ConnectPlainTransport { id, remote, reply })
+            .await?
+    }
+
+    /// A producer whose RTP the sender sends to this transport; each encoding needs its SSRC.
+    pub async fn produce(&self, options: ProducerOptions) -> Result<Producer, MediaError> {
+        let (spec, r#type) = crate::producer::spec_for(options, &self.router_capabilities)?;
+        let transport_id = self.id.clone();
+        let sent = spec.clone();
+        self.worker
+            .request(|reply| Command::Produce {
+                transport_id,
+                spec: Box::new(sent),
+                reply,
+            })
+            .await??;
+        Ok(Producer::new(
+            self.worker.clone(),
+            self.id.clone(),
+            spec,
+            r#type,
+        ))
+    }
+
+    pub async fn get_stats(&self) -> Result<PlainTransportStat, MediaError> {
+        let id = self.id.clone();
+        self.worker
+            .request(|reply| Command::PlainTransportStats { id, reply })
+            .await?
+    }
+
+    /// Closes the transport and its producers (their consumers are told), and its sockets.
+    pub async fn close(&self) -> Result<(), MediaError> {
+        let id = self.id.clone();
+        self.worker
+            .request(|reply| Command::CloseTransport { id, reply })
+            .await?
+    }
+}
