@@ -364,3 +364,31 @@ async fn only_a_nominating_check_moves_the_selected_tuple() {
     );
     worker.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_client_on_an_address_another_transport_validated_reaches_its_own_transport() {
+    // A port (a TCP connection's, or a NAT mapping) once validated by one transport and then
+    // reused by another client must not be routed to the old transport: binding requests go by
+    // the ufrag they name.
+    let (_worker, router) = worker_and_router().await;
+    let addr = client_addr();
+    let mut first = sluice_client::ClientTransportOptions::new(ClientNumbering::chromium());
+    first.remote_override = Some(addr);
+    let old = connect_with(&router, first, WebRtcTransportOptions::default()).await;
+    // The old client goes away; its server transport lives on, holding the validated address.
+    old.client.close();
+    drop(old.client);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut second = sluice_client::ClientTransportOptions::new(ClientNumbering::chromium());
+    second.remote_override = Some(addr);
+    let new = connect_with(&router, second, WebRtcTransportOptions::default()).await;
+    let stats = new.server.get_stats().await.unwrap();
+    let tuple = stats
+        .ice_selected_tuple
+        .expect("the new transport selected the address");
+    assert_eq!(tuple.remote_port, addr.port());
+    assert!(
+        old.server.get_stats().await.is_ok(),
+        "the old transport is untouched"
+    );
+}

@@ -23,15 +23,16 @@ impl Core {
         self.usage.datagrams_received += 1;
         self.usage.bytes_received += data.len() as u64;
         let kind = DatagramKind::of(data);
-        let key = match self.demux.by_addr(&from) {
-            Some(key) => Some(key),
-            None if kind == DatagramKind::Stun => str0m::ice::StunMessage::parse(data)
-                .ok()
-                .filter(|m| m.is_binding_request())
-                .and_then(|m| m.split_username().map(|(local, _)| local.to_owned()))
-                .and_then(|local| self.demux.by_ufrag(&local)),
-            None => None,
-        };
+        // A binding request goes to the transport its USERNAME names, wherever it comes from (a
+        // TCP port or a NAT mapping reused by another client must not route it to the old
+        // owner); everything else by its validated source.
+        let by_ufrag = (kind == DatagramKind::Stun)
+            .then(|| str0m::ice::StunMessage::parse(data).ok())
+            .flatten()
+            .filter(|m| m.is_binding_request())
+            .and_then(|m| m.split_username().map(|(local, _)| local.to_owned()))
+            .and_then(|local| self.demux.by_ufrag(&local));
+        let key = by_ufrag.or_else(|| self.demux.by_addr(&from));
         let Some(key) = key else {
             self.usage.dropped_unknown_source += 1;
             return;
@@ -47,6 +48,7 @@ impl Core {
         {
             if local != t.local_ufrag {
                 // An old ufrag after an ICE restart, or a stray request.
+                tracing::debug!(transport = %t.id, %from, ufrag = local, "binding request for another ufrag");
                 self.usage.dropped_unknown_source += 1;
                 return;
             }
@@ -341,6 +343,7 @@ impl Core {
                                 let nominated = t.selected_remote.is_none()
                                     || t.nominating == Some(destination);
                                 if nominated && t.selected_remote != Some(destination) {
+                                    tracing::debug!(transport = %t.id, %destination, "selected tuple");
                                     t.selected_remote = Some(destination);
                                     t.emit(MediaEvent::IceSelectedTupleChange {
                                         transport_id: t.id.clone(),
