@@ -146,6 +146,15 @@ impl Demux {
         self.by_addr.get(addr).copied()
     }
 
+    /// Forgets one validated source (a closed TCP connection).
+    pub fn forget_addr(&mut self, addr: &Remote) {
+        if let Some(key) = self.by_addr.remove(addr)
+            && let Some(list) = self.addrs_of.get_mut(&key)
+        {
+            list.retain(|a| a != addr);
+        }
+    }
+
     /// Forgets everything about a transport.
     pub fn remove_transport(&mut self, key: TransportKey) {
         self.by_ufrag.retain(|_, k| *k != key);
@@ -244,5 +253,13 @@ mod tests {
         d.remove_transport(1);
         assert_eq!(d.by_addr(&Remote::udp(a)), None);
         assert_eq!(d.by_addr(&Remote::tcp(a)), Some(2));
+        // A closed connection's tuple is forgotten alone.
+        let b = SocketAddr::from(([127, 0, 0, 1], 7001));
+        d.validate_addr(Remote::tcp(b), 2);
+        d.forget_addr(&Remote::tcp(a));
+        assert_eq!(d.by_addr(&Remote::tcp(a)), None);
+        assert_eq!(d.by_addr(&Remote::tcp(b)), Some(2));
+        d.remove_transport(2);
+        assert!(d.is_empty());
     }
 }

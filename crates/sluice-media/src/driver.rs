@@ -291,10 +291,20 @@ async fn run(
                 core.handle_plain_datagram(clock(), local, from, &bytes);
             }
             input = next_tcp(&mut tcp) => {
-                if let (TcpInput::Frame { from, bytes }, Some(tcp)) = (input, tcp.as_mut()) {
-                    let remote = Remote::tcp(from);
-                    core.handle_datagram(clock(), remote, &bytes);
-                    tcp.after_frame(from, core.is_validated(&remote));
+                if let Some(tcp) = tcp.as_mut() {
+                    let mut input = Some(input);
+                    let mut handled = 0;
+                    while let Some(next) = input.take() {
+                        if let TcpInput::Frame { from, bytes } = next {
+                            let remote = Remote::tcp(from);
+                            core.handle_datagram(clock(), remote, &bytes);
+                            tcp.after_frame(from, core.is_validated(&remote));
+                        }
+                        handled += 1;
+                        if handled < recv_batch {
+                            input = tcp.try_next();
+                        }
+                    }
                 }
             }
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
@@ -310,6 +320,11 @@ async fn run(
         let now = clock();
         core.handle_timeout(now);
         send(&mut core, &socket, &mut tcp, &mut send_errors);
+        if let Some(tcp) = tcp.as_mut() {
+            for addr in tcp.take_closed() {
+                core.forget_tuple(&Remote::tcp(addr));
+            }
+        }
         if now >= next_sweep {
             if let Some(tcp) = tcp.as_mut() {
                 tcp.sweep(now, |remote| core.is_validated(remote));
@@ -471,7 +486,7 @@ fn bind_sockets(
             TcpPort::Port(port) => port,
         };
         let tcp_bind = SocketAddr::new(settings.listen_ip, tcp_port);
-        match bind_tcp(tcp_bind) {
+        match bind_tcp(tcp_bind, media.socket_buffer_bytes) {
             Ok(listener) => return Ok((udp, local_addr, Some(listener))),
             Err(e)
                 if e.kind() == io::ErrorKind::AddrInUse
@@ -483,8 +498,8 @@ fn bind_sockets(
     }
 }
 
-/// A non-blocking TCP listener.
-fn bind_tcp(addr: SocketAddr) -> std::io::Result<StdTcpListener> {
+/// A non-blocking TCP listener whose connections have large buffers.
+fn bind_tcp(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<StdTcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -492,6 +507,11 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<StdTcpListener> {
     )?;
     // A restarted worker can listen again while connections of the old one linger.
     socket.set_reuse_address(true)?;
+    // Accepted connections inherit these (set before listening, so the window scale is
+    // negotiated for them): a keyframe burst must fit while the worker is busy, or a browser
+    // whose own small TCP buffer overflows drops media (libwebrtc does).
+    let _ = socket.set_recv_buffer_size(buffer_bytes);
+    let _ = socket.set_send_buffer_size(buffer_bytes);
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;

@@ -141,6 +141,8 @@ pub(crate) struct IceTcpServer {
     next_id: u64,
     settings: MediaSettings,
     pub counters: TcpCounters,
+    /// Validated connections closed since `take_closed`.
+    closed: Vec<SocketAddr>,
 }
 
 impl IceTcpServer {
@@ -157,6 +159,7 @@ impl IceTcpServer {
             next_id: 1,
             settings,
             counters: TcpCounters::default(),
+            closed: Vec::new(),
         }
     }
 
@@ -171,13 +174,7 @@ impl IceTcpServer {
             event = self.events_rx.recv() => match event {
                 // The listener holds a sender, so the channel never ends.
                 None => TcpInput::Nothing,
-                Some(ConnEvent::Frame { addr, id, bytes }) => self.on_frame(addr, id, bytes),
-                Some(ConnEvent::Closed { addr, id }) => {
-                    if self.conns.get(&addr).is_some_and(|c| c.id == id) {
-                        self.close(addr);
-                    }
-                    TcpInput::Nothing
-                }
+                Some(event) => self.on_event(event),
             },
             accepted = self.listener.accept() => {
                 if let Ok((stream, addr)) = accepted {
@@ -186,6 +183,31 @@ impl IceTcpServer {
                 TcpInput::Nothing
             }
         }
+    }
+
+    /// A frame or a closed connection that is already waiting, if any (the driver takes a batch
+    /// of them per wake-up, as it does with UDP datagrams).
+    pub fn try_next(&mut self) -> Option<TcpInput> {
+        let event = self.events_rx.try_recv().ok()?;
+        Some(self.on_event(event))
+    }
+
+    fn on_event(&mut self, event: ConnEvent) -> TcpInput {
+        match event {
+            ConnEvent::Frame { addr, id, bytes } => self.on_frame(addr, id, bytes),
+            ConnEvent::Closed { addr, id } => {
+                if self.conns.get(&addr).is_some_and(|c| c.id == id) {
+                    tracing::debug!(%addr, "ICE-TCP connection closed by the peer");
+                    self.close(addr);
+                }
+                TcpInput::Nothing
+            }
+        }
+    }
+
+    /// Connections closed since the last call (the core forgets their tuples).
+    pub fn take_closed(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.closed)
     }
 
     fn on_accept(&mut self, stream: TcpStream, addr: SocketAddr, now: Instant) {
@@ -222,6 +244,7 @@ impl IceTcpServer {
         );
         *self.pending_per_ip.entry(addr.ip()).or_default() += 1;
         self.counters.accepted += 1;
+        tracing::debug!(%addr, "ICE-TCP connection accepted");
     }
 
     fn on_frame(&mut self, addr: SocketAddr, id: u64, bytes: Vec<u8>) -> TcpInput {
@@ -250,6 +273,7 @@ impl IceTcpServer {
             && !conn.validated
         {
             conn.validated = true;
+            tracing::debug!(%addr, "ICE-TCP connection validated");
             release_pending(&mut self.pending_per_ip, addr.ip());
         }
     }
@@ -304,7 +328,9 @@ impl IceTcpServer {
     fn close(&mut self, addr: SocketAddr) {
         if let Some(conn) = self.conns.remove(&addr) {
             conn.reader.abort();
-            if !conn.validated {
+            if conn.validated {
+                self.closed.push(addr);
+            } else {
                 release_pending(&mut self.pending_per_ip, addr.ip());
             }
         }
@@ -488,8 +514,13 @@ mod tests {
         assert_eq!(server.connections(), 1);
         assert!(closed_by_server(&mut idle).await);
         // The validated one goes once no transport has its tuple any more.
+        assert!(
+            server.take_closed().is_empty(),
+            "only validated tuples are reported"
+        );
         server.sweep(accepted_at + Duration::from_secs(12), |_| false);
         assert_eq!(server.connections(), 0);
+        assert_eq!(server.take_closed(), vec![validated_addr]);
     }
 
     #[tokio::test]

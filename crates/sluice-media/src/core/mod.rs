@@ -187,6 +187,24 @@ impl Core {
         self.on_datagram(data, from, now);
     }
 
+    /// The driver closed the connection `remote` names: it is no longer a tuple of its
+    /// transport, and no longer the selected one (the client's next check on another connection
+    /// selects that).
+    pub fn forget_tuple(&mut self, remote: &Remote) {
+        let Some(key) = self.demux.by_addr(remote) else {
+            return;
+        };
+        self.demux.forget_addr(remote);
+        if let Some(t) = self.transports.get_mut(&key) {
+            if t.selected_remote == Some(*remote) {
+                t.selected_remote = None;
+            }
+            if t.nominating == Some(*remote) {
+                t.nominating = None;
+            }
+        }
+    }
+
     /// Whether `remote` is an ICE-validated tuple of a live transport (the driver closes TCP
     /// connections that never become one, or stop being one).
     pub fn is_validated(&self, remote: &Remote) -> bool {
