@@ -30,6 +30,9 @@ pub struct PlainTransport {
     ip: IpAddr,
     port: u16,
     rtcp_port: Option<u16>,
+    /// The RTCP CNAME of producers that name none (as mediasoup does per transport): consumers
+    /// need one, or a browser cannot tie their SSRCs to their tracks.
+    cname: String,
 }
 
 impl PlainTransport {
@@ -47,6 +50,7 @@ impl PlainTransport {
             ip: created.ip,
             port: created.port,
             rtcp_port: created.rtcp_port,
+            cname: crate::producer::new_cname(),
         }
     }
 
@@ -81,8 +85,10 @@ impl PlainTransport {
     }
 
     /// A producer whose RTP the sender sends to this transport; each encoding needs its SSRC.
+    /// Without an `rtcp.cname` it gets the transport's.
     pub async fn produce(&self, options: ProducerOptions) -> Result<Producer, MediaError> {
-        let (spec, r#type) = crate::producer::spec_for(options, &self.router_capabilities)?;
+        let (spec, r#type) =
+            crate::producer::spec_for(options, &self.router_capabilities, &self.cname)?;
         let transport_id = self.id.clone();
         let sent = spec.clone();
         self.worker

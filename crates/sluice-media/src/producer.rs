@@ -23,12 +23,24 @@ pub struct Producer {
     worker: WorkerLink,
 }
 
+/// A random RTCP CNAME for a transport's producers that name none.
+pub(crate) fn new_cname() -> String {
+    crate::new_id().chars().take(8).collect()
+}
+
 /// What a transport's worker needs of a new producer: its parameters checked against the
 /// router's capabilities, mapped onto the router's numbering, and what consumers will be offered.
+/// Parameters without an `rtcp.cname` get `cname` (the transport's, as mediasoup does): a
+/// browser ties a consumer's SSRC to its track by it.
 pub(crate) fn spec_for(
-    options: ProducerOptions,
+    mut options: ProducerOptions,
     router_capabilities: &RtpCapabilities,
+    cname: &str,
 ) -> Result<(ProducerSpec, ProducerType), MediaError> {
+    let rtcp = &mut options.rtp_parameters.rtcp;
+    if rtcp.cname.as_deref().is_none_or(str::is_empty) {
+        rtcp.cname = Some(cname.to_owned());
+    }
     let params = &options.rtp_parameters;
     sluice_ortc::validate_producer_rtp_parameters(options.kind, params)
         .map_err(|e| MediaError::InvalidRtpParameters(e.into()))?;

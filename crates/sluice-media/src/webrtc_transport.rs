@@ -31,6 +31,8 @@ pub struct WebRtcTransport {
     ice_candidates: Vec<IceCandidate>,
     dtls_parameters: DtlsParameters,
     sctp_parameters: Option<SctpParameters>,
+    /// The RTCP CNAME of producers whose client names none (browsers always do).
+    cname: String,
 }
 
 impl WebRtcTransport {
@@ -49,6 +51,7 @@ impl WebRtcTransport {
             ice_candidates: created.ice_candidates,
             dtls_parameters: created.dtls_parameters,
             sctp_parameters: created.sctp_parameters,
+            cname: crate::producer::new_cname(),
         }
     }
 
@@ -100,7 +103,8 @@ impl WebRtcTransport {
 
     /// Receives a producer from the client, whatever its payload-type and extension numbering.
     pub async fn produce(&self, options: ProducerOptions) -> Result<Producer, MediaError> {
-        let (spec, r#type) = crate::producer::spec_for(options, &self.router_capabilities)?;
+        let (spec, r#type) =
+            crate::producer::spec_for(options, &self.router_capabilities, &self.cname)?;
         let transport_id = self.id.clone();
         let sent = spec.clone();
         self.worker

@@ -101,8 +101,13 @@ async fn rtp_sent_to_a_comedia_plain_transport_reaches_webrtc_consumers_intact()
         .await
         .unwrap();
     let viewer = connect_receiver(&router, None).await;
-    let (_vc, mut vrx) = consume(&viewer, &router, &video).await;
-    let (_ac, mut arx) = consume(&viewer, &router, &audio).await;
+    let (vc, mut vrx) = consume(&viewer, &router, &video).await;
+    let (ac, mut arx) = consume(&viewer, &router, &audio).await;
+    // The sender named no CNAME; the consumers carry the transport's, one for both (a browser
+    // ties SSRCs to tracks by it, and syncs audio with video).
+    let cname = vc.rtp_parameters().rtcp.cname.clone();
+    assert!(cname.as_deref().is_some_and(|c| !c.is_empty()), "{cname:?}");
+    assert_eq!(ac.rtp_parameters().rtcp.cname, cname);
 
     let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let to = SocketAddr::new(plain.ip(), plain.port());

@@ -266,11 +266,13 @@ impl Core {
         }
         match t.remote {
             Some(remote) if remote != from => {
+                tracing::debug!(transport = %t.id, %from, %remote, "RTP from another source than the remote tuple");
                 self.usage.dropped_unknown_source += 1;
                 return;
             }
             Some(_) => {}
             None if t.comedia => {
+                tracing::debug!(transport = %t.id, %local, %from, "comedia: the remote tuple is the first packet's source");
                 t.remote = Some(from);
                 let event = MediaEvent::IceSelectedTupleChange {
                     transport_id: t.id.clone(),
@@ -296,6 +298,7 @@ impl Core {
             return;
         };
         let Some((pkey, layer, unwrap)) = t.rx_ssrc.get_mut(&rtp.ssrc) else {
+            tracing::debug!(transport = %t.id, ssrc = rtp.ssrc, "RTP of an SSRC no producer declared");
             t.packets_dropped += 1;
             return;
         };
