@@ -8,11 +8,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use serde::Serialize;
 
 use crate::instance::Instance;
-use crate::{admin, ws};
+use crate::{admin, broadcaster, ws};
 
 /// The demo page (web/index.html) and its bundle, built by build.rs.
 const INDEX_HTML: &str = include_str!("../../../web/index.html");
@@ -35,7 +35,25 @@ pub fn router(instance: Arc<Instance>) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/api/rooms", get(admin::rooms))
         .route("/api/rooms/{id}", get(admin::room))
-        .route("/api/rooms/{id}/peers/{peer_id}", delete(admin::kick));
+        .route("/api/rooms/{id}/peers/{peer_id}", delete(admin::kick))
+        // mediasoup-demo's broadcaster API, at its paths.
+        .route("/rooms/{room_id}/broadcasters", post(broadcaster::create))
+        .route(
+            "/rooms/{room_id}/broadcasters/{id}",
+            delete(broadcaster::delete),
+        )
+        .route(
+            "/rooms/{room_id}/broadcasters/{id}/transports",
+            post(broadcaster::create_transport),
+        )
+        .route(
+            "/rooms/{room_id}/broadcasters/{id}/transports/{transport_id}/connect",
+            post(broadcaster::connect),
+        )
+        .route(
+            "/rooms/{room_id}/broadcasters/{id}/transports/{transport_id}/producers",
+            post(broadcaster::produce),
+        );
     if instance.config.dev_mode() {
         router = router.route("/dev/token", get(ws::dev_token));
     }

@@ -189,11 +189,11 @@ impl Instance {
         Ok(room)
     }
 
-    /// Closes a room that has no peer left (its router too).
+    /// Closes a room that has no peer and no broadcaster left (its router too).
     pub async fn close_room_if_empty(&self, room: &Arc<Room>) {
         let mut rooms = self.rooms.lock().await;
         let same = rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room));
-        if same && room.peer_count() == 0 {
+        if same && room.peer_count() == 0 && room.broadcasters().is_empty() {
             rooms.remove(&room.id);
             crate::shrink_when_sparse(&mut rooms);
             drop(rooms);

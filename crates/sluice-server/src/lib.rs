@@ -9,6 +9,7 @@
 pub mod actions;
 pub mod admin;
 pub mod auth;
+mod broadcaster;
 pub mod config;
 pub mod error;
 pub mod game;

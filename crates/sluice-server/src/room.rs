@@ -13,7 +13,7 @@ use serde_json::Value;
 use sluice_media::ortc::MediaKind;
 use sluice_media::{
     Consumer, ConsumerLayers, ConsumerOptions, DataConsumer, DataConsumerOptions, DataProducer,
-    Producer, Router, WebRtcTransport,
+    PlainTransport, Producer, Router, WebRtcTransport,
 };
 use sluice_protocol::{
     ActionNotification, ActiveSpeaker, ConsumerLayersChanged, ConsumerRef,
@@ -44,6 +44,13 @@ pub struct TransportEntry {
     pub transport: WebRtcTransport,
     pub producing: bool,
     pub consuming: bool,
+}
+
+/// A broadcaster (mediasoup-demo's REST API, `broadcaster.rs`): a member of the room without a
+/// WebSocket, producing through plain transports of its own.
+#[derive(Debug, Default)]
+pub struct BroadcasterEntry {
+    pub transports: HashMap<String, PlainTransport>,
 }
 
 /// The media handles of a room, by id.
@@ -146,6 +153,8 @@ pub struct Room {
     pub store: Store,
     pub config: Arc<Config>,
     peers: Mutex<HashMap<String, Arc<Peer>>>,
+    /// Broadcasters by id (members without a WebSocket).
+    broadcasters: Mutex<HashMap<String, BroadcasterEntry>>,
     objects: Mutex<Objects>,
     /// Interest management (`[interest] mode = "proximity"`), evaluated by the instance's ticker.
     interest: Option<Mutex<Interest>>,
@@ -203,12 +212,18 @@ impl Room {
             worker_index,
             store: Store::new(id),
             peers: Mutex::new(HashMap::new()),
+            broadcasters: Mutex::new(HashMap::new()),
             objects: Mutex::new(Objects::default()),
             direct: tokio::sync::OnceCell::new(),
             interest: (config.interest.mode == InterestMode::Proximity)
                 .then(|| Mutex::new(Interest::new(config.interest.settings()))),
             config,
         }
+    }
+
+    /// The room's broadcasters.
+    pub fn broadcasters(&self) -> std::sync::MutexGuard<'_, HashMap<String, BroadcasterEntry>> {
+        self.broadcasters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn peer_count(&self) -> usize {

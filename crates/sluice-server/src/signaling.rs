@@ -36,7 +36,7 @@ fn to_value<T: Serialize>(v: &T) -> Result<Value, SignalError> {
 }
 
 /// `appData` as kept in the room's state, if it is within `limits.max_app_data_bytes` (413).
-fn app_data(
+pub(crate) fn app_data(
     data: serde_json::Map<String, Value>,
     limits: &crate::config::Limits,
 ) -> Result<Value, SignalError> {

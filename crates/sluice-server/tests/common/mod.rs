@@ -130,12 +130,24 @@ impl TestServer {
 
 /// A minimal HTTP/1.1 request over a TCP socket (no client crate needed for a few admin calls).
 pub async fn http(method: &str, base: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    http_body(method, base, path, token, "").await
+}
+
+/// The same with a JSON body.
+pub async fn http_body(
+    method: &str,
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = base.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();

@@ -1,0 +1,405 @@
+//! mediasoup-demo's broadcaster REST API: tools that do not speak WebRTC (ffmpeg, GStreamer, as
+//! in mediasoup-demo's `broadcasters/ffmpeg.sh`) join a room as a *broadcaster* and send RTP to
+//! plain transports; the room's peers see a new peer and consume its producers as any other's.
+//!
+//! - `POST /rooms/{roomId}/broadcasters` `{id, displayName, device}`: joins; answers `{peers}`.
+//! - `DELETE /rooms/{roomId}/broadcasters/{broadcasterId}`: leaves (its producers close).
+//! - `POST …/{broadcasterId}/transports` `{type: "plain", comedia, rtcpMux}`: answers
+//!   `{id, ip, port, rtcpPort}`.
+//! - `POST …/transports/{transportId}/connect` `{ip, port}` (a transport without `comedia`).
+//! - `POST …/transports/{transportId}/producers` `{kind, rtpParameters, appData}`: `{id}`; each
+//!   encoding needs its `ssrc`.
+//!
+//! Every request carries a token (`Authorization: Bearer`, or `?token=`) for that room whose
+//! subject is the broadcaster's id, as `/ws` does for peers; producing needs the publish grant.
+//! WebRTC transports, consuming and data producers of broadcasters are not built (422).
+//! Errors are `{"error": reason}` with the status of the matching protoo error code.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sluice_media::ortc::{MediaKind, RtpParameters};
+use sluice_media::{PlainTransportOptions, ProducerOptions};
+use sluice_protocol::{Device, ErrorCode, PeerInfo};
+
+use crate::auth::Grants;
+use crate::error::SignalError;
+use crate::instance::Instance;
+use crate::room::{BroadcasterEntry, Owned, Room};
+use crate::store::Action;
+use crate::ws::{bearer, valid_id};
+
+/// A refused request: its status and why.
+pub(crate) struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<SignalError> for Refusal {
+    fn from(e: SignalError) -> Self {
+        let status = StatusCode::from_u16(e.code.as_u16()).unwrap_or(StatusCode::BAD_REQUEST);
+        Refusal(status, e.reason)
+    }
+}
+
+impl From<sluice_media::MediaError> for Refusal {
+    fn from(e: sluice_media::MediaError) -> Self {
+        SignalError::from(e).into()
+    }
+}
+
+pub(crate) type Answer = Result<Json<Value>, Refusal>;
+
+/// `?token=` (the header is the other way).
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenQuery {
+    token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateBroadcaster {
+    id: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    device: Option<Device>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateTransport {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    comedia: bool,
+    #[serde(default = "yes")]
+    rtcp_mux: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Connect {
+    ip: IpAddr,
+    port: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Produce {
+    kind: MediaKind,
+    rtp_parameters: RtpParameters,
+    #[serde(default)]
+    app_data: serde_json::Map<String, Value>,
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(body)
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
+
+/// The grants of the request's token for broadcaster `id` of room `room_id`.
+fn authorize(
+    instance: &Instance,
+    headers: &HeaderMap,
+    query: &TokenQuery,
+    room_id: &str,
+    id: &str,
+) -> Result<Grants, Refusal> {
+    if !valid_id(room_id) || !valid_id(id) {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "roomId and broadcasterId: 1 to 128 visible ASCII characters".into(),
+        ));
+    }
+    let token = query
+        .token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer(headers))
+        .ok_or_else(|| Refusal(StatusCode::UNAUTHORIZED, "no token".into()))?;
+    let claims = instance.auth.authorize(&token, room_id, id).map_err(|e| {
+        Refusal(
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED),
+            e.to_string(),
+        )
+    })?;
+    Ok(claims.grants)
+}
+
+/// The room of a broadcaster that exists.
+async fn room_of(instance: &Instance, room_id: &str, id: &str) -> Result<Arc<Room>, Refusal> {
+    let room = instance
+        .room(room_id)
+        .await
+        .ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no room {room_id}")))?;
+    if !room.broadcasters().contains_key(id) {
+        return Err(Refusal(
+            StatusCode::NOT_FOUND,
+            format!("no broadcaster {id} in room {room_id}"),
+        ));
+    }
+    Ok(room)
+}
+
+/// `POST /rooms/{roomId}/broadcasters`
+pub(crate) async fn create(
+    State(instance): State<Arc<Instance>>,
+    Path(room_id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let request: CreateBroadcaster = parse(&body)?;
+    authorize(&instance, &headers, &query, &room_id, &request.id)?;
+    let room = instance
+        .room_or_create(&room_id)
+        .await
+        .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    if room.peer(&request.id).is_some() {
+        return Err(Refusal(
+            StatusCode::CONFLICT,
+            format!("{} is a connected peer of room {room_id}", request.id),
+        ));
+    }
+    {
+        let mut broadcasters = room.broadcasters();
+        if broadcasters.contains_key(&request.id) {
+            return Err(Refusal(
+                StatusCode::CONFLICT,
+                format!("broadcaster {} already exists", request.id),
+            ));
+        }
+        if room.peer_count() + broadcasters.len() >= instance.config.limits.peers_per_room {
+            return Err(SignalError::limit("peers per room").into());
+        }
+        broadcasters.insert(request.id.clone(), BroadcasterEntry::default());
+    }
+    let peers: Vec<PeerInfo> = room
+        .store
+        .read(|s| {
+            s.peers
+                .iter()
+                .filter(|(_, p)| p.joined)
+                .map(|(id, p)| PeerInfo {
+                    id: id.clone(),
+                    display_name: p.display_name.clone(),
+                    device: p.device.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut device = request.device.unwrap_or_default();
+    device.flag.get_or_insert_with(|| "broadcaster".to_owned());
+    room.dispatch(Action::PeerConnected {
+        peer_id: request.id.clone(),
+    });
+    room.dispatch(Action::PeerJoined {
+        peer_id: request.id.clone(),
+        display_name: request.display_name.unwrap_or_else(|| request.id.clone()),
+        device,
+    });
+    tracing::info!(room = %room_id, broadcaster = %request.id, "broadcaster joined");
+    Ok(Json(json!({ "peers": peers })))
+}
+
+/// `DELETE /rooms/{roomId}/broadcasters/{broadcasterId}`
+pub(crate) async fn delete(
+    State(instance): State<Arc<Instance>>,
+    Path((room_id, id)): Path<(String, String)>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<StatusCode, Refusal> {
+    authorize(&instance, &headers, &query, &room_id, &id)?;
+    let room = room_of(&instance, &room_id, &id).await?;
+    let Some(entry) = room.broadcasters().remove(&id) else {
+        return Err(Refusal(
+            StatusCode::NOT_FOUND,
+            format!("no broadcaster {id}"),
+        ));
+    };
+    let producers: Vec<String> = {
+        let mut objects = room.objects();
+        let ids: Vec<String> = objects
+            .producers
+            .iter()
+            .filter(|(_, o)| o.peer_id == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &ids {
+            objects.producers.remove(k);
+        }
+        ids
+    };
+    // Closing a transport closes its producers and tells their consumers.
+    for transport in entry.transports.values() {
+        let _ = transport.close().await;
+    }
+    for producer_id in producers {
+        room.dispatch(Action::ProducerClosed {
+            peer_id: id.clone(),
+            producer_id,
+        });
+    }
+    room.dispatch(Action::PeerLeft {
+        peer_id: id.clone(),
+        joined: true,
+    });
+    instance.close_room_if_empty(&room).await;
+    tracing::info!(room = %room_id, broadcaster = %id, "broadcaster left");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /rooms/{roomId}/broadcasters/{broadcasterId}/transports`
+pub(crate) async fn create_transport(
+    State(instance): State<Arc<Instance>>,
+    Path((room_id, id)): Path<(String, String)>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    authorize(&instance, &headers, &query, &room_id, &id)?;
+    let request: CreateTransport = parse(&body)?;
+    let room = room_of(&instance, &room_id, &id).await?;
+    if request.kind != "plain" {
+        return Err(SignalError::new(
+            ErrorCode::Unsupported,
+            format!(
+                "transport type {:?}: broadcasters get plain transports only",
+                request.kind
+            ),
+        )
+        .into());
+    }
+    let count = room
+        .broadcasters()
+        .get(&id)
+        .map_or(0, |b| b.transports.len());
+    if count >= instance.config.limits.transports_per_peer {
+        return Err(SignalError::limit("transports per peer").into());
+    }
+    let transport = room
+        .router
+        .create_plain_transport(PlainTransportOptions {
+            comedia: request.comedia,
+            rtcp_mux: request.rtcp_mux,
+            events: None,
+        })
+        .await?;
+    let answer = json!({
+        "id": transport.id(),
+        "ip": transport.ip().to_string(),
+        "port": transport.port(),
+        "rtcpPort": transport.rtcp_port(),
+    });
+    let kept = match room.broadcasters().get_mut(&id) {
+        Some(b) => {
+            b.transports
+                .insert(transport.id().to_owned(), transport.clone());
+            true
+        }
+        None => false,
+    };
+    if !kept {
+        // The broadcaster left meanwhile.
+        let _ = transport.close().await;
+        return Err(Refusal(
+            StatusCode::NOT_FOUND,
+            format!("no broadcaster {id}"),
+        ));
+    }
+    Ok(Json(answer))
+}
+
+/// The plain transport `transport_id` of broadcaster `id`.
+fn transport_of(
+    room: &Room,
+    id: &str,
+    transport_id: &str,
+) -> Result<sluice_media::PlainTransport, Refusal> {
+    room.broadcasters()
+        .get(id)
+        .and_then(|b| b.transports.get(transport_id).cloned())
+        .ok_or_else(|| {
+            Refusal(
+                StatusCode::NOT_FOUND,
+                format!("no transport {transport_id} of broadcaster {id}"),
+            )
+        })
+}
+
+/// `POST …/transports/{transportId}/connect`
+pub(crate) async fn connect(
+    State(instance): State<Arc<Instance>>,
+    Path((room_id, id, transport_id)): Path<(String, String, String)>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    authorize(&instance, &headers, &query, &room_id, &id)?;
+    let request: Connect = parse(&body)?;
+    let room = room_of(&instance, &room_id, &id).await?;
+    let transport = transport_of(&room, &id, &transport_id)?;
+    transport
+        .connect(SocketAddr::new(request.ip, request.port))
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST …/transports/{transportId}/producers`
+pub(crate) async fn produce(
+    State(instance): State<Arc<Instance>>,
+    Path((room_id, id, transport_id)): Path<(String, String, String)>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let grants = authorize(&instance, &headers, &query, &room_id, &id)?;
+    if !grants.publish {
+        return Err(SignalError::forbidden("the token does not grant publish").into());
+    }
+    let request: Produce = parse(&body)?;
+    let room = room_of(&instance, &room_id, &id).await?;
+    let transport = transport_of(&room, &id, &transport_id)?;
+    let limits = &instance.config.limits;
+    if room.objects().count_of(&id)[1] >= limits.producers_per_peer {
+        return Err(SignalError::limit("producers per peer").into());
+    }
+    let app_data = crate::signaling::app_data(request.app_data, limits)?;
+    let producer = transport
+        .produce(ProducerOptions::new(request.kind, request.rtp_parameters))
+        .await?;
+    room.objects().producers.insert(
+        producer.id().to_owned(),
+        Owned {
+            peer_id: id.clone(),
+            object: producer.clone(),
+            app_data: app_data.clone(),
+        },
+    );
+    room.dispatch(Action::ProducerCreated {
+        peer_id: id,
+        transport_id,
+        producer_id: producer.id().to_owned(),
+        kind: producer.kind(),
+        producer_type: producer.r#type().as_str().to_owned(),
+        paused: false,
+        app_data,
+    });
+    Ok(Json(json!({ "id": producer.id() })))
+}

@@ -1,0 +1,266 @@
+//! mediasoup-demo's broadcaster REST API: a tool joins a room over HTTP, sends plain RTP to a
+//! plain transport, and the room's peers see it join and consume its media; bad requests get
+//! clear errors.
+
+#![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use sluice_client::SessionEvent;
+use sluice_client::media::{Stamp, audio_payload};
+use sluice_media::ortc::MediaKind;
+use sluice_protocol::ServerNotification;
+use sluice_server::auth::Grants;
+
+fn rtp(pt: u8, seq: u16, timestamp: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, pt];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&timestamp.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+async fn post(server: &TestServer, path: &str, token: &str, body: Value) -> (u16, Value) {
+    let (status, text) =
+        http_body("POST", &server.base, path, Some(token), &body.to_string()).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+const OPUS: &str = r#"{"codecs":[{"mimeType":"audio/opus","payloadType":100,"clockRate":48000,"channels":2}],"encodings":[{"ssrc":1111}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcaster_sending_plain_rtp_is_seen_and_heard_by_the_rooms_peers() {
+    let server = TestServer::start(|_| {}).await;
+    let mut viewer = server.session("r", "viewer").await;
+    let token = server.token("r", "bcast", Grants::player());
+    let (status, joined) = post(
+        &server,
+        "/rooms/r/broadcasters",
+        &token,
+        json!({"id": "bcast", "displayName": "Broadcaster",
+               "device": {"name": "FFmpeg", "flag": "broadcaster"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{joined}");
+    let peers: Vec<&str> = joined["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(peers, vec!["viewer"]);
+    let seen = viewer
+        .wait_event(Duration::from_secs(10), |e| {
+            matches!(e, SessionEvent::Notification(ServerNotification::NewPeer(p)) if p.id == "bcast")
+        })
+        .await;
+    assert!(seen.is_some(), "the viewer is told of the broadcaster");
+    // The room's state lists it as a joined peer, so late joiners' `join` answers name it.
+    let room = server.instance.room("r").await.unwrap();
+    let listed = room
+        .store
+        .read(|s| {
+            s.peers
+                .get("bcast")
+                .map(|p| (p.joined, p.display_name.clone()))
+        })
+        .unwrap();
+    assert_eq!(listed, Some((true, "Broadcaster".to_owned())));
+
+    let (status, transport) = post(
+        &server,
+        "/rooms/r/broadcasters/bcast/transports",
+        &token,
+        json!({"type": "plain", "comedia": true, "rtcpMux": false}),
+    )
+    .await;
+    assert_eq!(status, 200, "{transport}");
+    let transport_id = transport["id"].as_str().unwrap();
+    let ip = transport["ip"].as_str().unwrap();
+    let port = transport["port"].as_u64().unwrap() as u16;
+    assert!(transport["rtcpPort"].as_u64().is_some(), "{transport}");
+    let (status, produced) = post(
+        &server,
+        &format!("/rooms/r/broadcasters/bcast/transports/{transport_id}/producers"),
+        &token,
+        json!({"kind": "audio", "rtpParameters": serde_json::from_str::<Value>(OPUS).unwrap()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{produced}");
+
+    let (_, from_peer, mut packets) = wait_consumer(&mut viewer, MediaKind::Audio).await;
+    assert_eq!(from_peer, "bcast");
+    let sender = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = SocketAddr::new(ip.parse().unwrap(), port);
+    let sending = tokio::spawn(async move {
+        for frame in 0..1000u32 {
+            let stamp = Stamp {
+                layer: 0,
+                frame,
+                index: 0,
+                count: 1,
+                sent_us: 0,
+            };
+            let p = rtp(
+                100,
+                frame as u16,
+                frame * 960,
+                1111,
+                &audio_payload(stamp, 80),
+            );
+            sender.send_to(&p, to).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let p = tokio::time::timeout(Duration::from_secs(30), packets.recv())
+            .await
+            .expect("the broadcaster's audio arrives")
+            .unwrap();
+        got.push(
+            sluice_client::media::audio_stamp(&p.payload)
+                .expect("intact")
+                .frame,
+        );
+    }
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{got:?}");
+    // A peer joining later is offered the broadcaster's producer too.
+    let mut late = server.session("r", "late").await;
+    let (_, from_peer, mut late_packets) = wait_consumer(&mut late, MediaKind::Audio).await;
+    assert_eq!(from_peer, "bcast");
+    let p = tokio::time::timeout(Duration::from_secs(30), late_packets.recv())
+        .await
+        .expect("the late joiner hears the broadcaster")
+        .unwrap();
+    assert!(sluice_client::media::audio_stamp(&p.payload).is_some());
+    sending.abort();
+
+    let (status, _) = http(
+        "DELETE",
+        &server.base,
+        "/rooms/r/broadcasters/bcast",
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let gone = viewer
+        .wait_event(Duration::from_secs(10), |e| {
+            matches!(e, SessionEvent::Notification(ServerNotification::PeerClosed(p)) if p.peer_id == "bcast")
+        })
+        .await;
+    assert!(gone.is_some(), "the viewer is told the broadcaster left");
+    assert!(room.objects().producers.is_empty());
+    let listed = room.store.read(|s| s.peers.contains_key("bcast")).unwrap();
+    assert!(!listed, "the broadcaster is gone from the room's state");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_broadcaster_requests_get_clear_errors_and_change_nothing() {
+    let server = TestServer::start(|_| {}).await;
+    let token = server.token("r", "bcast", Grants::player());
+    let other = server.token("r", "someone-else", Grants::player());
+    let join = json!({"id": "bcast"});
+    // No token, another subject's token, a malformed body.
+    let (status, _) = http_body(
+        "POST",
+        &server.base,
+        "/rooms/r/broadcasters",
+        None,
+        &join.to_string(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = post(&server, "/rooms/r/broadcasters", &other, join.clone()).await;
+    assert_eq!(status, 403);
+    let (status, body) = http_body(
+        "POST",
+        &server.base,
+        "/rooms/r/broadcasters",
+        Some(&token),
+        "{not json",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("error"), "{body}");
+    // Unknown broadcaster, then a real one joined twice.
+    let (status, _) = post(
+        &server,
+        "/rooms/r/broadcasters/bcast/transports",
+        &token,
+        json!({"type": "plain"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        post(&server, "/rooms/r/broadcasters", &token, join.clone())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        post(&server, "/rooms/r/broadcasters", &token, join).await.0,
+        409
+    );
+    // WebRTC transports are not built for broadcasters: said so.
+    let (status, body) = post(
+        &server,
+        "/rooms/r/broadcasters/bcast/transports",
+        &token,
+        json!({"type": "webrtc"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let (_, transport) = post(
+        &server,
+        "/rooms/r/broadcasters/bcast/transports",
+        &token,
+        json!({"type": "plain"}),
+    )
+    .await;
+    let path = format!(
+        "/rooms/r/broadcasters/bcast/transports/{}/producers",
+        transport["id"].as_str().unwrap()
+    );
+    // Without an SSRC, and without the publish grant.
+    let mut no_ssrc: Value = serde_json::from_str(OPUS).unwrap();
+    no_ssrc["encodings"][0] = json!({});
+    let (status, body) = post(
+        &server,
+        &path,
+        &token,
+        json!({"kind": "audio", "rtpParameters": no_ssrc}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let listen_only = server.token(
+        "r",
+        "bcast",
+        Grants {
+            publish: false,
+            ..Grants::player()
+        },
+    );
+    let opus: Value = serde_json::from_str(OPUS).unwrap();
+    let (status, _) = post(
+        &server,
+        &path,
+        &listen_only,
+        json!({"kind": "audio", "rtpParameters": opus}),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let room = server.instance.room("r").await.unwrap();
+    assert!(room.objects().producers.is_empty());
+    server.stop().await;
+}
