@@ -588,7 +588,8 @@ async function handleRequest(request, accept, reject) {
           appData: { ...appData, peerId },
         });
       } catch (error) {
-        report(`consume ${kind} of ${peerId}`, error);
+        // Leaving closes the transport under a consume in flight: not an error of the page.
+        if (!isClosed()) report(`consume ${kind} of ${peerId}`, error);
         reject(500, String(error?.message ?? error));
         return;
       }
@@ -630,7 +631,7 @@ async function handleRequest(request, accept, reject) {
           appData: { ...appData, peerId },
         });
       } catch (error) {
-        report(`consume data "${label}" of ${peerId}`, error);
+        if (!isClosed()) report(`consume data "${label}" of ${peerId}`, error);
         reject(500, String(error?.message ?? error));
         return;
       }

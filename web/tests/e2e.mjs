@@ -52,6 +52,7 @@ class TestFailure extends Error {}
 const run = {
   server: null, // {child, url, output}
   turn: null, // {child, output}: coturn, for the TURN case
+  ffmpeg: null, // {child, output}: the broadcaster case's sender
   browser: null,
   pages: [], // {name, peerId, roomId, page, context, console, errors}
   artifacts: null,
@@ -212,6 +213,61 @@ async function startTurn(binary, port, secret) {
       rejectPromise(new TestFailure(`coturn exited (${signal ?? `code ${code}`}):\n${output}`));
     });
   });
+}
+
+/**
+ * mediasoup-demo's `broadcasters/ffmpeg.sh` against sluice: a broadcaster joins `roomId` through
+ * the REST API, gets two plain transports (comedia, RTCP on its own port), produces opus and VP8
+ * with the script's SSRCs and payload types, and ffmpeg sends a test pattern and a tone to them.
+ */
+async function startBroadcaster(baseUrl, roomId, binary) {
+  const id = 'ffmpeg';
+  const { token } = await getJson(`${baseUrl}/dev/token?${new URLSearchParams({ roomId, peerId: id })}`);
+  const post = async (path, body) => {
+    const response = await fetch(`${baseUrl}${path}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+      body: JSON.stringify(body),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new TestFailure(`POST ${path} answered HTTP ${response.status}: ${text}`);
+    return JSON.parse(text);
+  };
+  const base = `/rooms/${encodeURIComponent(roomId)}/broadcasters`;
+  await post(base, { id, displayName: 'FFmpeg', device: { name: 'FFmpeg' } });
+  const audio = await post(`${base}/${id}/transports`, { type: 'plain', comedia: true, rtcpMux: false });
+  const video = await post(`${base}/${id}/transports`, { type: 'plain', comedia: true, rtcpMux: false });
+  await post(`${base}/${id}/transports/${audio.id}/producers`, {
+    kind: 'audio',
+    rtpParameters: {
+      codecs: [{ mimeType: 'audio/opus', payloadType: 100, clockRate: 48000, channels: 2, parameters: { 'sprop-stereo': 1 } }],
+      encodings: [{ ssrc: 1111 }],
+    },
+  });
+  await post(`${base}/${id}/transports/${video.id}/producers`, {
+    kind: 'video',
+    rtpParameters: { codecs: [{ mimeType: 'video/vp8', payloadType: 101, clockRate: 90000 }], encodings: [{ ssrc: 2222 }] },
+  });
+  const args = ['-hide_banner', '-loglevel', 'warning', '-re',
+    '-f', 'lavfi', '-i', 'testsrc=size=320x240:rate=15', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-map', '1:a:0', '-c:a', 'libopus', '-b:a', '64k', '-ac', '2', '-ar', '48000',
+    '-map', '0:v:0', '-pix_fmt', 'yuv420p', '-c:v', 'libvpx', '-b:v', '300k', '-deadline', 'realtime',
+    '-cpu-used', '8', '-g', '15',
+    '-f', 'tee',
+    `[select=a:f=rtp:ssrc=1111:payload_type=100]rtp://${audio.ip}:${audio.port}?rtcpport=${audio.rtcpPort}`
+      + `|[select=v:f=rtp:ssrc=2222:payload_type=101]rtp://${video.ip}:${video.port}?rtcpport=${video.rtcpPort}`];
+  const output = new Tail(200);
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.on('data', (chunk) => output.write(chunk.toString()));
+  child.stderr.on('data', (chunk) => output.write(chunk.toString()));
+  child.on('error', (error) => output.write(`[e2e] cannot start ${binary}: ${error.message}\n`));
+  child.on('exit', (code, signal) => output.write(`[e2e] ffmpeg exited (${signal ?? `code ${code}`})\n`));
+  run.ffmpeg = { child, output };
+  return { name: 'ffmpeg', peerId: id, token, deletePath: `${base}/${id}` };
+}
+
+function stopFfmpeg() {
+  if (run.ffmpeg && run.ffmpeg.child.exitCode === null) run.ffmpeg.child.kill('SIGKILL');
 }
 
 function stopTurn() {
@@ -644,6 +700,10 @@ async function main(options) {
 
   await check('no errors on any page', noPageErrors);
 
+  // Each case below starts without the pages before it: on a 2-core machine eight pages
+  // encoding video starve the browser's network thread, and ICE over TCP has no slack for it.
+  for (const peer of run.pages) await peer.context.close().catch(() => {});
+  run.pages = [];
   const tcpRoom = `e2e-tcp-${randomSuffix()}`;
   const tcpOnly = { forceTcp: 'true' };
   const ivan = await openPeer(baseUrl, { name: 'ivan', roomId: tcpRoom, peerId: 'ivan', displayName: 'Ivan', query: tcpOnly });
@@ -666,6 +726,33 @@ async function main(options) {
     return protocols.join(', ');
   });
   await check('no errors on the TCP pages', noPageErrors);
+
+  if (options.ffmpeg) {
+    for (const peer of run.pages) await peer.context.close().catch(() => {});
+    run.pages = [];
+    const castRoom = `e2e-cast-${randomSuffix()}`;
+    let broadcaster;
+    await check('a broadcaster joins through the REST API and ffmpeg sends VP8 and opus to its plain transports',
+      async () => {
+        broadcaster = await startBroadcaster(baseUrl, castRoom, resolve(options.ffmpeg));
+        return `room ${castRoom}`;
+      });
+    const kim = await openPeer(baseUrl, { name: 'kim', roomId: castRoom, peerId: 'kim', displayName: 'Kim' });
+    await check('Kim, in the room, decodes ffmpeg\'s video and receives its audio', async () => {
+      await waitJoined(kim);
+      return (await Promise.all([mediaFlows(kim, broadcaster), audioFlows(kim, broadcaster)])).join('; ');
+    });
+    await check('deleting the broadcaster removes it from Kim\'s page', async () => {
+      const response = await fetch(`${baseUrl}${broadcaster.deletePath}`, {
+        method: 'DELETE', headers: { Authorization: `Bearer ${broadcaster.token}` },
+      });
+      if (response.status !== 204) throw new TestFailure(`DELETE answered HTTP ${response.status}`);
+      stopFfmpeg();
+      await poll('kim to drop the ffmpeg tile', async () => await tileCount(kim, 'ffmpeg') === 0, { timeout: WAIT });
+      return 'DELETE 204; the tile is gone';
+    });
+    await check('no errors on the broadcast page', noPageErrors);
+  }
 
   if (options.arena) {
     for (const peer of run.pages) await peer.context.close().catch(() => {});
@@ -751,6 +838,7 @@ async function report(error) {
   }
   if (run.server?.exited) console.error(`\nthe server exited: ${JSON.stringify(run.server.exited)}`);
   if (run.turn) console.error(`\n--- coturn (last lines) ---\n${run.turn.output.toString().split('\n').slice(-40).join('\n')}`);
+  if (run.ffmpeg) console.error(`\n--- ffmpeg (last lines) ---\n${run.ffmpeg.output.toString().split('\n').slice(-40).join('\n')}`);
   if (run.server) {
     const output = run.server.output.toString().split('\n').slice(-80).join('\n');
     console.error(`\n--- server output (last lines) ---\n${output || '(none)'}`);
@@ -760,6 +848,7 @@ async function report(error) {
 
 async function cleanup() {
   if (run.browser) await Promise.race([run.browser.close().catch(() => {}), sleep(10_000)]);
+  stopFfmpeg();
   await stopServer();
   stopTurn();
 }

@@ -10,6 +10,7 @@ test('parseCliArgs', () => {
     sluice: '/bin/sluice', chromium: '/usr/bin/chromium', headed: false, help: false,
   });
   assert.equal(parseCliArgs(['--sluice', 's', '--artifacts', 'out']).artifacts, 'out');
+  assert.equal(parseCliArgs(['--sluice', 's', '--ffmpeg', '/usr/bin/ffmpeg']).ffmpeg, '/usr/bin/ffmpeg');
   assert.throws(() => parseCliArgs([]), /--sluice is required/);
   assert.throws(() => parseCliArgs(['--sluice', 's', '--nope']), /usage:/);
   assert.equal(parseCliArgs(['--help']).help, true);
