@@ -240,7 +240,7 @@ async fn run(
             command = rx.recv() => match command {
                 None => {
                     core.close(clock());
-                    send(&mut core, &socket, &mut tcp, &mut send_errors);
+                    send(&mut core, &socket, &mut tcp, &plain, &mut send_errors);
                     break;
                 }
                 Some(Command::Crash) => panic!("worker crash requested"),
@@ -311,7 +311,7 @@ async fn run(
         }
         wakeups += 1;
         if core.is_closed() {
-            send(&mut core, &socket, &mut tcp, &mut send_errors);
+            send(&mut core, &socket, &mut tcp, &plain, &mut send_errors);
             break;
         }
         // Timeouts run after every wake-up, not only when the sleep branch wins: under load the
@@ -319,7 +319,7 @@ async fn run(
         // paced media and sends feedback only on timeouts).
         let now = clock();
         core.handle_timeout(now);
-        send(&mut core, &socket, &mut tcp, &mut send_errors);
+        send(&mut core, &socket, &mut tcp, &plain, &mut send_errors);
         if let Some(tcp) = tcp.as_mut() {
             for addr in tcp.take_closed() {
                 core.forget_tuple(&Remote::tcp(addr));
@@ -340,7 +340,8 @@ async fn run(
 struct PlainSockets {
     tx: mpsc::Sender<(SocketAddr, SocketAddr, Vec<u8>)>,
     rx: mpsc::Receiver<(SocketAddr, SocketAddr, Vec<u8>)>,
-    readers: HashMap<SocketAddr, tokio::task::AbortHandle>,
+    /// Each socket (its consumers send from it) and its reader.
+    readers: HashMap<SocketAddr, (Arc<UdpSocket>, tokio::task::AbortHandle)>,
     buffer_bytes: usize,
 }
 
@@ -399,6 +400,7 @@ impl PlainSockets {
         let local = std_socket.local_addr().map_err(error)?;
         let socket = Arc::new(UdpSocket::from_std(std_socket).map_err(error)?);
         let tx = self.tx.clone();
+        let kept = socket.clone();
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             while let Ok((n, from)) = socket.recv_from(&mut buf).await {
@@ -407,12 +409,19 @@ impl PlainSockets {
                 }
             }
         });
-        self.readers.insert(local, reader.abort_handle());
+        self.readers.insert(local, (kept, reader.abort_handle()));
         Ok(local)
     }
 
+    /// Sends from the plain socket `local`; false when it is gone or the send failed.
+    fn send(&self, local: SocketAddr, to: SocketAddr, contents: &[u8]) -> bool {
+        self.readers
+            .get(&local)
+            .is_some_and(|(socket, _)| socket.try_send_to(contents, to).is_ok())
+    }
+
     fn close(&mut self, local: SocketAddr) {
-        if let Some(reader) = self.readers.remove(&local) {
+        if let Some((_, reader)) = self.readers.remove(&local) {
             reader.abort();
         }
     }
@@ -443,15 +452,19 @@ async fn next_tcp(tcp: &mut Option<IceTcpServer>) -> TcpInput {
     }
 }
 
-/// Drains the core onto the socket (and the TCP connections).
+/// Drains the core onto the socket (and the TCP connections, and plain transports' sockets).
 fn send(
     core: &mut Core,
     socket: &impl DatagramSocket,
     tcp: &mut Option<IceTcpServer>,
+    plain: &PlainSockets,
     send_errors: &mut u64,
 ) {
     while let Some(t) = core.poll_transmit() {
         let sent = match (t.destination.protocol, tcp.as_mut()) {
+            (Protocol::Udp, _) if t.source.is_some() => t
+                .source
+                .is_some_and(|local| plain.send(local, t.destination.addr, &t.contents)),
             (Protocol::Udp, _) => socket.try_send_to(&t.contents, t.destination.addr).is_ok(),
             (Protocol::Tcp, Some(tcp)) => tcp.send(t.destination.addr, &t.contents),
             (Protocol::Tcp, None) => false,

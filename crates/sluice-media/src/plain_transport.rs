@@ -7,7 +7,8 @@
 //! know its own address); otherwise [`connect`](PlainTransport::connect) names it. Packets from
 //! any other address are dropped. Each producer's encodings need SSRCs: plain RTP has no mid or
 //! rid. RTCP is read and dropped; nothing is sent back yet (no receiver reports, no keyframe
-//! requests: a tool should send keyframes at an interval).
+//! requests: a tool should send keyframes at an interval). Consumers send the producer's RTP to
+//! the remote from the transport's port, a recorder's or a tool's input.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use sluice_ortc::RtpCapabilities;
 
 use crate::command::{Command, WorkerLink};
+use crate::consumer::{Consumer, ConsumerOptions};
 use crate::error::MediaError;
 use crate::producer::{Producer, ProducerOptions};
 use crate::types::PlainTransportCreated;
@@ -103,6 +105,31 @@ impl PlainTransport {
             self.id.clone(),
             spec,
             r#type,
+        ))
+    }
+
+    /// Sends producer `options.producer_id` to the transport's remote as plain RTP (the router's
+    /// payload types, a new SSRC; no RTX, no header extensions); a keyframe is asked for at once.
+    pub async fn consume(&self, options: ConsumerOptions) -> Result<Consumer, MediaError> {
+        let id = crate::new_id();
+        let transport_id = self.id.clone();
+        let producer_id = options.producer_id.clone();
+        let consumer_id = id.clone();
+        let created = self
+            .worker
+            .request(|reply| Command::Consume {
+                transport_id,
+                id: consumer_id,
+                options: Box::new(options),
+                reply,
+            })
+            .await??;
+        Ok(Consumer::new(
+            self.worker.clone(),
+            id,
+            producer_id,
+            self.id.clone(),
+            created,
         ))
     }
 

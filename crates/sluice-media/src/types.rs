@@ -497,6 +497,9 @@ pub struct PlainTransportStat {
     pub packets_received: u64,
     /// RTCP, and RTP of an SSRC no producer declared.
     pub packets_dropped: u64,
+    /// What its consumers sent.
+    pub bytes_sent: u64,
+    pub packets_sent: u64,
 }
 
 /// A transport's selected ICE tuple, in mediasoup's form.

@@ -267,3 +267,96 @@ async fn a_connected_plain_transport_takes_rtp_only_from_its_remote_and_needs_ss
     assert!(usage.dropped_malformed >= 2, "{usage:?}");
     worker.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_consumer_sends_a_webrtc_producers_rtp_to_its_remote_starting_at_a_keyframe() {
+    let (worker, router) = real_worker_and_router().await;
+    let publisher = connect(&router, sluice_client::ClientNumbering::chromium(), None).await;
+    let video = produce(&publisher, sluice_client::SourceConfig::video()).await;
+    let audio = produce(&publisher, sluice_client::SourceConfig::audio()).await;
+    let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let plain = router
+        .create_plain_transport(PlainTransportOptions::default())
+        .await
+        .unwrap();
+    plain.connect(receiver.local_addr().unwrap()).await.unwrap();
+    let caps = router.rtp_capabilities().clone();
+    let vc = plain
+        .consume(sluice_media::ConsumerOptions::new(video.id(), caps.clone()))
+        .await
+        .unwrap();
+    let ac = plain
+        .consume(sluice_media::ConsumerOptions::new(audio.id(), caps))
+        .await
+        .unwrap();
+    vc.resume().await.unwrap();
+    ac.resume().await.unwrap();
+    let params = [vc.rtp_parameters().clone(), ac.rtp_parameters().clone()];
+    for p in &params {
+        assert!(p.header_extensions.is_empty() && p.mid.is_none(), "{p:?}");
+        assert!(p.encodings[0].rtx.is_none());
+    }
+    let (vssrc, vpt) = (
+        params[0].encodings[0].ssrc.unwrap(),
+        params[0].codecs[0].payload_type,
+    );
+    let (assrc, apt) = (
+        params[1].encodings[0].ssrc.unwrap(),
+        params[1].codecs[0].payload_type,
+    );
+
+    let mut video_packets: Vec<(u16, Vec<u8>)> = Vec::new();
+    let mut audio_packets = 0;
+    let mut buf = [0u8; 2048];
+    while video_packets.len() < 100 || audio_packets < 30 {
+        let (n, from) = tokio::time::timeout(Duration::from_secs(30), receiver.recv_from(&mut buf))
+            .await
+            .expect("the plain consumers send")
+            .unwrap();
+        assert_eq!(
+            from.port(),
+            plain.port(),
+            "sent from the transport's own port"
+        );
+        let p = &buf[..n];
+        assert_eq!(p[0] & 0xd0, 0x80, "RTP version 2, no extension");
+        let pt = p[1] & 0x7f;
+        let seq = u16::from_be_bytes([p[2], p[3]]);
+        let ssrc = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
+        let payload = p[12..].to_vec();
+        if ssrc == vssrc {
+            assert_eq!(pt, vpt);
+            assert!(
+                sluice_client::media::vp8_stamp(&payload).is_some(),
+                "video intact"
+            );
+            video_packets.push((seq, payload));
+        } else {
+            assert_eq!((ssrc, pt), (assrc, apt), "an SSRC it was not given");
+            assert!(
+                sluice_client::media::audio_stamp(&payload).is_some(),
+                "audio intact"
+            );
+            audio_packets += 1;
+        }
+    }
+    assert!(
+        sluice_client::media::vp8_is_keyframe(&video_packets[0].1),
+        "the first packet starts a keyframe"
+    );
+    for w in video_packets.windows(2) {
+        assert_eq!(
+            w[1].0,
+            w[0].0.wrapping_add(1),
+            "continuous sequence numbers"
+        );
+    }
+    let stats = plain.get_stats().await.unwrap();
+    assert!(stats.packets_sent >= 130, "{stats:?}");
+
+    plain.close().await.unwrap();
+    let dump = router.dump().await.unwrap();
+    assert_eq!(dump.consumer_ids.len(), 0, "{dump:?}");
+    assert_eq!(dump.producer_ids.len(), 2);
+    worker.close().await;
+}

@@ -118,7 +118,8 @@ impl Core {
                 let Some(p) = self.plains.get(key) else {
                     return out;
                 };
-                let own = p.producers.iter().map(|k| Object::Producer(*k));
+                let own = p.consumers.iter().map(|k| Object::Consumer(*k));
+                let own = own.chain(p.producers.iter().map(|k| Object::Producer(*k)));
                 out.extend(own.map(|o| (o, CloseReason::TransportClosed, notify)));
             }
             Object::Producer(key) => {
@@ -154,9 +155,11 @@ impl Core {
             }
             t.rtc.direct_api().remove_stream_tx(c.ssrc.into());
             self.dirty.push(c.transport);
+        } else if let Some(t) = self.plains.get_mut(&c.transport) {
+            t.consumers.retain(|k| *k != key);
         }
         if notify {
-            self.emit_on(
+            self.emit_on_any(
                 c.transport,
                 MediaEvent::ConsumerClosed {
                     transport_id: String::new(),

@@ -203,7 +203,11 @@ impl Core {
                 options,
                 reply,
             } => {
-                let _ = reply.send(self.consume(&transport_id, id, *options, now));
+                let result = match self.plains.key_of(&transport_id) {
+                    Some(key) => self.consume_plain(key, id, *options, now),
+                    None => self.consume(&transport_id, id, *options, now),
+                };
+                let _ = reply.send(result);
             }
             Command::ConsumerOp { id, op, reply } => {
                 let _ = reply.send(self.consumer_op(&id, op, now));

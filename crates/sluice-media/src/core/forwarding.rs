@@ -128,6 +128,7 @@ impl Core {
         let Core {
             consumers,
             transports,
+            plains,
             dirty,
             outbox,
             usage,
@@ -137,6 +138,26 @@ impl Core {
             let Some(c) = consumers.get_mut(ckey) else {
                 continue;
             };
+            if let Some(pt) = plains.get_mut(&c.transport) {
+                // Plain RTP from the transport's own port, once it has a remote.
+                let Some(remote) = pt.remote else {
+                    continue;
+                };
+                let Some(own) = c.own_packet(&packet, &input, &ext_vals, 0, now) else {
+                    continue;
+                };
+                c.on_sent(packet.payload.len(), now);
+                usage.datagrams_sent += 1;
+                usage.bytes_sent += own.bytes.len() as u64;
+                pt.bytes_sent += own.bytes.len() as u64;
+                pt.packets_sent += 1;
+                outbox.push_back(super::Transmit {
+                    destination: crate::demux::Remote::udp(remote),
+                    source: Some(pt.local),
+                    contents: own.bytes,
+                });
+                continue;
+            }
             if c.own_egress.is_some() {
                 // Written and protected here, straight into the outbox: no str0m stream.
                 let Some(ct) = transports.get_mut(&c.transport) else {

@@ -70,6 +70,8 @@ use crate::types::{Key, ResourceUsage, WorkerDump};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Transmit {
     pub destination: Remote,
+    /// The plain transport socket to send from; `None`: the worker's own socket.
+    pub source: Option<SocketAddr>,
     pub contents: Vec<u8>,
 }
 
@@ -89,6 +91,7 @@ fn send_on(
     t.packets_sent += 1;
     outbox.push_back(Transmit {
         destination,
+        source: None,
         contents,
     });
 }
@@ -343,6 +346,7 @@ impl Core {
         self.usage.bytes_sent += contents.len() as u64;
         self.outbox.push_back(Transmit {
             destination,
+            source: None,
             contents,
         });
     }

@@ -12,14 +12,18 @@ use std::time::Instant;
 use str0m::rtp::ExtensionValues;
 
 use super::Core;
+use super::consumer::{ConsumerState, OwnEgress};
 use super::forwarding::Received;
 use super::producer::ProducerState;
 use crate::core::table::Identified;
 use crate::demux::{DatagramKind, Remote};
 use crate::error::MediaError;
 use crate::events::{EventSender, MediaEvent};
+use crate::forwarder::Forwarder;
+use crate::layers::RateCalculator;
 use crate::types::{
-    Key, PlainTransportCreated, PlainTransportOptions, PlainTransportStat, ProducerSpec,
+    ConsumerCreated, ConsumerOptions, Key, PlainTransportCreated, PlainTransportOptions,
+    PlainTransportStat, ProducerSpec,
 };
 
 /// The worker-side state of a plain transport.
@@ -38,12 +42,16 @@ pub(crate) struct PlainTransportState {
     /// first packet. Packets from anywhere else are dropped.
     pub remote: Option<SocketAddr>,
     pub producers: Vec<Key>,
+    /// Consumers whose RTP this transport sends to its remote.
+    pub consumers: Vec<Key>,
     /// Each producer stream by SSRC, with its layer and its sequence-number unwrapper.
     pub rx_ssrc: HashMap<u32, (Key, usize, SeqUnwrap)>,
     pub bytes_received: u64,
     pub packets_received: u64,
     /// RTP of an SSRC no producer declared, and RTCP (read and dropped).
     pub packets_dropped: u64,
+    pub bytes_sent: u64,
+    pub packets_sent: u64,
 }
 
 impl Identified for PlainTransportState {
@@ -152,10 +160,13 @@ impl Core {
                 comedia: options.comedia,
                 remote: None,
                 producers: Vec::new(),
+                consumers: Vec::new(),
                 rx_ssrc: HashMap::new(),
                 bytes_received: 0,
                 packets_received: 0,
                 packets_dropped: 0,
+                bytes_sent: 0,
+                packets_sent: 0,
             },
         );
         Ok(PlainTransportCreated {
@@ -232,6 +243,139 @@ impl Core {
         }
         self.producers.insert(key, producer);
         Ok(())
+    }
+
+    /// A consumer on plain transport `tkey`: the producer's RTP, rewritten for it (its SSRC, the
+    /// router's payload types, continuous sequence numbers and timestamps), sent to the
+    /// transport's remote from its own port, without SRTP, RTX or header extensions.
+    pub(crate) fn consume_plain(
+        &mut self,
+        tkey: Key,
+        id: String,
+        options: ConsumerOptions,
+        now: Instant,
+    ) -> Result<ConsumerCreated, MediaError> {
+        if self.consumers.contains_id(&id) {
+            return Err(MediaError::DuplicateId(id));
+        }
+        let pkey = self
+            .producers
+            .key_of(&options.producer_id)
+            .ok_or_else(|| MediaError::UnknownProducer(options.producer_id.clone()))?;
+        let key = self.key();
+        let (Some(producer), Some(t)) = (self.producers.get(&pkey), self.plains.get(&tkey)) else {
+            return Err(MediaError::UnknownProducer(options.producer_id.clone()));
+        };
+        if producer.router_id != t.router_id {
+            return Err(MediaError::CannotConsume(
+                "the producer is on another router".into(),
+            ));
+        }
+        if !sluice_ortc::can_consume(&producer.consumable, &options.rtp_capabilities)
+            .map_err(|e| MediaError::CannotConsume(e.into()))?
+        {
+            return Err(MediaError::CannotConsume(
+                "the device cannot receive any of the producer's codecs".into(),
+            ));
+        }
+        let ssrcs = &mut self.ssrcs;
+        let mut params = sluice_ortc::get_consumer_rtp_parameters(
+            &producer.consumable,
+            &options.rtp_capabilities,
+            false,
+            &mut || ssrcs.next_ssrc(),
+        )
+        .map_err(|e| MediaError::CannotConsume(e.into()))?;
+        // Plain RTP: no retransmissions, no header extensions, no mid.
+        params
+            .codecs
+            .retain(|c| !c.mime_type.to_ascii_lowercase().ends_with("/rtx"));
+        params.header_extensions.clear();
+        params.mid = None;
+        for e in &mut params.encodings {
+            e.rtx = None;
+        }
+        let ssrc = params
+            .encodings
+            .first()
+            .and_then(|e| e.ssrc)
+            .ok_or_else(|| MediaError::CannotConsume("no SSRC for the consumer".into()))?;
+        let pt_map = producer
+            .mapping
+            .codecs
+            .iter()
+            .filter(|m| {
+                params
+                    .codecs
+                    .iter()
+                    .any(|c| c.payload_type == m.mapped_payload_type)
+            })
+            .map(|m| (m.payload_type, m.mapped_payload_type.into()))
+            .collect();
+        let mime_type = params
+            .codecs
+            .first()
+            .map_or_else(String::new, |c| c.mime_type.clone());
+        let initial_seq = u64::from(rand::random::<u16>() & 0x7fff) + 1;
+        let mut forwarder = Forwarder::new(
+            producer.codec,
+            producer.clock_rate,
+            producer.kind == sluice_ortc::MediaKind::Video,
+            initial_seq,
+        );
+        forwarder.set_producer_paused(producer.paused, now);
+        if !options.paused {
+            forwarder.set_paused(false, now);
+        }
+        let created = ConsumerCreated {
+            kind: producer.kind,
+            r#type: producer.r#type,
+            rtp_parameters: params.clone(),
+            producer_paused: producer.paused,
+            score: crate::events::ConsumerScore {
+                score: 10,
+                producer_score: producer.score(),
+                producer_scores: producer.layers.iter().map(|l| l.score).collect(),
+            },
+        };
+        let consumer = ConsumerState {
+            id,
+            producer: pkey,
+            producer_id: options.producer_id.clone(),
+            transport: tkey,
+            kind: producer.kind,
+            r#type: producer.r#type,
+            mid: String::new(),
+            ssrc,
+            rtx_ssrc: None,
+            mime_type,
+            pt_map,
+            forwarder,
+            preferred_layers: options.preferred_layers,
+            priority: options.priority.max(1),
+            reported_layers: None,
+            rate: RateCalculator::new(std::time::Duration::from_secs(1)),
+            packets: 0,
+            bytes: 0,
+            score: 10,
+            fraction_lost: 0,
+            nacks: 0,
+            plis: 0,
+            firs: 0,
+            last_score: None,
+            own_egress: Some(OwnEgress::new(&params, "", producer.clock_rate)),
+        };
+        if let Some(p) = self.producers.get_mut(&pkey) {
+            p.consumers.push(key);
+        }
+        if let Some(t) = self.plains.get_mut(&tkey) {
+            t.consumers.push(key);
+        }
+        self.consumers.insert(key, consumer);
+        self.update_layers(key, now);
+        // A recorder or a tool starts at a keyframe.
+        self.serve_consumer_keyframe_request(key, now);
+        Ok(created)
     }
 
     /// A datagram that arrived at the plain transport socket `local` from `from`.
@@ -343,6 +487,8 @@ impl Core {
             bytes_received: p.bytes_received,
             packets_received: p.packets_received,
             packets_dropped: p.packets_dropped,
+            bytes_sent: p.bytes_sent,
+            packets_sent: p.packets_sent,
         })
     }
 }
