@@ -9,10 +9,13 @@
 //! - `POST …/transports/{transportId}/connect` `{ip, port}` (a transport without `comedia`).
 //! - `POST …/transports/{transportId}/producers` `{kind, rtpParameters, appData}`: `{id}`; each
 //!   encoding needs its `ssrc`.
+//! - `POST …/transports/{transportId}/consume?producerId=P`: `{id, producerId, kind,
+//!   rtpParameters, type}`: the producer's RTP is sent to the transport's remote (needs
+//!   `rtpCapabilities` when joining, and the subscribe grant).
 //!
 //! Every request carries a token (`Authorization: Bearer`, or `?token=`) for that room whose
 //! subject is the broadcaster's id, as `/ws` does for peers; producing needs the publish grant.
-//! WebRTC transports, consuming and data producers of broadcasters are not built (422).
+//! WebRTC transports and data producers of broadcasters are not built (422).
 //! Errors are `{"error": reason}` with the status of the matching protoo error code.
 
 use std::net::{IpAddr, SocketAddr};
@@ -26,8 +29,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use sluice_media::ortc::{MediaKind, RtpParameters};
-use sluice_media::{PlainTransportOptions, ProducerOptions};
+use sluice_media::ortc::{MediaKind, RtpCapabilities, RtpParameters};
+use sluice_media::{ConsumerOptions, PlainTransportOptions, ProducerOptions};
 use sluice_protocol::{Device, ErrorCode, PeerInfo};
 
 use crate::auth::Grants;
@@ -75,6 +78,8 @@ struct CreateBroadcaster {
     display_name: Option<String>,
     #[serde(default)]
     device: Option<Device>,
+    #[serde(default)]
+    rtp_capabilities: Option<RtpCapabilities>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +172,10 @@ pub(crate) async fn create(
 ) -> Answer {
     let request: CreateBroadcaster = parse(&body)?;
     authorize(&instance, &headers, &query, &room_id, &request.id)?;
+    if let Some(caps) = &request.rtp_capabilities {
+        sluice_media::ortc::validate_rtp_capabilities(caps)
+            .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("rtpCapabilities: {e}")))?;
+    }
     let room = instance
         .room_or_create(&room_id)
         .await
@@ -188,7 +197,13 @@ pub(crate) async fn create(
         if room.peer_count() + broadcasters.len() >= instance.config.limits.peers_per_room {
             return Err(SignalError::limit("peers per room").into());
         }
-        broadcasters.insert(request.id.clone(), BroadcasterEntry::default());
+        broadcasters.insert(
+            request.id.clone(),
+            BroadcasterEntry {
+                transports: Default::default(),
+                rtp_capabilities: request.rtp_capabilities.clone(),
+            },
+        );
     }
     let peers: Vec<PeerInfo> = room
         .store
@@ -244,6 +259,7 @@ pub(crate) async fn delete(
         for k in &ids {
             objects.producers.remove(k);
         }
+        objects.consumers.retain(|_, o| o.peer_id != id);
         ids
     };
     // Closing a transport closes its producers and tells their consumers.
@@ -402,4 +418,71 @@ pub(crate) async fn produce(
         app_data,
     });
     Ok(Json(json!({ "id": producer.id() })))
+}
+
+/// `?producerId=` of a consume request.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ConsumeQuery {
+    producer_id: Option<String>,
+    token: Option<String>,
+}
+
+/// `POST …/transports/{transportId}/consume?producerId=P`
+pub(crate) async fn consume(
+    State(instance): State<Arc<Instance>>,
+    Path((room_id, id, transport_id)): Path<(String, String, String)>,
+    Query(query): Query<ConsumeQuery>,
+    headers: HeaderMap,
+) -> Answer {
+    let token = TokenQuery {
+        token: query.token.clone(),
+    };
+    let grants = authorize(&instance, &headers, &token, &room_id, &id)?;
+    if !grants.subscribe {
+        return Err(SignalError::forbidden("the token does not grant subscribe").into());
+    }
+    let producer_id = query
+        .producer_id
+        .ok_or_else(|| Refusal(StatusCode::BAD_REQUEST, "producerId is required".into()))?;
+    let room = room_of(&instance, &room_id, &id).await?;
+    let transport = transport_of(&room, &id, &transport_id)?;
+    let caps = room
+        .broadcasters()
+        .get(&id)
+        .and_then(|b| b.rtp_capabilities.clone())
+        .ok_or_else(|| {
+            SignalError::new(
+                ErrorCode::Unsupported,
+                "the broadcaster joined without rtpCapabilities: it cannot consume",
+            )
+        })?;
+    if !room.objects().producers.contains_key(&producer_id) {
+        return Err(Refusal(
+            StatusCode::NOT_FOUND,
+            format!("no producer {producer_id}"),
+        ));
+    }
+    let limits = &instance.config.limits;
+    if room.objects().count_of(&id)[2] >= limits.consumers_per_peer {
+        return Err(SignalError::limit("consumers per peer").into());
+    }
+    let mut options = ConsumerOptions::new(producer_id.clone(), caps);
+    options.paused = false;
+    let consumer = transport.consume(options).await?;
+    room.objects().consumers.insert(
+        consumer.id().to_owned(),
+        Owned {
+            peer_id: id,
+            object: consumer.clone(),
+            app_data: Value::Object(Default::default()),
+        },
+    );
+    Ok(Json(json!({
+        "id": consumer.id(),
+        "producerId": producer_id,
+        "kind": consumer.kind(),
+        "rtpParameters": consumer.rtp_parameters(),
+        "type": consumer.r#type().as_str(),
+    })))
 }

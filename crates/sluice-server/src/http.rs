@@ -53,6 +53,10 @@ pub fn router(instance: Arc<Instance>) -> Router {
         .route(
             "/rooms/{room_id}/broadcasters/{id}/transports/{transport_id}/producers",
             post(broadcaster::produce),
+        )
+        .route(
+            "/rooms/{room_id}/broadcasters/{id}/transports/{transport_id}/consume",
+            post(broadcaster::consume),
         );
     if instance.config.dev_mode() {
         router = router.route("/dev/token", get(ws::dev_token));

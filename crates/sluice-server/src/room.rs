@@ -51,6 +51,8 @@ pub struct TransportEntry {
 #[derive(Debug, Default)]
 pub struct BroadcasterEntry {
     pub transports: HashMap<String, PlainTransport>,
+    /// What it can receive (given when it joined), for consuming.
+    pub rtp_capabilities: Option<sluice_media::ortc::RtpCapabilities>,
 }
 
 /// The media handles of a room, by id.

@@ -264,3 +264,111 @@ async fn bad_broadcaster_requests_get_clear_errors_and_change_nothing() {
     assert!(room.objects().producers.is_empty());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcaster_consumes_a_peers_producer_as_plain_rtp_sent_to_its_port() {
+    let server = TestServer::start(|_| {}).await;
+    let singer = server.session("r", "singer").await;
+    let producer_id = singer
+        .produce(sluice_client::SourceConfig::audio())
+        .await
+        .unwrap();
+    let room = server.instance.room("r").await.unwrap();
+    let caps = serde_json::to_value(room.router.rtp_capabilities()).unwrap();
+    let token = server.token("r", "rec", Grants::player());
+    let (status, _) = post(
+        &server,
+        "/rooms/r/broadcasters",
+        &token,
+        json!({"id": "rec", "rtpCapabilities": caps}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, transport) = post(
+        &server,
+        "/rooms/r/broadcasters/rec/transports",
+        &token,
+        json!({"type": "plain"}),
+    )
+    .await;
+    let transport_id = transport["id"].as_str().unwrap();
+    let port = transport["port"].as_u64().unwrap() as u16;
+    let listener = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = listener.local_addr().unwrap();
+    let (status, body) = post(
+        &server,
+        &format!("/rooms/r/broadcasters/rec/transports/{transport_id}/connect"),
+        &token,
+        json!({"ip": me.ip().to_string(), "port": me.port()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, consumer) = post(
+        &server,
+        &format!(
+            "/rooms/r/broadcasters/rec/transports/{transport_id}/consume?producerId={producer_id}"
+        ),
+        &token,
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{consumer}");
+    assert_eq!(consumer["producerId"], producer_id.as_str());
+    assert_eq!(consumer["kind"], "audio");
+    let ssrc = consumer["rtpParameters"]["encodings"][0]["ssrc"]
+        .as_u64()
+        .unwrap() as u32;
+    let mut buf = [0u8; 2048];
+    for _ in 0..20 {
+        let (n, from) = tokio::time::timeout(Duration::from_secs(30), listener.recv_from(&mut buf))
+            .await
+            .expect("the singer's audio arrives as plain RTP")
+            .unwrap();
+        assert_eq!(from.port(), port);
+        assert_eq!(u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]), ssrc);
+        assert!(sluice_client::media::audio_stamp(&buf[12..n]).is_some());
+    }
+    // A producer that does not exist, and a broadcaster that gave no capabilities.
+    let path =
+        format!("/rooms/r/broadcasters/rec/transports/{transport_id}/consume?producerId=nope");
+    assert_eq!(post(&server, &path, &token, json!({})).await.0, 404);
+    let mute = server.token("r", "mute", Grants::player());
+    assert_eq!(
+        post(
+            &server,
+            "/rooms/r/broadcasters",
+            &mute,
+            json!({"id": "mute"})
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, t) = post(
+        &server,
+        "/rooms/r/broadcasters/mute/transports",
+        &mute,
+        json!({"type": "plain"}),
+    )
+    .await;
+    let path = format!(
+        "/rooms/r/broadcasters/mute/transports/{}/consume?producerId={producer_id}",
+        t["id"].as_str().unwrap()
+    );
+    assert_eq!(post(&server, &path, &mute, json!({})).await.0, 422);
+    let (status, _) = http(
+        "DELETE",
+        &server.base,
+        "/rooms/r/broadcasters/rec",
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert!(
+        room.objects()
+            .consumers
+            .values()
+            .all(|c| c.peer_id != "rec")
+    );
+    server.stop().await;
+}
