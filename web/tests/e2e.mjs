@@ -248,7 +248,8 @@ async function startBroadcaster(baseUrl, roomId, binary) {
     kind: 'video',
     rtpParameters: { codecs: [{ mimeType: 'video/vp8', payloadType: 101, clockRate: 90000 }], encodings: [{ ssrc: 2222 }] },
   });
-  const args = ['-hide_banner', '-loglevel', 'warning', '-re',
+  // `-t`: an ffmpeg the test could not stop (its runner killed) ends on its own.
+  const args = ['-hide_banner', '-loglevel', 'warning', '-t', '300', '-re',
     '-f', 'lavfi', '-i', 'testsrc=size=320x240:rate=15', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
     '-map', '1:a:0', '-c:a', 'libopus', '-b:a', '64k', '-ac', '2', '-ar', '48000',
     '-map', '0:v:0', '-pix_fmt', 'yuv420p', '-c:v', 'libvpx', '-b:v', '300k', '-deadline', 'realtime',
