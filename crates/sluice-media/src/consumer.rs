@@ -26,6 +26,34 @@ pub struct Consumer {
     worker: WorkerLink,
 }
 
+/// Creates a consumer on transport `transport_id` of `worker` (a WebRTC or plain transport's
+/// `consume`).
+pub(crate) async fn consume_on(
+    worker: &WorkerLink,
+    transport_id: &str,
+    options: ConsumerOptions,
+) -> Result<Consumer, MediaError> {
+    let id = crate::new_id();
+    let producer_id = options.producer_id.clone();
+    let consumer_id = id.clone();
+    let transport = transport_id.to_owned();
+    let created = worker
+        .request(|reply| Command::Consume {
+            transport_id: transport,
+            id: consumer_id,
+            options: Box::new(options),
+            reply,
+        })
+        .await??;
+    Ok(Consumer::new(
+        worker.clone(),
+        id,
+        producer_id,
+        transport_id.to_owned(),
+        created,
+    ))
+}
+
 impl Consumer {
     pub(crate) fn new(
         worker: WorkerLink,

@@ -431,11 +431,10 @@ impl PlainSockets {
         if self.readers.is_empty() {
             return;
         }
-        let in_use = core.plain_sockets_in_use();
         let gone: Vec<SocketAddr> = self
             .readers
             .keys()
-            .filter(|a| !in_use.contains(a))
+            .filter(|a| !core.plain_socket_in_use(a))
             .copied()
             .collect();
         for local in gone {

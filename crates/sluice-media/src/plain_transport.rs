@@ -89,48 +89,20 @@ impl PlainTransport {
     /// A producer whose RTP the sender sends to this transport; each encoding needs its SSRC.
     /// Without an `rtcp.cname` it gets the transport's.
     pub async fn produce(&self, options: ProducerOptions) -> Result<Producer, MediaError> {
-        let (spec, r#type) =
-            crate::producer::spec_for(options, &self.router_capabilities, &self.cname)?;
-        let transport_id = self.id.clone();
-        let sent = spec.clone();
-        self.worker
-            .request(|reply| Command::Produce {
-                transport_id,
-                spec: Box::new(sent),
-                reply,
-            })
-            .await??;
-        Ok(Producer::new(
-            self.worker.clone(),
-            self.id.clone(),
-            spec,
-            r#type,
-        ))
+        crate::producer::produce_on(
+            &self.worker,
+            &self.id,
+            options,
+            &self.router_capabilities,
+            &self.cname,
+        )
+        .await
     }
 
     /// Sends producer `options.producer_id` to the transport's remote as plain RTP (the router's
     /// payload types, a new SSRC; no RTX, no header extensions); a keyframe is asked for at once.
     pub async fn consume(&self, options: ConsumerOptions) -> Result<Consumer, MediaError> {
-        let id = crate::new_id();
-        let transport_id = self.id.clone();
-        let producer_id = options.producer_id.clone();
-        let consumer_id = id.clone();
-        let created = self
-            .worker
-            .request(|reply| Command::Consume {
-                transport_id,
-                id: consumer_id,
-                options: Box::new(options),
-                reply,
-            })
-            .await??;
-        Ok(Consumer::new(
-            self.worker.clone(),
-            id,
-            producer_id,
-            self.id.clone(),
-            created,
-        ))
+        crate::consumer::consume_on(&self.worker, &self.id, options).await
     }
 
     pub async fn get_stats(&self) -> Result<PlainTransportStat, MediaError> {

@@ -23,6 +23,33 @@ pub struct Producer {
     worker: WorkerLink,
 }
 
+/// Creates a producer on transport `transport_id` of `worker` (a WebRTC or plain transport's
+/// `produce`): [`spec_for`], then the worker.
+pub(crate) async fn produce_on(
+    worker: &WorkerLink,
+    transport_id: &str,
+    options: ProducerOptions,
+    router_capabilities: &RtpCapabilities,
+    cname: &str,
+) -> Result<Producer, MediaError> {
+    let (spec, r#type) = spec_for(options, router_capabilities, cname)?;
+    let sent = spec.clone();
+    let transport = transport_id.to_owned();
+    worker
+        .request(|reply| Command::Produce {
+            transport_id: transport,
+            spec: Box::new(sent),
+            reply,
+        })
+        .await??;
+    Ok(Producer::new(
+        worker.clone(),
+        transport_id.to_owned(),
+        spec,
+        r#type,
+    ))
+}
+
 /// A random RTCP CNAME for a transport's producers that name none.
 pub(crate) fn new_cname() -> String {
     crate::new_id().chars().take(8).collect()

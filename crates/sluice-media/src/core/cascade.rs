@@ -251,10 +251,14 @@ impl Core {
     }
 
     fn detach_plain_transport(&mut self, key: Key, reason: CloseReason, notify: bool) {
-        if let Some(p) = self.plains.remove(&key)
-            && notify
-            && let Some(events) = &p.events
-        {
+        let Some(p) = self.plains.remove(&key) else {
+            return;
+        };
+        self.plain_by_local.remove(&p.local);
+        if let Some(rtcp) = p.rtcp_local {
+            self.plain_by_local.remove(&rtcp);
+        }
+        if notify && let Some(events) = &p.events {
             let _ = events.send(MediaEvent::TransportClosed {
                 transport_id: p.id.clone(),
                 reason,

@@ -128,6 +128,8 @@ pub(crate) struct Core {
     consumers: Table<ConsumerState>,
     directs: Table<DirectTransportState>,
     plains: Table<PlainTransportState>,
+    /// Each plain transport by the local address of its sockets (RTP and RTCP).
+    plain_by_local: HashMap<SocketAddr, Key>,
     data_producers: Table<DataProducerState>,
     data_consumers: Table<DataConsumerState>,
     timers: BTreeSet<(Instant, Key)>,
@@ -166,6 +168,7 @@ impl Core {
             consumers: Table::default(),
             directs: Table::default(),
             plains: Table::default(),
+            plain_by_local: HashMap::new(),
             data_producers: Table::default(),
             data_consumers: Table::default(),
             timers: BTreeSet::new(),

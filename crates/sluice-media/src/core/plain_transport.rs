@@ -149,6 +149,10 @@ impl Core {
         }
         let id = crate::new_id();
         let key = self.key();
+        self.plain_by_local.insert(local, key);
+        if let Some(rtcp) = rtcp_local {
+            self.plain_by_local.insert(rtcp, key);
+        }
         self.plains.insert(
             key,
             PlainTransportState {
@@ -389,12 +393,7 @@ impl Core {
         self.advance(now);
         self.usage.datagrams_received += 1;
         self.usage.bytes_received += data.len() as u64;
-        let Some(tkey) = self
-            .plains
-            .iter()
-            .find(|(_, p)| p.local == local || p.rtcp_local == Some(local))
-            .map(|(k, _)| *k)
-        else {
+        let Some(&tkey) = self.plain_by_local.get(&local) else {
             self.usage.dropped_unknown_source += 1;
             return;
         };
@@ -459,12 +458,9 @@ impl Core {
         self.fan_out(pkey, layer, packet, now);
     }
 
-    /// The local addresses of the plain transports' sockets (the driver closes the others).
-    pub(crate) fn plain_sockets_in_use(&self) -> Vec<SocketAddr> {
-        self.plains
-            .values()
-            .flat_map(|p| std::iter::once(p.local).chain(p.rtcp_local))
-            .collect()
+    /// Whether a plain transport still has the socket at `local` (the driver closes the others).
+    pub(crate) fn plain_socket_in_use(&self, local: &SocketAddr) -> bool {
+        self.plain_by_local.contains_key(local)
     }
 
     pub(crate) fn plain_stats(
