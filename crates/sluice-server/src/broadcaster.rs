@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sluice_media::ortc::{MediaKind, RtpCapabilities, RtpParameters};
 use sluice_media::{ConsumerOptions, PlainTransportOptions, ProducerOptions};
-use sluice_protocol::{Device, ErrorCode, PeerInfo};
+use sluice_protocol::{Device, ErrorCode};
 
 use crate::auth::Grants;
 use crate::error::SignalError;
@@ -205,20 +205,7 @@ pub(crate) async fn create(
             },
         );
     }
-    let peers: Vec<PeerInfo> = room
-        .store
-        .read(|s| {
-            s.peers
-                .iter()
-                .filter(|(_, p)| p.joined)
-                .map(|(id, p)| PeerInfo {
-                    id: id.clone(),
-                    display_name: p.display_name.clone(),
-                    device: p.device.clone(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let peers = room.joined_peer_infos(&request.id);
     let mut device = request.device.unwrap_or_default();
     device.flag.get_or_insert_with(|| "broadcaster".to_owned());
     room.dispatch(Action::PeerConnected {

@@ -223,6 +223,23 @@ impl Room {
         }
     }
 
+    /// The joined members other than `except` (broadcasters included), as `join` lists them.
+    pub fn joined_peer_infos(&self, except: &str) -> Vec<PeerInfo> {
+        self.store
+            .read(|s| {
+                s.peers
+                    .iter()
+                    .filter(|(id, p)| *id != except && p.joined)
+                    .map(|(id, p)| PeerInfo {
+                        id: id.clone(),
+                        display_name: p.display_name.clone(),
+                        device: p.device.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The room's broadcasters.
     pub fn broadcasters(&self) -> std::sync::MutexGuard<'_, HashMap<String, BroadcasterEntry>> {
         self.broadcasters.lock().unwrap_or_else(|e| e.into_inner())

@@ -12,7 +12,7 @@ use sluice_media::{
 };
 use sluice_protocol::{
     ClientRequest, CreateWebRtcTransportResponse, DispatchActionResponse, ErrorCode, IdResponse,
-    JoinInterest, JoinResponse, PeerInfo,
+    JoinInterest, JoinResponse,
 };
 
 use crate::actions;
@@ -84,20 +84,7 @@ pub async fn handle(
                 None,
             );
         }
-        let peers: Vec<PeerInfo> = room
-            .store
-            .read(|s| {
-                s.peers
-                    .iter()
-                    .filter(|(id, p)| *id != &peer.id && p.joined)
-                    .map(|(id, p)| PeerInfo {
-                        id: id.clone(),
-                        display_name: p.display_name.clone(),
-                        device: p.device.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let peers = room.joined_peer_infos(&peer.id);
         room.dispatch(Action::PeerJoined {
             peer_id: peer.id.clone(),
             display_name: join.display_name,
