@@ -14,12 +14,44 @@
 //! Time comes in as `now`; tests drive it with a virtual clock.
 
 use crate::settings::DEFAULTS;
+use std::sync::Arc;
 use std::time::Instant;
+
+use str0m::rtp::{ExtensionValues, RtpPacket};
 
 use str0m::format::Codec;
 
 use crate::payload::{PayloadInfo, detects_keyframes};
 use crate::seq_manager::SeqManager;
+
+/// What the fan-out needs of a received RTP packet: str0m's (WebRTC transports), or one a plain
+/// transport read itself.
+pub struct Received {
+    pub payload_type: u8,
+    /// Extended (no wrap-around).
+    pub seq: u64,
+    pub rtp_timestamp: u32,
+    pub marker: bool,
+    /// The header extensions' values (what the transport's negotiation let it read).
+    pub ext_vals: ExtensionValues,
+    pub payload: Arc<[u8]>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl From<RtpPacket> for Received {
+    fn from(p: RtpPacket) -> Self {
+        Received {
+            payload_type: *p.header.payload_type,
+            seq: *p.seq_no,
+            rtp_timestamp: p.header.timestamp,
+            marker: p.header.marker,
+            ext_vals: p.header.ext_vals,
+            payload: p.payload,
+            at: p.timestamp,
+        }
+    }
+}
 
 /// One packet of the producer, as the forwarder sees it.
 #[derive(Debug, Clone, Copy)]

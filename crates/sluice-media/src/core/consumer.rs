@@ -9,11 +9,9 @@ use sluice_ortc::MediaKind;
 use str0m::media::Pt;
 use str0m::rtp::{ExtensionValues, RtpWrite, Vp8Descriptor};
 
-use super::forwarding::Received;
-
 use crate::core::table::Identified;
 use crate::events::{ConsumerLayers, ConsumerScore};
-use crate::forwarder::{Forwarder, InPacket, Verdict};
+use crate::forwarder::{Forwarder, InPacket, Received, Verdict};
 use crate::layers::RateCalculator;
 use crate::types::{ConsumerStat, Key, ProducerType};
 

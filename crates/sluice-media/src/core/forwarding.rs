@@ -3,7 +3,6 @@
 //! batch).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_ortc::MediaKind;
@@ -11,39 +10,10 @@ use sluice_ortc::MediaKind;
 use super::Core;
 use super::object::Object;
 use crate::events::CloseReason;
-use crate::forwarder::InPacket;
+use crate::forwarder::{InPacket, Received};
 use crate::payload;
 use crate::types::Key;
 use str0m::rtp::{ExtensionValues, RtpPacket};
-
-/// What the fan-out needs of a received RTP packet: str0m's (WebRTC transports), or one a plain
-/// transport read itself.
-pub(crate) struct Received {
-    pub payload_type: u8,
-    /// Extended (no wrap-around).
-    pub seq: u64,
-    pub rtp_timestamp: u32,
-    pub marker: bool,
-    /// The header extensions' values (what the transport's negotiation let it read).
-    pub ext_vals: ExtensionValues,
-    pub payload: Arc<[u8]>,
-    /// When it arrived.
-    pub at: Instant,
-}
-
-impl From<RtpPacket> for Received {
-    fn from(p: RtpPacket) -> Self {
-        Received {
-            payload_type: *p.header.payload_type,
-            seq: *p.seq_no,
-            rtp_timestamp: p.header.timestamp,
-            marker: p.header.marker,
-            ext_vals: p.header.ext_vals,
-            payload: p.payload,
-            at: p.timestamp,
-        }
-    }
-}
 
 impl Core {
     /// A packet str0m received on WebRTC transport `key`: its producer (and layer) found by

@@ -13,13 +13,12 @@ use str0m::rtp::ExtensionValues;
 
 use super::Core;
 use super::consumer::{ConsumerState, OwnEgress};
-use super::forwarding::Received;
 use super::producer::ProducerState;
 use crate::core::table::Identified;
 use crate::demux::{DatagramKind, Remote};
 use crate::error::MediaError;
 use crate::events::{EventSender, MediaEvent};
-use crate::forwarder::Forwarder;
+use crate::forwarder::{Forwarder, Received};
 use crate::layers::RateCalculator;
 use crate::types::{
     ConsumerCreated, ConsumerOptions, Key, PlainTransportCreated, PlainTransportOptions,
