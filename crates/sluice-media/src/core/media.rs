@@ -12,7 +12,6 @@ use super::producer::ProducerState;
 use super::webrtc_transport::{Egress, MediaLine, MediaOwner, Retransmission};
 use crate::error::MediaError;
 use crate::events::{CloseReason, ConsumerLayers, ConsumerScore, MediaEvent};
-use crate::forwarder::Forwarder;
 use crate::layers::{RateCalculator, select_spatial_layer};
 use crate::types::{
     BandwidthEstimation, ConsumerCreated, ConsumerOp, ConsumerOptions, Key, ProducerSpec,
@@ -192,18 +191,7 @@ impl Core {
         let Some(t) = self.transports.get_mut(&tkey) else {
             return Err(MediaError::UnknownTransport(transport_id.to_owned()));
         };
-        if producer.router_id != t.router_id {
-            return Err(MediaError::CannotConsume(
-                "the producer is on another router".into(),
-            ));
-        }
-        if !sluice_ortc::can_consume(&producer.consumable, &options.rtp_capabilities)
-            .map_err(|e| MediaError::CannotConsume(e.into()))?
-        {
-            return Err(MediaError::CannotConsume(
-                "the device cannot receive any of the producer's codecs".into(),
-            ));
-        }
+        producer.check_consumable(&t.router_id, &options.rtp_capabilities)?;
         // With REMB the device must not be offered transport-wide sequence numbers: a browser
         // that has them estimates on the send side and sends no REMB.
         let remb_caps;
@@ -256,17 +244,7 @@ impl Core {
             .iter()
             .find(|c| !c.mime_type.to_ascii_lowercase().ends_with("/rtx"));
         let mime_type = main.map_or_else(String::new, |c| c.mime_type.clone());
-        let initial_seq = u64::from(rand::random::<u16>() & 0x7fff) + 1;
-        let mut forwarder = Forwarder::new(
-            producer.codec,
-            producer.clock_rate,
-            producer.kind == MediaKind::Video,
-            initial_seq,
-        );
-        forwarder.set_producer_paused(producer.paused, now);
-        if !options.paused {
-            forwarder.set_paused(false, now);
-        }
+        let forwarder = producer.new_forwarder(options.paused, now);
         let Some(t) = self.transports.get_mut(&tkey) else {
             return Err(MediaError::UnknownTransport(transport_id.to_owned()));
         };

@@ -18,7 +18,7 @@ use crate::core::table::Identified;
 use crate::demux::{DatagramKind, Remote};
 use crate::error::MediaError;
 use crate::events::{EventSender, MediaEvent};
-use crate::forwarder::{Forwarder, Received};
+use crate::forwarder::Received;
 use crate::layers::RateCalculator;
 use crate::types::{
     ConsumerCreated, ConsumerOptions, Key, PlainTransportCreated, PlainTransportOptions,
@@ -269,18 +269,7 @@ impl Core {
         let (Some(producer), Some(t)) = (self.producers.get(&pkey), self.plains.get(&tkey)) else {
             return Err(MediaError::UnknownProducer(options.producer_id.clone()));
         };
-        if producer.router_id != t.router_id {
-            return Err(MediaError::CannotConsume(
-                "the producer is on another router".into(),
-            ));
-        }
-        if !sluice_ortc::can_consume(&producer.consumable, &options.rtp_capabilities)
-            .map_err(|e| MediaError::CannotConsume(e.into()))?
-        {
-            return Err(MediaError::CannotConsume(
-                "the device cannot receive any of the producer's codecs".into(),
-            ));
-        }
+        producer.check_consumable(&t.router_id, &options.rtp_capabilities)?;
         let ssrcs = &mut self.ssrcs;
         let mut params = sluice_ortc::get_consumer_rtp_parameters(
             &producer.consumable,
@@ -319,17 +308,7 @@ impl Core {
             .codecs
             .first()
             .map_or_else(String::new, |c| c.mime_type.clone());
-        let initial_seq = u64::from(rand::random::<u16>() & 0x7fff) + 1;
-        let mut forwarder = Forwarder::new(
-            producer.codec,
-            producer.clock_rate,
-            producer.kind == sluice_ortc::MediaKind::Video,
-            initial_seq,
-        );
-        forwarder.set_producer_paused(producer.paused, now);
-        if !options.paused {
-            forwarder.set_paused(false, now);
-        }
+        let forwarder = producer.new_forwarder(options.paused, now);
         let created = ConsumerCreated {
             kind: producer.kind,
             r#type: producer.r#type,

@@ -9,7 +9,9 @@ use sluice_ortc::{MediaKind, RtpMapping, RtpParameters, parse_scalability_mode};
 use str0m::format::Codec;
 
 use crate::core::table::Identified;
+use crate::error::MediaError;
 use crate::events::ProducerScore;
+use crate::forwarder::Forwarder;
 use crate::layers::{LayerStatus, RateCalculator};
 use crate::settings::DEFAULTS;
 use crate::types::{Key, ProducerSpec, ProducerStat, ProducerType, WIRE_OVERHEAD_BYTES};
@@ -129,6 +131,44 @@ impl ProducerState {
     }
 
     /// The layer an incoming stream belongs to, by SSRC or (simulcast by rid) by rid.
+    /// Whether a consumer on router `router_id` receiving with `caps` can consume this producer.
+    pub fn check_consumable(
+        &self,
+        router_id: &str,
+        caps: &sluice_ortc::RtpCapabilities,
+    ) -> Result<(), MediaError> {
+        if self.router_id != router_id {
+            return Err(MediaError::CannotConsume(
+                "the producer is on another router".into(),
+            ));
+        }
+        if !sluice_ortc::can_consume(&self.consumable, caps)
+            .map_err(|e| MediaError::CannotConsume(e.into()))?
+        {
+            return Err(MediaError::CannotConsume(
+                "the device cannot receive any of the producer's codecs".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A new consumer's forwarder of this producer's packets (a random initial sequence number;
+    /// paused as the consumer asks and as the producer is).
+    pub fn new_forwarder(&self, paused: bool, now: Instant) -> Forwarder {
+        let initial_seq = u64::from(rand::random::<u16>() & 0x7fff) + 1;
+        let mut forwarder = Forwarder::new(
+            self.codec,
+            self.clock_rate,
+            self.kind == MediaKind::Video,
+            initial_seq,
+        );
+        forwarder.set_producer_paused(self.paused, now);
+        if !paused {
+            forwarder.set_paused(false, now);
+        }
+        forwarder
+    }
+
     pub fn layer_of(&self, ssrc: u32, rid: Option<&str>) -> Option<usize> {
         if let Some(i) = self.layers.iter().position(|l| l.ssrc == Some(ssrc)) {
             return Some(i);
