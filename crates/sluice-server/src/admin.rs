@@ -3,20 +3,25 @@
 //! - `GET /api/rooms`: every room with its counts.
 //! - `GET /api/rooms/{id}`: the room's state (the store), as JSON.
 //! - `DELETE /api/rooms/{id}/peers/{peerId}`: kicks a peer (close code 4003); 204.
+//! - `POST /api/rooms/{id}/recording` (`{"producerIds": [...]}` or no body: the whole room),
+//!   `DELETE /api/rooms/{id}/recording[?producerId=P]`, `GET /api/rooms/{id}/recording`:
+//!   recordings (docs/recording.md).
 //!
 //! A token whose `room` claim is `*` sees every room; any other admin token sees its own room only.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::instance::Instance;
 use crate::peer::CLOSE_KICKED;
+use crate::recording::RecordingError;
 use crate::ws::bearer;
 
 /// What an admin token may see: every room, or one.
@@ -136,4 +141,133 @@ pub async fn kick(
     peer.close(CLOSE_KICKED, "kicked by an administrator");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), peer.wait_left()).await;
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The status a recording error answers with.
+fn recording_refusal(e: &RecordingError) -> Response {
+    let status = match e {
+        RecordingError::NoProducer(_) => StatusCode::NOT_FOUND,
+        RecordingError::AlreadyRecording(_) | RecordingError::NotRecording(_) => {
+            StatusCode::CONFLICT
+        }
+        RecordingError::Codec(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        RecordingError::Draining | RecordingError::TooMany(_) => StatusCode::SERVICE_UNAVAILABLE,
+        RecordingError::RoomFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+        RecordingError::Io { .. }
+        | RecordingError::Spawn { .. }
+        | RecordingError::Ffmpeg(_)
+        | RecordingError::NoPort
+        | RecordingError::Media(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    refuse(status, &e.to_string())
+}
+
+/// The room an admin request is about, or the refusal.
+async fn admin_room(
+    instance: &Instance,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Arc<crate::room::Room>, Response> {
+    let scope = authorize(instance, headers).map_err(|r| *r)?;
+    if !scope.allows(id) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "the token is for another room",
+        ));
+    }
+    instance
+        .room(id)
+        .await
+        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "no such room"))
+}
+
+/// `POST /api/rooms/{id}/recording`'s body: the producers to record; none (or no body): the
+/// whole room, and its producers to come.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StartRecording {
+    producer_ids: Option<Vec<String>>,
+}
+
+/// `POST /api/rooms/{id}/recording`: starts recording; 201 with the recordings started.
+pub async fn start_recording(
+    State(instance): State<Arc<Instance>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let room = match admin_room(&instance, &headers, &id).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let request: StartRecording = if body.iter().all(u8::is_ascii_whitespace) {
+        StartRecording::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("bad body: {e}")),
+        }
+    };
+    if request.producer_ids.as_ref().is_some_and(Vec::is_empty) {
+        return refuse(StatusCode::BAD_REQUEST, "producerIds is empty");
+    }
+    match instance.recorder.start(&room, request.producer_ids).await {
+        Ok(started) => (
+            StatusCode::CREATED,
+            Json(json!({
+                "roomWide": instance.recorder.is_recording_room(&id),
+                "recordings": started,
+            })),
+        )
+            .into_response(),
+        Err(e) => recording_refusal(&e),
+    }
+}
+
+/// `?producerId=` of a stop.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopQuery {
+    producer_id: Option<String>,
+}
+
+/// `DELETE /api/rooms/{id}/recording[?producerId=P]`: stops the room's recordings (or one
+/// producer's); answers them once their files are finished.
+pub async fn stop_recording(
+    State(instance): State<Arc<Instance>>,
+    Path(id): Path<String>,
+    Query(query): Query<StopQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admin_room(&instance, &headers, &id).await {
+        return r;
+    }
+    match instance
+        .recorder
+        .stop(&id, query.producer_id.as_deref())
+        .await
+    {
+        Ok(stopped) => Json(json!({ "recordings": stopped })).into_response(),
+        Err(e) => recording_refusal(&e),
+    }
+}
+
+/// `GET /api/rooms/{id}/recording`: the room's recordings, running and recently finished
+/// (also once the room has closed, for a while: docs/recording.md).
+pub async fn recordings(
+    State(instance): State<Arc<Instance>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let room = admin_room(&instance, &headers, &id).await;
+    let listed = instance.recorder.list(&id);
+    match (room, listed) {
+        (Err(refusal), None) => refusal,
+        (Err(refusal), Some(_)) if refusal.status() != StatusCode::NOT_FOUND => refusal,
+        (_, listed) => Json(json!({
+            "roomWide": instance.recorder.is_recording_room(&id),
+            "recordings": listed.unwrap_or_default(),
+        }))
+        .into_response(),
+    }
 }

@@ -61,6 +61,34 @@ pub struct Config {
     /// TURN servers handed to clients (docs/config.md, "TURN").
     #[serde(default)]
     pub turn: TurnConfig,
+    /// Recording through ffmpeg (docs/recording.md).
+    #[serde(default)]
+    pub recording: RecordingConfig,
+}
+
+/// `[recording]`: where recordings go, the ffmpeg that writes them, and the bounds on them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RecordingConfig {
+    /// Files go to `directory/<room>/` (created on first use).
+    pub directory: PathBuf,
+    /// The ffmpeg program (looked up on `PATH` without a `/`).
+    pub ffmpeg: String,
+    /// Bytes all recordings of one room may write; reaching it stops them (`sizeLimit`).
+    pub max_bytes_per_room: u64,
+    /// ffmpeg processes recording at once on this server; a recording beyond is refused (503).
+    pub max_recorders: usize,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            directory: PathBuf::from("recordings"),
+            ffmpeg: "ffmpeg".to_owned(),
+            max_bytes_per_room: 1 << 30,
+            max_recorders: 16,
+        }
+    }
 }
 
 /// `[turn]`: TURN servers clients are told about, with credentials of the TURN REST API
@@ -557,6 +585,15 @@ impl Config {
     /// Checks rules that span keys or that types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_turn()?;
+        if self.recording.ffmpeg.is_empty() {
+            return Err(ConfigError::bad("recording.ffmpeg", "must name a program"));
+        }
+        if self.recording.max_recorders == 0 {
+            return Err(ConfigError::bad(
+                "recording.max_recorders",
+                "must be at least 1",
+            ));
+        }
         if self.workers > MAX_WORKERS {
             return Err(ConfigError::bad(
                 "workers",
@@ -1296,6 +1333,7 @@ mod tests {
                 "limits",
                 "listen",
                 "log",
+                "recording",
                 "router",
                 "rtc",
                 "signaling",

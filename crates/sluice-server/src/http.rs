@@ -36,6 +36,12 @@ pub fn router(instance: Arc<Instance>) -> Router {
         .route("/api/rooms", get(admin::rooms))
         .route("/api/rooms/{id}", get(admin::room))
         .route("/api/rooms/{id}/peers/{peer_id}", delete(admin::kick))
+        .route(
+            "/api/rooms/{id}/recording",
+            get(admin::recordings)
+                .post(admin::start_recording)
+                .delete(admin::stop_recording),
+        )
         // mediasoup-demo's broadcaster API, at its paths.
         .route("/rooms/{room_id}/broadcasters", post(broadcaster::create))
         .route(

@@ -12,6 +12,7 @@ use crate::auth::TokenAuthority;
 use crate::config::{Config, InterestMode};
 use crate::game::GameFactory;
 use crate::metrics::Metrics;
+use crate::recording::{Recorder, RecordingSettings};
 use crate::room::Room;
 
 /// Close code sent to peers when the server shuts down ("going away").
@@ -37,6 +38,8 @@ pub struct Instance {
     pub config: Arc<Config>,
     pub auth: TokenAuthority,
     pub metrics: Metrics,
+    /// The rooms' recordings (docs/recording.md).
+    pub recorder: Arc<Recorder>,
     workers: Mutex<Vec<Worker>>,
     rooms: tokio::sync::Mutex<HashMap<String, Arc<Room>>>,
     draining: AtomicBool,
@@ -68,6 +71,7 @@ impl Instance {
         let instance = Arc::new(Instance {
             auth: TokenAuthority::new(config.auth_secret()),
             metrics: Metrics::new(),
+            recorder: Recorder::new(config.recording.clone(), RecordingSettings::default()),
             config,
             workers: Mutex::new(workers.clone()),
             rooms: tokio::sync::Mutex::new(HashMap::new()),
@@ -197,6 +201,7 @@ impl Instance {
             rooms.remove(&room.id);
             crate::shrink_when_sparse(&mut rooms);
             drop(rooms);
+            self.recorder.room_closed(&room.id);
             let _ = room.router.close().await;
             tracing::info!(room = %room.id, "room closed");
         }
@@ -205,6 +210,8 @@ impl Instance {
     /// Stops accepting, tells every peer, and closes everything within `grace`.
     pub async fn drain(&self, grace: Duration) {
         self.draining.store(true, Ordering::SeqCst);
+        // Recordings end first, while their producers still send: each file gets its index.
+        self.recorder.stop_all().await;
         for room in self.rooms().await {
             room.close_all_peers(CLOSE_GOING_AWAY, "server shutting down");
         }
@@ -254,6 +261,7 @@ impl Instance {
             removed
         };
         for room in rooms {
+            self.recorder.room_closed(&room.id);
             room.close_all_peers(CLOSE_TRY_AGAIN, "media worker restarted; reconnect");
         }
     }

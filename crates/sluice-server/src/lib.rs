@@ -5,6 +5,7 @@
 //! - [`ws`], [`peer`], [`signaling`]: the protoo WebSocket, one peer's connection, the methods.
 //! - [`room`], [`store`]: a room's objects and its action/state store.
 //! - [`http`], [`admin`], [`metrics`]: the HTTP endpoints.
+//! - [`recording`]: recordings of rooms to files through ffmpeg (docs/recording.md).
 
 pub mod actions;
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod interest;
 pub mod metrics;
 pub mod peer;
 mod rate;
+pub mod recording;
 pub mod room;
 pub mod session;
 pub mod signaling;

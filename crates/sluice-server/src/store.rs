@@ -197,6 +197,22 @@ pub enum Action {
         #[serde(skip_serializing_if = "Option::is_none")]
         to: Option<Vec<String>>,
     },
+    /// A recording of some of `peer_id`'s producers began (docs/recording.md); `file` is its
+    /// path under the recording directory.
+    RecordingStarted {
+        peer_id: String,
+        recording_id: String,
+        producer_ids: Vec<String>,
+        file: String,
+    },
+    /// The recording ended (`reason`: stopped, producerClosed, sizeLimit, failed, roomClosed,
+    /// shutdown); its file holds `bytes`.
+    RecordingStopped {
+        peer_id: String,
+        recording_id: String,
+        reason: String,
+        bytes: u64,
+    },
     /// The egress bandwidth estimate toward a peer's transport (`downlinkBwe`).
     DownlinkBwe {
         peer_id: String,
@@ -249,6 +265,8 @@ impl Action {
             | Action::DataConsumerCreated { peer_id, .. }
             | Action::DataConsumerClosed { peer_id, .. }
             | Action::DownlinkBwe { peer_id, .. }
+            | Action::RecordingStarted { peer_id, .. }
+            | Action::RecordingStopped { peer_id, .. }
             | Action::ActiveSpeaker { peer_id, .. }
             | Action::Game { peer_id, .. } => peer_id,
         }
@@ -340,6 +358,15 @@ pub struct PeerState {
     pub data_consumers: BTreeMap<String, DataConsumerInfo>,
 }
 
+/// A running recording (docs/recording.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingInfo {
+    pub peer_id: String,
+    pub producer_ids: Vec<String>,
+    pub file: String,
+}
+
 /// The state of one room (the admin API's `GET /api/rooms/{id}`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -351,6 +378,8 @@ pub struct RoomState {
     pub active_speaker: Option<String>,
     /// Actions applied so far.
     pub version: u64,
+    /// The recordings running now, by id.
+    pub recordings: BTreeMap<String, RecordingInfo>,
     /// Game actions cached for late joiners now…
     pub cached_actions: usize,
     /// …and those evicted by the cache's bounds so far.
@@ -387,6 +416,28 @@ impl RoomState {
             // The game's own state is the cache of its actions (`Store::dispatch_game`).
             return;
         }
+        // Recordings are the room's, and outlive the peer whose media they hold.
+        if let Action::RecordingStarted {
+            peer_id,
+            recording_id,
+            producer_ids,
+            file,
+        } = action
+        {
+            self.recordings.insert(
+                recording_id.clone(),
+                RecordingInfo {
+                    peer_id: peer_id.clone(),
+                    producer_ids: producer_ids.clone(),
+                    file: file.clone(),
+                },
+            );
+            return;
+        }
+        if let Action::RecordingStopped { recording_id, .. } = action {
+            self.recordings.remove(recording_id);
+            return;
+        }
         let Some(peer) = self.peers.get_mut(action.peer_id()) else {
             return;
         };
@@ -394,6 +445,8 @@ impl RoomState {
             Action::PeerConnected { .. }
             | Action::PeerLeft { .. }
             | Action::ActiveSpeaker { .. }
+            | Action::RecordingStarted { .. }
+            | Action::RecordingStopped { .. }
             | Action::Game { .. } => {}
             Action::PeerJoined {
                 display_name,
