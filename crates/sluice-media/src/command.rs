@@ -111,7 +111,7 @@ pub(crate) enum Command {
     },
     ConnectPlainTransport {
         id: String,
-        remote: std::net::SocketAddr,
+        connect: crate::types::PlainTransportConnect,
         reply: Reply<Result<(), MediaError>>,
     },
     PlainTransportStats {

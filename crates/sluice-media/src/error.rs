@@ -56,6 +56,8 @@ pub enum MediaError {
     InvalidDtlsParameters(String),
     #[error("invalid RTP parameters: {0}")]
     InvalidRtpParameters(#[source] Reason),
+    #[error("invalid SRTP parameters: {0}")]
+    InvalidSrtpParameters(String),
     #[error("invalid SCTP parameters: {0}")]
     InvalidSctpParameters(#[source] Reason),
     #[error("cannot consume: {0}")]

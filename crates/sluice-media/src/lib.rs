@@ -50,7 +50,10 @@ pub use error::{MediaError, Reason};
 pub use events::{
     CloseReason, ConsumerLayers, ConsumerScore, EventSender, MediaEvent, ProducerScore,
 };
-pub use plain_transport::{PlainTransport, PlainTransportOptions, PlainTransportStat};
+pub use plain_transport::{
+    PlainTransport, PlainTransportConnect, PlainTransportOptions, PlainTransportStat,
+    SrtpCryptoSuite, SrtpParameters,
+};
 pub use producer::{Producer, ProducerOptions, ProducerStat, ProducerType};
 pub use router::{Router, RouterDump};
 pub use settings::{MediaSettings, TcpPort, WorkerSettings};

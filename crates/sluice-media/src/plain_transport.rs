@@ -1,12 +1,14 @@
 //! `PlainTransport`: plain RTP over UDP on a port of its own, for tools that do not speak WebRTC
-//! (mediasoup's PlainTransport without SRTP): ffmpeg or GStreamer send a producer's RTP to
+//! (mediasoup's PlainTransport): ffmpeg or GStreamer send a producer's RTP to
 //! [`ip`](PlainTransport::ip):[`port`](PlainTransport::port), and the router forwards it to
 //! WebRTC consumers like any producer's.
 //!
 //! With `comedia` the first packet's source becomes the remote tuple (a sender that does not
 //! know its own address); otherwise [`connect`](PlainTransport::connect) names it. Packets from
 //! any other address are dropped. Each producer's encodings need SSRCs: plain RTP has no mid or
-//! rid. RTCP is read and dropped; nothing is sent back yet (no receiver reports, no keyframe
+//! rid. With `enable_srtp` both directions are SRTP: the transport's key is
+//! [`srtp_parameters`](PlainTransport::srtp_parameters), the remote's comes with `connect`, and
+//! what does not authenticate is dropped. RTCP is read and dropped; nothing is sent back yet (no receiver reports, no keyframe
 //! requests: a tool should send keyframes at an interval). Consumers send the producer's RTP to
 //! the remote from the transport's port, a recorder's or a tool's input.
 
@@ -20,7 +22,10 @@ use crate::consumer::{Consumer, ConsumerOptions};
 use crate::error::MediaError;
 use crate::producer::{Producer, ProducerOptions};
 use crate::types::PlainTransportCreated;
-pub use crate::types::{PlainTransportOptions, PlainTransportStat};
+pub use crate::types::{
+    PlainTransportConnect, PlainTransportOptions, PlainTransportStat, SrtpCryptoSuite,
+    SrtpParameters,
+};
 
 /// The control plane's handle on a plain transport living in a worker.
 #[derive(Debug, Clone)]
@@ -32,6 +37,7 @@ pub struct PlainTransport {
     ip: IpAddr,
     port: u16,
     rtcp_port: Option<u16>,
+    srtp_parameters: Option<SrtpParameters>,
     /// The RTCP CNAME of producers that name none (as mediasoup does per transport): consumers
     /// need one, or a browser cannot tie their SSRCs to their tracks.
     cname: String,
@@ -52,6 +58,7 @@ impl PlainTransport {
             ip: created.ip,
             port: created.port,
             rtcp_port: created.rtcp_port,
+            srtp_parameters: created.srtp_parameters,
             cname: crate::producer::new_cname(),
         }
     }
@@ -78,11 +85,25 @@ impl PlainTransport {
         self.rtcp_port
     }
 
+    /// The transport's own SRTP key (what the remote decrypts with), with `enable_srtp`.
+    pub fn srtp_parameters(&self) -> Option<&SrtpParameters> {
+        self.srtp_parameters.as_ref()
+    }
+
     /// Names the remote tuple (not with `comedia`, which learns it).
     pub async fn connect(&self, remote: SocketAddr) -> Result<(), MediaError> {
+        self.connect_with(PlainTransportConnect {
+            remote: Some(remote),
+            srtp_parameters: None,
+        })
+        .await
+    }
+
+    /// Names the remote tuple (not with `comedia`) and, with SRTP, the remote's key (needed).
+    pub async fn connect_with(&self, connect: PlainTransportConnect) -> Result<(), MediaError> {
         let id = self.id.clone();
         self.worker
-            .request(|reply| Command::ConnectPlainTransport { id, remote, reply })
+            .request(|reply| Command::ConnectPlainTransport { id, connect, reply })
             .await?
     }
 

@@ -16,6 +16,8 @@ use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, Unbound
 use aws_lc_rs::cipher::{AES_128, AES_256, EncryptingKey, EncryptionContext, UnboundCipherKey};
 use aws_lc_rs::hmac;
 use str0m::crypto::CryptoError;
+
+use crate::types::SrtpCryptoSuite;
 use str0m::crypto::CryptoProvider;
 use str0m::crypto::dtls::{
     DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion,
@@ -294,6 +296,15 @@ impl SrtpSender {
         Self::from_master(keys.profile, key, salt)
     }
 
+    /// The sender of an SDES-style key (a plain transport's own `srtpParameters`).
+    pub fn from_suite(
+        suite: SrtpCryptoSuite,
+        key_and_salt: &[u8],
+    ) -> Result<SrtpSender, SrtpError> {
+        let (key, salt) = split_key(suite, key_and_salt)?;
+        Self::from_master(suite.profile(), key, salt)
+    }
+
     /// The sender of a master key and salt (RFC 3711 §8.2's SRTP master key).
     fn from_master(
         profile: SrtpProfile,
@@ -305,6 +316,120 @@ impl SrtpSender {
             rtcp: Cipher::derive(profile, master_key, master_salt, LABELS_RTCP)?,
         })
     }
+}
+
+/// A suite's master key and master salt out of `key_and_salt` (mediasoup's `keyBase64`,
+/// decoded: the key, then the salt).
+fn split_key(suite: SrtpCryptoSuite, key_and_salt: &[u8]) -> Result<(&[u8], &[u8]), SrtpError> {
+    let (key_len, salt_len) = suite.key_and_salt_len();
+    if key_and_salt.len() != key_len + salt_len {
+        return Err(SrtpError::MaterialLength {
+            profile: suite.profile(),
+            got: key_and_salt.len(),
+            want: key_len + salt_len,
+        });
+    }
+    Ok(key_and_salt.split_at(key_len))
+}
+
+/// Checks and decrypts the SRTP a plain transport's remote sends (RFC 3711 §3.3, RFC 7714).
+pub(crate) struct SrtpReceiver {
+    cipher: Cipher,
+}
+
+impl std::fmt::Debug for SrtpReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtpReceiver").finish_non_exhaustive()
+    }
+}
+
+impl SrtpReceiver {
+    /// The receiver of the remote's SDES-style key (its `srtpParameters`).
+    pub fn from_suite(
+        suite: SrtpCryptoSuite,
+        key_and_salt: &[u8],
+    ) -> Result<SrtpReceiver, SrtpError> {
+        let (key, salt) = split_key(suite, key_and_salt)?;
+        Ok(SrtpReceiver {
+            cipher: Cipher::derive(suite.profile(), key, salt, LABELS_RTP)?,
+        })
+    }
+
+    /// Authenticates and decrypts one SRTP packet in place: `header_len` bytes of header (with
+    /// CSRCs and extension), the encrypted payload, the tag. `roc` and `seq` make the packet
+    /// index. Answers the length of the plain RTP packet (the tag cut off); a packet that does
+    /// not authenticate is an error and is left as it came.
+    pub fn unprotect_rtp(
+        &self,
+        packet: &mut [u8],
+        header_len: usize,
+        ssrc: u32,
+        roc: u32,
+        seq: u16,
+    ) -> Result<usize, SrtpError> {
+        match &self.cipher {
+            Cipher::CmSha1(keys) => {
+                let end = packet
+                    .len()
+                    .checked_sub(HMAC_TAG_LEN)
+                    .filter(|end| *end >= header_len)
+                    .ok_or(SrtpError::Crypto)?;
+                let CmSha1 { ctr, auth, salt } = &**keys;
+                let mut mac = hmac::Context::with_key(auth);
+                mac.update(&packet[..end]);
+                mac.update(&roc.to_be_bytes());
+                let tag = mac.sign();
+                aws_lc_rs::constant_time::verify_slices_are_equal(
+                    &tag.as_ref()[..HMAC_TAG_LEN],
+                    &packet[end..],
+                )?;
+                // AES-CM is its own inverse: the keystream XORed again.
+                ctr.less_safe_encrypt(
+                    &mut packet[header_len..end],
+                    EncryptionContext::Iv128(cm_iv(salt, ssrc, roc, seq).into()),
+                )?;
+                Ok(end)
+            }
+            Cipher::Gcm { key, salt } => {
+                if packet.len() < header_len + GCM_TAG_LEN {
+                    return Err(SrtpError::Crypto);
+                }
+                let (header, rest) = packet.split_at_mut(header_len);
+                let plain = key.open_in_place(
+                    Nonce::assume_unique_for_key(gcm_iv(salt, ssrc, roc, seq)),
+                    Aad::from(&*header),
+                    rest,
+                )?;
+                Ok(header_len + plain.len())
+            }
+        }
+    }
+}
+
+/// AES-CM's IV: salt·2^16 XOR SSRC·2^64 XOR index·2^16 (RFC 3711 §4.1.1).
+fn cm_iv(salt: &[u8; 14], ssrc: u32, roc: u32, seq: u16) -> [u8; 16] {
+    let mut iv = [0u8; 16];
+    iv[..14].copy_from_slice(salt);
+    for (b, s) in iv[4..8].iter_mut().zip(ssrc.to_be_bytes()) {
+        *b ^= s;
+    }
+    let index = (u64::from(roc) << 16) | u64::from(seq);
+    for (b, s) in iv[8..14].iter_mut().zip(&index.to_be_bytes()[2..]) {
+        *b ^= s;
+    }
+    iv
+}
+
+/// AEAD-AES-GCM's IV: (0x0000 || SSRC || ROC || SEQ) XOR salt (RFC 7714 §8.1).
+fn gcm_iv(salt: &[u8; 12], ssrc: u32, roc: u32, seq: u16) -> [u8; 12] {
+    let mut iv = [0u8; 12];
+    iv[2..6].copy_from_slice(&ssrc.to_be_bytes());
+    iv[6..10].copy_from_slice(&roc.to_be_bytes());
+    iv[10..12].copy_from_slice(&seq.to_be_bytes());
+    for (b, s) in iv.iter_mut().zip(salt) {
+        *b ^= s;
+    }
+    iv
 }
 
 impl Cipher {
@@ -377,19 +502,9 @@ impl SrtpSender {
         match &self.cipher {
             Cipher::CmSha1(keys) => {
                 let CmSha1 { ctr, auth, salt } = &**keys;
-                // IV = salt·2^16 XOR SSRC·2^64 XOR index·2^16 (RFC 3711 §4.1.1).
-                let mut iv = [0u8; 16];
-                iv[..14].copy_from_slice(salt);
-                for (b, s) in iv[4..8].iter_mut().zip(ssrc.to_be_bytes()) {
-                    *b ^= s;
-                }
-                let index = (u64::from(roc) << 16) | u64::from(seq);
-                for (b, s) in iv[8..14].iter_mut().zip(&index.to_be_bytes()[2..]) {
-                    *b ^= s;
-                }
                 ctr.less_safe_encrypt(
                     &mut packet[header_len..],
-                    EncryptionContext::Iv128(iv.into()),
+                    EncryptionContext::Iv128(cm_iv(salt, ssrc, roc, seq).into()),
                 )?;
                 // The tag covers the packet and the ROC (RFC 3711 §4.2).
                 let mut mac = hmac::Context::with_key(auth);
@@ -399,17 +514,9 @@ impl SrtpSender {
                 packet.extend_from_slice(&tag.as_ref()[..HMAC_TAG_LEN]);
             }
             Cipher::Gcm { key, salt } => {
-                // IV = (0x0000 || SSRC || ROC || SEQ) XOR salt (RFC 7714 §8.1).
-                let mut iv = [0u8; 12];
-                iv[2..6].copy_from_slice(&ssrc.to_be_bytes());
-                iv[6..10].copy_from_slice(&roc.to_be_bytes());
-                iv[10..12].copy_from_slice(&seq.to_be_bytes());
-                for (b, s) in iv.iter_mut().zip(salt) {
-                    *b ^= s;
-                }
                 let (header, payload) = packet.split_at_mut(header_len);
                 let tag = key.seal_in_place_separate_tag(
-                    Nonce::assume_unique_for_key(iv),
+                    Nonce::assume_unique_for_key(gcm_iv(salt, ssrc, roc, seq)),
                     Aad::from(&*header),
                     payload,
                 )?;
@@ -586,6 +693,68 @@ mod tests {
             )
         );
         assert_eq!(sender.rtcp_overhead(), 20);
+    }
+
+    #[test]
+    fn the_reference_packets_decrypt_and_a_changed_byte_or_index_is_refused() {
+        let plain = {
+            let mut p = hex("800f1234decafbadcafebabe");
+            p.extend_from_slice(&[0xab; 16]);
+            p
+        };
+        let cases = [
+            (
+                SrtpCryptoSuite::AesCm128HmacSha1_80,
+                [hex(MASTER_KEY), hex(MASTER_SALT)].concat(),
+                "800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402b78d6acc99ea179b8dbb",
+            ),
+            (
+                SrtpCryptoSuite::AeadAes128Gcm,
+                hex("000102030405060708090a0b0c0d0e0fa0a1a2a3a4a5a6a7a8a9aaab"),
+                "800f1234decafbadcafebabec5002ede04cfdd2eb91159e0880aa06ed2976826f796b201df3131a127e8a392",
+            ),
+        ];
+        for (suite, key, protected) in cases {
+            let receiver = SrtpReceiver::from_suite(suite, &key).unwrap();
+            let mut packet = hex(protected);
+            let len = receiver
+                .unprotect_rtp(&mut packet, 12, 0xcafe_babe, 0, 0x1234)
+                .unwrap();
+            assert_eq!(&packet[..len], &plain[..], "{suite:?}");
+            // One flipped payload bit, or another rollover counter: not authentic.
+            let mut tampered = hex(protected);
+            tampered[20] ^= 1;
+            assert!(
+                receiver
+                    .unprotect_rtp(&mut tampered, 12, 0xcafe_babe, 0, 0x1234)
+                    .is_err()
+            );
+            let mut later = hex(protected);
+            assert!(
+                receiver
+                    .unprotect_rtp(&mut later, 12, 0xcafe_babe, 1, 0x1234)
+                    .is_err()
+            );
+            // Shorter than a header and a tag.
+            assert!(
+                receiver
+                    .unprotect_rtp(
+                        &mut hex("800f1234decafbadcafebabe00"),
+                        12,
+                        0xcafe_babe,
+                        0,
+                        1
+                    )
+                    .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_length_for_its_suite_is_refused() {
+        assert!(SrtpReceiver::from_suite(SrtpCryptoSuite::AesCm128HmacSha1_80, &[0; 28]).is_err());
+        assert!(SrtpSender::from_suite(SrtpCryptoSuite::AeadAes256Gcm, &[0; 30]).is_err());
+        assert!(SrtpSender::from_suite(SrtpCryptoSuite::AeadAes256Gcm, &[0; 44]).is_ok());
     }
 
     #[test]

@@ -446,8 +446,7 @@ pub struct TransportStat {
     pub available_outgoing_bitrate: Option<u64>,
 }
 
-/// What `Router::create_plain_transport` takes (mediasoup's `PlainTransportOptions`, without
-/// SRTP).
+/// What `Router::create_plain_transport` takes (mediasoup's `PlainTransportOptions`).
 #[derive(Debug, Clone)]
 pub struct PlainTransportOptions {
     /// RTCP on the RTP port (RFC 5761); `false` binds a second port for it.
@@ -455,6 +454,11 @@ pub struct PlainTransportOptions {
     /// Learn the remote tuple from the first packet (a sender that does not know its own
     /// address, such as ffmpeg behind NAT) instead of `connect`.
     pub comedia: bool,
+    /// SRTP with keys exchanged in the clear (SDES-style): the transport's own key comes back
+    /// in [`PlainTransport::srtp_parameters`](crate::PlainTransport::srtp_parameters), the
+    /// remote's is given to `connect`.
+    pub enable_srtp: bool,
+    pub srtp_crypto_suite: SrtpCryptoSuite,
     /// Where the transport's events go.
     pub events: Option<EventSender>,
 }
@@ -464,9 +468,60 @@ impl Default for PlainTransportOptions {
         PlainTransportOptions {
             rtcp_mux: true,
             comedia: false,
+            enable_srtp: false,
+            srtp_crypto_suite: SrtpCryptoSuite::AesCm128HmacSha1_80,
             events: None,
         }
     }
+}
+
+/// An SRTP crypto suite of plain transports (mediasoup's `SrtpCryptoSuite`, less the 32-bit
+/// tag variant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum SrtpCryptoSuite {
+    #[serde(rename = "AEAD_AES_256_GCM")]
+    AeadAes256Gcm,
+    #[serde(rename = "AEAD_AES_128_GCM")]
+    AeadAes128Gcm,
+    #[serde(rename = "AES_CM_128_HMAC_SHA1_80")]
+    AesCm128HmacSha1_80,
+}
+
+impl SrtpCryptoSuite {
+    /// The master key's and master salt's lengths in bytes.
+    pub fn key_and_salt_len(self) -> (usize, usize) {
+        match self {
+            SrtpCryptoSuite::AeadAes256Gcm => (32, 12),
+            SrtpCryptoSuite::AeadAes128Gcm => (16, 12),
+            SrtpCryptoSuite::AesCm128HmacSha1_80 => (16, 14),
+        }
+    }
+
+    pub(crate) fn profile(self) -> str0m::crypto::dtls::SrtpProfile {
+        use str0m::crypto::dtls::SrtpProfile;
+        match self {
+            SrtpCryptoSuite::AeadAes256Gcm => SrtpProfile::AEAD_AES_256_GCM,
+            SrtpCryptoSuite::AeadAes128Gcm => SrtpProfile::AEAD_AES_128_GCM,
+            SrtpCryptoSuite::AesCm128HmacSha1_80 => SrtpProfile::AES128_CM_SHA1_80,
+        }
+    }
+}
+
+/// One side's SRTP key (mediasoup's `SrtpParameters`): the suite, and the master key followed by
+/// the master salt, in base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SrtpParameters {
+    pub crypto_suite: SrtpCryptoSuite,
+    pub key_base64: String,
+}
+
+/// What `PlainTransport::connect` takes: the remote tuple (not with `comedia`) and, with SRTP,
+/// the remote's key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlainTransportConnect {
+    pub remote: Option<std::net::SocketAddr>,
+    pub srtp_parameters: Option<SrtpParameters>,
 }
 
 /// What the worker reports back when it created a plain transport.
@@ -477,6 +532,8 @@ pub(crate) struct PlainTransportCreated {
     pub ip: std::net::IpAddr,
     pub port: u16,
     pub rtcp_port: Option<u16>,
+    /// The transport's own SRTP key, with `enable_srtp`.
+    pub srtp_parameters: Option<SrtpParameters>,
 }
 
 /// Plain transport statistics.

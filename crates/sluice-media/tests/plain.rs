@@ -81,6 +81,7 @@ async fn rtp_sent_to_a_comedia_plain_transport_reaches_webrtc_consumers_intact()
             comedia: true,
             rtcp_mux: false,
             events: Some(events_tx),
+            ..PlainTransportOptions::default()
         })
         .await
         .unwrap();

@@ -30,7 +30,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sluice_media::ortc::{MediaKind, RtpCapabilities, RtpParameters};
-use sluice_media::{ConsumerOptions, PlainTransportOptions, ProducerOptions};
+use sluice_media::{
+    ConsumerOptions, PlainTransportConnect, PlainTransportOptions, ProducerOptions,
+    SrtpCryptoSuite, SrtpParameters,
+};
 use sluice_protocol::{Device, ErrorCode};
 
 use crate::auth::Grants;
@@ -91,6 +94,10 @@ struct CreateTransport {
     comedia: bool,
     #[serde(default = "yes")]
     rtcp_mux: bool,
+    #[serde(default)]
+    enable_srtp: bool,
+    #[serde(default)]
+    srtp_crypto_suite: Option<SrtpCryptoSuite>,
 }
 
 fn yes() -> bool {
@@ -100,8 +107,14 @@ fn yes() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Connect {
-    ip: IpAddr,
-    port: u16,
+    /// Not with `comedia` (the transport learns the tuple).
+    #[serde(default)]
+    ip: Option<IpAddr>,
+    #[serde(default)]
+    port: Option<u16>,
+    /// The broadcaster's SRTP key, for a transport made with `enableSrtp`.
+    #[serde(default)]
+    srtp_parameters: Option<SrtpParameters>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,6 +314,10 @@ pub(crate) async fn create_transport(
         .create_plain_transport(PlainTransportOptions {
             comedia: request.comedia,
             rtcp_mux: request.rtcp_mux,
+            enable_srtp: request.enable_srtp,
+            srtp_crypto_suite: request
+                .srtp_crypto_suite
+                .unwrap_or(SrtpCryptoSuite::AesCm128HmacSha1_80),
             events: None,
         })
         .await?;
@@ -309,6 +326,7 @@ pub(crate) async fn create_transport(
         "ip": transport.ip().to_string(),
         "port": transport.port(),
         "rtcpPort": transport.rtcp_port(),
+        "srtpParameters": transport.srtp_parameters(),
     });
     let kept = match room.broadcasters().get_mut(&id) {
         Some(b) => {
@@ -358,8 +376,22 @@ pub(crate) async fn connect(
     let request: Connect = parse(&body)?;
     let room = room_of(&instance, &room_id, &id).await?;
     let transport = transport_of(&room, &id, &transport_id)?;
+    let remote = match (request.ip, request.port) {
+        (Some(ip), Some(port)) => Some(SocketAddr::new(ip, port)),
+        (None, None) => None,
+        _ => {
+            return Err(SignalError::new(
+                ErrorCode::BadRequest,
+                "connect: ip and port go together",
+            )
+            .into());
+        }
+    };
     transport
-        .connect(SocketAddr::new(request.ip, request.port))
+        .connect_with(PlainTransportConnect {
+            remote,
+            srtp_parameters: request.srtp_parameters,
+        })
         .await?;
     Ok(Json(json!({})))
 }

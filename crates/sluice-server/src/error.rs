@@ -51,6 +51,7 @@ impl From<MediaError> for SignalError {
             MediaError::InvalidDtlsParameters(_)
             | MediaError::InvalidRtpParameters(_)
             | MediaError::InvalidSctpParameters(_)
+            | MediaError::InvalidSrtpParameters(_)
             | MediaError::InvalidMediaCodecs(_) => ErrorCode::BadRequest,
             MediaError::CannotConsume(_)
             | MediaError::Numbering(_)

@@ -647,6 +647,7 @@ impl Recorder {
                         rtcp_mux: true,
                         comedia: false,
                         events: Some(events_tx.clone()),
+                        ..PlainTransportOptions::default()
                     })
                     .await?;
                 streams.push(Stream {

@@ -372,3 +372,212 @@ async fn a_broadcaster_consumes_a_peers_producer_as_plain_rtp_sent_to_its_port()
     );
     server.stop().await;
 }
+
+/// Whether something (ffmpeg) holds UDP `port` on the loopback.
+fn port_taken(port: u16) -> bool {
+    std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+}
+
+/// An even loopback port whose odd neighbour is free too (ffmpeg takes both), let go.
+fn free_port_pair() -> u16 {
+    loop {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if port % 2 == 0 && std::net::UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_from_ffmpeg_is_decrypted_and_srtp_to_ffmpeg_is_encrypted_with_the_keys_exchanged() {
+    use base64::Engine;
+    let server = TestServer::start(|_| {}).await;
+    let token = server.token("r", "cast", Grants::player());
+    let base = "/rooms/r/broadcasters";
+    let opus_caps = json!({"codecs": [{"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000,
+        "channels": 2, "preferredPayloadType": 100}], "headerExtensions": []});
+    let (status, joined) = post(
+        &server,
+        base,
+        &token,
+        json!({"id": "cast", "rtpCapabilities": opus_caps}),
+    )
+    .await;
+    assert_eq!(status, 200, "{joined}");
+
+    // In: ffmpeg encrypts with its key, given to sluice at connect.
+    let (status, inbound) = post(
+        &server,
+        &format!("{base}/cast/transports"),
+        &token,
+        json!({"type": "plain", "comedia": true, "rtcpMux": false, "enableSrtp": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{inbound}");
+    assert_eq!(
+        inbound["srtpParameters"]["cryptoSuite"],
+        "AES_CM_128_HMAC_SHA1_80"
+    );
+    let in_id = inbound["id"].as_str().unwrap();
+    let ffmpeg_key = base64::engine::general_purpose::STANDARD
+        .encode((0..30u8).map(|i| i * 7 + 3).collect::<Vec<_>>());
+    // Without the key, or with a key of the wrong size, connect is refused.
+    let connect = format!("{base}/cast/transports/{in_id}/connect");
+    let (status, refused) = post(&server, &connect, &token, json!({})).await;
+    assert_eq!(status, 400, "{refused}");
+    let (status, refused) = post(
+        &server,
+        &connect,
+        &token,
+        json!({"srtpParameters": {"cryptoSuite": "AES_CM_128_HMAC_SHA1_80", "keyBase64": "AAAA"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    let (status, connected) = post(
+        &server,
+        &connect,
+        &token,
+        json!({"srtpParameters": {"cryptoSuite": "AES_CM_128_HMAC_SHA1_80", "keyBase64": ffmpeg_key}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{connected}");
+    let (status, produced) = post(
+        &server,
+        &format!("{base}/cast/transports/{in_id}/producers"),
+        &token,
+        json!({"kind": "audio", "rtpParameters": serde_json::from_str::<Value>(OPUS).unwrap()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{produced}");
+    let producer_id = produced["id"].as_str().unwrap();
+
+    // Out: sluice encrypts with its own key (answered at creation), which ffmpeg reads from
+    // the SDP's a=crypto line.
+    let (status, outbound) = post(
+        &server,
+        &format!("{base}/cast/transports"),
+        &token,
+        json!({"type": "plain", "enableSrtp": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{outbound}");
+    let out_id = outbound["id"].as_str().unwrap();
+    let sluice_key = outbound["srtpParameters"]["keyBase64"].as_str().unwrap();
+    assert_ne!(
+        sluice_key,
+        inbound["srtpParameters"]["keyBase64"].as_str().unwrap()
+    );
+    let port = free_port_pair();
+    let (status, connected) = post(
+        &server,
+        &format!("{base}/cast/transports/{out_id}/connect"),
+        &token,
+        json!({"ip": "127.0.0.1", "port": port, "srtpParameters":
+            {"cryptoSuite": "AES_CM_128_HMAC_SHA1_80", "keyBase64": ffmpeg_key}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{connected}");
+    let dir = std::env::temp_dir().join(format!("sluice-srtp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sdp = dir.join("in.sdp");
+    let file = dir.join("out.webm");
+    std::fs::write(
+        &sdp,
+        format!(
+            "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 100\r\na=rtpmap:100 opus/48000/2\r\n\
+             a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{sluice_key}\r\n"
+        ),
+    )
+    .unwrap();
+    let mut receiver = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+        .args([
+            "-protocol_whitelist",
+            "file,udp,rtp,srtp",
+            "-analyzeduration",
+            "1000000",
+        ])
+        .args(["-f", "sdp", "-i"])
+        .arg(&sdp)
+        .args(["-c", "copy", "-t", "2", "-y"])
+        .arg(&file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg (Debian package ffmpeg; scripts/test installs it)");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !port_taken(port) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ffmpeg did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, consumed) = post(
+        &server,
+        &format!("{base}/cast/transports/{out_id}/consume?producerId={producer_id}"),
+        &token,
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{consumed}");
+
+    let to = format!(
+        "srtp://{}:{}?rtcpport={}",
+        inbound["ip"].as_str().unwrap(),
+        inbound["port"],
+        inbound["rtcpPort"]
+    );
+    let mut sender = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "30",
+        ])
+        .args(["-c:a", "libopus", "-ac", "2", "-b:a", "64k", "-f", "rtp"])
+        .args(["-ssrc", "1111", "-payload_type", "100"])
+        .args([
+            "-srtp_out_suite",
+            "AES_CM_128_HMAC_SHA1_80",
+            "-srtp_out_params",
+            &ffmpeg_key,
+        ])
+        .arg(&to)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The receiving ffmpeg stops by itself after two seconds of decrypted audio.
+    let status = tokio::time::timeout(Duration::from_secs(60), receiver.wait())
+        .await
+        .expect("the receiving ffmpeg got two seconds of audio")
+        .unwrap();
+    let _ = sender.kill().await;
+    assert!(status.success(), "{status}");
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name:format=duration",
+            "-of",
+            "json",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let probed: Value = serde_json::from_slice(&probe.stdout).unwrap();
+    assert_eq!(probed["streams"][0]["codec_name"], "opus", "{probed}");
+    let duration: f64 = probed["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1.5..=2.5).contains(&duration), "{duration}");
+    let _ = std::fs::remove_dir_all(&dir);
+    server.stop().await;
+}

@@ -234,8 +234,8 @@ impl Core {
                     reason: "this worker cannot bind plain transport sockets".into(),
                 }));
             }
-            Command::ConnectPlainTransport { id, remote, reply } => {
-                let _ = reply.send(self.connect_plain_transport(&id, remote));
+            Command::ConnectPlainTransport { id, connect, reply } => {
+                let _ = reply.send(self.connect_plain_transport(&id, connect));
             }
             Command::PlainTransportStats { id, reply } => {
                 let _ = reply.send(self.plain_stats(&id, self.unix_millis(now)));

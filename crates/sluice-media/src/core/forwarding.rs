@@ -113,9 +113,22 @@ impl Core {
                 let Some(remote) = pt.remote else {
                     continue;
                 };
-                let Some(own) = c.own_packet(&packet, &input, &ext_vals, 0, now) else {
+                let reserve = pt.srtp.as_ref().map_or(0, |s| s.sender.overhead());
+                let Some(mut own) = c.own_packet(&packet, &input, &ext_vals, reserve, now) else {
                     continue;
                 };
+                if let Some(srtp) = &pt.srtp
+                    && let Err(e) = srtp.sender.protect_rtp(
+                        &mut own.bytes,
+                        own.header_len,
+                        c.ssrc,
+                        own.roc,
+                        own.seq,
+                    )
+                {
+                    tracing::debug!(consumer = %c.id, error = %e, "plain SRTP packet not protected");
+                    continue;
+                }
                 c.on_sent(packet.payload.len(), now);
                 usage.datagrams_sent += 1;
                 usage.bytes_sent += own.bytes.len() as u64;

@@ -1,6 +1,6 @@
 //! A `PlainTransport` in its worker: plain RTP over UDP on a socket of its own (mediasoup's
-//! semantics, without SRTP), for tools that do not speak WebRTC (ffmpeg, GStreamer, a
-//! broadcaster). What arrives is fanned out to the router's consumers like any producer's
+//! semantics, optionally SRTP with keys given in the clear), for tools that do not speak WebRTC
+//! (ffmpeg, GStreamer, a broadcaster). What arrives is fanned out to the router's consumers like any producer's
 //! packets; the driver owns the sockets and hands their datagrams here with the address they
 //! arrived at.
 
@@ -20,9 +20,10 @@ use crate::error::MediaError;
 use crate::events::{EventSender, MediaEvent};
 use crate::forwarder::Received;
 use crate::layers::RateCalculator;
+use crate::srtp::{SrtpReceiver, SrtpSender};
 use crate::types::{
-    ConsumerCreated, ConsumerOptions, Key, PlainTransportCreated, PlainTransportOptions,
-    PlainTransportStat, ProducerSpec,
+    ConsumerCreated, ConsumerOptions, Key, PlainTransportConnect, PlainTransportCreated,
+    PlainTransportOptions, PlainTransportStat, ProducerSpec, SrtpCryptoSuite, SrtpParameters,
 };
 
 /// The worker-side state of a plain transport.
@@ -47,10 +48,39 @@ pub(crate) struct PlainTransportState {
     pub rx_ssrc: HashMap<u32, (Key, usize, SeqUnwrap)>,
     pub bytes_received: u64,
     pub packets_received: u64,
-    /// RTP of an SSRC no producer declared, and RTCP (read and dropped).
+    /// RTP of an SSRC no producer declared, RTCP (read and dropped), and SRTP that does not
+    /// authenticate (or comes before `connect` gave the remote's key).
     pub packets_dropped: u64,
+    /// With SRTP: the suite, our sender (made at creation), the remote's receiver (`connect`).
+    pub srtp: Option<PlainSrtp>,
     pub bytes_sent: u64,
     pub packets_sent: u64,
+}
+
+/// A plain transport's SRTP.
+#[derive(Debug)]
+pub(crate) struct PlainSrtp {
+    pub suite: SrtpCryptoSuite,
+    pub sender: SrtpSender,
+    pub receiver: Option<SrtpReceiver>,
+}
+
+/// The bytes of a base64 key of `suite`, or why not.
+fn decode_key(params: &SrtpParameters) -> Result<Vec<u8>, MediaError> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(params.key_base64.trim())
+        .map_err(|e| MediaError::InvalidSrtpParameters(format!("keyBase64: {e}")))?;
+    let (key, salt) = params.crypto_suite.key_and_salt_len();
+    if bytes.len() != key + salt {
+        return Err(MediaError::InvalidSrtpParameters(format!(
+            "keyBase64 holds {} bytes; {:?} takes {} (key and salt)",
+            bytes.len(),
+            params.crypto_suite,
+            key + salt
+        )));
+    }
+    Ok(bytes)
 }
 
 impl Identified for PlainTransportState {
@@ -68,17 +98,24 @@ pub(crate) struct SeqUnwrap {
 
 impl SeqUnwrap {
     pub fn extend(&mut self, seq: u16) -> u64 {
-        let extended = match self.last {
+        let extended = self.peek(seq);
+        if self.last.is_none_or(|last| extended > last) {
+            self.last = Some(extended);
+        }
+        extended
+    }
+
+    /// What [`extend`](Self::extend) would answer, without taking `seq` in (a packet not yet
+    /// authenticated must not move the unwrapper). The first packet is in the second cycle, so
+    /// a packet reordered before it still has a smaller value.
+    pub fn peek(&self, seq: u16) -> u64 {
+        match self.last {
             None => u64::from(seq) + (1 << 16),
             Some(last) => {
                 let delta = i64::from(seq.wrapping_sub(last as u16) as i16);
                 last.saturating_add_signed(delta)
             }
-        };
-        if self.last.is_none_or(|last| extended > last) {
-            self.last = Some(extended);
         }
-        extended
     }
 }
 
@@ -96,22 +133,13 @@ struct PlainRtp<'a> {
 /// The fixed RTP header of a packet (RFC 3550 §5.1), its payload after the CSRCs, extension
 /// and padding; `None` when the packet is not well-formed RTP.
 fn parse_rtp(data: &[u8]) -> Option<PlainRtp<'_>> {
-    if data.len() < 12 || data[0] >> 6 != 2 {
-        return None;
-    }
+    let start = header_len(data)?;
     let padding = data[0] & 0x20 != 0;
-    let extension = data[0] & 0x10 != 0;
-    let csrcs = usize::from(data[0] & 0x0f);
     let marker = data[1] & 0x80 != 0;
     let pt = data[1] & 0x7f;
     let seq = u16::from_be_bytes([data[2], data[3]]);
     let timestamp = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
     let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
-    let mut start = 12 + 4 * csrcs;
-    if extension {
-        let words = data.get(start + 2..start + 4)?;
-        start += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
-    }
     let mut end = data.len();
     if padding {
         let pad = usize::from(*data.last()?);
@@ -128,9 +156,46 @@ fn parse_rtp(data: &[u8]) -> Option<PlainRtp<'_>> {
     })
 }
 
+/// The length of an RTP packet's header: the fixed twelve bytes, the CSRCs, the extension
+/// (what SRTP leaves in the clear); `None` when the packet is not RTP or too short.
+fn header_len(data: &[u8]) -> Option<usize> {
+    if data.len() < 12 || data[0] >> 6 != 2 {
+        return None;
+    }
+    let mut len = 12 + 4 * usize::from(data[0] & 0x0f);
+    if data[0] & 0x10 != 0 {
+        let words = data.get(len + 2..len + 4)?;
+        len += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    (len <= data.len()).then_some(len)
+}
+
 /// Whether a datagram on an RTP port is RTCP (RFC 5761 §4: packet types 192–223).
 fn is_rtcp(data: &[u8]) -> bool {
     data.len() >= 2 && (192..=223).contains(&data[1])
+}
+
+/// An SRTP packet of a declared SSRC, authenticated and decrypted with the remote's key;
+/// `None` without a key yet, for an unknown SSRC or a packet that does not authenticate.
+fn unprotect(
+    srtp: &PlainSrtp,
+    rx_ssrc: &HashMap<u32, (Key, usize, SeqUnwrap)>,
+    data: &[u8],
+) -> Option<Vec<u8>> {
+    let receiver = srtp.receiver.as_ref()?;
+    let header = header_len(data)?;
+    let seq = u16::from_be_bytes([data[2], data[3]]);
+    let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+    let (_, _, unwrap) = rx_ssrc.get(&ssrc)?;
+    // The sender's rollover counter starts at zero (RFC 3711 §3.3.1); the unwrapper's first
+    // cycle is one.
+    let roc = u32::try_from((unwrap.peek(seq) >> 16).saturating_sub(1)).ok()?;
+    let mut packet = data.to_vec();
+    let len = receiver
+        .unprotect_rtp(&mut packet, header, ssrc, roc, seq)
+        .ok()?;
+    packet.truncate(len);
+    Some(packet)
 }
 
 impl Core {
@@ -146,6 +211,28 @@ impl Core {
         if !self.routers.contains_key(&router_id) {
             return Err(MediaError::UnknownRouter(router_id));
         }
+        let (srtp, srtp_parameters) = if options.enable_srtp {
+            let suite = options.srtp_crypto_suite;
+            let (k, s) = suite.key_and_salt_len();
+            let material: Vec<u8> = (0..k + s).map(|_| rand::random::<u8>()).collect();
+            let sender = SrtpSender::from_suite(suite, &material)
+                .map_err(|e| MediaError::InvalidSrtpParameters(e.to_string()))?;
+            use base64::Engine;
+            let params = SrtpParameters {
+                crypto_suite: suite,
+                key_base64: base64::engine::general_purpose::STANDARD.encode(&material),
+            };
+            (
+                Some(PlainSrtp {
+                    suite,
+                    sender,
+                    receiver: None,
+                }),
+                Some(params),
+            )
+        } else {
+            (None, None)
+        };
         let id = crate::new_id();
         let key = self.key();
         self.plain_by_local.insert(local, key);
@@ -170,6 +257,7 @@ impl Core {
                 packets_dropped: 0,
                 bytes_sent: 0,
                 packets_sent: 0,
+                srtp,
             },
         );
         Ok(PlainTransportCreated {
@@ -177,28 +265,72 @@ impl Core {
             ip: self.announced_ip,
             port: local.port(),
             rtcp_port: rtcp_local.map(|a| a.port()),
+            srtp_parameters,
         })
     }
 
-    /// Sets the remote tuple of a plain transport (mediasoup's `connect({ip, port})`).
+    /// Sets the remote tuple of a plain transport and, with SRTP, the remote's key
+    /// (mediasoup's `connect({ip, port, srtpParameters})`). A `comedia` transport learns its
+    /// tuple, so it takes the key only; an SRTP transport needs the key.
     pub(crate) fn connect_plain_transport(
         &mut self,
         id: &str,
-        remote: SocketAddr,
+        connect: PlainTransportConnect,
     ) -> Result<(), MediaError> {
         let p = self
             .plains
             .by_id_mut(id)
             .ok_or_else(|| MediaError::UnknownTransport(id.to_owned()))?;
-        if p.comedia {
-            return Err(MediaError::AlreadyConnected(format!(
-                "{id}: a comedia transport learns its remote from the first packet"
-            )));
-        }
-        if p.remote.is_some() {
+        let connected = p.remote.is_some() && !p.comedia
+            || p.srtp.as_ref().is_some_and(|s| s.receiver.is_some());
+        if connected {
             return Err(MediaError::AlreadyConnected(id.to_owned()));
         }
-        p.remote = Some(remote);
+        match (&connect.remote, p.comedia) {
+            (Some(_), true) => {
+                return Err(MediaError::AlreadyConnected(format!(
+                    "{id}: a comedia transport learns its remote from the first packet"
+                )));
+            }
+            (None, false) => {
+                return Err(MediaError::InvalidRtpParameters(
+                    "connect needs the remote's ip and port".into(),
+                ));
+            }
+            _ => {}
+        }
+        let receiver = match (&p.srtp, &connect.srtp_parameters) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(MediaError::InvalidSrtpParameters(format!(
+                    "transport {id} was created without SRTP"
+                )));
+            }
+            (Some(_), None) => {
+                return Err(MediaError::InvalidSrtpParameters(format!(
+                    "transport {id} uses SRTP: connect needs srtpParameters"
+                )));
+            }
+            (Some(srtp), Some(params)) => {
+                if params.crypto_suite != srtp.suite {
+                    return Err(MediaError::InvalidSrtpParameters(format!(
+                        "cryptoSuite {:?}, where the transport uses {:?}",
+                        params.crypto_suite, srtp.suite
+                    )));
+                }
+                let material = decode_key(params)?;
+                Some(
+                    SrtpReceiver::from_suite(params.crypto_suite, &material)
+                        .map_err(|e| MediaError::InvalidSrtpParameters(e.to_string()))?,
+                )
+            }
+        };
+        if let Some(remote) = connect.remote {
+            p.remote = Some(remote);
+        }
+        if let Some(srtp) = p.srtp.as_mut() {
+            srtp.receiver = receiver;
+        }
         Ok(())
     }
 
@@ -414,6 +546,19 @@ impl Core {
             self.usage.dropped_malformed += 1;
             return;
         }
+        let decrypted;
+        let data = match &t.srtp {
+            None => data,
+            Some(srtp) => {
+                let Some(plain) = unprotect(srtp, &t.rx_ssrc, data) else {
+                    tracing::trace!(transport = %t.id, "SRTP packet dropped (no key yet, unknown SSRC or not authentic)");
+                    t.packets_dropped += 1;
+                    return;
+                };
+                decrypted = plain;
+                &decrypted[..]
+            }
+        };
         let Some(rtp) = parse_rtp(data) else {
             self.usage.dropped_malformed += 1;
             return;
