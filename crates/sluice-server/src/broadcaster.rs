@@ -1,21 +1,25 @@
-//! mediasoup-demo's broadcaster REST API: tools that do not speak WebRTC (ffmpeg, GStreamer, as
-//! in mediasoup-demo's `broadcasters/ffmpeg.sh`) join a room as a *broadcaster* and send RTP to
-//! plain transports; the room's peers see a new peer and consume its producers as any other's.
+//! mediasoup-demo's broadcaster REST API: tools without a protoo connection (ffmpeg, GStreamer,
+//! as in mediasoup-demo's `broadcasters/ffmpeg.sh`, or a WebRTC stack driven over HTTP) join a
+//! room as a *broadcaster* and send media to plain or WebRTC transports; the room's peers see a
+//! new peer and consume its producers as any other's (docs/broadcaster.md).
 //!
 //! - `POST /rooms/{roomId}/broadcasters` `{id, displayName, device}`: joins; answers `{peers}`.
 //! - `DELETE /rooms/{roomId}/broadcasters/{broadcasterId}`: leaves (its producers close).
-//! - `POST …/{broadcasterId}/transports` `{type: "plain", comedia, rtcpMux}`: answers
-//!   `{id, ip, port, rtcpPort}`.
-//! - `POST …/transports/{transportId}/connect` `{ip, port}` (a transport without `comedia`).
-//! - `POST …/transports/{transportId}/producers` `{kind, rtpParameters, appData}`: `{id}`; each
-//!   encoding needs its `ssrc`.
+//! - `POST …/{broadcasterId}/transports` `{type: "plain", comedia, rtcpMux, enableSrtp}`:
+//!   answers `{id, ip, port, rtcpPort, srtpParameters}`; `{type: "webrtc", sctpCapabilities}`:
+//!   `{id, iceParameters, iceCandidates, dtlsParameters, sctpParameters}`.
+//! - `POST …/transports/{transportId}/connect` `{ip, port, srtpParameters}` (plain) or
+//!   `{dtlsParameters}` (WebRTC).
+//! - `POST …/transports/{transportId}/producers` `{kind, rtpParameters, appData}`: `{id}`; on a
+//!   plain transport each encoding needs its `ssrc`.
+//! - `POST …/transports/{transportId}/produce/data` `{sctpStreamParameters, label, protocol,
+//!   appData}`: `{id}` (WebRTC transports; the data grant).
 //! - `POST …/transports/{transportId}/consume?producerId=P`: `{id, producerId, kind,
 //!   rtpParameters, type}`: the producer's RTP is sent to the transport's remote (needs
 //!   `rtpCapabilities` when joining, and the subscribe grant).
 //!
 //! Every request carries a token (`Authorization: Bearer`, or `?token=`) for that room whose
 //! subject is the broadcaster's id, as `/ws` does for peers; producing needs the publish grant.
-//! WebRTC transports and data producers of broadcasters are not built (422).
 //! Errors are `{"error": reason}` with the status of the matching protoo error code.
 
 use std::net::{IpAddr, SocketAddr};
@@ -29,17 +33,21 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use sluice_media::ortc::{MediaKind, RtpCapabilities, RtpParameters};
-use sluice_media::{
-    ConsumerOptions, PlainTransportConnect, PlainTransportOptions, ProducerOptions,
-    SrtpCryptoSuite, SrtpParameters,
+use sluice_media::ortc::{
+    DtlsParameters, MediaKind, NumSctpStreams, RtpCapabilities, RtpParameters, SctpCapabilities,
+    SctpStreamParameters,
 };
-use sluice_protocol::{Device, ErrorCode};
+use sluice_media::{
+    Consumer, ConsumerOptions, PlainTransport, PlainTransportConnect, PlainTransportOptions,
+    Producer, ProducerOptions, SrtpCryptoSuite, SrtpParameters, WebRtcTransport,
+    WebRtcTransportOptions,
+};
+use sluice_protocol::{Device, ErrorCode, ProduceDataRequest};
 
 use crate::auth::Grants;
 use crate::error::SignalError;
 use crate::instance::Instance;
-use crate::room::{BroadcasterEntry, Owned, Room};
+use crate::room::{BroadcasterEntry, Owned, Room, TransportEntry};
 use crate::store::Action;
 use crate::ws::{bearer, valid_id};
 
@@ -98,6 +106,9 @@ struct CreateTransport {
     enable_srtp: bool,
     #[serde(default)]
     srtp_crypto_suite: Option<SrtpCryptoSuite>,
+    /// WebRTC: SCTP (data channels) with these stream counts.
+    #[serde(default)]
+    sctp_capabilities: Option<SctpCapabilities>,
 }
 
 fn yes() -> bool {
@@ -115,6 +126,50 @@ struct Connect {
     /// The broadcaster's SRTP key, for a transport made with `enableSrtp`.
     #[serde(default)]
     srtp_parameters: Option<SrtpParameters>,
+    /// WebRTC: the broadcaster's DTLS role and fingerprints.
+    #[serde(default)]
+    dtls_parameters: Option<DtlsParameters>,
+}
+
+/// `produce/data`'s body (the transport is in the path).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProduceData {
+    sctp_stream_parameters: SctpStreamParameters,
+    #[serde(default)]
+    label: String,
+    #[serde(default)]
+    protocol: String,
+    #[serde(default)]
+    app_data: sluice_protocol::AppData,
+}
+
+/// A broadcaster's transport of either kind.
+enum BroadcasterTransport {
+    Plain(PlainTransport),
+    WebRtc(WebRtcTransport),
+}
+
+impl BroadcasterTransport {
+    async fn produce(
+        &self,
+        options: ProducerOptions,
+    ) -> Result<Producer, sluice_media::MediaError> {
+        match self {
+            BroadcasterTransport::Plain(t) => t.produce(options).await,
+            BroadcasterTransport::WebRtc(t) => t.produce(options).await,
+        }
+    }
+
+    async fn consume(
+        &self,
+        options: ConsumerOptions,
+    ) -> Result<Consumer, sluice_media::MediaError> {
+        match self {
+            BroadcasterTransport::Plain(t) => t.consume(options).await,
+            BroadcasterTransport::WebRtc(t) => t.consume(options).await,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,28 +303,47 @@ pub(crate) async fn delete(
             format!("no broadcaster {id}"),
         ));
     };
-    let producers: Vec<String> = {
+    let (producers, data_producers, webrtc) = {
         let mut objects = room.objects();
-        let ids: Vec<String> = objects
-            .producers
-            .iter()
-            .filter(|(_, o)| o.peer_id == id)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &ids {
-            objects.producers.remove(k);
-        }
-        objects.consumers.retain(|_, o| o.peer_id != id);
-        ids
+        let owned = |ids: Vec<(&String, &String)>| -> Vec<String> {
+            ids.into_iter()
+                .filter(|(_, owner)| **owner == id)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let producers = owned(
+            objects
+                .producers
+                .iter()
+                .map(|(k, o)| (k, &o.peer_id))
+                .collect(),
+        );
+        let data_producers = owned(
+            objects
+                .data_producers
+                .iter()
+                .map(|(k, o)| (k, &o.peer_id))
+                .collect(),
+        );
+        (producers, data_producers, objects.remove_peer(&id))
     };
     // Closing a transport closes its producers and tells their consumers.
     for transport in entry.transports.values() {
+        let _ = transport.close().await;
+    }
+    for transport in webrtc {
         let _ = transport.close().await;
     }
     for producer_id in producers {
         room.dispatch(Action::ProducerClosed {
             peer_id: id.clone(),
             producer_id,
+        });
+    }
+    for data_producer_id in data_producers {
+        room.dispatch(Action::DataProducerClosed {
+            peer_id: id.clone(),
+            data_producer_id,
         });
     }
     room.dispatch(Action::PeerLeft {
@@ -281,7 +355,6 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /rooms/{roomId}/broadcasters/{broadcasterId}/transports`
 pub(crate) async fn create_transport(
     State(instance): State<Arc<Instance>>,
     Path((room_id, id)): Path<(String, String)>,
@@ -292,22 +365,27 @@ pub(crate) async fn create_transport(
     authorize(&instance, &headers, &query, &room_id, &id)?;
     let request: CreateTransport = parse(&body)?;
     let room = room_of(&instance, &room_id, &id).await?;
-    if request.kind != "plain" {
-        return Err(SignalError::new(
-            ErrorCode::Unsupported,
-            format!(
-                "transport type {:?}: broadcasters get plain transports only",
-                request.kind
-            ),
-        )
-        .into());
-    }
+    let plain = match request.kind.as_str() {
+        "plain" => true,
+        "webrtc" => false,
+        other => {
+            return Err(SignalError::new(
+                ErrorCode::BadRequest,
+                format!("transport type {other:?}: \"plain\" or \"webrtc\""),
+            )
+            .into());
+        }
+    };
     let count = room
         .broadcasters()
         .get(&id)
-        .map_or(0, |b| b.transports.len());
+        .map_or(0, |b| b.transports.len())
+        + room.objects().count_of(&id)[0];
     if count >= instance.config.limits.transports_per_peer {
         return Err(SignalError::limit("transports per peer").into());
+    }
+    if !plain {
+        return create_webrtc_transport(&instance, &room, &id, request).await;
     }
     let transport = room
         .router
@@ -347,21 +425,91 @@ pub(crate) async fn create_transport(
     Ok(Json(answer))
 }
 
-/// The plain transport `transport_id` of broadcaster `id`.
+/// A WebRTC transport for broadcaster `id` (mediasoup-demo's `type: "webrtc"`), kept with the
+/// room's transports under its id, as a peer's are.
+async fn create_webrtc_transport(
+    instance: &Instance,
+    room: &Arc<Room>,
+    id: &str,
+    request: CreateTransport,
+) -> Answer {
+    let streams = request
+        .sctp_capabilities
+        .as_ref()
+        .map_or(NumSctpStreams::default(), |c| c.num_streams);
+    let transport = room
+        .router
+        .create_webrtc_transport(WebRtcTransportOptions {
+            enable_sctp: request.sctp_capabilities.is_some(),
+            num_sctp_streams: NumSctpStreams {
+                os: streams.os.clamp(1, 65535),
+                mis: streams.mis.clamp(1, 65535),
+            },
+            bandwidth_estimation: instance.config.rtc.bandwidth_estimation.into(),
+            ..Default::default()
+        })
+        .await?;
+    let kept = room.broadcasters().contains_key(id);
+    if !kept {
+        let _ = transport.close().await;
+        return Err(Refusal(
+            StatusCode::NOT_FOUND,
+            format!("no broadcaster {id}"),
+        ));
+    }
+    room.objects().transports.insert(
+        transport.id().to_owned(),
+        Owned {
+            peer_id: id.to_owned(),
+            object: TransportEntry {
+                transport: transport.clone(),
+                producing: true,
+                consuming: true,
+            },
+            app_data: Value::Object(Default::default()),
+        },
+    );
+    room.dispatch(Action::TransportCreated {
+        peer_id: id.to_owned(),
+        transport_id: transport.id().to_owned(),
+        producing: true,
+        consuming: true,
+        sctp: transport.sctp_parameters().is_some(),
+        ice_parameters: transport.ice_parameters().clone(),
+        ice_candidates: transport.ice_candidates().to_vec(),
+        dtls_parameters: transport.dtls_parameters().clone(),
+        sctp_parameters: transport.sctp_parameters().cloned(),
+        app_data: Value::Object(Default::default()),
+    });
+    Ok(Json(json!({
+        "id": transport.id(),
+        "iceParameters": transport.ice_parameters(),
+        "iceCandidates": transport.ice_candidates(),
+        "dtlsParameters": transport.dtls_parameters(),
+        "sctpParameters": transport.sctp_parameters(),
+    })))
+}
+
+/// The transport `transport_id` of broadcaster `id`, plain or WebRTC.
 fn transport_of(
     room: &Room,
     id: &str,
     transport_id: &str,
-) -> Result<sluice_media::PlainTransport, Refusal> {
-    room.broadcasters()
+) -> Result<BroadcasterTransport, Refusal> {
+    if let Some(t) = room
+        .broadcasters()
         .get(id)
         .and_then(|b| b.transports.get(transport_id).cloned())
-        .ok_or_else(|| {
-            Refusal(
-                StatusCode::NOT_FOUND,
-                format!("no transport {transport_id} of broadcaster {id}"),
-            )
-        })
+    {
+        return Ok(BroadcasterTransport::Plain(t));
+    }
+    match room.objects().transports.get(transport_id) {
+        Some(o) if o.peer_id == id => Ok(BroadcasterTransport::WebRtc(o.object.transport.clone())),
+        _ => Err(Refusal(
+            StatusCode::NOT_FOUND,
+            format!("no transport {transport_id} of broadcaster {id}"),
+        )),
+    }
 }
 
 /// `POST …/transports/{transportId}/connect`
@@ -375,7 +523,23 @@ pub(crate) async fn connect(
     authorize(&instance, &headers, &query, &room_id, &id)?;
     let request: Connect = parse(&body)?;
     let room = room_of(&instance, &room_id, &id).await?;
-    let transport = transport_of(&room, &id, &transport_id)?;
+    let transport = match transport_of(&room, &id, &transport_id)? {
+        BroadcasterTransport::Plain(t) => t,
+        BroadcasterTransport::WebRtc(t) => {
+            let dtls = request.dtls_parameters.ok_or_else(|| {
+                SignalError::new(
+                    ErrorCode::BadRequest,
+                    "connect: a WebRTC transport needs dtlsParameters",
+                )
+            })?;
+            t.connect(dtls).await?;
+            room.dispatch(Action::TransportConnected {
+                peer_id: id,
+                transport_id,
+            });
+            return Ok(Json(json!({})));
+        }
+    };
     let remote = match (request.ip, request.port) {
         (Some(ip), Some(port)) => Some(SocketAddr::new(ip, port)),
         (None, None) => None,
@@ -437,6 +601,45 @@ pub(crate) async fn produce(
         app_data,
     });
     Ok(Json(json!({ "id": producer.id() })))
+}
+
+/// `POST …/transports/{transportId}/produce/data`: a data producer on a WebRTC transport's SCTP
+/// association, as a peer's `produceData` (the label's rules, the limits, the data grant).
+pub(crate) async fn produce_data(
+    State(instance): State<Arc<Instance>>,
+    Path((room_id, id, transport_id)): Path<(String, String, String)>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let grants = authorize(&instance, &headers, &query, &room_id, &id)?;
+    if !grants.data {
+        return Err(SignalError::forbidden("the token does not grant data").into());
+    }
+    let request: ProduceData = parse(&body)?;
+    let room = room_of(&instance, &room_id, &id).await?;
+    let BroadcasterTransport::WebRtc(transport) = transport_of(&room, &id, &transport_id)? else {
+        return Err(SignalError::new(
+            ErrorCode::Unsupported,
+            "data producers need a WebRTC transport (plain transports have no SCTP)",
+        )
+        .into());
+    };
+    let dp = crate::signaling::produce_data(
+        &instance,
+        &room,
+        &id,
+        &transport,
+        ProduceDataRequest {
+            transport_id,
+            sctp_stream_parameters: request.sctp_stream_parameters,
+            label: request.label,
+            protocol: request.protocol,
+            app_data: request.app_data,
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "id": dp.id() })))
 }
 
 /// `?producerId=` of a consume request.

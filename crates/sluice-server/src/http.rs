@@ -57,6 +57,10 @@ pub fn router(instance: Arc<Instance>) -> Router {
             post(broadcaster::connect),
         )
         .route(
+            "/rooms/{room_id}/broadcasters/{id}/transports/{transport_id}/produce/data",
+            post(broadcaster::produce_data),
+        )
+        .route(
             "/rooms/{room_id}/broadcasters/{id}/transports/{transport_id}/producers",
             post(broadcaster::produce),
         )

@@ -67,7 +67,7 @@ pub struct Objects {
 
 impl Objects {
     /// Forgets everything `peer_id` owns; returns its transports (to close them).
-    fn remove_peer(&mut self, peer_id: &str) -> Vec<WebRtcTransport> {
+    pub(crate) fn remove_peer(&mut self, peer_id: &str) -> Vec<WebRtcTransport> {
         self.producers.retain(|_, o| o.peer_id != peer_id);
         self.consumers.retain(|_, o| o.peer_id != peer_id);
         self.data_producers.retain(|_, o| o.peer_id != peer_id);

@@ -7,12 +7,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sluice_media::ortc::NumSctpStreams;
 use sluice_media::{
-    CloseReason, ConsumerLayers, DataProducerOptions, MediaEvent, ProducerOptions,
-    WebRtcTransportOptions,
+    CloseReason, ConsumerLayers, DataProducer, DataProducerOptions, MediaEvent, ProducerOptions,
+    WebRtcTransport, WebRtcTransportOptions,
 };
 use sluice_protocol::{
     ClientRequest, CreateWebRtcTransportResponse, DispatchActionResponse, ErrorCode, IdResponse,
-    JoinInterest, JoinResponse,
+    JoinInterest, JoinResponse, ProduceDataRequest,
 };
 
 use crate::actions;
@@ -52,6 +52,64 @@ pub(crate) fn app_data(
         ));
     }
     Ok(data)
+}
+
+/// `produceData` on `transport` for member `owner` (a peer, or a broadcaster through its REST
+/// API), whose grants the caller checked: the label's rules, the limits, the room's record,
+/// and the server's own labels.
+pub(crate) async fn produce_data(
+    instance: &Instance,
+    room: &Arc<Room>,
+    owner: &str,
+    transport: &WebRtcTransport,
+    req: ProduceDataRequest,
+) -> Result<DataProducer, SignalError> {
+    let limits = &instance.config.limits;
+    if room.is_game_output(&req.label) {
+        // Players receive the game's copies from `peerId: null`; one of theirs on the same
+        // label would pass for the server's.
+        return Err(SignalError::forbidden(format!(
+            "data label {:?} is the game's output",
+            req.label
+        )));
+    }
+    let rule = instance
+        .config
+        .data
+        .rule(&req.label)
+        .map_err(SignalError::forbidden)?
+        .cloned();
+    if room.objects().count_of(owner)[3] >= limits.data_producers_per_peer {
+        return Err(SignalError::limit("data producers per peer"));
+    }
+    let app_data = app_data(req.app_data, limits)?;
+    let mut options = DataProducerOptions::sctp(req.sctp_stream_parameters, &req.label);
+    options.protocol = req.protocol.clone();
+    if let Some(rule) = &rule {
+        if let Some(max) = rule.max_message_size {
+            options.max_message_size = max;
+        }
+        options.max_messages_per_second = rule.max_messages_per_second;
+    }
+    let dp = transport.produce_data(options).await?;
+    room.objects().data_producers.insert(
+        dp.id().to_owned(),
+        Owned {
+            peer_id: owner.to_owned(),
+            object: dp.clone(),
+            app_data: app_data.clone(),
+        },
+    );
+    room.dispatch(Action::DataProducerCreated {
+        peer_id: owner.to_owned(),
+        transport_id: req.transport_id,
+        data_producer_id: dp.id().to_owned(),
+        label: req.label,
+        protocol: req.protocol,
+        app_data,
+    });
+    room.read_server_labels(owner, dp.id(), dp.label()).await?;
+    Ok(dp)
 }
 
 fn need_joined(peer: &Peer) -> Result<(), SignalError> {
@@ -267,52 +325,8 @@ async fn handle_request(
             if !peer.grants.data {
                 return Err(SignalError::forbidden("the token does not grant data"));
             }
-            if room.is_game_output(&req.label) {
-                // Players receive the game's copies from `peerId: null`; one of theirs on the
-                // same label would pass for the server's.
-                return Err(SignalError::forbidden(format!(
-                    "data label {:?} is the game's output",
-                    req.label
-                )));
-            }
             let transport = room.transport_of(&peer.id, &req.transport_id)?;
-            let rule = instance
-                .config
-                .data
-                .rule(&req.label)
-                .map_err(SignalError::forbidden)?
-                .cloned();
-            if room.objects().count_of(&peer.id)[3] >= limits.data_producers_per_peer {
-                return Err(SignalError::limit("data producers per peer"));
-            }
-            let app_data = app_data(req.app_data, limits)?;
-            let mut options = DataProducerOptions::sctp(req.sctp_stream_parameters, &req.label);
-            options.protocol = req.protocol.clone();
-            if let Some(rule) = &rule {
-                if let Some(max) = rule.max_message_size {
-                    options.max_message_size = max;
-                }
-                options.max_messages_per_second = rule.max_messages_per_second;
-            }
-            let dp = transport.produce_data(options).await?;
-            room.objects().data_producers.insert(
-                dp.id().to_owned(),
-                Owned {
-                    peer_id: peer.id.clone(),
-                    object: dp.clone(),
-                    app_data: app_data.clone(),
-                },
-            );
-            room.dispatch(Action::DataProducerCreated {
-                peer_id: peer.id.clone(),
-                transport_id: req.transport_id,
-                data_producer_id: dp.id().to_owned(),
-                label: req.label,
-                protocol: req.protocol,
-                app_data,
-            });
-            room.read_server_labels(&peer.id, dp.id(), dp.label())
-                .await?;
+            let dp = produce_data(instance, room, &peer.id, &transport, req).await?;
             to_value(&IdResponse {
                 id: dp.id().to_owned(),
             })

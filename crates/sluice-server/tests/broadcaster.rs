@@ -212,15 +212,15 @@ async fn bad_broadcaster_requests_get_clear_errors_and_change_nothing() {
         post(&server, "/rooms/r/broadcasters", &token, join).await.0,
         409
     );
-    // WebRTC transports are not built for broadcasters: said so.
+    // A transport type other than plain and WebRTC is refused.
     let (status, body) = post(
         &server,
         "/rooms/r/broadcasters/bcast/transports",
         &token,
-        json!({"type": "webrtc"}),
+        json!({"type": "pipe"}),
     )
     .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 400, "{body}");
     let (_, transport) = post(
         &server,
         "/rooms/r/broadcasters/bcast/transports",
@@ -228,6 +228,18 @@ async fn bad_broadcaster_requests_get_clear_errors_and_change_nothing() {
         json!({"type": "plain"}),
     )
     .await;
+    // A plain transport has no SCTP: no data producer on it.
+    let (status, body) = post(
+        &server,
+        &format!(
+            "/rooms/r/broadcasters/bcast/transports/{}/produce/data",
+            transport["id"].as_str().unwrap()
+        ),
+        &token,
+        json!({"sctpStreamParameters": {"streamId": 1}, "label": "chat"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
     let path = format!(
         "/rooms/r/broadcasters/bcast/transports/{}/producers",
         transport["id"].as_str().unwrap()
@@ -579,5 +591,141 @@ async fn srtp_from_ffmpeg_is_decrypted_and_srtp_to_ffmpeg_is_encrypted_with_the_
         .unwrap();
     assert!((1.5..=2.5).contains(&duration), "{duration}");
     let _ = std::fs::remove_dir_all(&dir);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcaster_on_a_webrtc_transport_sends_audio_and_data_that_peers_receive() {
+    use sluice_client::{ClientNumbering, ClientTransport, ClientTransportOptions};
+    use sluice_client::{ServerTransportInfo, SourceConfig};
+    use sluice_media::DataMessage;
+    let server = TestServer::start(|_| {}).await;
+    let mut viewer = server.session("r", "viewer").await;
+    let token = server.token("r", "rtc", Grants::player());
+    let base = "/rooms/r/broadcasters";
+    let (status, joined) = post(&server, base, &token, json!({"id": "rtc"})).await;
+    assert_eq!(status, 200, "{joined}");
+    let (status, created) = post(
+        &server,
+        &format!("{base}/rtc/transports"),
+        &token,
+        json!({"type": "webrtc", "sctpCapabilities": {"numStreams": {"OS": 1024, "MIS": 1024}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let transport_id = created["id"].as_str().unwrap();
+    assert!(created["sctpParameters"].is_object(), "{created}");
+    let info = ServerTransportInfo {
+        ice_parameters: serde_json::from_value(created["iceParameters"].clone()).unwrap(),
+        ice_candidates: serde_json::from_value(created["iceCandidates"].clone()).unwrap(),
+        dtls_parameters: serde_json::from_value(created["dtlsParameters"].clone()).unwrap(),
+        sctp_parameters: serde_json::from_value(created["sctpParameters"].clone()).unwrap(),
+    };
+    let client = ClientTransport::new(
+        &info,
+        ClientTransportOptions::new(ClientNumbering::chromium()),
+    )
+    .await
+    .unwrap();
+    let connect = format!("{base}/rtc/transports/{transport_id}/connect");
+    // A WebRTC transport is connected with DTLS parameters, not an address.
+    let (status, refused) = post(
+        &server,
+        &connect,
+        &token,
+        json!({"ip": "127.0.0.1", "port": 9}),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    let (status, connected) = post(
+        &server,
+        &connect,
+        &token,
+        json!({"dtlsParameters": client.dtls_parameters()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{connected}");
+    client.start();
+    client
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let producer = client.produce(SourceConfig::audio(), false).await.unwrap();
+    let (status, produced) = post(
+        &server,
+        &format!("{base}/rtc/transports/{transport_id}/producers"),
+        &token,
+        json!({"kind": "audio", "rtpParameters": producer.rtp_parameters}),
+    )
+    .await;
+    assert_eq!(status, 200, "{produced}");
+    let (_, from, mut packets) = wait_consumer(&mut viewer, MediaKind::Audio).await;
+    assert_eq!(from, "rtc");
+    let first = tokio::time::timeout(Duration::from_secs(10), packets.recv())
+        .await
+        .expect("audio from the broadcaster")
+        .unwrap();
+    assert!(!first.payload.is_empty());
+
+    let channel = client
+        .produce_data("chat", true, None, None, None)
+        .await
+        .unwrap();
+    let (status, data) = post(
+        &server,
+        &format!("{base}/rtc/transports/{transport_id}/produce/data"),
+        &token,
+        json!({"sctpStreamParameters": channel.sctp_stream_parameters, "label": "chat"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{data}");
+    let event = viewer
+        .wait_event(
+            Duration::from_secs(10),
+            |e| matches!(e, SessionEvent::DataConsumer { label, .. } if label == "chat"),
+        )
+        .await
+        .expect("the viewer consumes the broadcaster's channel");
+    let SessionEvent::DataConsumer {
+        peer_id,
+        mut messages,
+        ..
+    } = event
+    else {
+        unreachable!("matched above")
+    };
+    assert_eq!(peer_id.as_deref(), Some("rtc"));
+    // Sent until one arrives: the viewer's side of the channel opens on its own time.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no message arrived");
+        client
+            .send_data(
+                channel.sctp_stream_parameters.stream_id,
+                DataMessage::text("hello from a broadcaster"),
+            )
+            .unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), messages.recv()).await
+        {
+            break m;
+        }
+    };
+    assert_eq!(got.data, b"hello from a broadcaster");
+
+    // Leaving closes the transport: the viewer's consumers of it close.
+    let (status, _) = http("DELETE", &server.base, &format!("{base}/rtc"), Some(&token)).await;
+    assert_eq!(status, 204);
+    let closed = viewer
+        .wait_event(Duration::from_secs(10), |e| {
+            matches!(
+                e,
+                SessionEvent::Notification(ServerNotification::DataConsumerClosed(_))
+            )
+        })
+        .await;
+    assert!(closed.is_some(), "the viewer's data consumer closes");
+    let room = server.instance.room("r").await.unwrap();
+    assert_eq!(room.objects().count_of("rtc"), [0; 5]);
     server.stop().await;
 }
