@@ -331,14 +331,23 @@ async fn a_broadcaster_consumes_a_peers_producer_as_plain_rtp_sent_to_its_port()
         .as_u64()
         .unwrap() as u32;
     let mut buf = [0u8; 2048];
-    for _ in 0..20 {
+    let (mut rtp, mut reports) = (0, 0);
+    while rtp < 20 || reports == 0 {
         let (n, from) = tokio::time::timeout(Duration::from_secs(30), listener.recv_from(&mut buf))
             .await
-            .expect("the singer's audio arrives as plain RTP")
+            .expect("the singer's audio arrives as plain RTP, with sender reports")
             .unwrap();
         assert_eq!(from.port(), port);
+        if buf[1] == 200 {
+            // A sender report (RFC 3550 §6.4.1) from the consumer's SSRC, then its CNAME.
+            assert_eq!(u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]), ssrc);
+            assert_eq!(buf[28 + 1], 202, "SDES follows");
+            reports += 1;
+            continue;
+        }
         assert_eq!(u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]), ssrc);
         assert!(sluice_client::media::audio_stamp(&buf[12..n]).is_some());
+        rtp += 1;
     }
     // A producer that does not exist, and a broadcaster that gave no capabilities.
     let path =

@@ -149,13 +149,15 @@ impl Core {
     }
 
     /// RTCP sender reports of the consumers with their own egress that are due (str0m sends
-    /// those of the others).
+    /// those of the others), plain transports' consumers included: a recorder syncs a peer's
+    /// audio with its video from them.
     pub(super) fn send_sender_reports(&mut self, now: Instant) {
         let unix_micros = self.unix_micros(now);
         let interval = self.settings.own_sender_report_interval;
         let Core {
             consumers,
             transports,
+            plains,
             outbox,
             usage,
             ..
@@ -166,6 +168,45 @@ impl Core {
                 None => false,
             };
             if !due {
+                continue;
+            }
+            if let Some(pt) = plains.get_mut(&c.transport) {
+                let Some(remote) = pt.remote else {
+                    continue;
+                };
+                let reserve = pt.srtp.as_ref().map_or(0, |s| s.sender.rtcp_overhead());
+                let Some(mut report) = c.sender_report(now, unix_micros, reserve) else {
+                    continue;
+                };
+                let Some(egress) = c.own_egress.as_mut() else {
+                    continue;
+                };
+                egress.next_report = Some(now + interval);
+                if let Some(srtp) = &pt.srtp {
+                    let index = egress.srtcp_index;
+                    egress.srtcp_index = (index + 1) & 0x7fff_ffff;
+                    if srtp.sender.protect_rtcp(&mut report, index).is_err() {
+                        continue;
+                    }
+                }
+                // RTCP goes where RTP goes with `rtcp_mux`, else to the next port, from the
+                // transport's RTCP socket (RFC 3550 §11).
+                let (source, destination) = match pt.rtcp_local {
+                    None => (pt.local, remote),
+                    Some(rtcp) => (
+                        rtcp,
+                        std::net::SocketAddr::new(remote.ip(), remote.port().saturating_add(1)),
+                    ),
+                };
+                usage.datagrams_sent += 1;
+                usage.bytes_sent += report.len() as u64;
+                pt.bytes_sent += report.len() as u64;
+                pt.packets_sent += 1;
+                outbox.push_back(super::Transmit {
+                    destination: crate::demux::Remote::udp(destination),
+                    source: Some(source),
+                    contents: report,
+                });
                 continue;
             }
             let Some(t) = transports.get_mut(&c.transport) else {
