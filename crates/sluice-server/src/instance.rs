@@ -68,10 +68,16 @@ impl Instance {
         for i in 0..config.worker_count() {
             workers.push(spawn_worker(&config, i)?);
         }
+        let metrics = Metrics::new();
+        let recorder = Recorder::new(
+            config.recording.clone(),
+            RecordingSettings::default(),
+            metrics.recordings.clone(),
+        );
         let instance = Arc::new(Instance {
             auth: TokenAuthority::new(config.auth_secret()),
-            metrics: Metrics::new(),
-            recorder: Recorder::new(config.recording.clone(), RecordingSettings::default()),
+            metrics,
+            recorder,
             config,
             workers: Mutex::new(workers.clone()),
             rooms: tokio::sync::Mutex::new(HashMap::new()),

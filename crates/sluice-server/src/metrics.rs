@@ -22,6 +22,9 @@
 //! | `sluice_worker_timeouts_total`, `sluice_worker_wakeups_total` | counter | `worker` |
 //! | `sluice_worker_tcp_connections` | gauge | `worker` |
 //! | `sluice_worker_tcp_connections_{accepted,rejected}_total` | counter | `worker` |
+//! | `sluice_recordings` | gauge | — |
+//! | `sluice_recordings_ended_total` | counter | `reason` (`stopped`, `producerClosed`, `sizeLimit`, `failed`, `roomClosed`, `shutdown`) |
+//! | `sluice_recording_bytes_total` | counter | — |
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,6 +69,23 @@ pub fn method_label(method: &str) -> &'static str {
         .copied()
         .find(|known| *known == method)
         .unwrap_or("unknown")
+}
+
+/// Why a recording ended (`recording::StopReason::as_str`: a fixed set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// What the recorder counts (shared with the registry: clones count into the same series).
+#[derive(Clone, Debug, Default)]
+pub struct RecordingMetrics {
+    /// Recordings running.
+    pub running: Gauge,
+    /// Recordings ended, by reason.
+    pub ended: Family<ReasonLabels, Counter>,
+    /// Bytes of finished recordings' files.
+    pub bytes: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -325,6 +345,7 @@ pub struct Metrics {
     peer_connect: Histogram,
     refusals: Family<StatusLabels, Counter>,
     pub worker_deaths: Counter,
+    pub recordings: RecordingMetrics,
     objects: ObjectGauges,
     worker_samples: Arc<Mutex<Vec<WorkerSample>>>,
     /// One scrape at a time (each refreshes the shared worker samples, then encodes them).
@@ -400,6 +421,23 @@ impl Metrics {
             "Worker threads that died and were replaced",
             worker_deaths.clone(),
         );
+        let recordings = RecordingMetrics::default();
+        registry.register(
+            "recordings",
+            "Recordings running",
+            recordings.running.clone(),
+        );
+        registry.register(
+            "recordings_ended",
+            "Recordings ended, by reason",
+            recordings.ended.clone(),
+        );
+        registry.register_with_unit(
+            "recording",
+            "Bytes written by finished recordings",
+            Unit::Bytes,
+            recordings.bytes.clone(),
+        );
         let worker_samples = Arc::new(Mutex::new(Vec::new()));
         registry.register_collector(Box::new(WorkerCollector {
             samples: worker_samples.clone(),
@@ -412,6 +450,7 @@ impl Metrics {
             peer_connect,
             refusals,
             worker_deaths,
+            recordings,
             objects,
             worker_samples,
             scrape: tokio::sync::Mutex::new(()),

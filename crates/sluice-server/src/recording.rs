@@ -24,6 +24,7 @@ use tokio::process::Child;
 use tokio::sync::watch;
 
 use crate::config::RecordingConfig;
+use crate::metrics::{ReasonLabels, RecordingMetrics};
 use crate::room::Room;
 use crate::store::Action;
 
@@ -248,6 +249,7 @@ impl RoomRecordings {
 pub struct Recorder {
     config: RecordingConfig,
     settings: RecordingSettings,
+    metrics: RecordingMetrics,
     rooms: Mutex<HashMap<String, RoomRecordings>>,
     /// Rooms closed so far (orders closed rooms' lists for eviction).
     closes: AtomicU64,
@@ -267,10 +269,15 @@ struct Group {
 }
 
 impl Recorder {
-    pub fn new(config: RecordingConfig, settings: RecordingSettings) -> Arc<Recorder> {
+    pub fn new(
+        config: RecordingConfig,
+        settings: RecordingSettings,
+        metrics: RecordingMetrics,
+    ) -> Arc<Recorder> {
         Arc::new(Recorder {
             config,
             settings,
+            metrics,
             rooms: Mutex::new(HashMap::new()),
             closes: AtomicU64::new(0),
             draining: AtomicBool::new(false),
@@ -522,6 +529,7 @@ impl Recorder {
             entry.claimed.insert(id.clone(), Some(rec.id.clone()));
         }
         entry.live.push(rec.clone());
+        self.metrics.running.inc();
     }
 
     /// Watches the room's new producers and records them, a peer's together.
@@ -842,6 +850,16 @@ impl Recorder {
 
     /// A recording ended: it moves to the finished list and gives its producers back.
     fn finished(&self, rec: &Recording, summary: RecordingSummary) {
+        self.metrics.running.dec();
+        if let Some(reason) = summary.reason {
+            self.metrics
+                .ended
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str(),
+                })
+                .inc();
+        }
+        self.metrics.bytes.inc_by(summary.bytes);
         let mut rooms = self.rooms();
         let Some(entry) = rooms.get_mut(&rec.room_id) else {
             return;

@@ -398,6 +398,14 @@ async fn the_rooms_byte_budget_ends_its_recording_and_refuses_the_next() {
     )
     .await;
     assert_eq!(status, 507, "{refused}");
+    let (_, metrics) = server.get("/metrics", None).await;
+    for line in [
+        "sluice_recordings 0".to_owned(),
+        "sluice_recordings_ended_total{reason=\"sizeLimit\"} 1".to_owned(),
+        format!("sluice_recording_bytes_total {bytes}"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
