@@ -270,7 +270,8 @@ async fn a_connected_plain_transport_takes_rtp_only_from_its_remote_and_needs_ss
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_consumer_sends_a_webrtc_producers_rtp_to_its_remote_starting_at_a_keyframe() {
+async fn a_plain_consumer_sends_a_webrtc_producers_rtp_and_sender_reports_to_its_remote_starting_at_a_keyframe()
+ {
     let (worker, router) = real_worker_and_router().await;
     let publisher = connect(&router, sluice_client::ClientNumbering::chromium(), None).await;
     let video = produce(&publisher, sluice_client::SourceConfig::video()).await;
@@ -308,8 +309,9 @@ async fn a_plain_consumer_sends_a_webrtc_producers_rtp_to_its_remote_starting_at
 
     let mut video_packets: Vec<(u16, Vec<u8>)> = Vec::new();
     let mut audio_packets = 0;
+    let mut reported: std::collections::HashSet<u32> = Default::default();
     let mut buf = [0u8; 2048];
-    while video_packets.len() < 100 || audio_packets < 30 {
+    while video_packets.len() < 100 || audio_packets < 30 || reported.len() < 2 {
         let (n, from) = tokio::time::timeout(Duration::from_secs(30), receiver.recv_from(&mut buf))
             .await
             .expect("the plain consumers send")
@@ -320,6 +322,13 @@ async fn a_plain_consumer_sends_a_webrtc_producers_rtp_to_its_remote_starting_at
             "sent from the transport's own port"
         );
         let p = &buf[..n];
+        if p[1] == 200 {
+            // Each consumer's sender report (RFC 3550 §6.4.1), on the RTP port (rtcp_mux).
+            let ssrc = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            assert!(ssrc == vssrc || ssrc == assrc, "a report of {ssrc}");
+            reported.insert(ssrc);
+            continue;
+        }
         assert_eq!(p[0] & 0xd0, 0x80, "RTP version 2, no extension");
         let pt = p[1] & 0x7f;
         let seq = u16::from_be_bytes([p[2], p[3]]);
@@ -353,7 +362,7 @@ async fn a_plain_consumer_sends_a_webrtc_producers_rtp_to_its_remote_starting_at
         );
     }
     let stats = plain.get_stats().await.unwrap();
-    assert!(stats.packets_sent >= 130, "{stats:?}");
+    assert!(stats.packets_sent >= 132, "{stats:?}");
 
     plain.close().await.unwrap();
     let dump = router.dump().await.unwrap();
