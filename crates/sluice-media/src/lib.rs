@@ -30,6 +30,7 @@ pub mod layers;
 pub mod message;
 pub mod numbering;
 pub mod payload;
+pub mod pipe;
 pub mod plain_transport;
 pub mod producer;
 pub mod router;
@@ -50,6 +51,7 @@ pub use error::{MediaError, Reason};
 pub use events::{
     CloseReason, ConsumerLayers, ConsumerScore, EventSender, MediaEvent, ProducerScore,
 };
+pub use pipe::{PipedDataProducer, PipedProducer};
 pub use plain_transport::{
     PlainTransport, PlainTransportConnect, PlainTransportOptions, PlainTransportStat,
     SrtpCryptoSuite, SrtpParameters,

@@ -37,6 +37,8 @@ pub struct PlainTransport {
     ip: IpAddr,
     port: u16,
     rtcp_port: Option<u16>,
+    /// The socket's own address (what another worker of this host sends to).
+    local: SocketAddr,
     srtp_parameters: Option<SrtpParameters>,
     /// The RTCP CNAME of producers that name none (as mediasoup does per transport): consumers
     /// need one, or a browser cannot tie their SSRCs to their tracks.
@@ -58,6 +60,7 @@ impl PlainTransport {
             ip: created.ip,
             port: created.port,
             rtcp_port: created.rtcp_port,
+            local: created.local,
             srtp_parameters: created.srtp_parameters,
             cname: crate::producer::new_cname(),
         }
@@ -78,6 +81,12 @@ impl PlainTransport {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The address the RTP socket is bound to (the announced address is what remote senders
+    /// use).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// The RTCP port without `rtcp_mux`.

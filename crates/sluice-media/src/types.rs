@@ -528,6 +528,8 @@ pub struct PlainTransportConnect {
 #[derive(Debug, Clone)]
 pub(crate) struct PlainTransportCreated {
     pub id: String,
+    /// The socket RTP arrives at (what another worker of this host sends to).
+    pub local: std::net::SocketAddr,
     /// The address senders use (the worker's announced one).
     pub ip: std::net::IpAddr,
     pub port: u16,

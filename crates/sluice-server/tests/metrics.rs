@@ -169,6 +169,9 @@ async fn metrics_parse_as_prometheus_text_with_one_quantity_per_family_and_conve
         ("sluice_worker_tcp_connections_accepted_total", "counter"),
         ("sluice_worker_tcp_connections_rejected_total", "counter"),
         ("sluice_worker_tcp_connections", "gauge"),
+        // `sluice_recordings_ended_total` has a series per reason once one has ended.
+        ("sluice_recordings", "gauge"),
+        ("sluice_recording_bytes_total", "counter"),
     ];
     for (name, ty) in expected {
         let types: std::collections::BTreeSet<&str> = scrape

@@ -452,6 +452,16 @@ impl Core {
         }
         for p in self.plains.values().filter(|p| p.router_id == id) {
             transport_ids.push(p.id.clone());
+            producer_ids.extend(
+                p.producers
+                    .iter()
+                    .filter_map(|k| self.producers.get(k).map(|p| p.id.clone())),
+            );
+            consumer_ids.extend(
+                p.consumers
+                    .iter()
+                    .filter_map(|k| self.consumers.get(k).map(|c| c.id.clone())),
+            );
         }
         transport_ids.sort();
         producer_ids.sort();

@@ -162,7 +162,8 @@ impl Core {
                 }
             };
             let tkey = c.transport;
-            self.emit_on(tkey, event);
+            // Plain transports' consumers too: a pipe passes the pause on.
+            self.emit_on_any(tkey, event);
         }
         if !paused {
             self.serve_keyframe_requests(key, now);
@@ -377,6 +378,10 @@ impl Core {
             l.plis += 1;
         }
         let tkey = p.transport;
+        if self.plains.contains_key(&tkey) {
+            self.request_plain_keyframe(tkey, ssrc);
+            return;
+        }
         let Some(t) = self.transports.get_mut(&tkey) else {
             return;
         };

@@ -53,6 +53,8 @@ pub(crate) struct PlainTransportState {
     pub packets_dropped: u64,
     /// With SRTP: the suite, our sender (made at creation), the remote's receiver (`connect`).
     pub srtp: Option<PlainSrtp>,
+    /// The SRTCP index of the next keyframe request sent (RFC 3711 §3.4).
+    pub srtcp_index: u32,
     pub bytes_sent: u64,
     pub packets_sent: u64,
 }
@@ -170,6 +172,44 @@ fn header_len(data: &[u8]) -> Option<usize> {
     (len <= data.len()).then_some(len)
 }
 
+/// The media SSRCs a compound RTCP packet asks keyframes of: PLI (RFC 4585 §6.3.1) and FIR
+/// (RFC 5104 §4.3.1) entries; a malformed packet asks none.
+fn keyframe_requests(data: &[u8]) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while rest.len() >= 4 {
+        if rest[0] >> 6 != 2 {
+            break;
+        }
+        let len = 4 * (usize::from(u16::from_be_bytes([rest[2], rest[3]])) + 1);
+        let Some(packet) = rest.get(..len) else {
+            break;
+        };
+        let fmt = packet[0] & 0x1f;
+        if packet[1] == 206 && fmt == 1 && packet.len() >= 12 {
+            out.push(u32::from_be_bytes([
+                packet[8], packet[9], packet[10], packet[11],
+            ]));
+        } else if packet[1] == 206 && fmt == 4 {
+            // FCI entries of 8 bytes: SSRC, sequence number, reserved.
+            for entry in packet.get(12..).unwrap_or_default().chunks_exact(8) {
+                out.push(u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]));
+            }
+        }
+        rest = &rest[len..];
+    }
+    out
+}
+
+/// A PLI (RFC 4585 §6.3.1) for `media_ssrc`.
+fn pli(media_ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x81, 206, 0, 2];
+    // The sender SSRC: a plain transport has no stream of its own to name.
+    p.extend_from_slice(&1u32.to_be_bytes());
+    p.extend_from_slice(&media_ssrc.to_be_bytes());
+    p
+}
+
 /// Whether a datagram on an RTP port is RTCP (RFC 5761 §4: packet types 192–223).
 fn is_rtcp(data: &[u8]) -> bool {
     data.len() >= 2 && (192..=223).contains(&data[1])
@@ -258,10 +298,12 @@ impl Core {
                 bytes_sent: 0,
                 packets_sent: 0,
                 srtp,
+                srtcp_index: 0,
             },
         );
         Ok(PlainTransportCreated {
             id,
+            local,
             ip: self.announced_ip,
             port: local.port(),
             rtcp_port: rtcp_local.map(|a| a.port()),
@@ -513,8 +555,34 @@ impl Core {
         t.bytes_received += data.len() as u64;
         t.packets_received += 1;
         if t.rtcp_local == Some(local) || is_rtcp(data) {
-            // Sender reports of the tool: nothing sluice needs from them yet.
-            t.packets_dropped += 1;
+            // Keyframe requests for this transport's consumers (a pipe's other end, a tool that
+            // decodes) are served; the rest (sender and receiver reports) is read and dropped.
+            // From the remote only, and in the clear only (SRTCP is not read).
+            let from_remote = t.remote.is_some_and(|r| r.ip() == from.ip());
+            let asked = if from_remote && t.srtp.is_none() {
+                keyframe_requests(data)
+            } else {
+                Vec::new()
+            };
+            if asked.is_empty() {
+                t.packets_dropped += 1;
+                return;
+            }
+            let mine = t.consumers.clone();
+            let targets: Vec<Key> = mine
+                .into_iter()
+                .filter(|k| {
+                    self.consumers
+                        .get(k)
+                        .is_some_and(|c| asked.contains(&c.ssrc))
+                })
+                .collect();
+            for ckey in targets {
+                if let Some(c) = self.consumers.get_mut(&ckey) {
+                    c.forwarder.request_keyframe(now);
+                }
+                self.serve_consumer_keyframe_request(ckey, now);
+            }
             return;
         }
         match t.remote {
@@ -579,6 +647,43 @@ impl Core {
             at: now,
         };
         self.fan_out(pkey, layer, packet, now);
+    }
+
+    /// Asks the remote of plain transport `tkey` for a keyframe of `ssrc` (a PLI, SRTCP with
+    /// SRTP), to the RTP port with `rtcp_mux`, else from the RTCP socket to the next port. A
+    /// tool may ignore it (ffmpeg does); a pipe's other end serves it.
+    pub(crate) fn request_plain_keyframe(&mut self, tkey: Key, ssrc: u32) -> bool {
+        let Some(t) = self.plains.get_mut(&tkey) else {
+            return false;
+        };
+        let Some(remote) = t.remote else {
+            return false;
+        };
+        let mut packet = pli(ssrc);
+        if let Some(srtp) = &t.srtp {
+            let index = t.srtcp_index;
+            t.srtcp_index = (index + 1) & 0x7fff_ffff;
+            if srtp.sender.protect_rtcp(&mut packet, index).is_err() {
+                return false;
+            }
+        }
+        let (source, destination) = match t.rtcp_local {
+            None => (t.local, remote),
+            Some(rtcp) => (
+                rtcp,
+                SocketAddr::new(remote.ip(), remote.port().saturating_add(1)),
+            ),
+        };
+        self.usage.datagrams_sent += 1;
+        self.usage.bytes_sent += packet.len() as u64;
+        t.bytes_sent += packet.len() as u64;
+        t.packets_sent += 1;
+        self.outbox.push_back(super::Transmit {
+            destination: Remote::udp(destination),
+            source: Some(source),
+            contents: packet,
+        });
+        true
     }
 
     /// Whether a plain transport still has the socket at `local` (the driver closes the others).
@@ -664,6 +769,20 @@ mod tests {
         *lying.last_mut().unwrap() = 200;
         assert!(parse_rtp(&lying).is_none());
         assert!(parse_rtp(&[0x40; 20]).is_none(), "not version 2");
+    }
+
+    #[test]
+    fn keyframe_requests_are_read_from_plis_and_firs_in_compound_rtcp() {
+        // A receiver report, then a PLI for 0x0a0b0c0d, then a FIR with two entries.
+        let mut compound = vec![0x80, 201, 0, 1, 0, 0, 0, 9];
+        compound.extend_from_slice(&pli(0x0a0b_0c0d));
+        compound.extend_from_slice(&[0x84, 206, 0, 6, 0, 0, 0, 9, 0, 0, 0, 0]);
+        compound.extend_from_slice(&[0, 0, 0, 7, 1, 0, 0, 0, 0, 0, 0, 8, 2, 0, 0, 0]);
+        assert_eq!(keyframe_requests(&compound), vec![0x0a0b_0c0d, 7, 8]);
+        // A length past the end, or not version 2: nothing (and no panic).
+        assert!(keyframe_requests(&[0x81, 206, 0, 9, 0, 0, 0, 1]).is_empty());
+        assert!(keyframe_requests(&[0x41, 206, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2]).is_empty());
+        assert!(keyframe_requests(&[0x81]).is_empty());
     }
 
     #[test]
