@@ -420,18 +420,27 @@ impl Core {
         let mut transport_ids = Vec::new();
         let mut producer_ids = Vec::new();
         let mut consumer_ids = Vec::new();
-        for tkey in &r.transports {
-            let Some(t) = self.transports.get(tkey) else {
-                continue;
-            };
-            transport_ids.push(t.id.clone());
+        // WebRTC and plain transports hold producers and consumers alike.
+        let media = r
+            .transports
+            .iter()
+            .filter_map(|k| self.transports.get(k))
+            .map(|t| (&t.id, &t.producers, &t.consumers))
+            .chain(
+                self.plains
+                    .values()
+                    .filter(|p| p.router_id == id)
+                    .map(|p| (&p.id, &p.producers, &p.consumers)),
+            );
+        for (tid, producers, consumers) in media {
+            transport_ids.push(tid.clone());
             producer_ids.extend(
-                t.producers
+                producers
                     .iter()
                     .filter_map(|k| self.producers.get(k).map(|p| p.id.clone())),
             );
             consumer_ids.extend(
-                t.consumers
+                consumers
                     .iter()
                     .filter_map(|k| self.consumers.get(k).map(|c| c.id.clone())),
             );
@@ -449,19 +458,6 @@ impl Core {
             .collect();
         for d in self.directs.values().filter(|d| d.router_id == id) {
             transport_ids.push(d.id.clone());
-        }
-        for p in self.plains.values().filter(|p| p.router_id == id) {
-            transport_ids.push(p.id.clone());
-            producer_ids.extend(
-                p.producers
-                    .iter()
-                    .filter_map(|k| self.producers.get(k).map(|p| p.id.clone())),
-            );
-            consumer_ids.extend(
-                p.consumers
-                    .iter()
-                    .filter_map(|k| self.consumers.get(k).map(|c| c.id.clone())),
-            );
         }
         transport_ids.sort();
         producer_ids.sort();
