@@ -51,6 +51,11 @@ impl DataConsumer {
         }
     }
 
+    /// The index of the worker that hosts it.
+    pub fn worker_index(&self) -> usize {
+        self.worker.index()
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }

@@ -40,6 +40,11 @@ impl DataProducer {
         }
     }
 
+    /// The index of the worker that hosts it.
+    pub fn worker_index(&self) -> usize {
+        self.worker.index()
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }

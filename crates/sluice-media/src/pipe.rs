@@ -14,8 +14,10 @@
 //! and a task that sends each of its messages on a direct data producer of the same id on the
 //! target router.
 //!
-//! A piped simulcast producer arrives as one stream: the source consumer forwards the best layer
-//! it can, so the target's consumers cannot pick layers of their own.
+//! The source's consumer is a pipe consumer: each encoding of a simulcast producer crosses as its
+//! own stream with the producer's numbering, so the piped producer has the same encodings and
+//! the target's consumers pick layers as the source's do; a keyframe request for one encoding
+//! crosses back as a PLI for that encoding's SSRC.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -130,6 +132,7 @@ async fn pipe_producer(
         .await?;
         let mut options = ConsumerOptions::new(producer_id, source.rtp_capabilities().clone());
         options.paused = true;
+        options.pipe = true;
         let consumer = a.consume(options).await?;
         let mut produce = ProducerOptions::new(consumer.kind(), consumer.rtp_parameters().clone());
         produce.id = Some(producer_id.to_owned());

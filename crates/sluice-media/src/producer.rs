@@ -114,6 +114,11 @@ impl Producer {
         }
     }
 
+    /// The index of the worker that hosts it.
+    pub fn worker_index(&self) -> usize {
+        self.worker.index()
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }

@@ -76,6 +76,10 @@ pub struct ConsumerOptions {
     pub preferred_layers: Option<ConsumerLayers>,
     /// Share of the transport's bandwidth relative to its other consumers (1..=255).
     pub priority: u8,
+    /// A pipe consumer (plain transports only): every encoding of the producer is sent as its
+    /// own stream, with its own SSRC and the producer's numbering, so that the producer at the
+    /// pipe's other end has the same layers to choose from.
+    pub pipe: bool,
 }
 
 impl ConsumerOptions {
@@ -86,6 +90,7 @@ impl ConsumerOptions {
             paused: true,
             preferred_layers: None,
             priority: 1,
+            pipe: false,
         }
     }
 }

@@ -55,6 +55,11 @@ impl WebRtcTransport {
         }
     }
 
+    /// The index of the worker that hosts it.
+    pub fn worker_index(&self) -> usize {
+        self.worker.index()
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }

@@ -47,6 +47,8 @@ pub(crate) struct ConsumerState {
     /// Set when sluice writes this consumer's packets itself (audio; `MediaSettings::
     /// own_audio_egress`): they never enter str0m.
     pub own_egress: Option<OwnEgress>,
+    /// A pipe consumer's SSRC for each encoding of the producer (empty for any other).
+    pub pipe_ssrcs: Vec<u32>,
 }
 
 /// What a consumer with its own egress writes besides the media: the RFC 8285 header
@@ -106,6 +108,8 @@ const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 #[derive(Debug)]
 pub(crate) struct OwnPacket {
     pub bytes: Vec<u8>,
+    /// The SSRC in its header (a pipe consumer has one per encoding).
+    pub ssrc: u32,
     pub header_len: usize,
     pub seq: u16,
     pub roc: u32,
@@ -209,9 +213,41 @@ impl ConsumerState {
         }
         Some(OwnPacket {
             bytes,
+            ssrc: self.ssrc,
             header_len,
             seq,
             roc: (out.seq >> 16) as u32,
+        })
+    }
+
+    /// A pipe consumer's copy of a packet of encoding `layer`: the producer's sequence number
+    /// and timestamp, the encoding's pipe SSRC, the router's payload type, no header
+    /// extension; `None` while the consumer is paused or for an encoding it does not know.
+    pub fn pipe_packet(
+        &self,
+        packet: &Received,
+        layer: usize,
+        reserve: usize,
+    ) -> Option<OwnPacket> {
+        if self.forwarder.is_paused() {
+            return None;
+        }
+        let ssrc = *self.pipe_ssrcs.get(layer)?;
+        let pt = *self.payload_type_for(packet.payload_type)?;
+        let mut bytes = Vec::with_capacity(12 + packet.payload.len() + reserve);
+        bytes.push(0x80);
+        bytes.push((u8::from(packet.marker) << 7) | (pt & 0x7f));
+        let seq = packet.seq as u16;
+        bytes.extend_from_slice(&seq.to_be_bytes());
+        bytes.extend_from_slice(&packet.rtp_timestamp.to_be_bytes());
+        bytes.extend_from_slice(&ssrc.to_be_bytes());
+        bytes.extend_from_slice(&packet.payload);
+        Some(OwnPacket {
+            bytes,
+            ssrc,
+            header_len: 12,
+            seq,
+            roc: (packet.seq >> 16) as u32,
         })
     }
 

@@ -114,14 +114,19 @@ impl Core {
                     continue;
                 };
                 let reserve = pt.srtp.as_ref().map_or(0, |s| s.sender.overhead());
-                let Some(mut own) = c.own_packet(&packet, &input, &ext_vals, reserve, now) else {
+                let own = if c.pipe_ssrcs.is_empty() {
+                    c.own_packet(&packet, &input, &ext_vals, reserve, now)
+                } else {
+                    c.pipe_packet(&packet, layer, reserve)
+                };
+                let Some(mut own) = own else {
                     continue;
                 };
                 if let Some(srtp) = &pt.srtp
                     && let Err(e) = srtp.sender.protect_rtp(
                         &mut own.bytes,
                         own.header_len,
-                        c.ssrc,
+                        own.ssrc,
                         own.roc,
                         own.seq,
                     )
@@ -156,7 +161,7 @@ impl Core {
                     continue;
                 };
                 if let Err(e) =
-                    srtp.protect_rtp(&mut own.bytes, own.header_len, c.ssrc, own.roc, own.seq)
+                    srtp.protect_rtp(&mut own.bytes, own.header_len, own.ssrc, own.roc, own.seq)
                 {
                     tracing::debug!(consumer = %c.id, error = %e, "own egress packet not protected");
                     continue;

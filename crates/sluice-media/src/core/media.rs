@@ -178,6 +178,11 @@ impl Core {
         options: ConsumerOptions,
         now: Instant,
     ) -> Result<ConsumerCreated, MediaError> {
+        if options.pipe {
+            return Err(MediaError::CannotConsume(
+                "a pipe consumer needs a plain transport".into(),
+            ));
+        }
         let tkey = self
             .transport_key(transport_id)
             .ok_or_else(|| MediaError::UnknownTransport(transport_id.to_owned()))?;
@@ -297,6 +302,7 @@ impl Core {
             firs: 0,
             last_score: None,
             own_egress,
+            pipe_ssrcs: Vec::new(),
         };
         if let Some(p) = self.producers.get_mut(&pkey) {
             p.consumers.push(key);

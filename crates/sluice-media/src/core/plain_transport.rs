@@ -448,7 +448,7 @@ impl Core {
         let mut params = sluice_ortc::get_consumer_rtp_parameters(
             &producer.consumable,
             &options.rtp_capabilities,
-            false,
+            options.pipe,
             &mut || ssrcs.next_ssrc(),
         )
         .map_err(|e| MediaError::CannotConsume(e.into()))?;
@@ -466,6 +466,11 @@ impl Core {
             .first()
             .and_then(|e| e.ssrc)
             .ok_or_else(|| MediaError::CannotConsume("no SSRC for the consumer".into()))?;
+        let pipe_ssrcs = if options.pipe {
+            params.encodings.iter().filter_map(|e| e.ssrc).collect()
+        } else {
+            Vec::new()
+        };
         let pt_map = producer
             .mapping
             .codecs
@@ -520,6 +525,7 @@ impl Core {
             firs: 0,
             last_score: None,
             own_egress: Some(OwnEgress::new(&params, "", producer.clock_rate)),
+            pipe_ssrcs,
         };
         if let Some(p) = self.producers.get_mut(&pkey) {
             p.consumers.push(key);
@@ -569,12 +575,27 @@ impl Core {
                 return;
             }
             let mine = t.consumers.clone();
+            // A pipe consumer's: a keyframe of each encoding asked for, from the producer.
+            let layers: Vec<(Key, usize)> = mine
+                .iter()
+                .filter_map(|k| self.consumers.get(k))
+                .flat_map(|c| {
+                    c.pipe_ssrcs
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| asked.contains(s))
+                        .map(|(layer, _)| (c.producer, layer))
+                })
+                .collect();
+            for (pkey, layer) in layers {
+                self.request_producer_keyframe(pkey, layer, now);
+            }
             let targets: Vec<Key> = mine
                 .into_iter()
                 .filter(|k| {
                     self.consumers
                         .get(k)
-                        .is_some_and(|c| asked.contains(&c.ssrc))
+                        .is_some_and(|c| c.pipe_ssrcs.is_empty() && asked.contains(&c.ssrc))
                 })
                 .collect();
             for ckey in targets {
