@@ -68,7 +68,12 @@ fn authorize(instance: &Instance, headers: &HeaderMap) -> Result<Scope, Box<Resp
 #[serde(rename_all = "camelCase")]
 struct RoomSummary {
     id: String,
+    /// The worker of its first router.
     worker: usize,
+    /// Every worker it has a router on, that one first.
+    workers: Vec<usize>,
+    /// Producers and data producers piped from one of its routers to another now.
+    pipes: usize,
     peers: usize,
     transports: usize,
     producers: usize,
@@ -91,6 +96,8 @@ pub async fn rooms(State(instance): State<Arc<Instance>>, headers: HeaderMap) ->
         out.push(RoomSummary {
             id: room.id.clone(),
             worker: room.worker_index,
+            workers: room.routers.workers(),
+            pipes: room.routers.pipe_count(),
             peers: c[0],
             transports: c[1],
             producers: c[2],

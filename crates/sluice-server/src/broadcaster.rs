@@ -679,19 +679,30 @@ pub(crate) async fn consume(
                 "the broadcaster joined without rtpCapabilities: it cannot consume",
             )
         })?;
-    if !room.objects().producers.contains_key(&producer_id) {
+    let Some(producer_worker) = room
+        .objects()
+        .producers
+        .get(&producer_id)
+        .map(|p| p.object.worker_index())
+    else {
         return Err(Refusal(
             StatusCode::NOT_FOUND,
             format!("no producer {producer_id}"),
         ));
-    }
+    };
     let limits = &instance.config.limits;
     if room.objects().count_of(&id)[2] >= limits.consumers_per_peer {
         return Err(SignalError::limit("consumers per peer").into());
     }
     let mut options = ConsumerOptions::new(producer_id.clone(), caps);
     options.paused = false;
+    // A broadcaster's transports are on the room's first router.
+    let lease = room
+        .routers
+        .pipe(&producer_id, producer_worker, room.worker_index)
+        .await?;
     let consumer = transport.consume(options).await?;
+    room.routers.hold(&id, consumer.id(), lease);
     room.objects().consumers.insert(
         consumer.id().to_owned(),
         Owned {

@@ -23,6 +23,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SLUICE_CONFIG", "(path of the configuration file)"),
     ("SLUICE_LISTEN", "listen"),
     ("SLUICE_WORKERS", "workers"),
+    ("SLUICE_ROOM_PLACEMENT", "placement.rooms"),
     ("SLUICE_LOG", "log"),
     ("SLUICE_RTC_IP", "rtc.ip"),
     ("SLUICE_RTC_ANNOUNCED_IP", "rtc.announced_ip"),
@@ -64,6 +65,39 @@ pub struct Config {
     /// Recording through ffmpeg (docs/recording.md).
     #[serde(default)]
     pub recording: RecordingConfig,
+    /// How rooms use the workers (docs/cluster.md).
+    #[serde(default)]
+    pub placement: PlacementConfig,
+}
+
+/// How a room's peers are placed on the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomPlacement {
+    /// A peer's transports go to a worker chosen by load; the room has a router on each worker
+    /// it uses, and producers are piped between them.
+    Spread,
+    /// A room stays on the worker it opened on.
+    Single,
+}
+
+/// `[placement]`: how rooms use the workers (docs/cluster.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlacementConfig {
+    pub rooms: RoomPlacement,
+    /// With `spread`: a new peer goes to a worker its room already uses unless another worker
+    /// carries fewer datagrams per second by more than this (0: always the least loaded).
+    pub spread_above_datagrams_per_second: u64,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            rooms: RoomPlacement::Spread,
+            spread_above_datagrams_per_second: 2000,
+        }
+    }
 }
 
 /// `[recording]`: where recordings go, the ffmpeg that writes them, and the bounds on them.
@@ -427,6 +461,7 @@ pub struct RouterConfig {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub workers: Option<usize>,
+    pub room_placement: Option<RoomPlacement>,
     pub log: Option<String>,
     pub rtc_ip: Option<IpAddr>,
     pub rtc_announced_ip: Option<IpAddr>,
@@ -860,6 +895,13 @@ fn apply_overrides(table: &mut toml::Table, o: &Overrides) {
     }
     if let Some(v) = o.workers {
         set(table, &["workers"], toml::Value::Integer(v as i64));
+    }
+    if let Some(v) = o.room_placement {
+        let name = match v {
+            RoomPlacement::Spread => "spread",
+            RoomPlacement::Single => "single",
+        };
+        set(table, &["placement", "rooms"], string(&name));
     }
     if let Some(v) = &o.log {
         set(table, &["log"], string(v));
@@ -1333,6 +1375,7 @@ mod tests {
                 "limits",
                 "listen",
                 "log",
+                "placement",
                 "recording",
                 "router",
                 "rtc",

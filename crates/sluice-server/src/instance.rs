@@ -1,5 +1,5 @@
-//! The instance: its workers, its rooms (one router each, placed on the least-loaded worker), and
-//! its lifecycle: start, ready, drain, shut down, and a dead worker replaced.
+//! The instance: its workers, its rooms (a router on each worker one of their peers was placed
+//! on, by load), and its lifecycle: start, ready, drain, shut down, and a dead worker replaced.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,11 +9,41 @@ use std::time::Duration;
 use sluice_media::{Worker, WorkerSettings};
 
 use crate::auth::TokenAuthority;
-use crate::config::{Config, InterestMode};
+use crate::config::{Config, InterestMode, RoomPlacement};
+use crate::error::SignalError;
 use crate::game::GameFactory;
 use crate::metrics::Metrics;
 use crate::recording::{Recorder, RecordingSettings};
 use crate::room::Room;
+use crate::room_routers::RoomRouters;
+
+/// How the instance measures its workers' load for placement.
+#[derive(Debug, Clone)]
+pub struct LoadSettings {
+    /// How often each worker's datagram counters are read.
+    pub sample_interval: Duration,
+    /// What one transport placed on a worker counts for, in datagrams per second, until the
+    /// next samples show its traffic (so a burst of joiners does not all land on one worker).
+    pub datagrams_per_new_transport: u64,
+}
+
+impl Default for LoadSettings {
+    fn default() -> Self {
+        LoadSettings {
+            sample_interval: Duration::from_secs(1),
+            // An Opus stream each way at 50 packets per second.
+            datagrams_per_new_transport: 100,
+        }
+    }
+}
+
+/// One worker's load: datagrams per second (sent and received) at the last sample, and the
+/// transports placed on it since.
+#[derive(Debug, Default, Clone, Copy)]
+struct WorkerLoad {
+    datagrams_per_second: u64,
+    placed_since_sample: u64,
+}
 
 /// Close code sent to peers when the server shuts down ("going away").
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -45,6 +75,9 @@ pub struct Instance {
     draining: AtomicBool,
     /// Makes each new room's game logic (`Server::builder().game_logic`).
     game: Option<GameFactory>,
+    /// Each worker's load, by index (sampled every `load_settings.sample_interval`).
+    loads: Mutex<Vec<WorkerLoad>>,
+    load_settings: LoadSettings,
 }
 
 impl std::fmt::Debug for Instance {
@@ -83,11 +116,94 @@ impl Instance {
             rooms: tokio::sync::Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             game,
+            loads: Mutex::new(vec![WorkerLoad::default(); workers.len()]),
+            load_settings: LoadSettings::default(),
         });
         for worker in workers {
             supervise(Arc::downgrade(&instance), worker);
         }
+        sample_loads(Arc::downgrade(&instance));
         Ok(instance)
+    }
+
+    fn loads(&self) -> std::sync::MutexGuard<'_, Vec<WorkerLoad>> {
+        self.loads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The load of worker `index` as placement sees it: datagrams per second, plus an
+    /// estimate for the transports placed since the last sample.
+    fn load_of(&self, index: usize) -> u64 {
+        self.loads().get(index).map_or(0, |l| {
+            l.datagrams_per_second
+                + l.placed_since_sample * self.load_settings.datagrams_per_new_transport
+        })
+    }
+
+    /// The router a new transport of `peer_id` in `room` goes on: the worker of the peer's
+    /// other transports; else, with `placement.rooms = "spread"`, the least-loaded of the
+    /// room's workers unless another worker is less loaded by more than
+    /// `placement.spread_above_datagrams_per_second` (then that one, and the room gets a
+    /// router there); with `"single"`, the room's first router.
+    pub async fn router_for(
+        &self,
+        room: &Room,
+        peer_id: &str,
+    ) -> Result<sluice_media::Router, SignalError> {
+        if self.config.placement.rooms == RoomPlacement::Single {
+            return Ok(room.router.clone());
+        }
+        let own = room
+            .objects()
+            .transports
+            .values()
+            .find(|t| t.peer_id == peer_id)
+            .map(|t| t.object.transport.worker_index());
+        if let Some(router) = own.and_then(|w| room.routers.on(w)) {
+            return Ok(router);
+        }
+        let alive: Vec<Worker> = self
+            .workers()
+            .into_iter()
+            .filter(Worker::is_alive)
+            .collect();
+        let in_room = room.routers.workers();
+        // Equal loads (idle workers): the one with fewer transports.
+        let mut transports: HashMap<usize, usize> = HashMap::new();
+        for r in self.rooms().await {
+            for t in r.objects().transports.values() {
+                *transports
+                    .entry(t.object.transport.worker_index())
+                    .or_default() += 1;
+            }
+        }
+        let least = |candidates: &mut dyn Iterator<Item = &Worker>| {
+            candidates
+                .map(|w| {
+                    let i = w.index();
+                    let rank = (self.load_of(i), transports.get(&i).copied().unwrap_or(0), i);
+                    (rank, w)
+                })
+                .min_by_key(|(rank, _)| *rank)
+                .map(|((load, ..), w)| (load, w.clone()))
+        };
+        let (least_load, least_loaded) = least(&mut alive.iter())
+            .ok_or_else(|| SignalError::internal("no worker is available"))?;
+        let threshold = self.config.placement.spread_above_datagrams_per_second;
+        let chosen = match least(&mut alive.iter().filter(|w| in_room.contains(&w.index()))) {
+            Some((load, worker))
+                if worker.index() == least_loaded.index() || load < least_load + threshold =>
+            {
+                worker
+            }
+            _ => least_loaded,
+        };
+        if let Some(l) = self.loads().get_mut(chosen.index()) {
+            l.placed_since_sample += 1;
+        }
+        room.routers
+            .on_worker(&chosen)
+            .await
+            .map_err(SignalError::from)
     }
 
     pub fn workers(&self) -> Vec<Worker> {
@@ -154,19 +270,14 @@ impl Instance {
             .ok_or(RoomError::NoWorker)?;
         let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
         let router = worker
-            .create_router_with_events(&self.config.router.media_codecs, Some(events_tx))
+            .create_router_with_events(&self.config.router.media_codecs, Some(events_tx.clone()))
             .await
             .map_err(|e| RoomError::Router(e.to_string()))?;
-        let room = Arc::new(Room::new(
-            id,
-            router,
-            worker.index(),
-            self.config.clone(),
-            game_link,
-        ));
+        let routers = RoomRouters::new(router, self.config.router.media_codecs.clone(), events_tx);
+        let room = Arc::new(Room::new(id, routers, self.config.clone(), game_link));
         if let Some(task) = game_task {
             if let Err(e) = room.open_game().await {
-                let _ = room.router.close().await;
+                room.routers.close().await;
                 return Err(RoomError::Router(e.reason));
             }
             let host = Arc::downgrade(&room);
@@ -208,7 +319,7 @@ impl Instance {
             crate::shrink_when_sparse(&mut rooms);
             drop(rooms);
             self.recorder.room_closed(&room.id);
-            let _ = room.router.close().await;
+            room.routers.close().await;
             tracing::info!(room = %room.id, "room closed");
         }
     }
@@ -227,7 +338,7 @@ impl Instance {
         }
         let rooms: Vec<Arc<Room>> = self.rooms.lock().await.drain().map(|(_, r)| r).collect();
         for room in rooms {
-            let _ = room.router.close().await;
+            room.routers.close().await;
         }
         for worker in self.workers() {
             worker.close().await;
@@ -256,7 +367,7 @@ impl Instance {
             let mut rooms = self.rooms.lock().await;
             let dead_rooms: Vec<String> = rooms
                 .values()
-                .filter(|r| r.worker_index == index)
+                .filter(|r| r.routers.workers().contains(&index))
                 .map(|r| r.id.clone())
                 .collect();
             let removed = dead_rooms
@@ -286,6 +397,50 @@ fn spawn_worker(config: &Config, index: usize) -> Result<Worker, sluice_media::M
         ..sluice_media::MediaSettings::default()
     };
     Worker::spawn_with(index, &settings, media)
+}
+
+/// Reads every worker's datagram counters each `sample_interval` into `Instance::loads`.
+fn sample_loads(instance: std::sync::Weak<Instance>) {
+    tokio::spawn(async move {
+        let mut last: HashMap<usize, (u64, tokio::time::Instant)> = HashMap::new();
+        let period = match instance.upgrade() {
+            Some(i) => i.load_settings.sample_interval,
+            None => return,
+        };
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(instance) = instance.upgrade() else {
+                break;
+            };
+            if instance.is_draining() {
+                break;
+            }
+            for worker in instance.workers() {
+                let Ok(usage) = worker.resource_usage().await else {
+                    continue;
+                };
+                let total = usage.datagrams_sent + usage.datagrams_received;
+                let now = tokio::time::Instant::now();
+                let rate = match last.insert(worker.index(), (total, now)) {
+                    Some((before, at)) if total >= before => {
+                        let secs = now.duration_since(at).as_secs_f64().max(1e-3);
+                        ((total - before) as f64 / secs) as u64
+                    }
+                    // First sample, or a replaced worker whose counters started again.
+                    _ => 0,
+                };
+                let mut loads = instance.loads();
+                if let Some(l) = loads.get_mut(worker.index()) {
+                    *l = WorkerLoad {
+                        datagrams_per_second: rate,
+                        placed_since_sample: 0,
+                    };
+                }
+            }
+        }
+    });
 }
 
 fn supervise(instance: std::sync::Weak<Instance>, worker: Worker) {

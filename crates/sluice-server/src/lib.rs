@@ -22,6 +22,7 @@ pub mod peer;
 mod rate;
 pub mod recording;
 pub mod room;
+pub mod room_routers;
 pub mod session;
 pub mod signaling;
 pub mod store;

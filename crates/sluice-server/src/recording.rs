@@ -161,6 +161,8 @@ struct Stream {
     producer_id: String,
     consumer_id: String,
     transport: PlainTransport,
+    /// The producer's pipe to the room's first router, if it lives on another worker.
+    _pipe: Option<crate::room_routers::PipeLease>,
 }
 
 /// A running recording: one ffmpeg process, one file.
@@ -649,6 +651,16 @@ impl Recorder {
         let setup = async {
             let mut ports = reserve_ports(group.producers.len())?;
             for ((producer_id, kind), (port, _)) in group.producers.iter().zip(&ports) {
+                // Recordings consume on the room's first router.
+                let from = room
+                    .objects()
+                    .producers
+                    .get(producer_id)
+                    .map_or(room.worker_index, |p| p.object.worker_index());
+                let pipe = room
+                    .routers
+                    .pipe(producer_id, from, room.worker_index)
+                    .await?;
                 let transport = room
                     .router
                     .create_plain_transport(PlainTransportOptions {
@@ -662,6 +674,7 @@ impl Recorder {
                     producer_id: producer_id.clone(),
                     consumer_id: String::new(),
                     transport: transport.clone(),
+                    _pipe: pipe,
                 });
                 transport
                     .connect(SocketAddr::from((LOOPBACK, *port)))

@@ -28,6 +28,7 @@ use crate::error::SignalError;
 use crate::game::{GameEffect, GameEvent, GameHost, GameInput, GameLink, To};
 use crate::interest::{Interest, Position, Sense};
 use crate::peer::Peer;
+use crate::room_routers::{PipeLease, RoomRouters};
 use crate::store::{Action, CacheBounds, GameDraft, Store};
 
 /// A media object and the peer that owns it.
@@ -150,8 +151,12 @@ impl Drop for Reservation<'_> {
 /// One room.
 pub struct Room {
     pub id: String,
+    /// The room's first router (its home): broadcasters, recordings and the game live there.
     pub router: Router,
+    /// The worker of its home router.
     pub worker_index: usize,
+    /// Its routers on every worker that hosts one of its transports, and the pipes between them.
+    pub routers: RoomRouters,
     pub store: Store,
     pub config: Arc<Config>,
     peers: Mutex<HashMap<String, Arc<Peer>>>,
@@ -199,19 +204,20 @@ fn owned<T: Clone>(
 impl Room {
     pub(crate) fn new(
         id: &str,
-        router: Router,
-        worker_index: usize,
+        routers: RoomRouters,
         config: Arc<Config>,
         game: Option<GameLink>,
     ) -> Self {
+        let router = routers.home().clone();
         Room {
             game,
             game_producers: Mutex::new(HashMap::new()),
             layer_caps: Mutex::new(HashMap::new()),
             failed: std::sync::OnceLock::new(),
             id: id.to_owned(),
+            worker_index: router.worker_index(),
             router,
-            worker_index,
+            routers,
             store: Store::new(id),
             peers: Mutex::new(HashMap::new()),
             broadcasters: Mutex::new(HashMap::new()),
@@ -328,6 +334,18 @@ impl Room {
     }
 
     fn react(self: &Arc<Self>, action: &Action) {
+        if let Action::ConsumerClosed { consumer_id, .. }
+        | Action::DataConsumerClosed {
+            data_consumer_id: consumer_id,
+            ..
+        } = action
+        {
+            // Its pipe, if it had one, closes with the last consumer of the producer there.
+            self.routers.release(consumer_id);
+        }
+        if let Action::PeerLeft { peer_id, .. } = action {
+            self.routers.release_peer(peer_id);
+        }
         match action {
             Action::PeerJoined {
                 peer_id,
@@ -563,19 +581,26 @@ impl Room {
             .map_err(SignalError::from)
     }
 
-    /// A data consumer of `data_producer_id` on the room's DirectTransport: its messages, until
-    /// the data producer closes.
+    /// A data consumer of `data_producer_id` (hosted by worker `from`) on the room's
+    /// DirectTransport: its messages, until the data producer closes, and the lease on its pipe
+    /// to the home router (to keep while reading).
     async fn read_on_direct(
         &self,
         data_producer_id: &str,
-    ) -> Result<sluice_media::DataReceiver, SignalError> {
+        from: usize,
+    ) -> Result<(sluice_media::DataReceiver, Option<PipeLease>), SignalError> {
+        let lease = self
+            .routers
+            .pipe_data(data_producer_id, from, self.worker_index)
+            .await
+            .map_err(SignalError::from)?;
         let (_consumer, messages) = self
             .direct()
             .await?
             .consume_data(DataConsumerOptions::new(data_producer_id))
             .await
             .map_err(SignalError::from)?;
-        Ok(messages)
+        Ok((messages, lease))
     }
 
     /// After a peer's data producer was created: the server reads what is its own (positions,
@@ -583,11 +608,11 @@ impl Room {
     pub async fn read_server_labels(
         self: &Arc<Self>,
         peer_id: &str,
-        data_producer_id: &str,
-        label: &str,
+        data_producer: &DataProducer,
     ) -> Result<(), SignalError> {
+        let label = data_producer.label();
         if label == POSITION_LABEL {
-            return self.read_positions(peer_id, data_producer_id).await;
+            return self.read_positions(peer_id, data_producer).await;
         }
         let Some(game) = &self.game else {
             return Ok(());
@@ -595,10 +620,13 @@ impl Room {
         if !game.inputs.contains(label) && !self.relays_to_server(label) {
             return Ok(());
         }
-        let messages = self.read_on_direct(data_producer_id).await?;
+        let (messages, lease) = self
+            .read_on_direct(data_producer.id(), data_producer.worker_index())
+            .await?;
         let to_game = game.messages.clone();
         let (peer_id, label) = (peer_id.to_owned(), label.to_owned());
         tokio::spawn(async move {
+            let _pipe = lease;
             // Ends when the data producer closes (its consumer closes with it) or the game ends.
             // While the game is behind, this waits and the bounded receiver drops what overflows.
             while let Some(message) = messages.recv().await {
@@ -664,13 +692,13 @@ impl Room {
                     To::All => producer.send(message),
                     To::Peer(peer_id) => {
                         let ids = self.data_consumers_of(producer.id(), |p| p == peer_id);
-                        producer.send_to(message, ids)
+                        self.send_to(&producer, message, ids)
                     }
                     To::Near(peer_id) => {
                         let ids = self.data_consumers_of(producer.id(), |p| {
                             p != peer_id && self.hears_now(p, &peer_id)
                         });
-                        producer.send_to(message, ids)
+                        self.send_to(&producer, message, ids)
                     }
                 };
                 if let Err(e) = sent {
@@ -690,14 +718,44 @@ impl Room {
         }
     }
 
-    /// The ids of `data_producer_id`'s data consumers whose peer passes `f`.
-    fn data_consumers_of(&self, data_producer_id: &str, f: impl Fn(&str) -> bool) -> Vec<String> {
+    /// The ids of `data_producer_id`'s data consumers whose peer passes `f`, with their worker.
+    fn data_consumers_of(
+        &self,
+        data_producer_id: &str,
+        f: impl Fn(&str) -> bool,
+    ) -> Vec<(String, usize)> {
         self.objects()
             .data_consumers
             .iter()
             .filter(|(_, c)| c.object.data_producer_id() == data_producer_id && f(&c.peer_id))
-            .map(|(id, _)| id.clone())
+            .map(|(id, c)| (id.clone(), c.object.worker_index()))
             .collect()
+    }
+
+    /// Sends `message` from `producer` to some of its data consumers: on its own worker
+    /// directly, on another worker through the copy of `producer` at the end of its pipe.
+    fn send_to(
+        &self,
+        producer: &DataProducer,
+        message: sluice_media::DataMessage,
+        consumers: Vec<(String, usize)>,
+    ) -> Result<(), sluice_media::MediaError> {
+        let mut by_worker: HashMap<usize, Vec<String>> = HashMap::new();
+        for (id, worker) in consumers {
+            by_worker.entry(worker).or_default().push(id);
+        }
+        for (worker, ids) in by_worker {
+            let sender = if worker == producer.worker_index() {
+                producer.clone()
+            } else {
+                match self.routers.piped_data_producer(producer.id(), worker) {
+                    Some(piped) => piped,
+                    None => continue,
+                }
+            };
+            sender.send_to(message.clone(), ids)?;
+        }
+        Ok(())
     }
 
     /// The game logic panicked: the room takes nobody new and its peers are closed with the
@@ -728,15 +786,18 @@ impl Room {
     async fn read_positions(
         self: &Arc<Self>,
         peer_id: &str,
-        data_producer_id: &str,
+        data_producer: &DataProducer,
     ) -> Result<(), SignalError> {
         if self.interest.is_none() {
             return Ok(());
         }
-        let messages = self.read_on_direct(data_producer_id).await?;
+        let (messages, lease) = self
+            .read_on_direct(data_producer.id(), data_producer.worker_index())
+            .await?;
         let room = Arc::downgrade(self);
         let peer_id = peer_id.to_owned();
         tokio::spawn(async move {
+            let _pipe = lease;
             // Ends when the data producer closes (its consumer closes with it).
             while let Some(message) = messages.recv().await {
                 let Some(room) = room.upgrade() else { break };
@@ -1111,7 +1172,7 @@ impl Room {
                 "joined without rtpCapabilities: the peer cannot consume",
             ));
         };
-        let (producer_peer, app_data) = {
+        let (producer_peer, app_data, producer_worker) = {
             let objects = self.objects();
             let Some(p) = objects.producers.get(producer_id) else {
                 return Err(SignalError::not_found(format!("no producer {producer_id}")));
@@ -1125,7 +1186,11 @@ impl Room {
                     "already consuming producer {producer_id}"
                 )));
             }
-            (p.peer_id.clone(), p.app_data.clone())
+            (
+                p.peer_id.clone(),
+                p.app_data.clone(),
+                p.object.worker_index(),
+            )
         };
         if producer_peer == peer.id {
             return Err(SignalError::conflict(
@@ -1143,8 +1208,11 @@ impl Room {
         let Some(transport) = self.consuming_transport(&peer.id, false) else {
             return Err(SignalError::conflict("no transport to receive on"));
         };
-        if !self
-            .router
+        let source = self
+            .routers
+            .on(producer_worker)
+            .unwrap_or_else(|| self.router.clone());
+        if !source
             .can_consume(producer_id, &caps)
             .await
             .unwrap_or(false)
@@ -1154,10 +1222,17 @@ impl Room {
                 format!("the peer's rtpCapabilities cannot receive producer {producer_id}"),
             ));
         }
+        // From another worker: through a pipe (made by the first consumer there).
+        let lease = self
+            .routers
+            .pipe(producer_id, producer_worker, transport.worker_index())
+            .await
+            .map_err(SignalError::from)?;
         let consumer = transport
             .consume(ConsumerOptions::new(producer_id, caps))
             .await
             .map_err(SignalError::from)?;
+        self.routers.hold(&peer.id, consumer.id(), lease);
         self.objects().consumers.insert(
             consumer.id().to_owned(),
             Owned {
@@ -1289,7 +1364,7 @@ impl Room {
         if !peer.is_joined() {
             return Err(SignalError::conflict("not joined yet"));
         }
-        let (producer_peer, label, app_data) =
+        let (producer_peer, label, app_data, producer_worker) =
             {
                 let objects = self.objects();
                 let Some(p) = objects.data_producers.get(data_producer_id) else {
@@ -1308,6 +1383,7 @@ impl Room {
                     p.peer_id.clone(),
                     p.object.label().to_owned(),
                     p.app_data.clone(),
+                    p.object.worker_index(),
                 )
             };
         if producer_peer == peer.id {
@@ -1355,10 +1431,16 @@ impl Room {
             options.max_retransmits = rule.max_retransmits;
             options.max_packet_life_time = rule.max_packet_life_time;
         }
+        let lease = self
+            .routers
+            .pipe_data(data_producer_id, producer_worker, transport.worker_index())
+            .await
+            .map_err(SignalError::from)?;
         let consumer = transport
             .consume_data(options)
             .await
             .map_err(SignalError::from)?;
+        self.routers.hold(&peer.id, consumer.id(), lease);
         self.objects().data_consumers.insert(
             consumer.id().to_owned(),
             Owned {
@@ -1450,13 +1532,16 @@ impl Room {
         true
     }
 
-    /// A router event: the loudest audio producer changed.
+    /// A router event: the loudest audio producer of one of the room's routers changed; the
+    /// peers hear of the loudest across its routers when that changed.
     pub fn on_router_event(self: &Arc<Self>, event: sluice_media::MediaEvent) {
         if let sluice_media::MediaEvent::ActiveSpeaker {
+            router_id,
             producer_id,
             volume,
-            ..
         } = event
+            && let Some((producer_id, volume)) =
+                self.routers.speaker(&router_id, producer_id, volume)
         {
             let peer_id = producer_id
                 .and_then(|id| self.objects().producers.get(&id).map(|p| p.peer_id.clone()))

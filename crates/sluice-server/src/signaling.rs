@@ -108,7 +108,7 @@ pub(crate) async fn produce_data(
         protocol: req.protocol,
         app_data,
     });
-    room.read_server_labels(owner, dp.id(), dp.label()).await?;
+    room.read_server_labels(owner, &dp).await?;
     Ok(dp)
 }
 
@@ -179,8 +179,9 @@ async fn handle_request(
             let streams = req
                 .sctp_capabilities
                 .map_or(NumSctpStreams::default(), |c| c.num_streams);
-            let transport = room
-                .router
+            let transport = instance
+                .router_for(room, &peer.id)
+                .await?
                 .create_webrtc_transport(WebRtcTransportOptions {
                     // forceTcp: TCP candidates only (an error when the server has no TCP).
                     enable_udp: !req.force_tcp,

@@ -146,12 +146,41 @@ async fn send_until_seen(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_from_two_players_reach_the_game_and_its_messages_reach_whom_they_address() {
+    inputs_reach_the_game_and_its_messages_reach_whom_they_address(|_| {}, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_in_a_room_spread_over_two_workers_hears_and_addresses_players_on_both() {
+    let spread = |c: &mut sluice_server::Config| {
+        c.workers = 2;
+        c.placement.rooms = sluice_server::config::RoomPlacement::Spread;
+        c.placement.spread_above_datagrams_per_second = 0;
+    };
+    inputs_reach_the_game_and_its_messages_reach_whom_they_address(spread, true).await;
+}
+
+async fn inputs_reach_the_game_and_its_messages_reach_whom_they_address(
+    tweak: impl FnOnce(&mut sluice_server::Config),
+    spread: bool,
+) {
     let game = Recorder::default();
-    let server = game_server(game.clone(), |_| {}).await;
+    let server = game_server(game.clone(), tweak).await;
     let mut alice = server.session("r", "alice").await;
     game.wait_seen("join:alice:alice").await;
     let mut bob = server.session("r", "bob").await;
     game.wait_seen("join:bob:alice,bob").await;
+    if spread {
+        // Bob is on the other worker: the game's output and his input cross pipes.
+        let room = server.instance.room("r").await.unwrap();
+        let worker = |peer: &str| {
+            room.objects()
+                .transports
+                .values()
+                .find(|t| t.peer_id == peer)
+                .map(|t| t.object.transport.worker_index())
+        };
+        assert_eq!((worker("alice"), worker("bob")), (Some(0), Some(1)));
+    }
 
     // Each is offered the game's output, from no peer.
     let (from, mut alice_out) = data_consumer(&mut alice, "out").await;

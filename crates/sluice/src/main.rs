@@ -71,6 +71,10 @@ struct ConfigArgs {
     /// Worker threads; 0 = one per core [key: workers].
     #[arg(long, env = "SLUICE_WORKERS", value_name = "N")]
     workers: Option<usize>,
+    /// How a room's peers use the workers: "spread" (by load, producers piped between the
+    /// room's routers) or "single" (one worker per room) [key: placement.rooms].
+    #[arg(long, env = "SLUICE_ROOM_PLACEMENT", value_name = "MODE", value_parser = parse_room_placement)]
+    room_placement: Option<config::RoomPlacement>,
     /// HS256 secret for peer tokens, at least 32 bytes [key: auth.secret].
     #[arg(
         long,
@@ -98,6 +102,7 @@ impl ConfigArgs {
         let overrides = Overrides {
             listen: self.listen,
             workers: self.workers,
+            room_placement: self.room_placement,
             log: self.log.clone(),
             rtc_ip: self.rtc_ip,
             rtc_announced_ip: self.rtc_announced_ip,
@@ -307,6 +312,16 @@ fn install_panic_hook() {
             eprintln!("{report}");
         }
     }));
+}
+
+fn parse_room_placement(s: &str) -> Result<config::RoomPlacement, String> {
+    match s {
+        "spread" => Ok(config::RoomPlacement::Spread),
+        "single" => Ok(config::RoomPlacement::Single),
+        _ => Err(format!(
+            "{s:?} is not a placement: \"spread\" or \"single\""
+        )),
+    }
 }
 
 #[cfg(test)]
