@@ -111,12 +111,21 @@ secret = "${secret}"
 `;
 }
 
-/** `sluice serve` with `configText`, or (`arena`) the arena example with its own configuration. */
-async function startServer(binary, arena = false, configText = SERVER_CONFIG) {
+/** The spread case's server: two workers, each new peer on the least-loaded one. */
+const SPREAD_CONFIG = `[placement]
+rooms = "spread"
+spread_above_datagrams_per_second = 0
+`;
+
+/**
+ * `sluice serve` with `configText` and `workers` worker threads, or (`arena`) the arena example
+ * with its own configuration.
+ */
+async function startServer(binary, arena = false, configText = SERVER_CONFIG, workers = 1) {
   const config = join(run.artifacts, arena ? 'arena.toml' : 'sluice.toml');
   writeFileSync(config, arena ? ARENA_CONFIG : configText);
   const args = arena ? [config] : ['serve', '--config', config, '--listen', '127.0.0.1:0', '--rtc-ip', '127.0.0.1',
-    '--rtc-port', '0', '--workers', '1'];
+    '--rtc-port', '0', '--workers', String(workers)];
   const output = new Tail(400);
   const child = spawn(binary, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -773,6 +782,39 @@ async function main(options) {
     await check('in the arena the server moves the players; far apart they are dimmed and silent, close they hear each other',
       () => arenaWorks(erin, frank));
     await check('no errors on the arena pages', noPageErrors);
+  }
+
+  {
+    for (const peer of run.pages) await peer.context.close().catch(() => {});
+    run.pages = [];
+    await stopServer();
+    let spreadUrl;
+    await check('sluice serve with two workers and rooms spread by load is up', async () => {
+      spreadUrl = await startServer(resolve(options.sluice), false, SPREAD_CONFIG, 2);
+      return spreadUrl;
+    });
+    const spreadRoom = `e2e-spread-${randomSuffix()}`;
+    const liam = await openPeer(spreadUrl, { name: 'liam', roomId: spreadRoom, peerId: 'liam', displayName: 'Liam' });
+    await check(`Liam joined ${spreadRoom}`, async () => waitJoined(liam));
+    const mia = await openPeer(spreadUrl, { name: 'mia', roomId: spreadRoom, peerId: 'mia', displayName: 'Mia' });
+    await check(`Mia joined ${spreadRoom}`, async () => waitJoined(mia));
+    await check('Liam and Mia are on different workers, their producers piped between them', async () => {
+      const tokenUrl = `${spreadUrl}/dev/token?${new URLSearchParams({ roomId: spreadRoom, peerId: 'e2e-admin', grants: 'admin' })}`;
+      const { token } = await getJson(tokenUrl);
+      let room;
+      await poll('the room on both workers with pipes each way', async () => {
+        const rooms = await getJson(`${spreadUrl}/api/rooms`, { Authorization: `Bearer ${token}` });
+        room = rooms.find((r) => r.id === spreadRoom);
+        // Each sends video, audio, cursors and chat: four pipes each way.
+        return room && room.workers.length === 2 && room.pipes >= 8;
+      }, { timeout: WAIT });
+      return `GET /api/rooms: workers ${JSON.stringify(room.workers)}, ${room.pipes} pipes`;
+    });
+    await check('across the workers each decodes the other\'s video and receives the other\'s audio and chat', async () =>
+      (await Promise.all([mediaFlows(liam, mia), mediaFlows(mia, liam), audioFlows(liam, mia),
+        audioFlows(mia, liam), chatFlows(liam, mia), chatFlows(mia, liam)])).join('; '));
+    await check('Liam pausing his video shows on Mia\'s page across the pipe', () => pausePropagates(liam, mia));
+    await check('no errors on the spread pages', noPageErrors);
   }
 
   if (options.turnserver) {
