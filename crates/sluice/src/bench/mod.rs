@@ -56,6 +56,14 @@ pub struct TargetArgs {
     /// `audio-room`, `data` and `compare` (which then skips the video fan-out).
     #[arg(long, global = true)]
     pub voice_only: bool,
+    /// Worker threads of the spawned sluice (all on --server-cpu).
+    #[arg(long, global = true, default_value_t = 1)]
+    pub workers: usize,
+    /// The spawned sluice puts each new peer on its least-loaded worker
+    /// (`placement.spread_above_datagrams_per_second = 0`): with --workers 2 a room spreads at
+    /// once and its producers are piped between the workers.
+    #[arg(long, global = true)]
+    pub spread: bool,
     /// The spawned server's log filter (its log goes to stderr).
     #[arg(long, global = true, default_value = "error")]
     pub server_log: String,

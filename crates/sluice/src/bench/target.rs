@@ -70,6 +70,10 @@ impl Target {
                 "[[router.media_codecs]]\nkind = \"audio\"\nmimeType = \"audio/opus\"\nclockRate = 48000\nchannels = 2\n"
             } else {
                 ""
+            } + if args.spread {
+                "[placement]\nrooms = \"spread\"\nspread_above_datagrams_per_second = 0\n"
+            } else {
+                ""
             } + &args.interest_k.map_or(String::new(), |k| {
                 format!(
                     "[interest]\nmode = \"proximity\"\naudio_radius = {}\nvideo_radius = {}\nmax_audible = {k}\nmax_visible = {k}\nhysteresis = 2.0\nrate_hz = 10\n",
@@ -92,9 +96,9 @@ impl Target {
                 "127.0.0.1",
                 "--rtc-port",
                 "0",
-                "--workers",
-                "1",
             ])
+            .arg("--workers")
+            .arg(args.workers.max(1).to_string())
             .arg("--log")
             .arg(&args.server_log)
             .env_remove("SLUICE_AUTH_SECRET")
@@ -112,7 +116,14 @@ impl Target {
         };
         Ok(Target {
             base: addr.to_owned(),
-            label: args.label.clone().unwrap_or_else(|| "sluice".to_owned()),
+            label: args
+                .label
+                .clone()
+                .unwrap_or_else(|| match (args.workers, args.spread) {
+                    (0 | 1, _) => "sluice".to_owned(),
+                    (n, false) => format!("sluice, {n} workers"),
+                    (n, true) => format!("sluice, {n} workers, spread"),
+                }),
             child: Some(child),
             server_pid: None,
             token_cmd: None,
