@@ -121,10 +121,71 @@ pub async fn room(
     if !scope.allows(&id) {
         return refuse(StatusCode::FORBIDDEN, "the token is for another room");
     }
-    match instance.room(&id).await {
-        Some(room) => Json(room.store.state()).into_response(),
-        None => refuse(StatusCode::NOT_FOUND, "no such room"),
+    let Some(room) = instance.room(&id).await else {
+        // In a cluster, the room may live on other nodes only.
+        if let Some(cluster) = instance.cluster()
+            && let Ok(peers) = cluster.room_peers(&id).await
+            && !peers.is_empty()
+        {
+            return Json(serde_json::json!({
+                "id": id,
+                "peers": {},
+                "remotePeers": remote_peers_json(&peers),
+            }))
+            .into_response();
+        }
+        return refuse(StatusCode::NOT_FOUND, "no such room");
+    };
+    let mut state = match serde_json::to_value(room.store.state()) {
+        Ok(v) => v,
+        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    if instance.cluster().is_some()
+        && let Some(map) = state.as_object_mut()
+    {
+        map.insert(
+            "remotePeers".to_owned(),
+            remote_peers_json(&room.remote_peers()),
+        );
     }
+    Json(state).into_response()
+}
+
+/// A room's peers on other nodes: id → their node, name and device.
+fn remote_peers_json(peers: &[(String, crate::cluster::RemotePeer)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        peers
+            .iter()
+            .filter_map(|(id, p)| Some((id.clone(), serde_json::to_value(p).ok()?)))
+            .collect(),
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaceQuery {
+    room_id: Option<String>,
+}
+
+/// `GET /api/place?roomId=R`: the node a new peer of room R should connect to (`{nodeId,
+/// url}`): its least-loaded node in the cluster, else the least-loaded node; without a cluster,
+/// this one. Public, as the WebSocket URL it answers is.
+pub async fn place(
+    State(instance): State<Arc<Instance>>,
+    axum::extract::Query(query): axum::extract::Query<PlaceQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(room_id) = query.room_id.filter(|r| !r.is_empty()) else {
+        return refuse(StatusCode::BAD_REQUEST, "roomId is required");
+    };
+    let here = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or_else(
+            || format!("http://{}", instance.config.listen),
+            |h| format!("http://{h}"),
+        );
+    Json(instance.place(&room_id, here).await).into_response()
 }
 
 pub async fn kick(

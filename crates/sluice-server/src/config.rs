@@ -24,6 +24,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SLUICE_LISTEN", "listen"),
     ("SLUICE_WORKERS", "workers"),
     ("SLUICE_ROOM_PLACEMENT", "placement.rooms"),
+    ("SLUICE_CLUSTER_REDIS", "cluster.redis"),
+    ("SLUICE_CLUSTER_SECRET", "cluster.secret"),
+    ("SLUICE_NODE_ID", "cluster.node_id"),
+    ("SLUICE_NODE_URL", "cluster.node_url"),
     ("SLUICE_LOG", "log"),
     ("SLUICE_RTC_IP", "rtc.ip"),
     ("SLUICE_RTC_ANNOUNCED_IP", "rtc.announced_ip"),
@@ -68,6 +72,45 @@ pub struct Config {
     /// How rooms use the workers (docs/cluster.md).
     #[serde(default)]
     pub placement: PlacementConfig,
+    /// Nodes sharing rooms through Redis (docs/cluster.md); absent `redis`: a single node.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: this node's place in a cluster whose directory is Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// `redis://[:password@]host:port[/db]`; absent: no cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    /// Shared by the cluster's nodes (at least 32 bytes): they sign what they publish with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// This node's name in the cluster; absent: the host name and the listen port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// The URL clients use for this node's signaling (`/api/place` answers it); absent:
+    /// `http://` and the listen address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_url: Option<String>,
+    /// How often this node renews its registration and looks for nodes that stopped.
+    pub heartbeat_secs: u64,
+    /// A node that has not renewed its registration for this long is gone.
+    pub node_ttl_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: None,
+            secret: None,
+            node_id: None,
+            node_url: None,
+            heartbeat_secs: 2,
+            node_ttl_secs: 8,
+        }
+    }
 }
 
 /// How a room's peers are placed on the workers.
@@ -462,6 +505,10 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub workers: Option<usize>,
     pub room_placement: Option<RoomPlacement>,
+    pub cluster_redis: Option<String>,
+    pub cluster_secret: Option<String>,
+    pub node_id: Option<String>,
+    pub node_url: Option<String>,
     pub log: Option<String>,
     pub rtc_ip: Option<IpAddr>,
     pub rtc_announced_ip: Option<IpAddr>,
@@ -547,6 +594,44 @@ impl Config {
     }
 
     /// The secret tokens are signed and checked with (the dev secret in dev mode).
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        let Some(url) = &c.redis else {
+            return Ok(());
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(ConfigError::bad(
+                "cluster.redis",
+                "a redis:// or rediss:// URL",
+            ));
+        }
+        if c.secret
+            .as_deref()
+            .is_none_or(|s| s.len() < MIN_SECRET_BYTES)
+        {
+            return Err(ConfigError::bad(
+                "cluster.secret",
+                format!("a cluster needs a secret of at least {MIN_SECRET_BYTES} bytes"),
+            ));
+        }
+        if c.heartbeat_secs == 0 || c.node_ttl_secs <= c.heartbeat_secs {
+            return Err(ConfigError::bad(
+                "cluster.node_ttl_secs",
+                "longer than cluster.heartbeat_secs, which is at least 1",
+            ));
+        }
+        if c.node_id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || id.len() > 128 || id.contains(char::is_whitespace))
+        {
+            return Err(ConfigError::bad(
+                "cluster.node_id",
+                "1 to 128 characters, no space",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_turn(&self) -> Result<(), ConfigError> {
         let turn = &self.turn;
         if turn.urls.is_empty() {
@@ -620,6 +705,7 @@ impl Config {
     /// Checks rules that span keys or that types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_turn()?;
+        self.validate_cluster()?;
         if self.recording.ffmpeg.is_empty() {
             return Err(ConfigError::bad("recording.ffmpeg", "must name a program"));
         }
@@ -902,6 +988,16 @@ fn apply_overrides(table: &mut toml::Table, o: &Overrides) {
             RoomPlacement::Single => "single",
         };
         set(table, &["placement", "rooms"], string(&name));
+    }
+    for (value, key) in [
+        (&o.cluster_redis, "redis"),
+        (&o.cluster_secret, "secret"),
+        (&o.node_id, "node_id"),
+        (&o.node_url, "node_url"),
+    ] {
+        if let Some(v) = value {
+            set(table, &["cluster", key], string(v));
+        }
     }
     if let Some(v) = &o.log {
         set(table, &["log"], string(v));
@@ -1369,6 +1465,7 @@ mod tests {
             [
                 "actions",
                 "auth",
+                "cluster",
                 "data",
                 "http",
                 "interest",

@@ -34,6 +34,7 @@ pub fn router(instance: Arc<Instance>) -> Router {
         .route("/metrics", get(metrics))
         .route("/ws", get(ws::upgrade))
         .route("/api/rooms", get(admin::rooms))
+        .route("/api/place", get(admin::place))
         .route("/api/rooms/{id}", get(admin::room))
         .route("/api/rooms/{id}/peers/{peer_id}", delete(admin::kick))
         .route(

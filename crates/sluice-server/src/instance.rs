@@ -78,6 +78,8 @@ pub struct Instance {
     /// Each worker's load, by index (sampled every `load_settings.sample_interval`).
     loads: Mutex<Vec<WorkerLoad>>,
     load_settings: LoadSettings,
+    /// This node's cluster membership, with `[cluster] redis` (set once connected).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -118,12 +120,44 @@ impl Instance {
             game,
             loads: Mutex::new(vec![WorkerLoad::default(); workers.len()]),
             load_settings: LoadSettings::default(),
+            cluster: std::sync::OnceLock::new(),
         });
         for worker in workers {
             supervise(Arc::downgrade(&instance), worker);
         }
         sample_loads(Arc::downgrade(&instance));
         Ok(instance)
+    }
+
+    /// This node's cluster membership, if it is in one.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Joins `cluster` (once) and starts its tasks.
+    pub fn set_cluster(self: &Arc<Self>, cluster: Arc<crate::cluster::Cluster>) {
+        if self.cluster.set(cluster.clone()).is_ok() {
+            cluster.start(Arc::downgrade(self));
+        }
+    }
+
+    /// This node's load (datagrams per second through all its workers) and its peers.
+    pub async fn load_and_peers(&self) -> (u64, usize) {
+        let load = self.loads().iter().map(|l| l.datagrams_per_second).sum();
+        let peers = self.rooms().await.iter().map(|r| r.peer_count()).sum();
+        (load, peers)
+    }
+
+    /// Where a new peer of `room_id` should connect: with a cluster, its least-loaded node (or
+    /// the least-loaded node); alone, here (`url` is this node's, as clients reach it).
+    pub async fn place(&self, room_id: &str, url: String) -> crate::cluster::Place {
+        match self.cluster() {
+            Some(c) => c.place(room_id).await,
+            None => crate::cluster::Place {
+                node_id: "local".to_owned(),
+                url,
+            },
+        }
     }
 
     fn loads(&self) -> std::sync::MutexGuard<'_, Vec<WorkerLoad>> {
@@ -282,6 +316,10 @@ impl Instance {
             }
             let host = Arc::downgrade(&room);
             tokio::spawn(task.run(host, id.to_owned()));
+        }
+        if let Some(cluster) = self.cluster() {
+            // Before any peer of it joins here: the peers on other nodes, then ours announced.
+            cluster.follow(&room).await;
         }
         rooms.insert(id.to_owned(), room.clone());
         let weak = Arc::downgrade(&room);

@@ -11,6 +11,7 @@ pub mod actions;
 pub mod admin;
 pub mod auth;
 mod broadcaster;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod game;
@@ -63,6 +64,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("cannot start the media workers: {0}")]
     Workers(sluice_media::MediaError),
+    #[error("cannot join the cluster: {0}")]
+    Cluster(cluster::ClusterError),
 }
 
 /// A server bound to its listen address with its workers started, not yet serving.
@@ -122,6 +125,25 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
+        if config.cluster.redis.is_some() {
+            let node_id = config
+                .cluster
+                .node_id
+                .clone()
+                .unwrap_or_else(|| cluster::default_node_id(local_addr.port()));
+            let node_url = config
+                .cluster
+                .node_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{local_addr}"));
+            let joined = cluster::Cluster::connect(&config.cluster, node_id, node_url)
+                .await
+                .map_err(ServerError::Cluster)?;
+            // A previous run under this node id that died before its TTL ran out left its
+            // peers in the directory: they are not here, so they go before this run registers.
+            joined.forget_self().await;
+            instance.set_cluster(joined);
+        }
         Ok(Server {
             config,
             instance,
@@ -156,7 +178,14 @@ impl Server {
         axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
+                // Out of the cluster's directory first: no new peer is placed here.
+                if let Some(cluster) = instance.cluster() {
+                    cluster.unregister().await;
+                }
                 instance.drain(grace).await;
+                if let Some(cluster) = instance.cluster() {
+                    cluster.forget_self().await;
+                }
             })
             .await
             .map_err(ServerError::Serve)

@@ -177,6 +177,8 @@ pub struct Room {
     layer_caps: Mutex<HashMap<String, LayerCap>>,
     /// Why the game logic failed; a failed room takes no new peer.
     failed: std::sync::OnceLock<String>,
+    /// Its peers on other nodes of the cluster, by id (docs/cluster.md).
+    remote_peers: Mutex<HashMap<String, crate::cluster::RemotePeer>>,
 }
 
 impl std::fmt::Debug for Room {
@@ -214,6 +216,7 @@ impl Room {
             game_producers: Mutex::new(HashMap::new()),
             layer_caps: Mutex::new(HashMap::new()),
             failed: std::sync::OnceLock::new(),
+            remote_peers: Mutex::new(HashMap::new()),
             id: id.to_owned(),
             worker_index: router.worker_index(),
             router,
@@ -244,6 +247,62 @@ impl Room {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Its joined peers on other nodes, as `join` lists them (without `except`).
+    pub fn remote_peer_infos(&self, except: &str) -> Vec<PeerInfo> {
+        self.remote_peers()
+            .iter()
+            .filter(|(id, _)| id != except)
+            .map(|(id, p)| crate::cluster::peer_info(id, p))
+            .collect()
+    }
+
+    /// Its peers on other nodes.
+    pub fn remote_peers(&self) -> Vec<(String, crate::cluster::RemotePeer)> {
+        let mut peers: Vec<_> = self
+            .remote_peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, p)| (id.clone(), p.clone()))
+            .collect();
+        peers.sort_by(|a, b| a.0.cmp(&b.0));
+        peers
+    }
+
+    /// Another node announced a peer of this room: the joined peers here get `newPeer`, once.
+    pub fn remote_peer_joined(&self, peer_id: &str, peer: &crate::cluster::RemotePeer) {
+        let new = self
+            .remote_peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer_id.to_owned(), peer.clone())
+            .is_none();
+        if new && self.peer(peer_id).is_none() {
+            let n = ServerNotification::NewPeer(crate::cluster::peer_info(peer_id, peer));
+            for p in self.joined_peers_except(peer_id) {
+                p.notify(&n);
+            }
+        }
+    }
+
+    /// A peer of this room on another node left (or its node was lost): `peerClosed` here.
+    pub fn remote_peer_left(&self, peer_id: &str) {
+        let removed = {
+            let mut peers = self.remote_peers.lock().unwrap_or_else(|e| e.into_inner());
+            let removed = peers.remove(peer_id).is_some();
+            crate::shrink_when_sparse(&mut peers);
+            removed
+        };
+        if removed && self.peer(peer_id).is_none() {
+            let n = ServerNotification::PeerClosed(PeerRef {
+                peer_id: peer_id.to_owned(),
+            });
+            for p in self.joined_peers_except(peer_id) {
+                p.notify(&n);
+            }
+        }
     }
 
     /// The room's broadcasters.

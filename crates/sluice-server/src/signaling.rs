@@ -142,7 +142,8 @@ pub async fn handle(
                 None,
             );
         }
-        let peers = room.joined_peer_infos(&peer.id);
+        let mut peers = room.joined_peer_infos(&peer.id);
+        peers.extend(room.remote_peer_infos(&peer.id));
         room.dispatch(Action::PeerJoined {
             peer_id: peer.id.clone(),
             display_name: join.display_name,

@@ -75,6 +75,23 @@ struct ConfigArgs {
     /// room's routers) or "single" (one worker per room) [key: placement.rooms].
     #[arg(long, env = "SLUICE_ROOM_PLACEMENT", value_name = "MODE", value_parser = parse_room_placement)]
     room_placement: Option<config::RoomPlacement>,
+    /// Join the cluster whose directory is this Redis (redis://host:port) [key: cluster.redis].
+    #[arg(long, env = "SLUICE_CLUSTER_REDIS", value_name = "URL")]
+    cluster_redis: Option<String>,
+    /// The secret the cluster's nodes share, at least 32 bytes [key: cluster.secret].
+    #[arg(
+        long,
+        env = "SLUICE_CLUSTER_SECRET",
+        value_name = "S",
+        hide_env_values = true
+    )]
+    cluster_secret: Option<String>,
+    /// This node's name in the cluster (default: host name and listen port) [key: cluster.node_id].
+    #[arg(long, env = "SLUICE_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+    /// The URL clients use for this node (default: http:// and the listen address) [key: cluster.node_url].
+    #[arg(long, env = "SLUICE_NODE_URL", value_name = "URL")]
+    node_url: Option<String>,
     /// HS256 secret for peer tokens, at least 32 bytes [key: auth.secret].
     #[arg(
         long,
@@ -103,6 +120,10 @@ impl ConfigArgs {
             listen: self.listen,
             workers: self.workers,
             room_placement: self.room_placement,
+            cluster_redis: self.cluster_redis.clone(),
+            cluster_secret: self.cluster_secret.clone(),
+            node_id: self.node_id.clone(),
+            node_url: self.node_url.clone(),
             log: self.log.clone(),
             rtc_ip: self.rtc_ip,
             rtc_announced_ip: self.rtc_announced_ip,
@@ -163,6 +184,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut config = args.load()?;
             if config.auth.secret.is_some() {
                 config.auth.secret = Some("<redacted>".into());
+            }
+            if config.cluster.secret.is_some() {
+                config.cluster.secret = Some("<redacted>".into());
             }
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(())

@@ -1,0 +1,401 @@
+//! Two `sluice serve` nodes sharing rooms through a real `redis-server` (docs/cluster.md), all
+//! on loopback: peers on one node see the peers on the other, `/api/place` and
+//! `/api/rooms/{id}` answer across nodes, forged events are ignored, a killed node's peers
+//! leave the others within its TTL, and a node that drains takes its entries out of Redis.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_client::protocol::ServerNotification;
+use sluice_client::{Session, SessionEvent, SessionOptions, SignalingClient};
+use sluice_server::Grants;
+use sluice_server::TokenAuthority;
+use sluice_server::auth::unix_now;
+
+const AUTH_SECRET: &str = "cluster-test-auth-secret-0123456789abcdef";
+const CLUSTER_SECRET: &str = "cluster-test-cluster-secret-0123456789abcdef";
+/// Heartbeat 1 s and TTL 3 s: a killed node is gone from the others' view within 4 s.
+const CLUSTER_TOML: &str = "[cluster]\nheartbeat_secs = 1\nnode_ttl_secs = 3\n";
+
+/// Kills the process if a test fails before stopping it.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `redis-server` of its own on a free loopback port, nothing saved to disk.
+struct Redis {
+    _process: Process,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("sluice-cluster-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs Debian's redis-server)");
+        let redis = Redis {
+            _process: Process(child),
+            port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis.command(&["PING"]) != "+PONG" {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One command in Redis's protocol; the first line of the answer ("" if none).
+    fn command(&self, args: &[&str]) -> String {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return String::new();
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut request = format!("*{}\r\n", args.len());
+        for a in args {
+            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        if stream.write_all(request.as_bytes()).is_err() {
+            return String::new();
+        }
+        let mut line = String::new();
+        let _ = BufReader::new(stream).read_line(&mut line);
+        line.trim_end().to_owned()
+    }
+}
+
+/// A `sluice serve` node of the cluster.
+struct Node {
+    process: Process,
+    addr: String,
+}
+
+fn config_file() -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("sluice-cluster-test-{}.toml", std::process::id()));
+    std::fs::write(&path, CLUSTER_TOML).unwrap();
+    path
+}
+
+fn start_node(redis: &Redis, node_id: &str) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .args(["serve", "--listen", "127.0.0.1:0", "--rtc-port", "0"])
+        .args([
+            "--workers",
+            "1",
+            "--log",
+            "warn",
+            "--auth-secret",
+            AUTH_SECRET,
+        ])
+        .arg("--config")
+        .arg(config_file())
+        .args([
+            "--cluster-redis",
+            &redis.url(),
+            "--cluster-secret",
+            CLUSTER_SECRET,
+        ])
+        .args(["--node-id", node_id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("sluice listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Node {
+        process: Process(child),
+        addr,
+    }
+}
+
+fn token(room: &str, peer: &str, grants: Grants) -> String {
+    TokenAuthority::new(AUTH_SECRET)
+        .mint(room, peer, grants, 600, unix_now())
+        .unwrap()
+}
+
+fn http_get(addr: &str, path: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = bearer.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, serde_json::from_str(&body).unwrap_or_default())
+}
+
+/// Waits (polling, up to `within`) until `f` holds; panics with `what` if it never does.
+fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn join(node: &Node, room: &str, peer: &str) -> Session {
+    let url = sluice_client::ws_url(
+        &format!("http://{}", node.addr),
+        room,
+        peer,
+        &token(room, peer, Grants::player()),
+    );
+    let mut options = SessionOptions::new(&format!("{peer} the player"));
+    options.consume = false;
+    Session::join(SignalingClient::connect(&url).await.unwrap(), options)
+        .await
+        .unwrap()
+}
+
+async fn next_peer_notification(session: &mut Session, within: Duration) -> ServerNotification {
+    let event = session
+        .wait_event(within, |e| {
+            matches!(
+                e,
+                SessionEvent::Notification(
+                    ServerNotification::NewPeer(_) | ServerNotification::PeerClosed(_)
+                )
+            )
+        })
+        .await;
+    match event {
+        Some(SessionEvent::Notification(n)) => n,
+        other => panic!("no newPeer or peerClosed within {within:?}: {other:?}"),
+    }
+}
+
+fn place(node: &Node, room: &str) -> String {
+    let (status, body) = http_get(&node.addr, &format!("/api/place?roomId={room}"), None);
+    assert_eq!(status, 200, "{body}");
+    body["nodeId"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_on_two_nodes_see_each_other_and_a_lost_node_is_removed() {
+    let redis = Redis::start();
+    let n1 = start_node(&redis, "n1");
+    let mut n2 = start_node(&redis, "n2");
+    let admin = token(
+        "*",
+        "admin",
+        Grants {
+            admin: true,
+            ..Grants::default()
+        },
+    );
+    wait_until(Duration::from_secs(10), "both nodes registered", || {
+        redis.command(&["SCARD", "sluice:nodes"]) == ":2"
+    });
+
+    let mut alice = join(&n1, "r", "alice").await;
+    assert!(alice.peers.is_empty(), "{:?}", alice.peers);
+    // The room lives on n1 only, so both nodes place its new peers there.
+    wait_until(
+        Duration::from_secs(10),
+        "n2 places room r's peers on n1",
+        || place(&n2, "r") == "n1",
+    );
+    assert_eq!(place(&n1, "r"), "n1");
+
+    let mut bob = join(&n2, "r", "bob").await;
+    let listed: Vec<_> = bob.peers.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(listed, ["alice"]);
+    assert_eq!(bob.peers[0].display_name, "alice the player");
+    match next_peer_notification(&mut alice, Duration::from_secs(10)).await {
+        ServerNotification::NewPeer(p) => {
+            assert_eq!(
+                (p.id.as_str(), p.display_name.as_str()),
+                ("bob", "bob the player")
+            )
+        }
+        other => panic!("alice expected newPeer bob, got {other:?}"),
+    }
+
+    // Each node's admin view of the room shows the other node's peer.
+    let (status, room) = http_get(&n1.addr, "/api/rooms/r", Some(&admin));
+    assert_eq!(status, 200, "{room}");
+    assert_eq!(room["remotePeers"]["bob"]["node"], "n2", "{room}");
+    assert!(room["peers"]["alice"].is_object(), "{room}");
+    let (_, room) = http_get(&n2.addr, "/api/rooms/r", Some(&admin));
+    assert_eq!(room["remotePeers"]["alice"]["node"], "n1", "{room}");
+
+    // An event on the cluster's channel without the cluster's signature changes nothing: the
+    // next peer notification bob gets is carol's, who really joined after it was published.
+    // Published until both nodes are subscribed (PUBLISH answers how many received it).
+    let forged = r#"{"type":"peerJoined","room":"r","peerId":"mallory","peer":{"node":"n1","displayName":"mallory"}}"#;
+    let unsigned = format!("AAAA.{forged}");
+    wait_until(
+        Duration::from_secs(10),
+        "both nodes get forged events",
+        || {
+            redis.command(&["PUBLISH", "sluice:events", forged]) == ":2"
+                && redis.command(&["PUBLISH", "sluice:events", &unsigned]) == ":2"
+        },
+    );
+    let carol = join(&n1, "r", "carol").await;
+    match next_peer_notification(&mut bob, Duration::from_secs(10)).await {
+        ServerNotification::NewPeer(p) => assert_eq!(p.id, "carol"),
+        other => panic!("bob expected newPeer carol, got {other:?}"),
+    }
+
+    // n1 is killed: n2 notices when its registration expires and removes its peers.
+    let mut n1 = n1;
+    n1.process.0.kill().unwrap();
+    n1.process.0.wait().unwrap();
+    drop(carol);
+    let killed = Instant::now();
+    let mut closed = Vec::new();
+    while closed.len() < 2 {
+        match next_peer_notification(&mut bob, Duration::from_secs(10)).await {
+            ServerNotification::PeerClosed(p) => closed.push(p.peer_id),
+            other => panic!("bob expected peerClosed, got {other:?}"),
+        }
+    }
+    closed.sort();
+    assert_eq!(closed, ["alice", "carol"]);
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert_eq!(redis.command(&["SISMEMBER", "sluice:nodes", "n1"]), ":0");
+    assert_eq!(redis.command(&["HLEN", "sluice:room:r:peers"]), ":1");
+    assert_eq!(place(&n2, "r"), "n2");
+    drop(alice);
+
+    // n2 drains on SIGTERM: its peer and its registration leave Redis before it exits.
+    Command::new("kill")
+        .args(["-TERM", &n2.process.0.id().to_string()])
+        .status()
+        .unwrap();
+    let closed = bob
+        .wait_event(Duration::from_secs(10), |e| {
+            matches!(e, SessionEvent::Closed { .. })
+        })
+        .await;
+    assert!(
+        matches!(closed, Some(SessionEvent::Closed { .. })),
+        "{closed:?}"
+    );
+    let status = n2.process.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(redis.command(&["HLEN", "sluice:room:r:peers"]), ":0");
+    assert_eq!(redis.command(&["SCARD", "sluice:nodes"]), ":0");
+    assert_eq!(redis.command(&["EXISTS", "sluice:node:n2"]), ":0");
+}
+
+#[test]
+fn a_node_that_cannot_reach_its_redis_does_not_start() {
+    // A port nothing listens on: bound, read, released.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rtc-port",
+            "0",
+            "--workers",
+            "1",
+        ])
+        .args([
+            "--auth-secret",
+            AUTH_SECRET,
+            "--cluster-secret",
+            CLUSTER_SECRET,
+        ])
+        .args(["--cluster-redis", &format!("redis://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot join the cluster"), "{stderr}");
+}
+
+#[test]
+fn a_cluster_without_a_long_enough_secret_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rtc-port",
+            "0",
+            "--workers",
+            "1",
+        ])
+        .args(["--auth-secret", AUTH_SECRET, "--cluster-secret", "short"])
+        .args(["--cluster-redis", "redis://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cluster.secret"), "{stderr}");
+}
