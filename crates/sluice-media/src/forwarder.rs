@@ -241,8 +241,9 @@ impl Forwarder {
             if p.layer == self.target_spatial && (can_start || without_simulcast_wait) {
                 self.switch_to(p, now);
             } else if Some(p.layer) != self.current_spatial {
+                // Asked again while the target layer's keyframe does not come, whether the
+                // consumer is starting or switching (a request may be lost or rate-limited).
                 if p.layer == self.target_spatial
-                    && self.current_spatial.is_none()
                     && self
                         .last_keyframe_request
                         .is_none_or(|t| now.saturating_duration_since(t) >= DEFAULTS.keyframe_retry)
@@ -517,6 +518,35 @@ mod tests {
             info: PayloadInfo::default(),
         };
         assert_eq!(out(f.on_packet(&p, t0)).seq, 7);
+    }
+
+    #[test]
+    fn a_switch_waiting_for_the_new_layers_keyframe_asks_again_after_the_retry_interval() {
+        let t0 = Instant::now();
+        let mut f = Forwarder::new(Codec::Vp8, 90000, true, 1);
+        f.set_paused(false, t0);
+        f.set_target_layers(1, 0, t0);
+        f.take_keyframe_request();
+        out(f.on_packet(&frame(1, 1, 0, true, 1, 0), t0));
+        assert_eq!(f.current_layers(), Some((1, 0)));
+        f.set_target_layers(0, 0, t0);
+        assert_eq!(f.take_keyframe_request(), Some(0));
+        // Layer 0 without a keyframe: layer 1 goes on, and no new request before the interval…
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(matches!(
+            f.on_packet(&frame(0, 2, 3000, false, 1, 0), t1),
+            Verdict::Drop(_)
+        ));
+        assert_eq!(f.take_keyframe_request(), None);
+        // …then one, until the keyframe comes.
+        let t2 = t0 + DEFAULTS.keyframe_retry;
+        assert!(matches!(
+            f.on_packet(&frame(0, 3, 6000, false, 2, 0), t2),
+            Verdict::Drop(_)
+        ));
+        assert_eq!(f.take_keyframe_request(), Some(0));
+        out(f.on_packet(&frame(0, 4, 9000, true, 3, 0), t2));
+        assert_eq!(f.current_layers(), Some((0, 0)));
     }
 
     #[test]
