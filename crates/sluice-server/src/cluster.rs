@@ -19,14 +19,26 @@
 //! add peers to rooms or send new peers to a URL of its choosing.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Weak};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::{aead, digest, hmac};
 use base64::Engine as _;
 use futures_util::StreamExt as _;
 use redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_media::ortc::{
+    DtlsParameters, IceCandidate, IceParameters, MediaKind, RtpParameters, SctpParameters,
+    SctpStreamParameters,
+};
+use sluice_media::{
+    ConsumerOptions, DataConsumerOptions, DataMessage, DataProducer, DataProducerOptions,
+    DirectTransport, MediaEvent, PlainTransport, PlainTransportConnect, PlainTransportOptions,
+    Producer, ProducerOptions, SrtpCryptoSuite, SrtpParameters, WebRtcTransport,
+    WebRtcTransportOptions,
+};
 use sluice_protocol::{Device, PeerInfo};
 
 use crate::config::ClusterConfig;
@@ -40,6 +52,8 @@ pub const EVENTS: &str = "sluice:events";
 pub const NODES: &str = "sluice:nodes";
 /// How long one Redis call may take before the node gives up on it (and logs).
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a node waits for the producer's node to answer a pipe offer.
+const PIPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn node_key(id: &str) -> String {
     format!("sluice:node:{id}")
@@ -53,6 +67,14 @@ fn room_peers_key(room: &str) -> String {
     format!("sluice:room:{room}:peers")
 }
 
+fn room_producers_key(room: &str) -> String {
+    format!("sluice:room:{room}:producers")
+}
+
+fn room_data_producers_key(room: &str) -> String {
+    format!("sluice:room:{room}:data_producers")
+}
+
 /// Why the cluster could not be joined or used.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -62,6 +84,10 @@ pub enum ClusterError {
     Timeout(Duration),
     #[error("cannot encode or decode cluster data: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("media: {0}")]
+    Media(#[from] sluice_media::MediaError),
+    #[error("pipe: {0}")]
+    Pipe(String),
 }
 
 /// A node as it registers itself.
@@ -86,6 +112,74 @@ pub struct RemotePeer {
     pub device: Device,
 }
 
+/// A producer of a room as its node announced it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteProducer {
+    pub node: String,
+    pub peer_id: String,
+    pub kind: MediaKind,
+    #[serde(default)]
+    pub app_data: Value,
+}
+
+/// The producer's node's side of a pipe, answering an offer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipeAnswer {
+    /// Where its RTCP goes (and its RTP comes from).
+    pub addr: SocketAddr,
+    /// Its SRTP key, encrypted with the cluster's pipe key ([`hide`]).
+    pub key: String,
+    pub suite: SrtpCryptoSuite,
+    pub kind: MediaKind,
+    /// The pipe consumer's: every encoding with its own SSRC.
+    pub rtp_parameters: RtpParameters,
+    pub paused: bool,
+    pub peer_id: String,
+    #[serde(default)]
+    pub app_data: Value,
+}
+
+/// A data producer of a room as its node announced it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteDataProducer {
+    pub node: String,
+    pub peer_id: String,
+    pub label: String,
+    #[serde(default)]
+    pub protocol: String,
+    #[serde(default)]
+    pub app_data: Value,
+}
+
+/// The data producer's node's side of a data pipe: a WebRTC transport (ICE-lite, DTLS, SCTP)
+/// the target connects to as a client, and the stream its data consumer sends on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPipeAnswer {
+    pub ice_parameters: IceParameters,
+    pub ice_candidates: Vec<IceCandidate>,
+    pub dtls_parameters: DtlsParameters,
+    pub sctp_parameters: SctpParameters,
+    pub stream: SctpStreamParameters,
+    pub label: String,
+    pub protocol: String,
+    pub peer_id: String,
+    #[serde(default)]
+    pub app_data: Value,
+}
+
+/// What a piped producer's source tells its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PipeState {
+    Paused,
+    Resumed,
+    Closed,
+}
+
 /// What a node tells the others.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
@@ -103,6 +197,159 @@ pub enum Event {
         peer_id: String,
         node: String,
     },
+    #[serde(rename_all = "camelCase")]
+    ProducerCreated {
+        room: String,
+        producer_id: String,
+        producer: RemoteProducer,
+    },
+    /// `from` asks `to` (the producer's node) to pipe a producer to it: RTP to `addr`, SRTP
+    /// with `key` (encrypted, [`hide`]).
+    #[serde(rename_all = "camelCase")]
+    PipeOffer {
+        room: String,
+        producer_id: String,
+        from: String,
+        to: String,
+        request: String,
+        addr: SocketAddr,
+        key: String,
+        suite: SrtpCryptoSuite,
+    },
+    /// The producer's node answers an offer: its side, or why not.
+    #[serde(rename_all = "camelCase")]
+    PipeAnswered {
+        to: String,
+        request: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        answer: Option<PipeAnswer>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The source of a pipe tells its target that the producer paused, resumed or closed.
+    #[serde(rename_all = "camelCase")]
+    PipeUpdated {
+        room: String,
+        producer_id: String,
+        from: String,
+        to: String,
+        state: PipeState,
+    },
+    /// The target of a pipe closed it (its room closed there): the source stops sending.
+    #[serde(rename_all = "camelCase")]
+    PipeClosed {
+        room: String,
+        producer_id: String,
+        from: String,
+        to: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    DataProducerCreated {
+        room: String,
+        data_producer_id: String,
+        data_producer: RemoteDataProducer,
+    },
+    /// `from` asks `to` to pipe a data producer to it.
+    #[serde(rename_all = "camelCase")]
+    DataPipeOffer {
+        room: String,
+        data_producer_id: String,
+        from: String,
+        to: String,
+        request: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    DataPipeAnswered {
+        to: String,
+        request: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        answer: Option<DataPipeAnswer>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The target's DTLS side, to connect the data pipe's transport with.
+    #[serde(rename_all = "camelCase")]
+    DataPipeConnect {
+        room: String,
+        data_producer_id: String,
+        from: String,
+        to: String,
+        dtls_parameters: DtlsParameters,
+    },
+    /// A node stopped heartbeating: the others close their pipes to it.
+    NodeLost { node: String },
+}
+
+/// What carries a pipe.
+#[derive(Debug)]
+enum Carrier {
+    Media {
+        transport: PlainTransport,
+        producer: Box<Producer>,
+    },
+    Data {
+        direct: DirectTransport,
+        client: sluice_client::ClientTransport,
+        data_producer: DataProducer,
+    },
+}
+
+/// The source's side of a pipe.
+#[derive(Debug, Clone)]
+enum Outbound {
+    Media(PlainTransport),
+    Data(WebRtcTransport),
+}
+
+impl Outbound {
+    fn id(&self) -> &str {
+        match self {
+            Outbound::Media(t) => t.id(),
+            Outbound::Data(t) => t.id(),
+        }
+    }
+
+    async fn close(&self) {
+        let _ = match self {
+            Outbound::Media(t) => t.close().await,
+            Outbound::Data(t) => t.close().await,
+        };
+    }
+}
+
+/// A producer or data producer of another node piped here.
+#[derive(Debug)]
+struct PipeIn {
+    node: String,
+    peer_id: String,
+    carrier: Carrier,
+}
+
+impl PipeIn {
+    /// Closes the pipe; the piped (data) producer closes with it.
+    async fn close(&self) {
+        match &self.carrier {
+            Carrier::Media { transport, .. } => {
+                let _ = transport.close().await;
+            }
+            Carrier::Data { direct, client, .. } => {
+                client.close();
+                let _ = direct.close().await;
+            }
+        }
+    }
+}
+
+/// Pipes in and out of this node, by (room, producer[, target node]).
+#[derive(Debug, Default)]
+struct Pipes {
+    /// Offers made and not answered yet, by request id.
+    pending: HashMap<String, tokio::sync::oneshot::Sender<Result<PipeAnswer, String>>>,
+    pending_data: HashMap<String, tokio::sync::oneshot::Sender<Result<DataPipeAnswer, String>>>,
+    /// (room, producer) being piped in now (offer sent), so it is asked for once.
+    opening: HashSet<(String, String)>,
+    inbound: HashMap<(String, String), PipeIn>,
+    outbound: HashMap<(String, String, String), Outbound>,
 }
 
 /// Where a new peer of a room should connect (`GET /api/place`).
@@ -120,8 +367,13 @@ pub struct Cluster {
     client: redis::Client,
     conn: redis::aio::ConnectionManager,
     key: hmac::Key,
+    /// Encrypts the SRTP keys of pipes on their way through Redis.
+    pipe_key: aead::LessSafeKey,
+    /// The address other nodes send pipe RTP to (the RTC announced address).
+    media_ip: IpAddr,
     heartbeat: Duration,
     ttl: Duration,
+    pipes: Mutex<Pipes>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -149,6 +401,7 @@ impl Cluster {
         config: &ClusterConfig,
         node_id: String,
         node_url: String,
+        media_ip: IpAddr,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let url = config.redis.clone().unwrap_or_default();
         let client = redis::Client::open(url)?;
@@ -160,13 +413,24 @@ impl Cluster {
             client,
             conn,
             key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
+            pipe_key: pipe_key(&secret),
+            media_ip: if media_ip.is_unspecified() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                media_ip
+            },
             heartbeat: Duration::from_secs(config.heartbeat_secs),
             ttl: Duration::from_secs(config.node_ttl_secs),
+            pipes: Mutex::new(Pipes::default()),
         }))
     }
 
     fn conn(&self) -> redis::aio::ConnectionManager {
         self.conn.clone()
+    }
+
+    fn pipes(&self) -> MutexGuard<'_, Pipes> {
+        self.pipes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn publish(&self, event: &Event) -> Result<(), ClusterError> {
@@ -264,6 +528,26 @@ impl Cluster {
                 tracing::warn!(room = %room.id, error = %e, "cannot read the room's peers on other nodes")
             }
         }
+        match self.room_producers(&room.id).await {
+            Ok(producers) => {
+                for (producer_id, producer) in producers {
+                    self.spawn_pipe_in(room, producer_id, producer);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(room = %room.id, error = %e, "cannot read the room's producers on other nodes")
+            }
+        }
+        match self.room_data_producers(&room.id).await {
+            Ok(data_producers) => {
+                for (id, data_producer) in data_producers {
+                    self.spawn_data_pipe_in(room, id, data_producer);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(room = %room.id, error = %e, "cannot read the room's data producers on other nodes")
+            }
+        }
         let (cluster, room_id) = (self.clone(), room.id.clone());
         let weak = Arc::downgrade(room);
         tokio::spawn(async move { cluster.announce(room_id, weak, actions).await });
@@ -280,7 +564,10 @@ impl Cluster {
         loop {
             let action = match actions.recv().await {
                 Ok(a) => a,
-                Err(RecvError::Closed) => break,
+                Err(RecvError::Closed) => {
+                    self.room_closed(&room_id).await;
+                    break;
+                }
                 Err(RecvError::Lagged(_)) => {
                     // Some actions were missed: announce the room's peers as they are now.
                     let Some(room) = room.upgrade() else { break };
@@ -302,10 +589,47 @@ impl Cluster {
                 Action::PeerLeft {
                     peer_id,
                     joined: true,
-                } => self
-                    .peer_left(&room_id, peer_id, &self.node_id)
+                } => {
+                    let left = self.peer_left(&room_id, peer_id, &self.node_id).await;
+                    match room.upgrade() {
+                        Some(room) => self.sync_producers(&room).await.and(left.map(|_| ())),
+                        None => left.map(|_| ()),
+                    }
+                }
+                Action::ProducerCreated {
+                    peer_id,
+                    producer_id,
+                    kind,
+                    app_data,
+                    ..
+                } => {
+                    self.producer_created(&room_id, producer_id, peer_id, *kind, app_data)
+                        .await
+                }
+                Action::DataProducerCreated {
+                    peer_id,
+                    data_producer_id,
+                    label,
+                    protocol,
+                    app_data,
+                    ..
+                } if room.upgrade().is_some_and(|r| r.relays_to_peers(label)) => {
+                    self.data_producer_created(
+                        &room_id,
+                        data_producer_id,
+                        peer_id,
+                        label,
+                        protocol,
+                        app_data,
+                    )
                     .await
-                    .map(|_| ()),
+                }
+                Action::ProducerClosed { .. }
+                | Action::DataProducerClosed { .. }
+                | Action::TransportClosed { .. } => match room.upgrade() {
+                    Some(room) => self.sync_producers(&room).await,
+                    None => Ok(()),
+                },
                 _ => Ok(()),
             };
             if let Err(e) = done {
@@ -363,6 +687,757 @@ impl Cluster {
         Ok(true)
     }
 
+    /// The producers of `room` announced by nodes (this one included).
+    pub async fn room_producers(
+        &self,
+        room: &str,
+    ) -> Result<Vec<(String, RemoteProducer)>, ClusterError> {
+        let all: HashMap<String, String> =
+            call(self.conn().hgetall(room_producers_key(room))).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(id, v)| Some((id, open(&self.key, &v)?)))
+            .collect())
+    }
+
+    async fn producer_created(
+        &self,
+        room: &str,
+        producer_id: &str,
+        peer_id: &str,
+        kind: MediaKind,
+        app_data: &Value,
+    ) -> Result<(), ClusterError> {
+        let producer = RemoteProducer {
+            node: self.node_id.clone(),
+            peer_id: peer_id.to_owned(),
+            kind,
+            app_data: app_data.clone(),
+        };
+        let sealed = seal(&self.key, &producer)?;
+        let mut conn = self.conn();
+        call(conn.hset::<_, _, _, ()>(room_producers_key(room), producer_id, sealed)).await?;
+        call(conn.sadd::<_, _, ()>(node_rooms_key(&self.node_id), room)).await?;
+        self.publish(&Event::ProducerCreated {
+            room: room.to_owned(),
+            producer_id: producer_id.to_owned(),
+            producer,
+        })
+        .await
+    }
+
+    /// Takes out of Redis this node's producers of `room` that closed (the nodes they were
+    /// piped to learn it from the pipe, [`Event::PipeUpdated`]).
+    async fn sync_producers(&self, room: &Room) -> Result<(), ClusterError> {
+        let announced = self.room_producers(&room.id).await?;
+        let gone: Vec<String> = {
+            let objects = room.objects();
+            announced
+                .into_iter()
+                .filter(|(id, p)| p.node == self.node_id && !objects.producers.contains_key(id))
+                .map(|(id, _)| id)
+                .collect()
+        };
+        if !gone.is_empty() {
+            call(
+                self.conn()
+                    .hdel::<_, _, ()>(room_producers_key(&room.id), gone),
+            )
+            .await?;
+        }
+        let announced = self.room_data_producers(&room.id).await?;
+        let gone: Vec<String> = {
+            let objects = room.objects();
+            announced
+                .into_iter()
+                .filter(|(id, p)| {
+                    p.node == self.node_id && !objects.data_producers.contains_key(id)
+                })
+                .map(|(id, _)| id)
+                .collect()
+        };
+        if !gone.is_empty() {
+            call(
+                self.conn()
+                    .hdel::<_, _, ()>(room_data_producers_key(&room.id), gone),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Pipes producer `producer_id` of another node to this node's router of `room` (once),
+    /// in a task of its own.
+    fn spawn_pipe_in(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        producer_id: String,
+        producer: RemoteProducer,
+    ) {
+        if producer.node == self.node_id {
+            return;
+        }
+        let key = (room.id.clone(), producer_id.clone());
+        {
+            let mut pipes = self.pipes();
+            if pipes.inbound.contains_key(&key) || !pipes.opening.insert(key.clone()) {
+                return;
+            }
+        }
+        let (cluster, room) = (self.clone(), room.clone());
+        tokio::spawn(async move {
+            let piped = cluster.pipe_in(&room, &producer_id, &producer).await;
+            cluster.pipes().opening.remove(&key);
+            if let Err(e) = piped {
+                tracing::warn!(room = %room.id, producer = %producer_id, node = %producer.node, error = %e, "cannot pipe a producer from another node");
+            }
+        });
+    }
+
+    /// The target's side of a pipe: a plain transport with SRTP on the room's home router, an
+    /// offer to the producer's node, and on its answer a producer of the same id, which the
+    /// room's peers here consume.
+    async fn pipe_in(
+        &self,
+        room: &Arc<Room>,
+        producer_id: &str,
+        remote: &RemoteProducer,
+    ) -> Result<(), ClusterError> {
+        let transport = room
+            .router
+            .create_plain_transport(PlainTransportOptions {
+                enable_srtp: true,
+                ..PlainTransportOptions::default()
+            })
+            .await?;
+        let made = async {
+            let srtp = transport
+                .srtp_parameters()
+                .cloned()
+                .ok_or_else(|| ClusterError::Pipe("the transport has no SRTP key".into()))?;
+            let request = sluice_media::new_id();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.pipes().pending.insert(request.clone(), tx);
+            let offered = self
+                .publish(&Event::PipeOffer {
+                    room: room.id.clone(),
+                    producer_id: producer_id.to_owned(),
+                    from: self.node_id.clone(),
+                    to: remote.node.clone(),
+                    request: request.clone(),
+                    addr: self.reachable(&transport),
+                    key: hide(&self.pipe_key, &srtp.key_base64),
+                    suite: srtp.crypto_suite,
+                })
+                .await;
+            let answer = match offered {
+                Ok(()) => tokio::time::timeout(PIPE_TIMEOUT, rx).await,
+                Err(e) => {
+                    self.pipes().pending.remove(&request);
+                    return Err(e);
+                }
+            };
+            self.pipes().pending.remove(&request);
+            let answer = match answer {
+                Ok(Ok(Ok(a))) => a,
+                Ok(Ok(Err(e))) => return Err(ClusterError::Pipe(e)),
+                Ok(Err(_)) | Err(_) => {
+                    return Err(ClusterError::Pipe(format!(
+                        "node {} did not answer within {PIPE_TIMEOUT:?}",
+                        remote.node
+                    )));
+                }
+            };
+            let key_base64 = reveal(&self.pipe_key, &answer.key)
+                .ok_or_else(|| ClusterError::Pipe("the answer's key does not decrypt".into()))?;
+            transport
+                .connect_with(PlainTransportConnect {
+                    remote: Some(answer.addr),
+                    srtp_parameters: Some(SrtpParameters {
+                        crypto_suite: answer.suite,
+                        key_base64,
+                    }),
+                })
+                .await?;
+            let mut options = ProducerOptions::new(answer.kind, answer.rtp_parameters.clone());
+            options.id = Some(producer_id.to_owned());
+            options.paused = answer.paused;
+            let producer = transport.produce(options).await?;
+            Ok::<_, ClusterError>((answer, producer))
+        };
+        let (answer, producer) = match made.await {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = transport.close().await;
+                return Err(e);
+            }
+        };
+        // The peer may have left while the pipe was made.
+        if !room
+            .remote_peers()
+            .iter()
+            .any(|(id, _)| *id == answer.peer_id)
+        {
+            let _ = transport.close().await;
+            self.close_source(&room.id, producer_id, &remote.node).await;
+            return Ok(());
+        }
+        self.pipes().inbound.insert(
+            (room.id.clone(), producer_id.to_owned()),
+            PipeIn {
+                node: remote.node.clone(),
+                peer_id: answer.peer_id.clone(),
+                carrier: Carrier::Media {
+                    transport,
+                    producer: Box::new(producer.clone()),
+                },
+            },
+        );
+        room.add_remote_producer(&answer.peer_id, producer, answer.paused, answer.app_data);
+        Ok(())
+    }
+
+    /// Where another node sends to `transport`.
+    fn reachable(&self, transport: &PlainTransport) -> SocketAddr {
+        let ip = transport.ip();
+        let ip = if ip.is_unspecified() {
+            self.media_ip
+        } else {
+            ip
+        };
+        SocketAddr::new(ip, transport.port())
+    }
+
+    /// Tells the node that pipes `producer_id` of `room` here to stop.
+    async fn close_source(&self, room: &str, producer_id: &str, node: &str) {
+        let closed = self
+            .publish(&Event::PipeClosed {
+                room: room.to_owned(),
+                producer_id: producer_id.to_owned(),
+                from: self.node_id.clone(),
+                to: node.to_owned(),
+            })
+            .await;
+        if let Err(e) = closed {
+            tracing::warn!(room, producer = producer_id, node, error = %e, "cannot close a pipe's source");
+        }
+    }
+
+    /// The source's side of a pipe: a plain transport with SRTP on the producer's router, a
+    /// pipe consumer sending to the target, and an answer; then the producer's pause, resume
+    /// and close go to the target.
+    async fn pipe_out(
+        self: &Arc<Self>,
+        instance: &Instance,
+        offer: PipeOfferRef<'_>,
+    ) -> Result<PipeAnswer, String> {
+        let room = instance
+            .room(offer.room)
+            .await
+            .ok_or_else(|| format!("no room {} on node {}", offer.room, self.node_id))?;
+        let (router, peer_id, app_data) = {
+            let objects = room.objects();
+            let p = objects
+                .producers
+                .get(offer.producer_id)
+                .filter(|p| room.peer(&p.peer_id).is_some())
+                .ok_or_else(|| {
+                    format!("no producer {} on node {}", offer.producer_id, self.node_id)
+                })?;
+            (
+                room.routers
+                    .on(p.object.worker_index())
+                    .unwrap_or_else(|| room.router.clone()),
+                p.peer_id.clone(),
+                p.app_data.clone(),
+            )
+        };
+        let key_base64 =
+            reveal(&self.pipe_key, offer.key).ok_or("the offer's key does not decrypt")?;
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let transport = router
+            .create_plain_transport(PlainTransportOptions {
+                enable_srtp: true,
+                events: Some(events_tx),
+                ..PlainTransportOptions::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let made = async {
+            let srtp = transport
+                .srtp_parameters()
+                .cloned()
+                .ok_or("the pipe's transport has no SRTP key")?;
+            transport
+                .connect_with(PlainTransportConnect {
+                    remote: Some(offer.addr),
+                    srtp_parameters: Some(SrtpParameters {
+                        crypto_suite: offer.suite,
+                        key_base64,
+                    }),
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut options =
+                ConsumerOptions::new(offer.producer_id, router.rtp_capabilities().clone());
+            options.paused = true;
+            options.pipe = true;
+            let consumer = transport
+                .consume(options)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((srtp, consumer))
+        };
+        let (srtp, consumer) = match made.await {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = transport.close().await;
+                return Err(e);
+            }
+        };
+        let answer = PipeAnswer {
+            addr: self.reachable(&transport),
+            key: hide(&self.pipe_key, &srtp.key_base64),
+            suite: srtp.crypto_suite,
+            kind: consumer.kind(),
+            rtp_parameters: consumer.rtp_parameters().clone(),
+            paused: consumer.producer_paused(),
+            peer_id,
+            app_data,
+        };
+        let key = (
+            offer.room.to_owned(),
+            offer.producer_id.to_owned(),
+            offer.from.to_owned(),
+        );
+        let replaced = self
+            .pipes()
+            .outbound
+            .insert(key.clone(), Outbound::Media(transport.clone()));
+        if let Some(old) = replaced {
+            // The target asked again (it lost its side): the new pipe replaces the old.
+            tokio::spawn(async move { old.close().await });
+        }
+        // Packets that reach the target before its producer exists are dropped there; its
+        // consumers ask for a keyframe when they start, and the request crosses back.
+        if let Err(e) = consumer.resume().await {
+            tracing::warn!(error = %e, "cannot resume a pipe consumer");
+        }
+        let cluster = self.clone();
+        let consumer_id = consumer.id().to_owned();
+        tokio::spawn(async move {
+            let update = |state| Event::PipeUpdated {
+                room: key.0.clone(),
+                producer_id: key.1.clone(),
+                from: cluster.node_id.clone(),
+                to: key.2.clone(),
+                state,
+            };
+            while let Some(event) = events.recv().await {
+                let state = match event {
+                    MediaEvent::ConsumerProducerPaused { consumer_id: c, .. }
+                        if c == consumer_id =>
+                    {
+                        PipeState::Paused
+                    }
+                    MediaEvent::ConsumerProducerResumed { consumer_id: c, .. }
+                        if c == consumer_id =>
+                    {
+                        PipeState::Resumed
+                    }
+                    MediaEvent::ConsumerClosed { consumer_id: c, .. } if c == consumer_id => break,
+                    MediaEvent::TransportClosed { .. } => break,
+                    _ => continue,
+                };
+                if let Err(e) = cluster.publish(&update(state)).await {
+                    tracing::warn!(error = %e, "cannot tell a pipe's target");
+                }
+            }
+            let _ = transport.close().await;
+            let ours = {
+                let mut pipes = cluster.pipes();
+                let ours = pipes
+                    .outbound
+                    .get(&key)
+                    .is_some_and(|t| t.id() == transport.id());
+                if ours {
+                    pipes.outbound.remove(&key);
+                }
+                ours
+            };
+            if ours && let Err(e) = cluster.publish(&update(PipeState::Closed)).await {
+                tracing::warn!(error = %e, "cannot tell a pipe's target");
+            }
+        });
+        Ok(answer)
+    }
+
+    /// A pipe here from another node closed (its producer closed, its peer left, its node was
+    /// lost): the piped producer closes and its consumers here are told.
+    async fn close_pipe_in(&self, room: Option<&Room>, key: &(String, String)) {
+        let Some(pipe) = self.pipes().inbound.remove(key) else {
+            return;
+        };
+        if let Some(room) = room {
+            match &pipe.carrier {
+                Carrier::Media { producer, .. } => {
+                    room.remove_remote_producer(producer.id());
+                }
+                Carrier::Data { data_producer, .. } => {
+                    room.remove_remote_data_producer(data_producer.id());
+                }
+            }
+        }
+        pipe.close().await;
+    }
+
+    /// The data producers of `room` announced by nodes (this one included).
+    pub async fn room_data_producers(
+        &self,
+        room: &str,
+    ) -> Result<Vec<(String, RemoteDataProducer)>, ClusterError> {
+        let all: HashMap<String, String> =
+            call(self.conn().hgetall(room_data_producers_key(room))).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(id, v)| Some((id, open(&self.key, &v)?)))
+            .collect())
+    }
+
+    async fn data_producer_created(
+        &self,
+        room: &str,
+        data_producer_id: &str,
+        peer_id: &str,
+        label: &str,
+        protocol: &str,
+        app_data: &Value,
+    ) -> Result<(), ClusterError> {
+        let data_producer = RemoteDataProducer {
+            node: self.node_id.clone(),
+            peer_id: peer_id.to_owned(),
+            label: label.to_owned(),
+            protocol: protocol.to_owned(),
+            app_data: app_data.clone(),
+        };
+        let sealed = seal(&self.key, &data_producer)?;
+        let mut conn = self.conn();
+        call(conn.hset::<_, _, _, ()>(room_data_producers_key(room), data_producer_id, sealed))
+            .await?;
+        call(conn.sadd::<_, _, ()>(node_rooms_key(&self.node_id), room)).await?;
+        self.publish(&Event::DataProducerCreated {
+            room: room.to_owned(),
+            data_producer_id: data_producer_id.to_owned(),
+            data_producer,
+        })
+        .await
+    }
+
+    /// Pipes data producer `id` of another node to this node's room (once), in a task.
+    fn spawn_data_pipe_in(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        id: String,
+        remote: RemoteDataProducer,
+    ) {
+        if remote.node == self.node_id || !room.relays_to_peers(&remote.label) {
+            return;
+        }
+        let key = (room.id.clone(), id.clone());
+        {
+            let mut pipes = self.pipes();
+            if pipes.inbound.contains_key(&key) || !pipes.opening.insert(key.clone()) {
+                return;
+            }
+        }
+        let (cluster, room) = (self.clone(), room.clone());
+        tokio::spawn(async move {
+            let piped = cluster.data_pipe_in(&room, &id, &remote).await;
+            cluster.pipes().opening.remove(&key);
+            if let Err(e) = piped {
+                tracing::warn!(room = %room.id, data_producer = %id, node = %remote.node, error = %e, "cannot pipe a data producer from another node");
+            }
+        });
+    }
+
+    /// The target's side of a data pipe: an offer; on the answer, a WebRTC client of the
+    /// source's transport (DTLS and SCTP, as a browser would be) whose messages go out on a
+    /// direct data producer of the same id, which the room's peers here consume.
+    async fn data_pipe_in(
+        &self,
+        room: &Arc<Room>,
+        id: &str,
+        remote: &RemoteDataProducer,
+    ) -> Result<(), ClusterError> {
+        let request = sluice_media::new_id();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pipes().pending_data.insert(request.clone(), tx);
+        let offered = self
+            .publish(&Event::DataPipeOffer {
+                room: room.id.clone(),
+                data_producer_id: id.to_owned(),
+                from: self.node_id.clone(),
+                to: remote.node.clone(),
+                request: request.clone(),
+            })
+            .await;
+        let answer = match offered {
+            Ok(()) => tokio::time::timeout(PIPE_TIMEOUT, rx).await,
+            Err(e) => {
+                self.pipes().pending_data.remove(&request);
+                return Err(e);
+            }
+        };
+        self.pipes().pending_data.remove(&request);
+        let answer = match answer {
+            Ok(Ok(Ok(a))) => a,
+            Ok(Ok(Err(e))) => return Err(ClusterError::Pipe(e)),
+            Ok(Err(_)) | Err(_) => {
+                return Err(ClusterError::Pipe(format!(
+                    "node {} did not answer within {PIPE_TIMEOUT:?}",
+                    remote.node
+                )));
+            }
+        };
+        let info = sluice_client::ServerTransportInfo {
+            ice_parameters: answer.ice_parameters.clone(),
+            ice_candidates: answer.ice_candidates.clone(),
+            dtls_parameters: answer.dtls_parameters.clone(),
+            sctp_parameters: Some(answer.sctp_parameters),
+        };
+        let mut options =
+            sluice_client::ClientTransportOptions::new(sluice_client::ClientNumbering::chromium());
+        options.bind_ip = self.media_ip;
+        let client = sluice_client::ClientTransport::new(&info, options)
+            .await
+            .map_err(|e| ClusterError::Pipe(e.to_string()))?;
+        let made = async {
+            self.publish(&Event::DataPipeConnect {
+                room: room.id.clone(),
+                data_producer_id: id.to_owned(),
+                from: self.node_id.clone(),
+                to: remote.node.clone(),
+                dtls_parameters: client.dtls_parameters().clone(),
+            })
+            .await?;
+            client.start();
+            client
+                .wait_connected(PIPE_TIMEOUT)
+                .await
+                .map_err(|e| ClusterError::Pipe(e.to_string()))?;
+            let messages = client
+                .consume_data(answer.stream.clone(), &answer.label)
+                .await
+                .map_err(|e| ClusterError::Pipe(e.to_string()))?;
+            let direct = room.router.create_direct_transport(None).await?;
+            let mut options = DataProducerOptions::new(answer.label.clone());
+            options.id = Some(id.to_owned());
+            options.protocol = answer.protocol.clone();
+            let data_producer = match direct.produce_data(options).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = direct.close().await;
+                    return Err(e.into());
+                }
+            };
+            Ok::<_, ClusterError>((messages, direct, data_producer))
+        };
+        let (mut messages, direct, data_producer) = match made.await {
+            Ok(v) => v,
+            Err(e) => {
+                client.close();
+                self.close_source(&room.id, id, &remote.node).await;
+                return Err(e);
+            }
+        };
+        if !room
+            .remote_peers()
+            .iter()
+            .any(|(p, _)| *p == answer.peer_id)
+        {
+            client.close();
+            let _ = direct.close().await;
+            self.close_source(&room.id, id, &remote.node).await;
+            return Ok(());
+        }
+        // Each message from the source goes out here, in order, until either side closes.
+        let forward = data_producer.clone();
+        let (forward_client, forward_direct) = (client.clone(), direct.clone());
+        tokio::spawn(async move {
+            while let Some(m) = messages.recv().await {
+                let message = DataMessage {
+                    binary: m.binary,
+                    data: m.data,
+                };
+                if forward.send(message).is_err() {
+                    break;
+                }
+            }
+            forward_client.close();
+            let _ = forward_direct.close().await;
+        });
+        self.pipes().inbound.insert(
+            (room.id.clone(), id.to_owned()),
+            PipeIn {
+                node: remote.node.clone(),
+                peer_id: answer.peer_id.clone(),
+                carrier: Carrier::Data {
+                    direct,
+                    client,
+                    data_producer: data_producer.clone(),
+                },
+            },
+        );
+        room.add_remote_data_producer(&answer.peer_id, data_producer, answer.app_data);
+        Ok(())
+    }
+
+    /// The source's side of a data pipe: a WebRTC transport with SCTP on the data producer's
+    /// router and a data consumer on it; connected when the target sends its DTLS side.
+    async fn data_pipe_out(
+        self: &Arc<Self>,
+        instance: &Instance,
+        room_id: &str,
+        id: &str,
+        from: &str,
+    ) -> Result<DataPipeAnswer, String> {
+        let room = instance
+            .room(room_id)
+            .await
+            .ok_or_else(|| format!("no room {room_id} on node {}", self.node_id))?;
+        let (router, peer_id, app_data) = {
+            let objects = room.objects();
+            let p = objects
+                .data_producers
+                .get(id)
+                .filter(|p| room.peer(&p.peer_id).is_some())
+                .ok_or_else(|| format!("no data producer {id} on node {}", self.node_id))?;
+            (
+                room.routers
+                    .on(p.object.worker_index())
+                    .unwrap_or_else(|| room.router.clone()),
+                p.peer_id.clone(),
+                p.app_data.clone(),
+            )
+        };
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let transport = router
+            .create_webrtc_transport(WebRtcTransportOptions {
+                enable_tcp: false,
+                events: Some(events_tx),
+                ..WebRtcTransportOptions::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let consumed = transport.consume_data(DataConsumerOptions::new(id)).await;
+        let (consumer, sctp) = match (consumed, transport.sctp_parameters().cloned()) {
+            (Ok(c), Some(sctp)) => (c, sctp),
+            (Err(e), _) => {
+                let _ = transport.close().await;
+                return Err(e.to_string());
+            }
+            (Ok(_), None) => {
+                let _ = transport.close().await;
+                return Err("the data pipe's transport has no SCTP".into());
+            }
+        };
+        let Some(stream) = consumer.sctp_stream_parameters().cloned() else {
+            let _ = transport.close().await;
+            return Err("the data pipe's consumer has no SCTP stream".into());
+        };
+        let answer = DataPipeAnswer {
+            ice_parameters: transport.ice_parameters().clone(),
+            ice_candidates: transport.ice_candidates().to_vec(),
+            dtls_parameters: transport.dtls_parameters().clone(),
+            sctp_parameters: sctp,
+            stream,
+            label: consumer.label().to_owned(),
+            protocol: consumer.protocol().to_owned(),
+            peer_id,
+            app_data,
+        };
+        let key = (room_id.to_owned(), id.to_owned(), from.to_owned());
+        let replaced = self
+            .pipes()
+            .outbound
+            .insert(key.clone(), Outbound::Data(transport.clone()));
+        if let Some(old) = replaced {
+            tokio::spawn(async move { old.close().await });
+        }
+        let cluster = self.clone();
+        let consumer_id = consumer.id().to_owned();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    MediaEvent::DataConsumerClosed {
+                        data_consumer_id: c,
+                        ..
+                    } if c == consumer_id => break,
+                    MediaEvent::TransportClosed { .. } => break,
+                    _ => {}
+                }
+            }
+            let _ = transport.close().await;
+            let ours = {
+                let mut pipes = cluster.pipes();
+                let ours = pipes
+                    .outbound
+                    .get(&key)
+                    .is_some_and(|t| t.id() == transport.id());
+                if ours {
+                    pipes.outbound.remove(&key);
+                }
+                ours
+            };
+            let update = Event::PipeUpdated {
+                room: key.0.clone(),
+                producer_id: key.1.clone(),
+                from: cluster.node_id.clone(),
+                to: key.2.clone(),
+                state: PipeState::Closed,
+            };
+            if ours && let Err(e) = cluster.publish(&update).await {
+                tracing::warn!(error = %e, "cannot tell a data pipe's target");
+            }
+        });
+        Ok(answer)
+    }
+
+    /// `room` closed here: its pipes in are told to stop at their source, its pipes out close.
+    async fn room_closed(&self, room: &str) {
+        let (inbound, outbound) = {
+            let mut pipes = self.pipes();
+            let inbound: Vec<_> = pipes
+                .inbound
+                .keys()
+                .filter(|k| k.0 == room)
+                .cloned()
+                .collect();
+            let inbound: Vec<_> = inbound
+                .into_iter()
+                .filter_map(|k| pipes.inbound.remove(&k).map(|p| (k, p)))
+                .collect();
+            let outbound: Vec<_> = pipes
+                .outbound
+                .keys()
+                .filter(|k| k.0 == room)
+                .cloned()
+                .collect();
+            let outbound: Vec<_> = outbound
+                .into_iter()
+                .filter_map(|k| pipes.outbound.remove(&k))
+                .collect();
+            (inbound, outbound)
+        };
+        for ((room, producer_id), pipe) in inbound {
+            pipe.close().await;
+            self.close_source(&room, &producer_id, &pipe.node).await;
+        }
+        for transport in outbound {
+            let _ = transport.close().await;
+        }
+    }
+
     /// Makes Redis hold exactly this node's joined peers of `room`.
     async fn resync(&self, room: &Arc<Room>) -> Result<(), ClusterError> {
         let here: HashMap<String, (String, Device)> = room
@@ -391,6 +1466,26 @@ impl Cluster {
         let mut conn = self.conn();
         let rooms: Vec<String> = call(conn.smembers(node_rooms_key(node))).await?;
         for room in rooms {
+            let producers: Vec<String> = self
+                .room_producers(&room)
+                .await?
+                .into_iter()
+                .filter(|(_, p)| p.node == node)
+                .map(|(id, _)| id)
+                .collect();
+            if !producers.is_empty() {
+                call(conn.hdel::<_, _, ()>(room_producers_key(&room), producers)).await?;
+            }
+            let data_producers: Vec<String> = self
+                .room_data_producers(&room)
+                .await?
+                .into_iter()
+                .filter(|(_, p)| p.node == node)
+                .map(|(id, _)| id)
+                .collect();
+            if !data_producers.is_empty() {
+                call(conn.hdel::<_, _, ()>(room_data_producers_key(&room), data_producers)).await?;
+            }
             for (peer_id, peer) in self.room_peers(&room).await? {
                 if peer.node == node {
                     self.peer_left(&room, &peer_id, node).await?;
@@ -398,7 +1493,14 @@ impl Cluster {
             }
         }
         call(conn.del::<_, ()>(node_rooms_key(node))).await?;
-        call(conn.srem::<_, _, ()>(NODES, node)).await
+        call(conn.srem::<_, _, ()>(NODES, node)).await?;
+        if node != self.node_id {
+            self.publish(&Event::NodeLost {
+                node: node.to_owned(),
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Starts this node's tasks: the heartbeat (registration, load, and the nodes that stopped)
@@ -481,7 +1583,7 @@ impl Cluster {
         }
     }
 
-    async fn apply(&self, instance: &Instance, event: Event) {
+    async fn apply(self: &Arc<Self>, instance: &Instance, event: Event) {
         match event {
             Event::PeerJoined {
                 room,
@@ -497,8 +1599,195 @@ impl Cluster {
                 peer_id,
                 node,
             } if node != self.node_id => {
-                if let Some(room) = instance.room(&room).await {
+                let here = instance.room(&room).await;
+                let piped: Vec<_> = self
+                    .pipes()
+                    .inbound
+                    .iter()
+                    .filter(|(k, p)| k.0 == room && p.peer_id == peer_id)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in piped {
+                    self.close_pipe_in(here.as_deref(), &key).await;
+                }
+                if let Some(room) = here {
                     room.remote_peer_left(&peer_id);
+                }
+            }
+            Event::ProducerCreated {
+                room,
+                producer_id,
+                producer,
+            } if producer.node != self.node_id => {
+                if let Some(room) = instance.room(&room).await {
+                    self.spawn_pipe_in(&room, producer_id, producer);
+                }
+            }
+            Event::PipeOffer {
+                room,
+                producer_id,
+                from,
+                to,
+                request,
+                addr,
+                key,
+                suite,
+            } if to == self.node_id => {
+                let offer = PipeOfferRef {
+                    room: &room,
+                    producer_id: &producer_id,
+                    from: &from,
+                    addr,
+                    key: &key,
+                    suite,
+                };
+                let (answer, error) = match self.pipe_out(instance, offer).await {
+                    Ok(a) => (Some(a), None),
+                    Err(e) => (None, Some(e)),
+                };
+                let answered = self
+                    .publish(&Event::PipeAnswered {
+                        to: from,
+                        request,
+                        answer,
+                        error,
+                    })
+                    .await;
+                if let Err(e) = answered {
+                    tracing::warn!(error = %e, "cannot answer a pipe offer");
+                }
+            }
+            Event::PipeAnswered {
+                to,
+                request,
+                answer,
+                error,
+            } if to == self.node_id => {
+                if let Some(tx) = self.pipes().pending.remove(&request) {
+                    let _ = tx.send(answer.ok_or_else(|| error.unwrap_or_default()));
+                }
+            }
+            Event::PipeUpdated {
+                room,
+                producer_id,
+                from,
+                to,
+                state,
+            } if to == self.node_id => {
+                let key = (room, producer_id);
+                let producer = self
+                    .pipes()
+                    .inbound
+                    .get(&key)
+                    .filter(|p| p.node == from)
+                    .map(|p| match &p.carrier {
+                        Carrier::Media { producer, .. } => Some((**producer).clone()),
+                        Carrier::Data { .. } => None,
+                    });
+                let Some(producer) = producer else { return };
+                let done = match (state, producer) {
+                    (PipeState::Paused, Some(p)) => p.pause().await,
+                    (PipeState::Resumed, Some(p)) => p.resume().await,
+                    (PipeState::Paused | PipeState::Resumed, None) => Ok(()),
+                    (PipeState::Closed, _) => {
+                        let here = instance.room(&key.0).await;
+                        self.close_pipe_in(here.as_deref(), &key).await;
+                        Ok(())
+                    }
+                };
+                if let Err(e) = done {
+                    tracing::warn!(error = %e, "cannot update a piped producer");
+                }
+            }
+            Event::PipeClosed {
+                room,
+                producer_id,
+                from,
+                to,
+            } if to == self.node_id => {
+                let outbound = self.pipes().outbound.remove(&(room, producer_id, from));
+                if let Some(o) = outbound {
+                    o.close().await;
+                }
+            }
+            Event::NodeLost { node } => {
+                let transports: Vec<Outbound> = {
+                    let mut pipes = self.pipes();
+                    let keys: Vec<_> = pipes
+                        .outbound
+                        .keys()
+                        .filter(|k| k.2 == node)
+                        .cloned()
+                        .collect();
+                    keys.iter()
+                        .filter_map(|k| pipes.outbound.remove(k))
+                        .collect()
+                };
+                for t in transports {
+                    t.close().await;
+                }
+            }
+            Event::DataProducerCreated {
+                room,
+                data_producer_id,
+                data_producer,
+            } if data_producer.node != self.node_id => {
+                if let Some(room) = instance.room(&room).await {
+                    self.spawn_data_pipe_in(&room, data_producer_id, data_producer);
+                }
+            }
+            Event::DataPipeOffer {
+                room,
+                data_producer_id,
+                from,
+                to,
+                request,
+            } if to == self.node_id => {
+                let (answer, error) = match self
+                    .data_pipe_out(instance, &room, &data_producer_id, &from)
+                    .await
+                {
+                    Ok(a) => (Some(a), None),
+                    Err(e) => (None, Some(e)),
+                };
+                let answered = self
+                    .publish(&Event::DataPipeAnswered {
+                        to: from,
+                        request,
+                        answer,
+                        error,
+                    })
+                    .await;
+                if let Err(e) = answered {
+                    tracing::warn!(error = %e, "cannot answer a data pipe offer");
+                }
+            }
+            Event::DataPipeAnswered {
+                to,
+                request,
+                answer,
+                error,
+            } if to == self.node_id => {
+                if let Some(tx) = self.pipes().pending_data.remove(&request) {
+                    let _ = tx.send(answer.ok_or_else(|| error.unwrap_or_default()));
+                }
+            }
+            Event::DataPipeConnect {
+                room,
+                data_producer_id,
+                from,
+                to,
+                dtls_parameters,
+            } if to == self.node_id => {
+                let outbound = self
+                    .pipes()
+                    .outbound
+                    .get(&(room, data_producer_id, from))
+                    .cloned();
+                if let Some(Outbound::Data(t)) = outbound
+                    && let Err(e) = t.connect(dtls_parameters).await
+                {
+                    tracing::warn!(error = %e, "cannot connect a data pipe");
                 }
             }
             _ => {}
@@ -548,6 +1837,67 @@ fn open<T: serde::de::DeserializeOwned>(key: &hmac::Key, payload: &str) -> Optio
     serde_json::from_str(json).ok()
 }
 
+/// An offer to pipe a producer, as [`Cluster::pipe_out`] reads it.
+#[derive(Debug, Clone, Copy)]
+struct PipeOfferRef<'a> {
+    room: &'a str,
+    producer_id: &'a str,
+    from: &'a str,
+    addr: SocketAddr,
+    key: &'a str,
+    suite: SrtpCryptoSuite,
+}
+
+/// The key that encrypts pipes' SRTP keys in Redis: SHA-256 of a label and the cluster secret.
+fn pipe_key(secret: &str) -> aead::LessSafeKey {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(b"sluice cluster pipe keys\0");
+    ctx.update(secret.as_bytes());
+    let bytes = ctx.finish();
+    // AES-256 takes the 32 bytes of a SHA-256 digest: a key of the right length, always.
+    #[allow(clippy::expect_used)]
+    let key = aead::UnboundKey::new(&aead::AES_256_GCM, bytes.as_ref())
+        .expect("a SHA-256 digest is an AES-256 key");
+    aead::LessSafeKey::new(key)
+}
+
+/// `plain` encrypted with `key` (AES-256-GCM, a random nonce): base64 of nonce and ciphertext.
+fn hide(key: &aead::LessSafeKey, plain: &str) -> String {
+    let nonce: [u8; aead::NONCE_LEN] = rand::random();
+    let mut sealed = plain.as_bytes().to_vec();
+    // Sealing fails only for inputs over AES-GCM's limit (64 GiB); an SRTP key is 40 bytes.
+    if key
+        .seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::empty(),
+            &mut sealed,
+        )
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&sealed);
+    base64::engine::general_purpose::STANDARD.encode(out)
+}
+
+/// What [`hide`] encrypted, if `hidden` decrypts with `key`.
+fn reveal(key: &aead::LessSafeKey, hidden: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(hidden)
+        .ok()?;
+    if bytes.len() < aead::NONCE_LEN {
+        return None;
+    }
+    let (nonce, sealed) = bytes.split_at(aead::NONCE_LEN);
+    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut sealed = sealed.to_vec();
+    let plain = key
+        .open_in_place(nonce, aead::Aad::empty(), &mut sealed)
+        .ok()?;
+    String::from_utf8(plain.to_vec()).ok()
+}
+
 /// `join`'s list entry for a remote peer.
 pub fn peer_info(peer_id: &str, peer: &RemotePeer) -> PeerInfo {
     PeerInfo {
@@ -585,6 +1935,20 @@ mod tests {
             serde_json::json!({"type": "peerLeft", "room": "r", "peerId": "p", "node": "n"})
         );
         assert_eq!(serde_json::from_value::<Event>(json).unwrap(), event);
+    }
+
+    #[test]
+    fn pipe_keys_cross_redis_encrypted_and_open_only_with_the_clusters_secret() {
+        let key = pipe_key("a cluster secret of at least thirty-two bytes");
+        let srtp = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXowMTIzNDU2Nzg5";
+        let hidden = hide(&key, srtp);
+        assert!(!hidden.contains(srtp));
+        assert_ne!(hide(&key, srtp), hidden, "a fresh nonce each time");
+        assert_eq!(reveal(&key, &hidden).as_deref(), Some(srtp));
+        let other = pipe_key("another cluster secret of thirty-two bytes or more");
+        assert_eq!(reveal(&other, &hidden), None);
+        assert_eq!(reveal(&key, "short"), None);
+        assert_eq!(reveal(&key, ""), None);
     }
 
     #[test]

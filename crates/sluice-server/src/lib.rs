@@ -136,7 +136,8 @@ impl Server {
                 .node_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{local_addr}"));
-            let joined = cluster::Cluster::connect(&config.cluster, node_id, node_url)
+            let media_ip = config.announced_ip();
+            let joined = cluster::Cluster::connect(&config.cluster, node_id, node_url, media_ip)
                 .await
                 .map_err(ServerError::Cluster)?;
             // A previous run under this node id that died before its TTL ran out left its

@@ -5,7 +5,7 @@
 //! `peerClosed`, `consumerClosed`, …) and offers new producers and data producers to the other
 //! joined peers as consumers (`newConsumer`, `newDataConsumer`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -303,6 +303,146 @@ impl Room {
                 p.notify(&n);
             }
         }
+    }
+
+    /// A producer of a peer on another node, piped to this node's home router (docs/cluster.md):
+    /// the joined peers here consume it as any other (`newConsumer`, or `newProducer` without
+    /// `auto_consume`).
+    pub fn add_remote_producer(
+        self: &Arc<Self>,
+        peer_id: &str,
+        producer: Producer,
+        paused: bool,
+        app_data: Value,
+    ) {
+        let producer_id = producer.id().to_owned();
+        let notification = ServerNotification::NewProducer(NewProducer {
+            peer_id: peer_id.to_owned(),
+            producer_id: producer_id.clone(),
+            kind: producer.kind(),
+            paused,
+            app_data: app_data_map(&app_data),
+        });
+        self.objects().producers.insert(
+            producer_id.clone(),
+            Owned {
+                peer_id: peer_id.to_owned(),
+                object: producer,
+                app_data,
+            },
+        );
+        for p in self.joined_peers_except(peer_id) {
+            if self.config.router.auto_consume {
+                self.spawn_consumer(p, producer_id.clone());
+            } else {
+                p.notify(&notification);
+            }
+        }
+    }
+
+    /// Forgets a piped producer of another node (its pipe closed: its consumers here are told
+    /// as for any producer that closes).
+    pub fn remove_remote_producer(&self, producer_id: &str) -> Option<Producer> {
+        let mut objects = self.objects();
+        let remote = objects
+            .producers
+            .get(producer_id)
+            .is_some_and(|p| self.peer(&p.peer_id).is_none());
+        if !remote {
+            return None;
+        }
+        objects.producers.remove(producer_id).map(|p| p.object)
+    }
+
+    /// A data producer of a peer on another node, piped here (docs/cluster.md): the joined
+    /// peers here consume it as any other whose label is relayed to peers.
+    pub fn add_remote_data_producer(
+        self: &Arc<Self>,
+        peer_id: &str,
+        data_producer: DataProducer,
+        app_data: Value,
+    ) {
+        let id = data_producer.id().to_owned();
+        let notification = ServerNotification::NewDataProducer(NewDataProducer {
+            peer_id: peer_id.to_owned(),
+            data_producer_id: id.clone(),
+            label: data_producer.label().to_owned(),
+            protocol: data_producer.protocol().to_owned(),
+            app_data: app_data_map(&app_data),
+        });
+        let relayed = self.relays_to_peers(data_producer.label());
+        self.objects().data_producers.insert(
+            id.clone(),
+            Owned {
+                peer_id: peer_id.to_owned(),
+                object: data_producer,
+                app_data,
+            },
+        );
+        if !relayed {
+            return;
+        }
+        for p in self.joined_peers_except(peer_id) {
+            if self.config.router.auto_consume {
+                self.spawn_data_consumer(p, id.clone());
+            } else {
+                p.notify(&notification);
+            }
+        }
+    }
+
+    /// Forgets a piped data producer of another node.
+    pub fn remove_remote_data_producer(&self, id: &str) -> Option<DataProducer> {
+        let mut objects = self.objects();
+        let remote = objects
+            .data_producers
+            .get(id)
+            .is_some_and(|p| p.peer_id != SERVER_PEER && self.peer(&p.peer_id).is_none());
+        if !remote {
+            return None;
+        }
+        objects.data_producers.remove(id).map(|p| p.object)
+    }
+
+    /// The ids of this room's peers on other nodes.
+    fn remote_peer_ids(&self) -> HashSet<String> {
+        self.remote_peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The data producers of peers on other nodes piped here: owner, id, label, protocol and
+    /// app data.
+    fn remote_data_producers(&self) -> Vec<(String, String, String, String, Value)> {
+        let remote = self.remote_peer_ids();
+        self.objects()
+            .data_producers
+            .values()
+            .filter(|p| remote.contains(&p.peer_id))
+            .map(|p| {
+                (
+                    p.peer_id.clone(),
+                    p.object.id().to_owned(),
+                    p.object.label().to_owned(),
+                    p.object.protocol().to_owned(),
+                    p.app_data.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The producers of peers on other nodes piped here, for a peer that just joined.
+    fn remote_producers(&self) -> Vec<(String, Producer, Value)> {
+        let remote = self.remote_peer_ids();
+        self.objects()
+            .producers
+            .values()
+            .filter(|p| remote.contains(&p.peer_id))
+            .map(|p| (p.peer_id.clone(), p.object.clone(), p.app_data.clone()))
+            .collect()
     }
 
     /// The room's broadcasters.
@@ -613,7 +753,7 @@ impl Room {
         }
     }
 
-    fn relays_to_peers(&self, label: &str) -> bool {
+    pub(crate) fn relays_to_peers(&self, label: &str) -> bool {
         label != POSITION_LABEL && !self.is_game_input(label) && !self.relays_to_server(label)
     }
 
@@ -908,6 +1048,36 @@ impl Room {
                     }
                 }
                 _ => {}
+            }
+        }
+        for (owner, id, label, protocol, app_data) in self.remote_data_producers() {
+            if !self.relays_to_peers(&label) {
+                continue;
+            }
+            if auto_consume {
+                self.spawn_data_consumer(peer.clone(), id);
+            } else {
+                peer.notify(&ServerNotification::NewDataProducer(NewDataProducer {
+                    peer_id: owner,
+                    data_producer_id: id,
+                    label,
+                    protocol,
+                    app_data: app_data_map(&app_data),
+                }));
+            }
+        }
+        for (owner, producer, app_data) in self.remote_producers() {
+            if auto_consume {
+                self.spawn_consumer(peer.clone(), producer.id().to_owned());
+            } else {
+                peer.notify(&ServerNotification::NewProducer(NewProducer {
+                    peer_id: owner,
+                    producer_id: producer.id().to_owned(),
+                    kind: producer.kind(),
+                    // Its consumer's `producerPaused` tells the truth.
+                    paused: false,
+                    app_data: app_data_map(&app_data),
+                }));
             }
         }
         let game_producers: Vec<DataProducer> = self

@@ -12,11 +12,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_client::protocol::ServerNotification;
-use sluice_client::{Session, SessionEvent, SessionOptions, SignalingClient};
+use sluice_client::protocol::{ClientRequest, ProducerRef, ServerNotification};
+use sluice_client::{
+    ReceivedData, ReceivedRtp, Session, SessionEvent, SessionOptions, SignalingClient, SourceConfig,
+};
+use sluice_media::DataMessage;
+use sluice_media::ortc::MediaKind;
 use sluice_server::Grants;
 use sluice_server::TokenAuthority;
 use sluice_server::auth::unix_now;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const AUTH_SECRET: &str = "cluster-test-auth-secret-0123456789abcdef";
 const CLUSTER_SECRET: &str = "cluster-test-cluster-secret-0123456789abcdef";
@@ -201,8 +206,7 @@ async fn join(node: &Node, room: &str, peer: &str) -> Session {
         peer,
         &token(room, peer, Grants::player()),
     );
-    let mut options = SessionOptions::new(&format!("{peer} the player"));
-    options.consume = false;
+    let options = SessionOptions::new(&format!("{peer} the player"));
     Session::join(SignalingClient::connect(&url).await.unwrap(), options)
         .await
         .unwrap()
@@ -343,6 +347,207 @@ async fn peers_on_two_nodes_see_each_other_and_a_lost_node_is_removed() {
     assert_eq!(redis.command(&["HLEN", "sluice:room:r:peers"]), ":0");
     assert_eq!(redis.command(&["SCARD", "sluice:nodes"]), ":0");
     assert_eq!(redis.command(&["EXISTS", "sluice:node:n2"]), ":0");
+}
+
+/// Waits for a data consumer of `label` and returns its messages.
+async fn data_consumer(session: &mut Session, label: &str) -> UnboundedReceiver<ReceivedData> {
+    let event = session
+        .wait_event(
+            Duration::from_secs(15),
+            |e| matches!(e, SessionEvent::DataConsumer { label: l, .. } if l == label),
+        )
+        .await;
+    match event {
+        Some(SessionEvent::DataConsumer { messages, .. }) => messages,
+        other => panic!("no data consumer of {label}: {other:?}"),
+    }
+}
+
+/// Sends `text` until it arrives on `messages` (SCTP may still be opening).
+async fn deliver(
+    from: &Session,
+    stream: u16,
+    messages: &mut UnboundedReceiver<ReceivedData>,
+    text: &str,
+) {
+    for _ in 0..200 {
+        from.send_data(stream, DataMessage::text(text)).unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), messages.recv()).await
+        {
+            assert_eq!(m.data, text.as_bytes());
+            return;
+        }
+    }
+    panic!("{text:?} never arrived");
+}
+
+/// Waits for a consumer of `producer_id` and returns its id and packets.
+async fn consumer_of(
+    session: &mut Session,
+    producer_id: &str,
+) -> (String, MediaKind, UnboundedReceiver<ReceivedRtp>) {
+    let event = session
+        .wait_event(
+            Duration::from_secs(15),
+            |e| matches!(e, SessionEvent::Consumer { producer_id: p, .. } if p == producer_id),
+        )
+        .await;
+    match event {
+        Some(SessionEvent::Consumer {
+            id, kind, packets, ..
+        }) => (id, kind, packets),
+        other => panic!("no consumer of {producer_id}: {other:?}"),
+    }
+}
+
+async fn first_packet(packets: &mut UnboundedReceiver<ReceivedRtp>) -> ReceivedRtp {
+    tokio::time::timeout(Duration::from_secs(10), packets.recv())
+        .await
+        .expect("a packet within 10 s")
+        .expect("the consumer is open")
+}
+
+async fn notification(session: &mut Session, what: &str, f: impl Fn(&ServerNotification) -> bool) {
+    let event = session
+        .wait_event(
+            Duration::from_secs(15),
+            |e| matches!(e, SessionEvent::Notification(n) if f(n)),
+        )
+        .await;
+    assert!(event.is_some(), "no notification: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_crosses_nodes_through_encrypted_pipes_with_pause_close_and_node_loss() {
+    let redis = Redis::start();
+    let n1 = start_node(&redis, "n1");
+    let n2 = start_node(&redis, "n2");
+    wait_until(Duration::from_secs(10), "both nodes registered", || {
+        redis.command(&["SCARD", "sluice:nodes"]) == ":2"
+    });
+
+    let mut alice = join(&n1, "r", "alice").await;
+    let video = alice.produce(SourceConfig::video()).await.unwrap();
+    let audio = alice.produce(SourceConfig::audio()).await.unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "alice's producers announced",
+        || redis.command(&["HLEN", "sluice:room:r:producers"]) == ":2",
+    );
+
+    // Bob on n2 consumes alice's producers through pipes from n1; the first video packet
+    // starts a keyframe (his consumer's request crossed back to n1).
+    let mut bob = join(&n2, "r", "bob").await;
+    let (video_consumer, kind, mut video_packets) = consumer_of(&mut bob, &video).await;
+    assert_eq!(kind, MediaKind::Video);
+    let first = first_packet(&mut video_packets).await;
+    assert!(
+        sluice_client::media::vp8_is_keyframe(&first.payload),
+        "the first piped video packet starts a keyframe"
+    );
+    let (audio_consumer, kind, mut audio_packets) = consumer_of(&mut bob, &audio).await;
+    assert_eq!(kind, MediaKind::Audio);
+    first_packet(&mut audio_packets).await;
+
+    // And the other way: bob's audio reaches alice on n1.
+    let bob_audio = bob.produce(SourceConfig::audio()).await.unwrap();
+    let (_, _, mut at_alice) = consumer_of(&mut alice, &bob_audio).await;
+    first_packet(&mut at_alice).await;
+
+    // Data both ways: a node consumes the other's data producer over DTLS and SCTP.
+    let (_, alice_chat) = alice.produce_data("chat", true, None).await.unwrap();
+    let (_, bob_chat) = bob.produce_data("chat", true, None).await.unwrap();
+    let mut at_bob = data_consumer(&mut bob, "chat").await;
+    let mut at_alice = data_consumer(&mut alice, "chat").await;
+    deliver(&alice, alice_chat, &mut at_bob, "gg").await;
+    deliver(&bob, bob_chat, &mut at_alice, "wp").await;
+    for i in 0..20 {
+        alice
+            .send_data(alice_chat, DataMessage::text(format!("m{i}")))
+            .unwrap();
+    }
+    for i in 0..20 {
+        let m = tokio::time::timeout(Duration::from_secs(10), at_bob.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        // After "gg" (maybe sent more than once), every message in order.
+        if m.data == b"gg" {
+            continue;
+        }
+        assert_eq!(m.data, format!("m{i}").as_bytes());
+    }
+
+    // A late joiner on n2 gets n1's producers (the pipes n2 already has).
+    let mut dave = join(&n2, "r", "dave").await;
+    let (_, _, mut dave_video) = consumer_of(&mut dave, &video).await;
+    first_packet(&mut dave_video).await;
+
+    // Pause, resume and close cross with the usual notifications.
+    alice
+        .request(ClientRequest::PauseProducer(ProducerRef {
+            producer_id: video.clone(),
+        }))
+        .await
+        .unwrap();
+    notification(
+        &mut bob,
+        "video paused",
+        |n| matches!(n, ServerNotification::ConsumerPaused(c) if c.consumer_id == video_consumer),
+    )
+    .await;
+    alice
+        .request(ClientRequest::ResumeProducer(ProducerRef {
+            producer_id: video.clone(),
+        }))
+        .await
+        .unwrap();
+    notification(
+        &mut bob,
+        "video resumed",
+        |n| matches!(n, ServerNotification::ConsumerResumed(c) if c.consumer_id == video_consumer),
+    )
+    .await;
+    alice
+        .request(ClientRequest::CloseProducer(ProducerRef {
+            producer_id: video.clone(),
+        }))
+        .await
+        .unwrap();
+    notification(
+        &mut bob,
+        "video closed",
+        |n| matches!(n, ServerNotification::ConsumerClosed(c) if c.consumer_id == video_consumer),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "the closed producer leaves Redis",
+        || redis.command(&["HLEN", "sluice:room:r:producers"]) == ":2",
+    );
+
+    // n1 is lost: bob's consumer of alice's audio closes, and alice leaves his room.
+    let mut n1 = n1;
+    n1.process.0.kill().unwrap();
+    n1.process.0.wait().unwrap();
+    notification(
+        &mut bob,
+        "audio closed with its node",
+        |n| matches!(n, ServerNotification::ConsumerClosed(c) if c.consumer_id == audio_consumer),
+    )
+    .await;
+    notification(
+        &mut bob,
+        "alice gone",
+        |n| matches!(n, ServerNotification::PeerClosed(p) if p.peer_id == "alice"),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "n1's producers leave Redis",
+        || redis.command(&["HLEN", "sluice:room:r:producers"]) == ":1",
+    );
+    drop((alice, n2));
 }
 
 #[test]
