@@ -1511,6 +1511,8 @@ impl Cluster {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(cluster.heartbeat);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut renewed = tokio::time::Instant::now();
+            let mut cut_off = false;
             loop {
                 tick.tick().await;
                 let Some(instance) = weak.upgrade() else {
@@ -1520,10 +1522,24 @@ impl Cluster {
                     break;
                 }
                 let (load, peers) = instance.load_and_peers().await;
-                drop(instance);
                 if let Err(e) = cluster.register(load, peers).await {
                     tracing::warn!(error = %e, "cannot renew this node's registration");
+                    if !cut_off && renewed.elapsed() >= cluster.ttl {
+                        // The others have removed this node's peers by now: its clients are
+                        // told to try again (1013), through /api/place.
+                        cut_off = true;
+                        tracing::warn!("this node lost the cluster's directory; closing its peers");
+                        for room in instance.rooms().await {
+                            room.close_all_peers(1013, "this node lost the cluster; join again");
+                        }
+                    }
                     continue;
+                }
+                drop(instance);
+                renewed = tokio::time::Instant::now();
+                if cut_off {
+                    cut_off = false;
+                    tracing::info!("this node is back in the cluster's directory");
                 }
                 match cluster.nodes().await {
                     Ok((_, gone)) => {

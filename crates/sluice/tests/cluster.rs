@@ -58,7 +58,8 @@ impl Redis {
             .local_addr()
             .unwrap()
             .port();
-        let dir = std::env::temp_dir().join(format!("sluice-cluster-test-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sluice-cluster-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -114,8 +115,11 @@ struct Node {
 }
 
 fn config_file() -> PathBuf {
-    let path =
-        std::env::temp_dir().join(format!("sluice-cluster-test-{}.toml", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "sluice-cluster-test-{}-{}.toml",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::write(&path, CLUSTER_TOML).unwrap();
     path
 }
@@ -548,6 +552,30 @@ async fn media_crosses_nodes_through_encrypted_pipes_with_pause_close_and_node_l
         || redis.command(&["HLEN", "sluice:room:r:producers"]) == ":1",
     );
     drop((alice, n2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_longer_than_its_ttl_closes_its_peers_with_1013() {
+    let redis = Redis::start();
+    let n1 = start_node(&redis, "n1");
+    let mut alice = join(&n1, "r", "alice").await;
+    drop(redis);
+    let closed = alice
+        .wait_event(Duration::from_secs(15), |e| {
+            matches!(e, SessionEvent::Closed { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            closed,
+            Some(SessionEvent::Closed {
+                code: Some(1013),
+                ..
+            })
+        ),
+        "{closed:?}"
+    );
+    drop(n1);
 }
 
 #[test]
