@@ -332,9 +332,11 @@ fn split_key(suite: SrtpCryptoSuite, key_and_salt: &[u8]) -> Result<(&[u8], &[u8
     Ok(key_and_salt.split_at(key_len))
 }
 
-/// Checks and decrypts the SRTP a plain transport's remote sends (RFC 3711 §3.3, RFC 7714).
+/// Checks and decrypts the SRTP and SRTCP a plain transport's remote sends (RFC 3711 §3.3,
+/// §3.4, RFC 7714).
 pub(crate) struct SrtpReceiver {
     cipher: Cipher,
+    rtcp: Cipher,
 }
 
 impl std::fmt::Debug for SrtpReceiver {
@@ -352,7 +354,85 @@ impl SrtpReceiver {
         let (key, salt) = split_key(suite, key_and_salt)?;
         Ok(SrtpReceiver {
             cipher: Cipher::derive(suite.profile(), key, salt, LABELS_RTP)?,
+            rtcp: Cipher::derive(suite.profile(), key, salt, LABELS_RTCP)?,
         })
+    }
+
+    /// Authenticates and decrypts one SRTCP packet in place (what [`SrtpSender::protect_rtcp`]
+    /// makes): answers the length of the plain (compound) RTCP packet; a packet that does not
+    /// authenticate is an error. Replayed packets are not detected (a plain transport reads
+    /// only keyframe requests from RTCP, which are idempotent).
+    pub fn unprotect_rtcp(&self, packet: &mut [u8]) -> Result<usize, SrtpError> {
+        let len = packet.len();
+        match &self.rtcp {
+            Cipher::CmSha1(keys) => {
+                let end = len
+                    .checked_sub(SRTCP_INDEX_LEN + HMAC_TAG_LEN)
+                    .filter(|end| *end >= 8)
+                    .ok_or(SrtpError::Crypto)?;
+                let CmSha1 { ctr, auth, salt } = &**keys;
+                let tag = hmac::sign(auth, &packet[..end + SRTCP_INDEX_LEN]);
+                aws_lc_rs::constant_time::verify_slices_are_equal(
+                    &tag.as_ref()[..HMAC_TAG_LEN],
+                    &packet[end + SRTCP_INDEX_LEN..],
+                )?;
+                let e_and_index = [
+                    packet[end],
+                    packet[end + 1],
+                    packet[end + 2],
+                    packet[end + 3],
+                ];
+                if e_and_index[0] & 0x80 != 0 {
+                    let index = u32::from_be_bytes(e_and_index) & 0x7fff_ffff;
+                    let mut iv = [0u8; 16];
+                    iv[..14].copy_from_slice(salt);
+                    for (b, s) in iv[4..8].iter_mut().zip(&packet[4..8]) {
+                        *b ^= s;
+                    }
+                    for (b, s) in iv[10..14].iter_mut().zip(index.to_be_bytes()) {
+                        *b ^= s;
+                    }
+                    ctr.less_safe_encrypt(
+                        &mut packet[8..end],
+                        EncryptionContext::Iv128(iv.into()),
+                    )?;
+                }
+                Ok(end)
+            }
+            Cipher::Gcm { key, salt } => {
+                let end = len
+                    .checked_sub(SRTCP_INDEX_LEN)
+                    .filter(|end| *end >= 8 + GCM_TAG_LEN)
+                    .ok_or(SrtpError::Crypto)?;
+                let e_and_index = [
+                    packet[end],
+                    packet[end + 1],
+                    packet[end + 2],
+                    packet[end + 3],
+                ];
+                if e_and_index[0] & 0x80 == 0 {
+                    // Authenticated only (RFC 7714 §9.2): not what a sluice node sends.
+                    return Err(SrtpError::Crypto);
+                }
+                let index = u32::from_be_bytes(e_and_index) & 0x7fff_ffff;
+                let mut iv = [0u8; 12];
+                iv[2..6].copy_from_slice(&packet[4..8]);
+                iv[8..12].copy_from_slice(&index.to_be_bytes());
+                for (b, s) in iv.iter_mut().zip(salt) {
+                    *b ^= s;
+                }
+                let mut aad = [0u8; 12];
+                aad[..8].copy_from_slice(&packet[..8]);
+                aad[8..].copy_from_slice(&e_and_index);
+                let (_, body) = packet.split_at_mut(8);
+                let plain = key.open_in_place(
+                    Nonce::assume_unique_for_key(iv),
+                    Aad::from(&aad[..]),
+                    &mut body[..end - 8],
+                )?;
+                Ok(8 + plain.len())
+            }
+        }
     }
 
     /// Authenticates and decrypts one SRTP packet in place: `header_len` bytes of header (with
@@ -592,6 +672,46 @@ mod tests {
     #![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
 
     use super::*;
+
+    #[test]
+    fn srtcp_protected_by_a_sender_unprotects_with_its_key_and_not_when_altered() {
+        for suite in [
+            SrtpCryptoSuite::AesCm128HmacSha1_80,
+            SrtpCryptoSuite::AeadAes128Gcm,
+            SrtpCryptoSuite::AeadAes256Gcm,
+        ] {
+            let (key_len, salt_len) = suite.key_and_salt_len();
+            let master: Vec<u8> = (0..key_len + salt_len).map(|i| (i * 7) as u8).collect();
+            let sender = SrtpSender::from_suite(suite, &master).unwrap();
+            let receiver = SrtpReceiver::from_suite(suite, &master).unwrap();
+            // A PLI: V=2, FMT=1, PT=206, length 2; sender SSRC 1, media SSRC 0x0a0b0c0d.
+            let pli = vec![0x81, 206, 0, 2, 0, 0, 0, 1, 0x0a, 0x0b, 0x0c, 0x0d];
+            let mut packet = pli.clone();
+            sender.protect_rtcp(&mut packet, 5).unwrap();
+            assert_eq!(packet.len(), pli.len() + sender.rtcp_overhead());
+            assert_ne!(
+                &packet[8..12],
+                &pli[8..12],
+                "{suite:?}: the body is encrypted"
+            );
+            let mut altered = packet.clone();
+            altered[9] ^= 1;
+            assert!(receiver.unprotect_rtcp(&mut altered).is_err(), "{suite:?}");
+            let len = receiver.unprotect_rtcp(&mut packet).unwrap();
+            assert_eq!(&packet[..len], &pli[..], "{suite:?}");
+            assert!(
+                receiver.unprotect_rtcp(&mut [0u8; 10]).is_err(),
+                "{suite:?}"
+            );
+            let other: Vec<u8> = master.iter().map(|b| b ^ 1).collect();
+            let mut packet = pli.clone();
+            SrtpSender::from_suite(suite, &other)
+                .unwrap()
+                .protect_rtcp(&mut packet, 6)
+                .unwrap();
+            assert!(receiver.unprotect_rtcp(&mut packet).is_err(), "{suite:?}");
+        }
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())

@@ -563,12 +563,17 @@ impl Core {
         if t.rtcp_local == Some(local) || is_rtcp(data) {
             // Keyframe requests for this transport's consumers (a pipe's other end, a tool that
             // decodes) are served; the rest (sender and receiver reports) is read and dropped.
-            // From the remote only, and in the clear only (SRTCP is not read).
+            // From the remote only; with SRTP, only SRTCP that authenticates with its key.
             let from_remote = t.remote.is_some_and(|r| r.ip() == from.ip());
-            let asked = if from_remote && t.srtp.is_none() {
-                keyframe_requests(data)
-            } else {
-                Vec::new()
+            let asked = match (&t.srtp, from_remote) {
+                (_, false) => Vec::new(),
+                (None, true) => keyframe_requests(data),
+                (Some(srtp), true) => srtp.receiver.as_ref().map_or_else(Vec::new, |r| {
+                    let mut plain = data.to_vec();
+                    r.unprotect_rtcp(&mut plain)
+                        .map(|len| keyframe_requests(&plain[..len]))
+                        .unwrap_or_default()
+                }),
             };
             if asked.is_empty() {
                 t.packets_dropped += 1;
