@@ -53,6 +53,8 @@ const run = {
   server: null, // {child, url, output}
   turn: null, // {child, output}: coturn, for the TURN case
   ffmpeg: null, // {child, output}: the broadcaster case's sender
+  redis: null, // {child, output}: the cluster case's directory
+  otherServers: [], // servers started before run.server that still run (the cluster case)
   browser: null,
   pages: [], // {name, peerId, roomId, page, context, console, errors}
   artifacts: null,
@@ -284,8 +286,7 @@ function stopTurn() {
   if (run.turn && run.turn.child.exitCode === null) run.turn.child.kill('SIGTERM');
 }
 
-async function stopServer() {
-  const server = run.server;
+async function stopServer(server = run.server) {
   if (!server || server.exited || server.child.pid === undefined) return;
   const exited = new Promise((resolvePromise) => server.child.once('exit', () => resolvePromise('exited')));
   server.child.kill('SIGTERM');
@@ -817,6 +818,44 @@ async function main(options) {
     await check('no errors on the spread pages', noPageErrors);
   }
 
+  if (options['redis-server']) {
+    for (const peer of run.pages) await peer.context.close().catch(() => {});
+    run.pages = [];
+    await stopServer();
+    let urls;
+    await check('redis-server and two sluice nodes of one cluster are up', async () => {
+      const port = await startRedis(resolve(options['redis-server']));
+      // startServer tracks one server: the first node moves to otherServers.
+      const first = await startServer(resolve(options.sluice), false, clusterConfig(port, 'e2e-n1'));
+      run.otherServers.push(run.server);
+      const second = await startServer(resolve(options.sluice), false, clusterConfig(port, 'e2e-n2'));
+      urls = [first, second];
+      return `redis on 127.0.0.1:${port}, nodes ${first} and ${second}`;
+    });
+    const clusterRoom = `e2e-cluster-${randomSuffix()}`;
+    const nora = await openPeer(urls[0], { name: 'nora', roomId: clusterRoom, peerId: 'nora', displayName: 'Nora' });
+    await check(`Nora joined ${clusterRoom} on the first node`, async () => waitJoined(nora));
+    await check('GET /api/place on the second node sends the room\'s new peers to the first', async () => {
+      let place;
+      await poll('the second node to place the room on the first', async () => {
+        place = await getJson(`${urls[1]}/api/place?roomId=${clusterRoom}`);
+        return place.nodeId === 'e2e-n1';
+      }, { timeout: WAIT });
+      return JSON.stringify(place);
+    });
+    const oscar = await openPeer(urls[1], { name: 'oscar', roomId: clusterRoom, peerId: 'oscar', displayName: 'Oscar' });
+    await check(`Oscar joined ${clusterRoom} on the second node`, async () => waitJoined(oscar));
+    await check('across the nodes each decodes the other\'s video and receives the other\'s audio and chat', async () =>
+      (await Promise.all([mediaFlows(nora, oscar), mediaFlows(oscar, nora), audioFlows(nora, oscar),
+        audioFlows(oscar, nora), chatFlows(nora, oscar), chatFlows(oscar, nora)])).join('; '));
+    await check('Nora pausing her video shows on Oscar\'s page across the nodes', () => pausePropagates(nora, oscar));
+    await check('no errors on the cluster pages', noPageErrors);
+    for (const peer of run.pages) await peer.context.close().catch(() => {});
+    run.pages = [];
+    for (const server of run.otherServers) await stopServer(server);
+    run.otherServers = [];
+  }
+
   if (options.turnserver) {
     for (const peer of run.pages) await peer.context.close().catch(() => {});
     run.pages = [];
@@ -882,6 +921,11 @@ async function report(error) {
   if (run.server?.exited) console.error(`\nthe server exited: ${JSON.stringify(run.server.exited)}`);
   if (run.turn) console.error(`\n--- coturn (last lines) ---\n${run.turn.output.toString().split('\n').slice(-40).join('\n')}`);
   if (run.ffmpeg) console.error(`\n--- ffmpeg (last lines) ---\n${run.ffmpeg.output.toString().split('\n').slice(-40).join('\n')}`);
+  if (run.redis) console.error(`\n--- redis-server (last lines) ---\n${run.redis.output.toString().split('\n').slice(-20).join('\n')}`);
+  for (const server of run.otherServers) {
+    const output = server.output.toString().split('\n').slice(-60).join('\n');
+    console.error(`\n--- the first cluster node's output (last lines) ---\n${output || '(none)'}`);
+  }
   if (run.server) {
     const output = run.server.output.toString().split('\n').slice(-80).join('\n');
     console.error(`\n--- server output (last lines) ---\n${output || '(none)'}`);
@@ -893,7 +937,37 @@ async function cleanup() {
   if (run.browser) await Promise.race([run.browser.close().catch(() => {}), sleep(10_000)]);
   stopFfmpeg();
   await stopServer();
+  for (const server of run.otherServers) await stopServer(server);
   stopTurn();
+  if (run.redis && run.redis.child.exitCode === null) run.redis.child.kill('SIGKILL');
+}
+
+/** A redis-server of its own on a free loopback port, nothing saved; resolves once it is ready. */
+async function startRedis(binary) {
+  const port = await freePort();
+  const output = new Tail(100);
+  const child = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+    '--appendonly', 'no', '--dir', run.artifacts], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.on('data', (chunk) => output.write(chunk));
+  child.stderr.on('data', (chunk) => output.write(chunk));
+  run.redis = { child, output };
+  await poll('redis-server to say it is ready', async () => {
+    if (child.exitCode !== null) throw new Fatal(`redis-server exited: ${output.toString()}`);
+    return output.toString().includes('Ready to accept connections');
+  }, { timeout: SERVER_START_TIMEOUT, interval: 100 });
+  return port;
+}
+
+/** A node of a cluster whose directory is the Redis on `port`. */
+function clusterConfig(port, nodeId) {
+  return `${SERVER_CONFIG}
+[cluster]
+redis = "redis://127.0.0.1:${port}"
+secret = "e2e-cluster-secret-of-at-least-thirty-two-bytes"
+node_id = "${nodeId}"
+heartbeat_secs = 1
+node_ttl_secs = 3
+`;
 }
 
 async function cli() {

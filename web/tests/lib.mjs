@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 
 export const USAGE = 'usage: node web/tests/e2e.mjs --sluice <path to the sluice binary> '
   + '[--arena <path to the arena example>] [--turnserver <path to coturn\'s turnserver>] '
-  + '[--ffmpeg <path to ffmpeg>] '
+  + '[--ffmpeg <path to ffmpeg>] [--redis-server <path to redis-server>] '
   + '[--artifacts <dir>] [--chromium <path>] [--headed]';
 
 /** Parses the e2e script's arguments; throws an Error carrying the usage on a mistake. */
@@ -19,6 +19,7 @@ export function parseCliArgs(argv) {
         arena: { type: 'string' },
         turnserver: { type: 'string' },
         ffmpeg: { type: 'string' },
+        'redis-server': { type: 'string' },
         artifacts: { type: 'string' },
         chromium: { type: 'string', default: '/usr/bin/chromium' },
         headed: { type: 'boolean', default: false },

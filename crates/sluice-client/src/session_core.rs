@@ -275,6 +275,8 @@ pub struct ClientStats {
 pub struct ConnectionState {
     pub ice_connected: bool,
     pub dtls_connected: bool,
+    /// Data channels opened so far (the SCTP association is up once one is).
+    pub channels_opened: u32,
     pub closed: bool,
 }
 struct SourceLayer {
@@ -1316,6 +1318,9 @@ impl ClientSession {
                         received_us: self.wall_clock.us_at(self.now),
                     });
                 }
+            }
+            Event::ChannelOpen(..) => {
+                self.state.channels_opened = self.state.channels_opened.saturating_add(1);
             }
             Event::Closed => self.state.closed = true,
             _ => {}

@@ -323,6 +323,26 @@ impl ClientTransport {
     }
 
     /// Waits until ICE is connected (before DTLS completes).
+    /// Waits until `n` data channels have opened (the SCTP association is up and the
+    /// negotiated channels with it).
+    pub async fn wait_channels_opened(&self, n: u32, timeout: Duration) -> Result<(), ClientError> {
+        let mut state = self.state.clone();
+        tokio::time::timeout(
+            timeout,
+            state.wait_for(|s| s.channels_opened >= n || s.closed),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("SCTP"))?
+        .map_err(|_| ClientError::Closed)
+        .and_then(|s| {
+            if s.closed {
+                Err(ClientError::Closed)
+            } else {
+                Ok(())
+            }
+        })
+    }
+
     pub async fn wait_ice_connected(&self, timeout: Duration) -> Result<(), ClientError> {
         let mut state = self.state.clone();
         tokio::time::timeout(timeout, state.wait_for(|s| s.ice_connected || s.closed))

@@ -1229,6 +1229,12 @@ impl Cluster {
                 .consume_data(answer.stream.clone(), &answer.label)
                 .await
                 .map_err(|e| ClusterError::Pipe(e.to_string()))?;
+            // Messages the source sends before its SCTP association is up are lost: the peers
+            // here consume the pipe once its channel is open.
+            client
+                .wait_channels_opened(1, PIPE_TIMEOUT)
+                .await
+                .map_err(|e| ClusterError::Pipe(e.to_string()))?;
             let direct = room.router.create_direct_transport(None).await?;
             let mut options = DataProducerOptions::new(answer.label.clone());
             options.id = Some(id.to_owned());

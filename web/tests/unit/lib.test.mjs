@@ -11,6 +11,8 @@ test('parseCliArgs', () => {
   });
   assert.equal(parseCliArgs(['--sluice', 's', '--artifacts', 'out']).artifacts, 'out');
   assert.equal(parseCliArgs(['--sluice', 's', '--ffmpeg', '/usr/bin/ffmpeg']).ffmpeg, '/usr/bin/ffmpeg');
+  assert.equal(parseCliArgs(['--sluice', 's', '--redis-server', '/usr/bin/redis-server'])['redis-server'],
+    '/usr/bin/redis-server');
   assert.throws(() => parseCliArgs([]), /--sluice is required/);
   assert.throws(() => parseCliArgs(['--sluice', 's', '--nope']), /usage:/);
   assert.equal(parseCliArgs(['--help']).help, true);
