@@ -374,6 +374,8 @@ pub struct Cluster {
     heartbeat: Duration,
     ttl: Duration,
     pipes: Mutex<Pipes>,
+    /// Events ignored for a bad signature.
+    forged: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -422,6 +424,7 @@ impl Cluster {
             heartbeat: Duration::from_secs(config.heartbeat_secs),
             ttl: Duration::from_secs(config.node_ttl_secs),
             pipes: Mutex::new(Pipes::default()),
+            forged: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -514,8 +517,11 @@ impl Cluster {
 
     /// Follows `room`, just opened here: learns the peers other nodes announced in it, then
     /// announces this node's peers of it as its store records them (until the room closes).
-    pub async fn follow(self: &Arc<Self>, room: &Arc<Room>) {
-        let actions = room.store.subscribe();
+    pub async fn follow(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        actions: tokio::sync::broadcast::Receiver<Arc<Action>>,
+    ) {
         match self.room_peers(&room.id).await {
             Ok(peers) => {
                 for (peer_id, peer) in peers {
@@ -1593,7 +1599,17 @@ impl Cluster {
                     continue;
                 };
                 let Some(event) = open::<Event>(&self.key, &payload) else {
-                    tracing::warn!("a cluster event without a valid signature was ignored");
+                    // Logged once in a thousand: whoever can publish on the channel cannot
+                    // flood the log either.
+                    let n = self
+                        .forged
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n % 1000 == 0 {
+                        tracing::warn!(
+                            ignored = n + 1,
+                            "cluster events without a valid signature were ignored"
+                        );
+                    }
                     continue;
                 };
                 let Some(instance) = instance.upgrade() else {

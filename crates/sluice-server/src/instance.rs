@@ -317,11 +317,15 @@ impl Instance {
             let host = Arc::downgrade(&room);
             tokio::spawn(task.run(host, id.to_owned()));
         }
-        if let Some(cluster) = self.cluster() {
-            // Before any peer of it joins here: the peers on other nodes, then ours announced.
-            cluster.follow(&room).await;
-        }
+        // Subscribed before any peer can join, so every peer of it here is announced.
+        let actions = self.cluster().map(|_| room.store.subscribe());
         rooms.insert(id.to_owned(), room.clone());
+        // Redis is read without the rooms' lock: other rooms are not held up by a slow Redis.
+        drop(rooms);
+        if let (Some(cluster), Some(actions)) = (self.cluster(), actions) {
+            // The peers and producers of other nodes (peers that joined meanwhile get newPeer).
+            cluster.follow(&room, actions).await;
+        }
         let weak = Arc::downgrade(&room);
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
