@@ -374,8 +374,7 @@ pub struct Cluster {
     heartbeat: Duration,
     ttl: Duration,
     pipes: Mutex<Pipes>,
-    /// Events ignored for a bad signature.
-    forged: std::sync::atomic::AtomicU64,
+    metrics: crate::metrics::ClusterMetrics,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -404,6 +403,7 @@ impl Cluster {
         node_id: String,
         node_url: String,
         media_ip: IpAddr,
+        metrics: crate::metrics::ClusterMetrics,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let url = config.redis.clone().unwrap_or_default();
         let client = redis::Client::open(url)?;
@@ -424,12 +424,38 @@ impl Cluster {
             heartbeat: Duration::from_secs(config.heartbeat_secs),
             ttl: Duration::from_secs(config.node_ttl_secs),
             pipes: Mutex::new(Pipes::default()),
-            forged: std::sync::atomic::AtomicU64::new(0),
+            metrics,
         }))
     }
 
     fn conn(&self) -> redis::aio::ConnectionManager {
         self.conn.clone()
+    }
+
+    /// Sets the pipe gauges (each heartbeat).
+    fn count_pipes(&self) {
+        let (inbound, outbound) = {
+            let pipes = self.pipes();
+            (pipes.inbound.len(), pipes.outbound.len())
+        };
+        for (direction, n) in [("in", inbound), ("out", outbound)] {
+            self.metrics
+                .pipes
+                .get_or_create(&crate::metrics::DirectionLabels { direction })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// One Redis call with [`CALL_TIMEOUT`], its failure counted.
+    async fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, ClusterError> {
+        let done = call(f).await;
+        if done.is_err() {
+            self.metrics.redis_errors.inc();
+        }
+        done
     }
 
     fn pipes(&self) -> MutexGuard<'_, Pipes> {
@@ -438,7 +464,8 @@ impl Cluster {
 
     async fn publish(&self, event: &Event) -> Result<(), ClusterError> {
         let sealed = seal(&self.key, event)?;
-        call(self.conn().publish::<_, _, ()>(EVENTS, sealed)).await
+        self.call(self.conn().publish::<_, _, ()>(EVENTS, sealed))
+            .await
     }
 
     /// Registers this node (or renews its registration) with its load.
@@ -451,20 +478,21 @@ impl Cluster {
         };
         let sealed = seal(&self.key, &info)?;
         let mut conn = self.conn();
-        call(conn.set_ex::<_, _, ()>(node_key(&self.node_id), sealed, self.ttl.as_secs())).await?;
-        call(conn.sadd::<_, _, ()>(NODES, &self.node_id)).await
+        self.call(conn.set_ex::<_, _, ()>(node_key(&self.node_id), sealed, self.ttl.as_secs()))
+            .await?;
+        self.call(conn.sadd::<_, _, ()>(NODES, &self.node_id)).await
     }
 
     /// The live nodes (registered, TTL not expired), and the ids of the registered ones that
     /// stopped.
     async fn nodes(&self) -> Result<(Vec<NodeInfo>, Vec<String>), ClusterError> {
         let mut conn = self.conn();
-        let ids: Vec<String> = call(conn.smembers(NODES)).await?;
+        let ids: Vec<String> = self.call(conn.smembers(NODES)).await?;
         if ids.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
         let keys: Vec<String> = ids.iter().map(|id| node_key(id)).collect();
-        let values: Vec<Option<String>> = call(conn.mget(&keys)).await?;
+        let values: Vec<Option<String>> = self.call(conn.mget(&keys)).await?;
         let (mut live, mut gone) = (Vec::new(), Vec::new());
         for (id, value) in ids.into_iter().zip(values) {
             match value {
@@ -478,7 +506,8 @@ impl Cluster {
 
     /// The peers of `room` announced by nodes (this one included).
     pub async fn room_peers(&self, room: &str) -> Result<Vec<(String, RemotePeer)>, ClusterError> {
-        let all: HashMap<String, String> = call(self.conn().hgetall(room_peers_key(room))).await?;
+        let all: HashMap<String, String> =
+            self.call(self.conn().hgetall(room_peers_key(room))).await?;
         Ok(all
             .into_iter()
             .filter_map(|(id, v)| Some((id, open(&self.key, &v)?)))
@@ -658,8 +687,10 @@ impl Cluster {
         };
         let mut conn = self.conn();
         let sealed = seal(&self.key, &peer)?;
-        call(conn.hset::<_, _, _, ()>(room_peers_key(room), peer_id, sealed)).await?;
-        call(conn.sadd::<_, _, ()>(node_rooms_key(&self.node_id), room)).await?;
+        self.call(conn.hset::<_, _, _, ()>(room_peers_key(room), peer_id, sealed))
+            .await?;
+        self.call(conn.sadd::<_, _, ()>(node_rooms_key(&self.node_id), room))
+            .await?;
         self.publish(&Event::PeerJoined {
             room: room.to_owned(),
             peer_id: peer_id.to_owned(),
@@ -673,14 +704,14 @@ impl Cluster {
     async fn peer_left(&self, room: &str, peer_id: &str, node: &str) -> Result<bool, ClusterError> {
         let mut conn = self.conn();
         let key = room_peers_key(room);
-        let entry: Option<String> = call(conn.hget(&key, peer_id)).await?;
+        let entry: Option<String> = self.call(conn.hget(&key, peer_id)).await?;
         let of_node = entry
             .and_then(|v| open::<RemotePeer>(&self.key, &v))
             .is_some_and(|p| p.node == node);
         if !of_node {
             return Ok(false);
         }
-        let removed: i64 = call(conn.hdel(&key, peer_id)).await?;
+        let removed: i64 = self.call(conn.hdel(&key, peer_id)).await?;
         if removed == 0 {
             return Ok(false);
         }
@@ -698,8 +729,9 @@ impl Cluster {
         &self,
         room: &str,
     ) -> Result<Vec<(String, RemoteProducer)>, ClusterError> {
-        let all: HashMap<String, String> =
-            call(self.conn().hgetall(room_producers_key(room))).await?;
+        let all: HashMap<String, String> = self
+            .call(self.conn().hgetall(room_producers_key(room)))
+            .await?;
         Ok(all
             .into_iter()
             .filter_map(|(id, v)| Some((id, open(&self.key, &v)?)))
@@ -722,8 +754,10 @@ impl Cluster {
         };
         let sealed = seal(&self.key, &producer)?;
         let mut conn = self.conn();
-        call(conn.hset::<_, _, _, ()>(room_producers_key(room), producer_id, sealed)).await?;
-        call(conn.sadd::<_, _, ()>(node_rooms_key(&self.node_id), room)).await?;
+        self.call(conn.hset::<_, _, _, ()>(room_producers_key(room), producer_id, sealed))
+            .await?;
+        self.call(conn.sadd::<_, _, ()>(node_rooms_key(&self.node_id), room))
+            .await?;
         self.publish(&Event::ProducerCreated {
             room: room.to_owned(),
             producer_id: producer_id.to_owned(),
@@ -745,7 +779,7 @@ impl Cluster {
                 .collect()
         };
         if !gone.is_empty() {
-            call(
+            self.call(
                 self.conn()
                     .hdel::<_, _, ()>(room_producers_key(&room.id), gone),
             )
@@ -763,7 +797,7 @@ impl Cluster {
                 .collect()
         };
         if !gone.is_empty() {
-            call(
+            self.call(
                 self.conn()
                     .hdel::<_, _, ()>(room_data_producers_key(&room.id), gone),
             )
@@ -1102,8 +1136,9 @@ impl Cluster {
         &self,
         room: &str,
     ) -> Result<Vec<(String, RemoteDataProducer)>, ClusterError> {
-        let all: HashMap<String, String> =
-            call(self.conn().hgetall(room_data_producers_key(room))).await?;
+        let all: HashMap<String, String> = self
+            .call(self.conn().hgetall(room_data_producers_key(room)))
+            .await?;
         Ok(all
             .into_iter()
             .filter_map(|(id, v)| Some((id, open(&self.key, &v)?)))
@@ -1128,9 +1163,14 @@ impl Cluster {
         };
         let sealed = seal(&self.key, &data_producer)?;
         let mut conn = self.conn();
-        call(conn.hset::<_, _, _, ()>(room_data_producers_key(room), data_producer_id, sealed))
+        self.call(conn.hset::<_, _, _, ()>(
+            room_data_producers_key(room),
+            data_producer_id,
+            sealed,
+        ))
+        .await?;
+        self.call(conn.sadd::<_, _, ()>(node_rooms_key(&self.node_id), room))
             .await?;
-        call(conn.sadd::<_, _, ()>(node_rooms_key(&self.node_id), room)).await?;
         self.publish(&Event::DataProducerCreated {
             room: room.to_owned(),
             data_producer_id: data_producer_id.to_owned(),
@@ -1476,7 +1516,7 @@ impl Cluster {
     /// Removes every peer `node` announced, in every room, telling the nodes.
     async fn forget_node(&self, node: &str) -> Result<(), ClusterError> {
         let mut conn = self.conn();
-        let rooms: Vec<String> = call(conn.smembers(node_rooms_key(node))).await?;
+        let rooms: Vec<String> = self.call(conn.smembers(node_rooms_key(node))).await?;
         for room in rooms {
             let producers: Vec<String> = self
                 .room_producers(&room)
@@ -1486,7 +1526,8 @@ impl Cluster {
                 .map(|(id, _)| id)
                 .collect();
             if !producers.is_empty() {
-                call(conn.hdel::<_, _, ()>(room_producers_key(&room), producers)).await?;
+                self.call(conn.hdel::<_, _, ()>(room_producers_key(&room), producers))
+                    .await?;
             }
             let data_producers: Vec<String> = self
                 .room_data_producers(&room)
@@ -1496,7 +1537,8 @@ impl Cluster {
                 .map(|(id, _)| id)
                 .collect();
             if !data_producers.is_empty() {
-                call(conn.hdel::<_, _, ()>(room_data_producers_key(&room), data_producers)).await?;
+                self.call(conn.hdel::<_, _, ()>(room_data_producers_key(&room), data_producers))
+                    .await?;
             }
             for (peer_id, peer) in self.room_peers(&room).await? {
                 if peer.node == node {
@@ -1504,8 +1546,8 @@ impl Cluster {
                 }
             }
         }
-        call(conn.del::<_, ()>(node_rooms_key(node))).await?;
-        call(conn.srem::<_, _, ()>(NODES, node)).await?;
+        self.call(conn.del::<_, ()>(node_rooms_key(node))).await?;
+        self.call(conn.srem::<_, _, ()>(NODES, node)).await?;
         if node != self.node_id {
             self.publish(&Event::NodeLost {
                 node: node.to_owned(),
@@ -1549,6 +1591,7 @@ impl Cluster {
                 }
                 drop(instance);
                 renewed = tokio::time::Instant::now();
+                cluster.count_pipes();
                 if cut_off {
                     cut_off = false;
                     tracing::info!("this node is back in the cluster's directory");
@@ -1601,9 +1644,7 @@ impl Cluster {
                 let Some(event) = open::<Event>(&self.key, &payload) else {
                     // Logged once in a thousand: whoever can publish on the channel cannot
                     // flood the log either.
-                    let n = self
-                        .forged
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let n = self.metrics.events_ignored.inc();
                     if n % 1000 == 0 {
                         tracing::warn!(
                             ignored = n + 1,
@@ -1836,8 +1877,9 @@ impl Cluster {
     pub async fn unregister(&self) {
         let mut conn = self.conn();
         let removed = async {
-            call(conn.del::<_, ()>(node_key(&self.node_id))).await?;
-            call(conn.srem::<_, _, ()>(NODES, &self.node_id)).await
+            self.call(conn.del::<_, ()>(node_key(&self.node_id)))
+                .await?;
+            self.call(conn.srem::<_, _, ()>(NODES, &self.node_id)).await
         };
         if let Err(e) = removed.await {
             tracing::warn!(error = %e, "cannot remove this node from the cluster");

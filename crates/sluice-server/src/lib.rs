@@ -137,9 +137,11 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| format!("http://{local_addr}"));
             let media_ip = config.announced_ip();
-            let joined = cluster::Cluster::connect(&config.cluster, node_id, node_url, media_ip)
-                .await
-                .map_err(ServerError::Cluster)?;
+            let metrics = instance.metrics.cluster.clone();
+            let joined =
+                cluster::Cluster::connect(&config.cluster, node_id, node_url, media_ip, metrics)
+                    .await
+                    .map_err(ServerError::Cluster)?;
             // A previous run under this node id that died before its TTL ran out left its
             // peers in the directory: they are not here, so they go before this run registers.
             joined.forget_self().await;

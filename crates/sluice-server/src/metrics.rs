@@ -25,6 +25,9 @@
 //! | `sluice_recordings` | gauge | — |
 //! | `sluice_recordings_ended_total` | counter | `reason` (`stopped`, `producerClosed`, `sizeLimit`, `failed`, `roomClosed`, `shutdown`) |
 //! | `sluice_recording_bytes_total` | counter | — |
+//! | `sluice_cluster_pipes` | gauge (each heartbeat) | `direction` (`in`: producers of other nodes piped here, `out`: pipes from here) |
+//! | `sluice_cluster_redis_errors_total` | counter | — |
+//! | `sluice_cluster_events_ignored_total` | counter | — |
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -86,6 +89,23 @@ pub struct RecordingMetrics {
     pub ended: Family<ReasonLabels, Counter>,
     /// Bytes of finished recordings' files.
     pub bytes: Counter,
+}
+
+/// `in` or `out`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+/// What the cluster membership counts (docs/cluster.md); zero on a single node.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterMetrics {
+    /// Pipes between this node and others, by direction.
+    pub pipes: Family<DirectionLabels, Gauge>,
+    /// Redis calls that failed or timed out.
+    pub redis_errors: Counter,
+    /// Events on the cluster's channel ignored for a bad signature.
+    pub events_ignored: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -346,6 +366,7 @@ pub struct Metrics {
     refusals: Family<StatusLabels, Counter>,
     pub worker_deaths: Counter,
     pub recordings: RecordingMetrics,
+    pub cluster: ClusterMetrics,
     objects: ObjectGauges,
     worker_samples: Arc<Mutex<Vec<WorkerSample>>>,
     /// One scrape at a time (each refreshes the shared worker samples, then encodes them).
@@ -438,6 +459,22 @@ impl Metrics {
             Unit::Bytes,
             recordings.bytes.clone(),
         );
+        let cluster = ClusterMetrics::default();
+        registry.register(
+            "cluster_pipes",
+            "Pipes between this node and the cluster's others, by direction (as of the last heartbeat)",
+            cluster.pipes.clone(),
+        );
+        registry.register(
+            "cluster_redis_errors",
+            "Calls to the cluster's Redis that failed or timed out",
+            cluster.redis_errors.clone(),
+        );
+        registry.register(
+            "cluster_events_ignored",
+            "Events on the cluster's channel ignored for a bad signature",
+            cluster.events_ignored.clone(),
+        );
         let worker_samples = Arc::new(Mutex::new(Vec::new()));
         registry.register_collector(Box::new(WorkerCollector {
             samples: worker_samples.clone(),
@@ -451,6 +488,7 @@ impl Metrics {
             refusals,
             worker_deaths,
             recordings,
+            cluster,
             objects,
             worker_samples,
             scrape: tokio::sync::Mutex::new(()),

@@ -194,6 +194,45 @@ fn http_get(addr: &str, path: &str, bearer: Option<&str>) -> (u16, serde_json::V
     (status, serde_json::from_str(&body).unwrap_or_default())
 }
 
+/// The body of a GET, as text.
+fn http_get_text(addr: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = bearer.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample `series` (name and labels as exposed) in a Prometheus text body.
+fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+}
+
 /// Waits (polling, up to `within`) until `f` holds; panics with `what` if it never does.
 fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -299,6 +338,14 @@ async fn peers_on_two_nodes_see_each_other_and_a_lost_node_is_removed() {
         || {
             redis.command(&["PUBLISH", "sluice:events", forged]) == ":2"
                 && redis.command(&["PUBLISH", "sluice:events", &unsigned]) == ":2"
+        },
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "n2 counts the forged events",
+        || {
+            let (_, metrics) = http_get_text(&n2.addr, "/metrics", Some(&admin));
+            metric(&metrics, "sluice_cluster_events_ignored_total") >= 2.0
         },
     );
     let carol = join(&n1, "r", "carol").await;
@@ -493,6 +540,13 @@ async fn media_crosses_nodes_through_encrypted_pipes_with_pause_close_and_node_l
         }
         assert_eq!(m.data, format!("m{i}").as_bytes());
     }
+
+    // n2 counts its pipes from n1 (video, audio, chat) and to n1 (bob's audio and chat).
+    wait_until(Duration::from_secs(10), "n2's pipe gauges", || {
+        let (_, m) = http_get_text(&n2.addr, "/metrics", None);
+        m.contains("sluice_cluster_pipes{direction=\"in\"} 3")
+            && m.contains("sluice_cluster_pipes{direction=\"out\"} 2")
+    });
 
     // A late joiner on n2 gets n1's producers (the pipes n2 already has).
     let mut dave = join(&n2, "r", "dave").await;
