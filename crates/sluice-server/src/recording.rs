@@ -948,14 +948,10 @@ impl Supervisor {
         let mut exited: Option<ExitStatus> = None;
         let reason = loop {
             tokio::select! {
-                changed = self.stop.changed() => {
-                    let asked = *self.stop.borrow();
-                    match (changed, asked) {
-                        (_, Some(reason)) => break reason,
-                        (Err(_), None) => break StopReason::Stopped,
-                        (Ok(()), None) => {}
-                    }
-                }
+                // The media events already queued first: producers that closed before a stop
+                // was asked (their room closing because of it) end the recording as
+                // `producerClosed`, whichever task the scheduler ran first.
+                biased;
                 event = self.events.recv() => match event {
                     Some(MediaEvent::ConsumerClosed { consumer_id, .. }) => {
                         if self.lose_stream(|s| s.consumer_id == consumer_id) {
@@ -970,6 +966,14 @@ impl Supervisor {
                     Some(_) => {}
                     None => break StopReason::RoomClosed,
                 },
+                changed = self.stop.changed() => {
+                    let asked = *self.stop.borrow();
+                    match (changed, asked) {
+                        (_, Some(reason)) => break reason,
+                        (Err(_), None) => break StopReason::Stopped,
+                        (Ok(()), None) => {}
+                    }
+                }
                 status = self.child.wait() => {
                     exited = status.ok();
                     // `-fs` reached ends ffmpeg well; anything else is a failure.
