@@ -1662,7 +1662,7 @@ impl Cluster {
         }
     }
 
-    async fn apply(self: &Arc<Self>, instance: &Instance, event: Event) {
+    async fn apply(self: &Arc<Self>, instance: &Arc<Instance>, event: Event) {
         match event {
             Event::PeerJoined {
                 room,
@@ -1712,29 +1712,33 @@ impl Cluster {
                 key,
                 suite,
             } if to == self.node_id => {
-                let offer = PipeOfferRef {
-                    room: &room,
-                    producer_id: &producer_id,
-                    from: &from,
-                    addr,
-                    key: &key,
-                    suite,
-                };
-                let (answer, error) = match self.pipe_out(instance, offer).await {
-                    Ok(a) => (Some(a), None),
-                    Err(e) => (None, Some(e)),
-                };
-                let answered = self
-                    .publish(&Event::PipeAnswered {
-                        to: from,
-                        request,
-                        answer,
-                        error,
-                    })
-                    .await;
-                if let Err(e) = answered {
-                    tracing::warn!(error = %e, "cannot answer a pipe offer");
-                }
+                // In a task of its own: the events after it are not held up by the workers.
+                let (cluster, instance) = (self.clone(), instance.clone());
+                tokio::spawn(async move {
+                    let offer = PipeOfferRef {
+                        room: &room,
+                        producer_id: &producer_id,
+                        from: &from,
+                        addr,
+                        key: &key,
+                        suite,
+                    };
+                    let (answer, error) = match cluster.pipe_out(&instance, offer).await {
+                        Ok(a) => (Some(a), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    let answered = cluster
+                        .publish(&Event::PipeAnswered {
+                            to: from,
+                            request,
+                            answer,
+                            error,
+                        })
+                        .await;
+                    if let Err(e) = answered {
+                        tracing::warn!(error = %e, "cannot answer a pipe offer");
+                    }
+                });
             }
             Event::PipeAnswered {
                 to,
@@ -1822,24 +1826,27 @@ impl Cluster {
                 to,
                 request,
             } if to == self.node_id => {
-                let (answer, error) = match self
-                    .data_pipe_out(instance, &room, &data_producer_id, &from)
-                    .await
-                {
-                    Ok(a) => (Some(a), None),
-                    Err(e) => (None, Some(e)),
-                };
-                let answered = self
-                    .publish(&Event::DataPipeAnswered {
-                        to: from,
-                        request,
-                        answer,
-                        error,
-                    })
-                    .await;
-                if let Err(e) = answered {
-                    tracing::warn!(error = %e, "cannot answer a data pipe offer");
-                }
+                let (cluster, instance) = (self.clone(), instance.clone());
+                tokio::spawn(async move {
+                    let (answer, error) = match cluster
+                        .data_pipe_out(&instance, &room, &data_producer_id, &from)
+                        .await
+                    {
+                        Ok(a) => (Some(a), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    let answered = cluster
+                        .publish(&Event::DataPipeAnswered {
+                            to: from,
+                            request,
+                            answer,
+                            error,
+                        })
+                        .await;
+                    if let Err(e) = answered {
+                        tracing::warn!(error = %e, "cannot answer a data pipe offer");
+                    }
+                });
             }
             Event::DataPipeAnswered {
                 to,
