@@ -512,6 +512,30 @@ async fn media_crosses_nodes_through_encrypted_pipes_with_pause_close_and_node_l
     assert_eq!(kind, MediaKind::Audio);
     first_packet(&mut audio_packets).await;
 
+    // The piped copy on n2 keeps alice's id but is not bob's to pause or close, and n1's own
+    // objects are unknown to n2.
+    for request in [
+        ClientRequest::PauseProducer(ProducerRef {
+            producer_id: audio.clone(),
+        }),
+        ClientRequest::CloseProducer(ProducerRef {
+            producer_id: audio.clone(),
+        }),
+    ] {
+        assert!(bob.request(request).await.is_err());
+    }
+    let transport = alice.send_transport_id.clone();
+    let refused = bob
+        .request_raw(
+            "restartIce",
+            serde_json::json!({ "transportId": transport }),
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // Alice's audio still flows to bob (what was queued before aside).
+    while audio_packets.try_recv().is_ok() {}
+    first_packet(&mut audio_packets).await;
+
     // And the other way: bob's audio reaches alice on n1.
     let bob_audio = bob.produce(SourceConfig::audio()).await.unwrap();
     let (_, _, mut at_alice) = consumer_of(&mut alice, &bob_audio).await;
