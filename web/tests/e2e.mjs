@@ -432,6 +432,13 @@ async function cursorsFlow(viewer, sender) {
   return `${viewer.name} got ${second - first} cursor messages/s from ${sender.name}`;
 }
 
+/** Waits until `receiver`'s page has an open data consumer of `sender`'s chat. */
+async function chatConsumerOpen(receiver, sender) {
+  await poll(`${receiver.name} to consume ${sender.name}'s chat`, () => inPage(receiver, (from) =>
+    Object.values(window.sluiceDemo.dataConsumers).some((c) => c.peerId === from && c.label === 'chat'
+      && c.readyState === 'open'), sender.peerId), { timeout: WAIT });
+}
+
 async function chatFlows(sender, receiver) {
   const text = `hello from ${sender.name} ${randomSuffix(6)}`;
   // The chat channel opens a moment after joining; sendChat throws until it is open.
@@ -845,9 +852,13 @@ async function main(options) {
     });
     const oscar = await openPeer(urls[1], { name: 'oscar', roomId: clusterRoom, peerId: 'oscar', displayName: 'Oscar' });
     await check(`Oscar joined ${clusterRoom} on the second node`, async () => waitJoined(oscar));
-    await check('across the nodes each decodes the other\'s video and receives the other\'s audio and chat', async () =>
-      (await Promise.all([mediaFlows(nora, oscar), mediaFlows(oscar, nora), audioFlows(nora, oscar),
-        audioFlows(oscar, nora), chatFlows(nora, oscar), chatFlows(oscar, nora)])).join('; '));
+    await check('across the nodes each decodes the other\'s video and receives the other\'s audio and chat', async () => {
+      // A message sent before its receiver consumes the channel is not delivered (as on one
+      // node); between nodes the consumer comes once the data pipe is up.
+      await Promise.all([chatConsumerOpen(oscar, nora), chatConsumerOpen(nora, oscar)]);
+      return (await Promise.all([mediaFlows(nora, oscar), mediaFlows(oscar, nora), audioFlows(nora, oscar),
+        audioFlows(oscar, nora), chatFlows(nora, oscar), chatFlows(oscar, nora)])).join('; ');
+    });
     await check('Nora pausing her video shows on Oscar\'s page across the nodes', () => pausePropagates(nora, oscar));
     await check('no errors on the cluster pages', noPageErrors);
     for (const peer of run.pages) await peer.context.close().catch(() => {});
