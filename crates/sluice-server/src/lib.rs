@@ -131,11 +131,20 @@ impl Server {
                 .node_id
                 .clone()
                 .unwrap_or_else(|| cluster::default_node_id(local_addr.port()));
-            let node_url = config
-                .cluster
-                .node_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{local_addr}"));
+            let node_url = config.cluster.node_url.clone().unwrap_or_else(|| {
+                // Listening on every address: the RTC announced address is the one others
+                // reach this host at.
+                let ip = local_addr.ip();
+                let ip = if ip.is_unspecified() {
+                    config.announced_ip()
+                } else {
+                    ip
+                };
+                format!(
+                    "http://{}",
+                    std::net::SocketAddr::new(ip, local_addr.port())
+                )
+            });
             let media_ip = config.announced_ip();
             let metrics = instance.metrics.cluster.clone();
             let joined =

@@ -288,6 +288,29 @@ fn config_redacts_the_secret() {
 }
 
 #[test]
+fn config_redacts_the_cluster_secret_and_shows_the_cluster() {
+    let cluster_secret = "cli-test-cluster-secret-0123456789abcdef";
+    let out = run(sluice().args([
+        "config",
+        "--cluster-redis",
+        "redis://127.0.0.1:6390",
+        "--cluster-secret",
+        cluster_secret,
+        "--node-id",
+        "eu-1",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = stdout(&out);
+    assert!(!config.contains(cluster_secret), "{config}");
+    let table: toml::Table = config.parse().unwrap();
+    let cluster = &table["cluster"];
+    assert_eq!(cluster["redis"].as_str(), Some("redis://127.0.0.1:6390"));
+    assert_eq!(cluster["secret"].as_str(), Some("<redacted>"));
+    assert_eq!(cluster["node_id"].as_str(), Some("eu-1"));
+    assert_eq!(cluster["node_ttl_secs"].as_integer(), Some(8));
+}
+
+#[test]
 fn unknown_key_in_a_file_is_reported_by_name() {
     let file = temp_file("[rtc]\nannounce_ip = \"1.2.3.4\"\n");
     let out = run(sluice().args(["serve", "--config", file.to_str().unwrap()]));
