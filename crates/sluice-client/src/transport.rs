@@ -306,56 +306,41 @@ impl ClientTransport {
         let _ = self.commands.send(Cmd::Start);
     }
 
-    /// Waits until DTLS is connected.
-    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
+    /// Waits until `reached` holds of the connection's state (`what` names it in the timeout
+    /// error); an error if the transport closes first.
+    async fn wait_state(
+        &self,
+        timeout: Duration,
+        what: &'static str,
+        reached: impl Fn(&ConnectionState) -> bool,
+    ) -> Result<(), ClientError> {
         let mut state = self.state.clone();
-        tokio::time::timeout(timeout, state.wait_for(|s| s.dtls_connected || s.closed))
+        let s = tokio::time::timeout(timeout, state.wait_for(|s| reached(s) || s.closed))
             .await
-            .map_err(|_| ClientError::Timeout("DTLS"))?
-            .map_err(|_| ClientError::Closed)
-            .and_then(|s| {
-                if s.closed {
-                    Err(ClientError::Closed)
-                } else {
-                    Ok(())
-                }
-            })
+            .map_err(|_| ClientError::Timeout(what))?
+            .map_err(|_| ClientError::Closed)?;
+        if s.closed {
+            Err(ClientError::Closed)
+        } else {
+            Ok(())
+        }
     }
 
-    /// Waits until ICE is connected (before DTLS completes).
+    /// Waits until DTLS is connected.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
+        self.wait_state(timeout, "DTLS", |s| s.dtls_connected).await
+    }
+
     /// Waits until `n` data channels have opened (the SCTP association is up and the
     /// negotiated channels with it).
     pub async fn wait_channels_opened(&self, n: u32, timeout: Duration) -> Result<(), ClientError> {
-        let mut state = self.state.clone();
-        tokio::time::timeout(
-            timeout,
-            state.wait_for(|s| s.channels_opened >= n || s.closed),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout("SCTP"))?
-        .map_err(|_| ClientError::Closed)
-        .and_then(|s| {
-            if s.closed {
-                Err(ClientError::Closed)
-            } else {
-                Ok(())
-            }
-        })
+        self.wait_state(timeout, "SCTP", |s| s.channels_opened >= n)
+            .await
     }
 
+    /// Waits until ICE is connected (before DTLS completes).
     pub async fn wait_ice_connected(&self, timeout: Duration) -> Result<(), ClientError> {
-        let mut state = self.state.clone();
-        tokio::time::timeout(timeout, state.wait_for(|s| s.ice_connected || s.closed))
-            .await
-            .map_err(|_| ClientError::Timeout("ICE"))?
-            .map_err(|_| ClientError::Closed)
-            .and_then(|s| {
-                if s.closed {
-                    Err(ClientError::Closed)
-                } else {
-                    Ok(())
-                }
-            })
+        self.wait_state(timeout, "ICE", |s| s.ice_connected).await
     }
 
     pub fn connection_state(&self) -> ConnectionState {

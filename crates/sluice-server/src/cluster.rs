@@ -171,6 +171,14 @@ pub struct DataPipeAnswer {
     pub app_data: Value,
 }
 
+/// A source node's side of a pipe, answering an offer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Answer {
+    Media(Box<PipeAnswer>),
+    Data(Box<DataPipeAnswer>),
+}
+
 /// What a piped producer's source tells its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -216,13 +224,13 @@ pub enum Event {
         key: String,
         suite: SrtpCryptoSuite,
     },
-    /// The producer's node answers an offer: its side, or why not.
+    /// The source node answers an offer (media or data): its side, or why not.
     #[serde(rename_all = "camelCase")]
     PipeAnswered {
         to: String,
         request: String,
         #[serde(skip_serializing_if = "Option::is_none")]
-        answer: Option<PipeAnswer>,
+        answer: Option<Answer>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
@@ -257,15 +265,6 @@ pub enum Event {
         from: String,
         to: String,
         request: String,
-    },
-    #[serde(rename_all = "camelCase")]
-    DataPipeAnswered {
-        to: String,
-        request: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        answer: Option<DataPipeAnswer>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
     },
     /// The target's DTLS side, to connect the data pipe's transport with.
     #[serde(rename_all = "camelCase")]
@@ -344,8 +343,7 @@ impl PipeIn {
 #[derive(Debug, Default)]
 struct Pipes {
     /// Offers made and not answered yet, by request id.
-    pending: HashMap<String, tokio::sync::oneshot::Sender<Result<PipeAnswer, String>>>,
-    pending_data: HashMap<String, tokio::sync::oneshot::Sender<Result<DataPipeAnswer, String>>>,
+    pending: HashMap<String, tokio::sync::oneshot::Sender<Result<Answer, String>>>,
     /// (room, producer) being piped in now (offer sent), so it is asked for once.
     opening: HashSet<(String, String)>,
     inbound: HashMap<(String, String), PipeIn>,
@@ -506,8 +504,16 @@ impl Cluster {
 
     /// The peers of `room` announced by nodes (this one included).
     pub async fn room_peers(&self, room: &str) -> Result<Vec<(String, RemotePeer)>, ClusterError> {
-        let all: HashMap<String, String> =
-            self.call(self.conn().hgetall(room_peers_key(room))).await?;
+        self.signed_entries(room_peers_key(room)).await
+    }
+
+    /// The entries of hash `key` whose values are signed with the cluster's secret (the others
+    /// are not the cluster's and are left out).
+    async fn signed_entries<T: serde::de::DeserializeOwned>(
+        &self,
+        key: String,
+    ) -> Result<Vec<(String, T)>, ClusterError> {
+        let all: HashMap<String, String> = self.call(self.conn().hgetall(key)).await?;
         Ok(all
             .into_iter()
             .filter_map(|(id, v)| Some((id, open(&self.key, &v)?)))
@@ -729,13 +735,7 @@ impl Cluster {
         &self,
         room: &str,
     ) -> Result<Vec<(String, RemoteProducer)>, ClusterError> {
-        let all: HashMap<String, String> = self
-            .call(self.conn().hgetall(room_producers_key(room)))
-            .await?;
-        Ok(all
-            .into_iter()
-            .filter_map(|(id, v)| Some((id, open(&self.key, &v)?)))
-            .collect())
+        self.signed_entries(room_producers_key(room)).await
     }
 
     async fn producer_created(
@@ -834,6 +834,27 @@ impl Cluster {
         });
     }
 
+    /// Publishes `offer` (which carries `request`) to `node` and waits for its answer.
+    async fn ask(&self, request: String, offer: Event, node: &str) -> Result<Answer, ClusterError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pipes().pending.insert(request.clone(), tx);
+        let answered = match self.publish(&offer).await {
+            Ok(()) => tokio::time::timeout(PIPE_TIMEOUT, rx).await,
+            Err(e) => {
+                self.pipes().pending.remove(&request);
+                return Err(e);
+            }
+        };
+        self.pipes().pending.remove(&request);
+        match answered {
+            Ok(Ok(Ok(answer))) => Ok(answer),
+            Ok(Ok(Err(e))) => Err(ClusterError::Pipe(e)),
+            Ok(Err(_)) | Err(_) => Err(ClusterError::Pipe(format!(
+                "node {node} did not answer within {PIPE_TIMEOUT:?}"
+            ))),
+        }
+    }
+
     /// The target's side of a pipe: a plain transport with SRTP on the room's home router, an
     /// offer to the producer's node, and on its answer a producer of the same id, which the
     /// room's peers here consume.
@@ -856,36 +877,20 @@ impl Cluster {
                 .cloned()
                 .ok_or_else(|| ClusterError::Pipe("the transport has no SRTP key".into()))?;
             let request = sluice_media::new_id();
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.pipes().pending.insert(request.clone(), tx);
-            let offered = self
-                .publish(&Event::PipeOffer {
-                    room: room.id.clone(),
-                    producer_id: producer_id.to_owned(),
-                    from: self.node_id.clone(),
-                    to: remote.node.clone(),
-                    request: request.clone(),
-                    addr: self.reachable(&transport),
-                    key: hide(&self.pipe_key, &srtp.key_base64),
-                    suite: srtp.crypto_suite,
-                })
-                .await;
-            let answer = match offered {
-                Ok(()) => tokio::time::timeout(PIPE_TIMEOUT, rx).await,
-                Err(e) => {
-                    self.pipes().pending.remove(&request);
-                    return Err(e);
-                }
+            let offer = Event::PipeOffer {
+                room: room.id.clone(),
+                producer_id: producer_id.to_owned(),
+                from: self.node_id.clone(),
+                to: remote.node.clone(),
+                request: request.clone(),
+                addr: self.reachable(&transport),
+                key: hide(&self.pipe_key, &srtp.key_base64),
+                suite: srtp.crypto_suite,
             };
-            self.pipes().pending.remove(&request);
-            let answer = match answer {
-                Ok(Ok(Ok(a))) => a,
-                Ok(Ok(Err(e))) => return Err(ClusterError::Pipe(e)),
-                Ok(Err(_)) | Err(_) => {
-                    return Err(ClusterError::Pipe(format!(
-                        "node {} did not answer within {PIPE_TIMEOUT:?}",
-                        remote.node
-                    )));
+            let answer = match self.ask(request, offer, &remote.node).await? {
+                Answer::Media(a) => *a,
+                Answer::Data(_) => {
+                    return Err(ClusterError::Pipe("a data answer to a media offer".into()));
                 }
             };
             let key_base64 = reveal(&self.pipe_key, &answer.key)
@@ -1136,13 +1141,7 @@ impl Cluster {
         &self,
         room: &str,
     ) -> Result<Vec<(String, RemoteDataProducer)>, ClusterError> {
-        let all: HashMap<String, String> = self
-            .call(self.conn().hgetall(room_data_producers_key(room)))
-            .await?;
-        Ok(all
-            .into_iter()
-            .filter_map(|(id, v)| Some((id, open(&self.key, &v)?)))
-            .collect())
+        self.signed_entries(room_data_producers_key(room)).await
     }
 
     async fn data_producer_created(
@@ -1216,33 +1215,17 @@ impl Cluster {
         remote: &RemoteDataProducer,
     ) -> Result<(), ClusterError> {
         let request = sluice_media::new_id();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.pipes().pending_data.insert(request.clone(), tx);
-        let offered = self
-            .publish(&Event::DataPipeOffer {
-                room: room.id.clone(),
-                data_producer_id: id.to_owned(),
-                from: self.node_id.clone(),
-                to: remote.node.clone(),
-                request: request.clone(),
-            })
-            .await;
-        let answer = match offered {
-            Ok(()) => tokio::time::timeout(PIPE_TIMEOUT, rx).await,
-            Err(e) => {
-                self.pipes().pending_data.remove(&request);
-                return Err(e);
-            }
+        let offer = Event::DataPipeOffer {
+            room: room.id.clone(),
+            data_producer_id: id.to_owned(),
+            from: self.node_id.clone(),
+            to: remote.node.clone(),
+            request: request.clone(),
         };
-        self.pipes().pending_data.remove(&request);
-        let answer = match answer {
-            Ok(Ok(Ok(a))) => a,
-            Ok(Ok(Err(e))) => return Err(ClusterError::Pipe(e)),
-            Ok(Err(_)) | Err(_) => {
-                return Err(ClusterError::Pipe(format!(
-                    "node {} did not answer within {PIPE_TIMEOUT:?}",
-                    remote.node
-                )));
+        let answer = match self.ask(request, offer, &remote.node).await? {
+            Answer::Data(a) => *a,
+            Answer::Media(_) => {
+                return Err(ClusterError::Pipe("a media answer to a data offer".into()));
             }
         };
         let info = sluice_client::ServerTransportInfo {
@@ -1662,6 +1645,34 @@ impl Cluster {
         }
     }
 
+    /// Answers offer `request` of node `to` with what `work` makes, in a task of its own: the
+    /// events after it are not held up by the workers.
+    fn answer_in_task(
+        self: &Arc<Self>,
+        to: String,
+        request: String,
+        work: impl std::future::Future<Output = Result<Answer, String>> + Send + 'static,
+    ) {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let (answer, error) = match work.await {
+                Ok(a) => (Some(a), None),
+                Err(e) => (None, Some(e)),
+            };
+            let answered = cluster
+                .publish(&Event::PipeAnswered {
+                    to,
+                    request,
+                    answer,
+                    error,
+                })
+                .await;
+            if let Err(e) = answered {
+                tracing::warn!(error = %e, "cannot answer a pipe offer");
+            }
+        });
+    }
+
     async fn apply(self: &Arc<Self>, instance: &Arc<Instance>, event: Event) {
         match event {
             Event::PeerJoined {
@@ -1712,9 +1723,8 @@ impl Cluster {
                 key,
                 suite,
             } if to == self.node_id => {
-                // In a task of its own: the events after it are not held up by the workers.
                 let (cluster, instance) = (self.clone(), instance.clone());
-                tokio::spawn(async move {
+                self.answer_in_task(from.clone(), request, async move {
                     let offer = PipeOfferRef {
                         room: &room,
                         producer_id: &producer_id,
@@ -1723,21 +1733,8 @@ impl Cluster {
                         key: &key,
                         suite,
                     };
-                    let (answer, error) = match cluster.pipe_out(&instance, offer).await {
-                        Ok(a) => (Some(a), None),
-                        Err(e) => (None, Some(e)),
-                    };
-                    let answered = cluster
-                        .publish(&Event::PipeAnswered {
-                            to: from,
-                            request,
-                            answer,
-                            error,
-                        })
-                        .await;
-                    if let Err(e) = answered {
-                        tracing::warn!(error = %e, "cannot answer a pipe offer");
-                    }
+                    let answer = cluster.pipe_out(&instance, offer).await?;
+                    Ok(Answer::Media(Box::new(answer)))
                 });
             }
             Event::PipeAnswered {
@@ -1827,36 +1824,12 @@ impl Cluster {
                 request,
             } if to == self.node_id => {
                 let (cluster, instance) = (self.clone(), instance.clone());
-                tokio::spawn(async move {
-                    let (answer, error) = match cluster
+                self.answer_in_task(from.clone(), request, async move {
+                    let answer = cluster
                         .data_pipe_out(&instance, &room, &data_producer_id, &from)
-                        .await
-                    {
-                        Ok(a) => (Some(a), None),
-                        Err(e) => (None, Some(e)),
-                    };
-                    let answered = cluster
-                        .publish(&Event::DataPipeAnswered {
-                            to: from,
-                            request,
-                            answer,
-                            error,
-                        })
-                        .await;
-                    if let Err(e) = answered {
-                        tracing::warn!(error = %e, "cannot answer a data pipe offer");
-                    }
+                        .await?;
+                    Ok(Answer::Data(Box::new(answer)))
                 });
-            }
-            Event::DataPipeAnswered {
-                to,
-                request,
-                answer,
-                error,
-            } if to == self.node_id => {
-                if let Some(tx) = self.pipes().pending_data.remove(&request) {
-                    let _ = tx.send(answer.ok_or_else(|| error.unwrap_or_default()));
-                }
             }
             Event::DataPipeConnect {
                 room,

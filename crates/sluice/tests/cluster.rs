@@ -668,6 +668,20 @@ async fn a_node_cut_off_from_redis_longer_than_its_ttl_closes_its_peers_with_101
     drop(n1);
 }
 
+/// `sluice serve` on loopback with the cluster flags `cluster` (a secret and a Redis URL): it
+/// must fail to start; answers what it printed on stderr.
+fn serve_refused(cluster: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .args(["serve", "--listen", "127.0.0.1:0", "--rtc-port", "0"])
+        .args(["--workers", "1", "--auth-secret", AUTH_SECRET])
+        .args(cluster)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_node_that_cannot_reach_its_redis_does_not_start() {
     // A port nothing listens on: bound, read, released.
@@ -676,49 +690,23 @@ fn a_node_that_cannot_reach_its_redis_does_not_start() {
         .local_addr()
         .unwrap()
         .port();
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .env_clear()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--rtc-port",
-            "0",
-            "--workers",
-            "1",
-        ])
-        .args([
-            "--auth-secret",
-            AUTH_SECRET,
-            "--cluster-secret",
-            CLUSTER_SECRET,
-        ])
-        .args(["--cluster-redis", &format!("redis://127.0.0.1:{port}")])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let redis = format!("redis://127.0.0.1:{port}");
+    let stderr = serve_refused(&[
+        "--cluster-secret",
+        CLUSTER_SECRET,
+        "--cluster-redis",
+        &redis,
+    ]);
     assert!(stderr.contains("cannot join the cluster"), "{stderr}");
 }
 
 #[test]
 fn a_cluster_without_a_long_enough_secret_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .env_clear()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--rtc-port",
-            "0",
-            "--workers",
-            "1",
-        ])
-        .args(["--auth-secret", AUTH_SECRET, "--cluster-secret", "short"])
-        .args(["--cluster-redis", "redis://127.0.0.1:1"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_refused(&[
+        "--cluster-secret",
+        "short",
+        "--cluster-redis",
+        "redis://127.0.0.1:1",
+    ]);
     assert!(stderr.contains("cluster.secret"), "{stderr}");
 }
