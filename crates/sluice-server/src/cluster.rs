@@ -154,6 +154,13 @@ pub struct RemoteDataProducer {
     pub app_data: Value,
 }
 
+/// A producer or data producer of another node, to pipe here.
+#[derive(Debug, Clone)]
+enum Remote {
+    Media(RemoteProducer),
+    Data(RemoteDataProducer),
+}
+
 /// The data producer's node's side of a data pipe: a WebRTC transport (ICE-lite, DTLS, SCTP)
 /// the target connects to as a client, and the stream its data consumer sends on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -572,7 +579,7 @@ impl Cluster {
         match self.room_producers(&room.id).await {
             Ok(producers) => {
                 for (producer_id, producer) in producers {
-                    self.spawn_pipe_in(room, producer_id, producer);
+                    self.spawn_pipe_in(room, producer_id, Remote::Media(producer));
                 }
             }
             Err(e) => {
@@ -582,7 +589,7 @@ impl Cluster {
         match self.room_data_producers(&room.id).await {
             Ok(data_producers) => {
                 for (id, data_producer) in data_producers {
-                    self.spawn_data_pipe_in(room, id, data_producer);
+                    self.spawn_pipe_in(room, id, Remote::Data(data_producer));
                 }
             }
             Err(e) => {
@@ -806,18 +813,18 @@ impl Cluster {
         Ok(())
     }
 
-    /// Pipes producer `producer_id` of another node to this node's router of `room` (once),
-    /// in a task of its own.
-    fn spawn_pipe_in(
-        self: &Arc<Self>,
-        room: &Arc<Room>,
-        producer_id: String,
-        producer: RemoteProducer,
-    ) {
-        if producer.node == self.node_id {
+    /// Pipes producer or data producer `id` of another node to this node's room (once: not
+    /// while that pipe exists or is being made), in a task of its own.
+    fn spawn_pipe_in(self: &Arc<Self>, room: &Arc<Room>, id: String, remote: Remote) {
+        let node = match &remote {
+            Remote::Media(p) => p.node.clone(),
+            Remote::Data(p) if room.relays_to_peers(&p.label) => p.node.clone(),
+            Remote::Data(_) => return,
+        };
+        if node == self.node_id {
             return;
         }
-        let key = (room.id.clone(), producer_id.clone());
+        let key = (room.id.clone(), id.clone());
         {
             let mut pipes = self.pipes();
             if pipes.inbound.contains_key(&key) || !pipes.opening.insert(key.clone()) {
@@ -826,10 +833,13 @@ impl Cluster {
         }
         let (cluster, room) = (self.clone(), room.clone());
         tokio::spawn(async move {
-            let piped = cluster.pipe_in(&room, &producer_id, &producer).await;
+            let piped = match &remote {
+                Remote::Media(p) => cluster.pipe_in(&room, &id, p).await,
+                Remote::Data(p) => cluster.data_pipe_in(&room, &id, p).await,
+            };
             cluster.pipes().opening.remove(&key);
             if let Err(e) = piped {
-                tracing::warn!(room = %room.id, producer = %producer_id, node = %producer.node, error = %e, "cannot pipe a producer from another node");
+                tracing::warn!(room = %room.id, %id, %node, error = %e, "cannot pipe a producer or data producer from another node");
             }
         });
     }
@@ -1176,33 +1186,6 @@ impl Cluster {
             data_producer,
         })
         .await
-    }
-
-    /// Pipes data producer `id` of another node to this node's room (once), in a task.
-    fn spawn_data_pipe_in(
-        self: &Arc<Self>,
-        room: &Arc<Room>,
-        id: String,
-        remote: RemoteDataProducer,
-    ) {
-        if remote.node == self.node_id || !room.relays_to_peers(&remote.label) {
-            return;
-        }
-        let key = (room.id.clone(), id.clone());
-        {
-            let mut pipes = self.pipes();
-            if pipes.inbound.contains_key(&key) || !pipes.opening.insert(key.clone()) {
-                return;
-            }
-        }
-        let (cluster, room) = (self.clone(), room.clone());
-        tokio::spawn(async move {
-            let piped = cluster.data_pipe_in(&room, &id, &remote).await;
-            cluster.pipes().opening.remove(&key);
-            if let Err(e) = piped {
-                tracing::warn!(room = %room.id, data_producer = %id, node = %remote.node, error = %e, "cannot pipe a data producer from another node");
-            }
-        });
     }
 
     /// The target's side of a data pipe: an offer; on the answer, a WebRTC client of the
@@ -1710,7 +1693,7 @@ impl Cluster {
                 producer,
             } if producer.node != self.node_id => {
                 if let Some(room) = instance.room(&room).await {
-                    self.spawn_pipe_in(&room, producer_id, producer);
+                    self.spawn_pipe_in(&room, producer_id, Remote::Media(producer));
                 }
             }
             Event::PipeOffer {
@@ -1813,7 +1796,7 @@ impl Cluster {
                 data_producer,
             } if data_producer.node != self.node_id => {
                 if let Some(room) = instance.room(&room).await {
-                    self.spawn_data_pipe_in(&room, data_producer_id, data_producer);
+                    self.spawn_pipe_in(&room, data_producer_id, Remote::Data(data_producer));
                 }
             }
             Event::DataPipeOffer {
