@@ -34,6 +34,7 @@ pub mod pipe;
 pub mod plain_transport;
 pub mod producer;
 pub mod router;
+mod rtcp;
 pub mod seq_manager;
 pub mod settings;
 mod srtp;

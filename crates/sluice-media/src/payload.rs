@@ -81,6 +81,43 @@ fn vp8(payload: &[u8]) -> PayloadInfo {
     info
 }
 
+/// Writes a rewritten picture id and TL0PICIDX into a VP8 payload descriptor in place
+/// (RFC 7741 §4.2); each field keeps its width (a 7-bit picture id takes the low seven bits). A
+/// field the descriptor lacks is left out; a short payload is left as it is.
+pub fn patch_vp8(payload: &mut [u8], picture_id: Option<u16>, tl0_pic_idx: Option<u8>) {
+    if payload.first().is_none_or(|b| b & 0x80 == 0) {
+        return;
+    }
+    let Some(&ext) = payload.get(1) else {
+        return;
+    };
+    let mut offset = 2;
+    if ext & 0x80 != 0 {
+        let Some(&first) = payload.get(2) else {
+            return;
+        };
+        let long = first & 0x80 != 0;
+        if long && payload.len() < 4 {
+            return;
+        }
+        if let Some(pid) = picture_id {
+            if long {
+                payload[2] = 0x80 | ((pid >> 8) as u8 & 0x7f);
+                payload[3] = pid as u8;
+            } else {
+                payload[2] = pid as u8 & 0x7f;
+            }
+        }
+        offset += if long { 2 } else { 1 };
+    }
+    if ext & 0x40 != 0
+        && let Some(tl0) = tl0_pic_idx
+        && let Some(b) = payload.get_mut(offset)
+    {
+        *b = tl0;
+    }
+}
+
 /// RFC 9628 §4.2: I|P|L|F|B|E|V|Z; with L, TID|U|SID|D follows the picture id.
 fn vp9(payload: &[u8]) -> PayloadInfo {
     let Some(&b0) = payload.first() else {
@@ -155,7 +192,7 @@ fn h265_keyframe(payload: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A VP8 payload: descriptor with 15-bit picture id, TL0PICIDX and TID, then a VP8 header.
@@ -186,6 +223,31 @@ mod tests {
         assert!(!info.keyframe_start);
         assert_eq!(info.temporal_id, Some(2));
         assert!(info.layer_sync);
+    }
+
+    #[test]
+    fn a_vp8_patch_rewrites_picture_id_and_tl0_in_place_keeping_their_width() {
+        let mut p = vp8_packet(true, 1234, 7, 1, true);
+        patch_vp8(&mut p, Some(0x7abc), Some(200));
+        let info = inspect(Codec::Vp8, &p);
+        assert_eq!(info.picture_id, Some((0x7abc, true)));
+        assert_eq!(info.tl0_pic_idx, Some(200));
+        assert_eq!(info.temporal_id, Some(1), "the bytes after are untouched");
+        assert!(info.keyframe_start);
+        // A 7-bit picture id (no TL0PICIDX): the low seven bits, nothing else moves.
+        let mut short = vec![0x90, 0x80, 0x05, 0x00, 1, 2];
+        patch_vp8(&mut short, Some(0x1ff), Some(9));
+        assert_eq!(short, vec![0x90, 0x80, 0x7f, 0x00, 1, 2]);
+        // Without an extension byte, or truncated: left as it is, no panic.
+        let mut plain = vec![0x10, 0x00, 0x01];
+        patch_vp8(&mut plain, Some(5), Some(5));
+        assert_eq!(plain, vec![0x10, 0x00, 0x01]);
+        for len in 0..4 {
+            let mut cut = vp8_packet(false, 300, 1, 0, false)[..len].to_vec();
+            let before = cut.clone();
+            patch_vp8(&mut cut, Some(1), Some(1));
+            assert_eq!(cut.len(), before.len());
+        }
     }
 
     #[test]

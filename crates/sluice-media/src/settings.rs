@@ -102,6 +102,17 @@ pub struct MediaSettings {
     pub retransmission_window: Duration,
     /// …and at most this many packets.
     pub retransmission_packets: usize,
+    /// A packet is resent at most once per this interval, however often it is NACKed (a
+    /// receiver asks again after about a round trip; a hostile one must not make us a packet
+    /// pump).
+    pub resend_interval: Duration,
+    /// At most this many sequence numbers are read from one RTCP datagram's NACKs.
+    pub max_nacked_per_datagram: usize,
+    /// A video consumer with its own egress resends at most this share of the packets it sends
+    /// (str0m's default drop ratio for its own resends)…
+    pub max_resend_ratio: f32,
+    /// …beyond a burst of this many (a keyframe's worth lost at once).
+    pub resend_burst: f32,
 
     // ---- the active speaker ----------------------------------------------------------------
     /// How often the loudest producer of a router is reported.
@@ -124,6 +135,11 @@ pub struct MediaSettings {
     /// through a str0m send stream, whose per-stream bookkeeping costs more than the rest of the
     /// forwarding together (issue 13; docs/media.md).
     pub own_audio_egress: bool,
+    /// The same for video consumers of a producer with a single encoding (no layer for an
+    /// estimate to choose): sluice writes their packets and answers their NACKs (RTX when
+    /// negotiated) and keyframe requests itself. Simulcast and SVC consumers stay in str0m,
+    /// whose send-side estimator picks their layers.
+    pub own_video_egress: bool,
     /// How often a consumer with its own egress sends an RTCP sender report (the receiver
     /// syncs a peer's audio with its video from them).
     pub own_sender_report_interval: Duration,
@@ -150,6 +166,10 @@ pub const DEFAULTS: MediaSettings = MediaSettings {
     max_reorder: 1000,
     retransmission_window: Duration::from_secs(1),
     retransmission_packets: 1024,
+    resend_interval: Duration::from_millis(20),
+    max_nacked_per_datagram: 256,
+    max_resend_ratio: 0.15,
+    resend_burst: 64.0,
     speaker_interval: Duration::from_millis(800),
     speaker_threshold: -80,
     data_queue_limit: 256 * 1024,
@@ -158,6 +178,7 @@ pub const DEFAULTS: MediaSettings = MediaSettings {
     unreliable_sctp_buffer: 4 * 1024,
     buffered_amount_low_threshold: 16 * 1024,
     own_audio_egress: true,
+    own_video_egress: true,
     own_sender_report_interval: Duration::from_secs(1),
 };
 

@@ -67,6 +67,35 @@ pub(crate) struct ExportedKeys {
     pub active: bool,
 }
 
+impl ExportedKeys {
+    /// The master key and salt of one side: the DTLS client's (`client`) or the server's.
+    fn master(&self, client: bool) -> Result<(&[u8], &[u8]), SrtpError> {
+        let (key_len, salt_len) = match self.profile {
+            SrtpProfile::AES128_CM_SHA1_80 => (16, 14),
+            SrtpProfile::AEAD_AES_128_GCM => (16, 12),
+            SrtpProfile::AEAD_AES_256_GCM => (32, 12),
+            other => return Err(SrtpError::Profile(other)),
+        };
+        let want = 2 * (key_len + salt_len);
+        if self.material.len() != want {
+            return Err(SrtpError::MaterialLength {
+                profile: self.profile,
+                got: self.material.len(),
+                want,
+            });
+        }
+        let m = &self.material;
+        Ok(if client {
+            (&m[..key_len], &m[2 * key_len..2 * key_len + salt_len])
+        } else {
+            (
+                &m[key_len..2 * key_len],
+                &m[2 * key_len + salt_len..2 * (key_len + salt_len)],
+            )
+        })
+    }
+}
+
 impl std::fmt::Debug for ExportedKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the keys themselves.
@@ -270,29 +299,7 @@ impl std::fmt::Debug for SrtpSender {
 impl SrtpSender {
     /// The sender of our side of a handshake's keys.
     pub fn new(keys: &ExportedKeys) -> Result<SrtpSender, SrtpError> {
-        let (key_len, salt_len) = match keys.profile {
-            SrtpProfile::AES128_CM_SHA1_80 => (16, 14),
-            SrtpProfile::AEAD_AES_128_GCM => (16, 12),
-            SrtpProfile::AEAD_AES_256_GCM => (32, 12),
-            other => return Err(SrtpError::Profile(other)),
-        };
-        let want = 2 * (key_len + salt_len);
-        if keys.material.len() != want {
-            return Err(SrtpError::MaterialLength {
-                profile: keys.profile,
-                got: keys.material.len(),
-                want,
-            });
-        }
-        let m = &keys.material;
-        let (key, salt) = if keys.active {
-            (&m[..key_len], &m[2 * key_len..2 * key_len + salt_len])
-        } else {
-            (
-                &m[key_len..2 * key_len],
-                &m[2 * key_len + salt_len..2 * (key_len + salt_len)],
-            )
-        };
+        let (key, salt) = keys.master(keys.active)?;
         Self::from_master(keys.profile, key, salt)
     }
 
@@ -346,6 +353,15 @@ impl std::fmt::Debug for SrtpReceiver {
 }
 
 impl SrtpReceiver {
+    /// The receiver of the other side of a handshake's keys (what the client sends us).
+    pub fn new(keys: &ExportedKeys) -> Result<SrtpReceiver, SrtpError> {
+        let (key, salt) = keys.master(!keys.active)?;
+        Ok(SrtpReceiver {
+            cipher: Cipher::derive(keys.profile, key, salt, LABELS_RTP)?,
+            rtcp: Cipher::derive(keys.profile, key, salt, LABELS_RTCP)?,
+        })
+    }
+
     /// The receiver of the remote's SDES-style key (its `srtpParameters`).
     pub fn from_suite(
         suite: SrtpCryptoSuite,
@@ -918,6 +934,43 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn what_one_side_of_a_handshake_protects_the_other_side_reads() {
+        for (profile, len) in [
+            (SrtpProfile::AES128_CM_SHA1_80, 60),
+            (SrtpProfile::AEAD_AES_128_GCM, 56),
+            (SrtpProfile::AEAD_AES_256_GCM, 88),
+        ] {
+            let material: Vec<u8> = (0..len).map(|i| (i * 13 + 5) as u8).collect();
+            let keys = |active| ExportedKeys {
+                material: material.clone(),
+                profile,
+                active,
+            };
+            let report = || {
+                let mut r = hex("81c90007cafebabe");
+                r.extend_from_slice(&[0x5a; 24]);
+                r
+            };
+            let mut from_client = report();
+            SrtpSender::new(&keys(true))
+                .unwrap()
+                .protect_rtcp(&mut from_client, 7)
+                .unwrap();
+            let server = SrtpReceiver::new(&keys(false)).unwrap();
+            let mut copy = from_client.clone();
+            let plain = server.unprotect_rtcp(&mut copy).unwrap();
+            assert_eq!(&copy[..plain], &report()[..], "{profile:?}");
+            // The server does not read its own half as the client's.
+            let mut own = report();
+            SrtpSender::new(&keys(false))
+                .unwrap()
+                .protect_rtcp(&mut own, 7)
+                .unwrap();
+            assert!(server.unprotect_rtcp(&mut own).is_err(), "{profile:?}");
+        }
     }
 
     #[test]

@@ -430,8 +430,12 @@ pub struct RtcConfig {
     pub bandwidth_estimation: BandwidthEstimationMode,
     /// Audio consumers' packets are written and SRTP-protected by sluice itself (docs/media.md,
     /// "Own egress"); `false` sends them through str0m as video is, at several times the CPU.
-    #[serde(default = "RtcConfig::default_own_audio_egress")]
+    #[serde(default = "RtcConfig::default_own_egress")]
     pub own_audio_egress: bool,
+    /// The same for video consumers of single-encoding producers (NACKs answered with RTX by
+    /// sluice); simulcast and SVC consumers go through str0m, whose estimator picks their layer.
+    #[serde(default = "RtcConfig::default_own_egress")]
+    pub own_video_egress: bool,
     /// ICE over TCP (RFC 6544 passive candidates): for clients whose network blocks UDP, and
     /// mediasoup-client's `forceTcp`.
     #[serde(default = "RtcConfig::default_tcp")]
@@ -443,7 +447,7 @@ pub struct RtcConfig {
 }
 
 impl RtcConfig {
-    fn default_own_audio_egress() -> bool {
+    fn default_own_egress() -> bool {
         true
     }
 
@@ -1258,6 +1262,22 @@ mod tests {
                 "{text}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_own_video_egress_is_on_unless_turned_off() {
+        assert!(load("").unwrap().rtc.own_video_egress);
+        assert!(
+            !load("[rtc]\nown_video_egress = false\n")
+                .unwrap()
+                .rtc
+                .own_video_egress
+        );
+        let err = load("[rtc]\nown_video_egress = 1\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, .. } if key == "rtc.own_video_egress"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -436,6 +436,7 @@ fn spawn_worker(config: &Config, index: usize) -> Result<Worker, sluice_media::M
     };
     let media = sluice_media::MediaSettings {
         own_audio_egress: config.rtc.own_audio_egress,
+        own_video_egress: config.rtc.own_video_egress,
         ..sluice_media::MediaSettings::default()
     };
     Worker::spawn_with(index, &settings, media)

@@ -3,7 +3,9 @@
 //! and VP8 picture ids), its payload-type map, the layers it prefers and its score. Consumers are
 //! created paused and resumed once the client is ready (mediasoup-demo's `newConsumer` flow).
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sluice_ortc::MediaKind;
 use str0m::media::Pt;
@@ -52,13 +54,16 @@ pub(crate) struct ConsumerState {
 }
 
 /// What a consumer with its own egress writes besides the media: the RFC 8285 header
-/// extensions with the ids the client was given, and its RTCP sender reports.
+/// extensions with the ids the client was given, its RTCP sender reports and (video) what it
+/// keeps to answer NACKs.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct OwnEgress {
     /// The consumer's mid.
     pub mid: Option<(u8, Vec<u8>)>,
     /// The producer's audio level (RFC 6464).
     pub audio_level: Option<u8>,
+    /// The producer's video orientation (3GPP TS 26.114 §7.4.5; the rotation bits).
+    pub video_orientation: Option<u8>,
     pub clock_rate: u32,
     /// The CNAME its sender reports carry (the consumer's `rtcp.cname`).
     pub cname: Vec<u8>,
@@ -67,6 +72,117 @@ pub(crate) struct OwnEgress {
     /// SRTCP packets sent with this SSRC (RFC 3711 §3.4's index).
     pub srtcp_index: u32,
     pub next_report: Option<Instant>,
+    /// Video: the packets sent lately, to resend on a NACK (audio is not resent).
+    pub history: Option<History>,
+    /// Video with RTX negotiated: the stream resends go on (RFC 4588).
+    pub rtx: Option<OwnRtx>,
+}
+
+/// A consumer's RTX stream: its SSRC, the RTX payload type of each media payload type, and
+/// its own sequence numbers.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnRtx {
+    pub ssrc: u32,
+    /// (media payload type, RTX payload type), as sent.
+    pub payload_types: Vec<(u8, u8)>,
+    /// The next RTX sequence number, extended (its high bits are the ROC).
+    pub seq: u64,
+}
+
+/// The packets a video consumer sent lately, oldest first, by increasing sequence number: at
+/// most `capacity`, none older than `window` (str0m's and mediasoup's bounds for resends).
+/// A packet's payload is the producer's, shared by all its consumers, not a copy.
+#[derive(Debug, Clone)]
+pub(crate) struct History {
+    sent: VecDeque<Sent>,
+    capacity: usize,
+    window: Duration,
+    /// Resends allowed now: each packet sent adds `ratio` of one, up to `burst` (a link that
+    /// loses more is better served by a keyframe, and a hostile receiver cannot make the
+    /// consumer send more than `1 + ratio` times its media).
+    credit: f32,
+    ratio: f32,
+    burst: f32,
+}
+
+/// One packet as a consumer wrote it: enough to write it again.
+#[derive(Debug, Clone)]
+pub(crate) struct Sent {
+    /// The consumer's extended sequence number.
+    pub seq: u64,
+    pub timestamp: u32,
+    pub payload_type: u8,
+    pub marker: bool,
+    /// VP8 picture id and TL0PICIDX as rewritten by the forwarder.
+    pub picture_id: Option<u16>,
+    pub tl0_pic_idx: Option<u8>,
+    /// (audio level, voice activity) of an audio packet.
+    pub audio_level: Option<(i8, bool)>,
+    pub video_orientation: Option<u8>,
+    pub payload: Arc<[u8]>,
+    pub at: Instant,
+    /// When it was last resent.
+    pub resent: Option<Instant>,
+}
+
+impl History {
+    pub fn new(capacity: usize, window: Duration, ratio: f32, burst: f32) -> Self {
+        History {
+            sent: VecDeque::new(),
+            capacity: capacity.max(1),
+            window,
+            credit: burst,
+            ratio,
+            burst,
+        }
+    }
+
+    /// Keeps a packet just sent; one out of order (older than the newest) is not kept.
+    fn push(&mut self, sent: Sent) {
+        self.credit = (self.credit + self.ratio).min(self.burst);
+        if self.sent.back().is_some_and(|last| last.seq >= sent.seq) {
+            return;
+        }
+        while self.sent.len() >= self.capacity
+            || self
+                .sent
+                .front()
+                .is_some_and(|old| sent.at.saturating_duration_since(old.at) > self.window)
+        {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(sent);
+    }
+
+    /// The packet whose 16-bit sequence number is `seq`, sent within the window before `now`
+    /// and not resent within `interval`: marked resent.
+    fn take_for_resend(&mut self, seq: u16, now: Instant, interval: Duration) -> Option<&Sent> {
+        if self.credit < 1.0 {
+            return None;
+        }
+        let newest = self.sent.back()?.seq;
+        // The extended number of `seq`: the newest one at or below the newest sent.
+        let behind = (newest as u16).wrapping_sub(seq);
+        let wanted = newest.checked_sub(u64::from(behind))?;
+        let index = self.sent.binary_search_by_key(&wanted, |s| s.seq).ok()?;
+        let sent = self.sent.get_mut(index)?;
+        if now.saturating_duration_since(sent.at) > self.window
+            || sent
+                .resent
+                .is_some_and(|at| now.saturating_duration_since(at) < interval)
+        {
+            return None;
+        }
+        sent.resent = Some(now);
+        self.credit -= 1.0;
+        Some(sent)
+    }
+
+    /// How many packets it holds.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.sent.len()
+    }
 }
 
 impl OwnEgress {
@@ -85,6 +201,7 @@ impl OwnEgress {
                 .filter(|_| !mid.is_empty() && mid.len() <= 16)
                 .map(|id| (id, mid.as_bytes().to_vec())),
             audio_level: id_of(sluice_ortc::supported::AUDIO_LEVEL_URI),
+            video_orientation: id_of(sluice_ortc::supported::VIDEO_ORIENTATION_URI),
             clock_rate: clock_rate.max(1),
             cname: params
                 .rtcp
@@ -97,6 +214,72 @@ impl OwnEgress {
             last_sent: None,
             srtcp_index: 0,
             next_report: None,
+            history: None,
+            rtx: None,
+        }
+    }
+
+    /// RTP bytes of `sent` on the media stream (`rtx` none) or resent on the RTX stream (its
+    /// SSRC, payload type and sequence number, the original sequence number before the
+    /// payload); `reserve` bytes spare at the end for the SRTP tag.
+    fn write(
+        &self,
+        sent: &Sent,
+        ssrc: u32,
+        rtx: Option<(u32, u8, u64)>,
+        reserve: usize,
+    ) -> OwnPacket {
+        let mid = self.mid.as_ref();
+        let level = self.audio_level.zip(sent.audio_level);
+        let orientation = self.video_orientation.zip(sent.video_orientation);
+        // One-byte extensions (RFC 8285 §4.2): id and length − 1, then the value; padded.
+        let ext_len = mid.map_or(0, |(_, m)| 1 + m.len())
+            + if level.is_some() { 2 } else { 0 }
+            + if orientation.is_some() { 2 } else { 0 };
+        let ext_words = ext_len.div_ceil(4);
+        let header_len = 12 + if ext_words > 0 { 4 + 4 * ext_words } else { 0 };
+        let (ssrc, pt, seq) = match rtx {
+            Some(rtx) => rtx,
+            None => (ssrc, sent.payload_type, sent.seq),
+        };
+        let osn = if rtx.is_some() { 2 } else { 0 };
+        let mut bytes = Vec::with_capacity(header_len + osn + sent.payload.len() + reserve);
+        bytes.push(if ext_words > 0 { 0x90 } else { 0x80 });
+        bytes.push((u8::from(sent.marker) << 7) | (pt & 0x7f));
+        bytes.extend_from_slice(&(seq as u16).to_be_bytes());
+        bytes.extend_from_slice(&sent.timestamp.to_be_bytes());
+        bytes.extend_from_slice(&ssrc.to_be_bytes());
+        if ext_words > 0 {
+            bytes.extend_from_slice(&[0xbe, 0xde]);
+            bytes.extend_from_slice(&(ext_words as u16).to_be_bytes());
+            if let Some((id, mid)) = mid {
+                bytes.push((id << 4) | (mid.len() as u8 - 1));
+                bytes.extend_from_slice(mid);
+            }
+            if let Some((id, (level, voice))) = level {
+                bytes.push(id << 4);
+                bytes.push((u8::from(voice) << 7) | (level.unsigned_abs() & 0x7f));
+            }
+            if let Some((id, rotation)) = orientation {
+                bytes.push(id << 4);
+                bytes.push(rotation & 0x03);
+            }
+            bytes.resize(header_len, 0);
+        }
+        if rtx.is_some() {
+            bytes.extend_from_slice(&(sent.seq as u16).to_be_bytes());
+        }
+        let start = bytes.len();
+        bytes.extend_from_slice(&sent.payload);
+        if sent.picture_id.is_some() || sent.tl0_pic_idx.is_some() {
+            crate::payload::patch_vp8(&mut bytes[start..], sent.picture_id, sent.tl0_pic_idx);
+        }
+        OwnPacket {
+            bytes,
+            ssrc,
+            header_len,
+            seq: seq as u16,
+            roc: (seq >> 16) as u32,
         }
     }
 }
@@ -159,9 +342,10 @@ impl ConsumerState {
     }
 
     /// This consumer's copy of a producer's packet as RTP bytes (consumers with their own
-    /// egress): its SSRC, payload type, sequence numbers and timestamps, the mid and audio level
-    /// extensions; `reserve` bytes spare at the end for the SRTP tag. `None` when the forwarder
-    /// skips the packet.
+    /// egress): its SSRC, payload type, sequence numbers and timestamps, VP8 picture ids, the
+    /// mid, audio level and video orientation extensions; `reserve` bytes spare at the end for
+    /// the SRTP tag. `None` when the forwarder skips the packet. A video packet is kept for
+    /// NACKs.
     pub fn own_packet(
         &mut self,
         packet: &Received,
@@ -170,54 +354,65 @@ impl ConsumerState {
         reserve: usize,
         now: Instant,
     ) -> Option<OwnPacket> {
-        let egress = self.own_egress.as_ref()?;
+        self.own_egress.as_ref()?;
         let Verdict::Forward(out) = self.forwarder.on_packet(input, now) else {
             return None;
         };
         let pt = *self.payload_type_for(packet.payload_type)?;
-        let mid = egress.mid.as_ref();
-        let level = egress.audio_level.zip(ext_vals.audio_level);
-        // One-byte extensions (RFC 8285 §4.2): id and length − 1, then the value; padded.
-        let ext_len = mid.map_or(0, |(_, m)| 1 + m.len()) + if level.is_some() { 2 } else { 0 };
-        let ext_words = ext_len.div_ceil(4);
-        let header_len = 12 + if ext_words > 0 { 4 + 4 * ext_words } else { 0 };
-        let payload = &packet.payload;
-        let mut bytes = Vec::with_capacity(header_len + payload.len() + reserve);
-        bytes.push(if ext_words > 0 { 0x90 } else { 0x80 });
-        bytes.push((u8::from(packet.marker) << 7) | (pt & 0x7f));
-        let seq = out.seq as u16;
-        bytes.extend_from_slice(&seq.to_be_bytes());
-        bytes.extend_from_slice(&out.timestamp.to_be_bytes());
-        bytes.extend_from_slice(&self.ssrc.to_be_bytes());
-        if ext_words > 0 {
-            bytes.extend_from_slice(&[0xbe, 0xde]);
-            bytes.extend_from_slice(&(ext_words as u16).to_be_bytes());
-            if let Some((id, mid)) = mid {
-                bytes.push((id << 4) | (mid.len() as u8 - 1));
-                bytes.extend_from_slice(mid);
-            }
-            if let Some((id, level)) = level {
-                let voice = if ext_vals.voice_activity == Some(true) {
-                    0x80
-                } else {
-                    0
-                };
-                bytes.push(id << 4);
-                bytes.push(voice | (level.unsigned_abs() & 0x7f));
-            }
-            bytes.resize(header_len, 0);
+        let sent = Sent {
+            seq: out.seq,
+            timestamp: out.timestamp,
+            payload_type: pt,
+            marker: packet.marker,
+            picture_id: out.picture_id,
+            tl0_pic_idx: out.tl0_pic_idx,
+            audio_level: ext_vals
+                .audio_level
+                .map(|l| (l, ext_vals.voice_activity == Some(true))),
+            video_orientation: ext_vals.video_orientation.map(|o| o as u8),
+            payload: packet.payload.clone(),
+            at: now,
+            resent: None,
+        };
+        let egress = self.own_egress.as_mut()?;
+        let own = egress.write(&sent, self.ssrc, None, reserve);
+        egress.last_sent = Some((now, out.timestamp));
+        if let Some(history) = egress.history.as_mut() {
+            history.push(sent);
         }
-        bytes.extend_from_slice(payload);
-        if let Some(egress) = self.own_egress.as_mut() {
-            egress.last_sent = Some((now, out.timestamp));
-        }
-        Some(OwnPacket {
-            bytes,
-            ssrc: self.ssrc,
-            header_len,
-            seq,
-            roc: (out.seq >> 16) as u32,
-        })
+        Some(own)
+    }
+
+    /// The packet a NACK asks again for (by its 16-bit sequence number), written again: on the
+    /// RTX stream when there is one, else as it was. `None` when it is no longer kept, was
+    /// resent within `interval`, or the consumer keeps nothing (audio).
+    pub fn resend(
+        &mut self,
+        seq: u16,
+        reserve: usize,
+        interval: Duration,
+        now: Instant,
+    ) -> Option<OwnPacket> {
+        let egress = self.own_egress.as_mut()?;
+        let sent = egress
+            .history
+            .as_mut()?
+            .take_for_resend(seq, now, interval)?
+            .clone();
+        let rtx = match egress.rtx.as_mut() {
+            Some(rtx) => {
+                let pt = rtx
+                    .payload_types
+                    .iter()
+                    .find(|(media, _)| *media == sent.payload_type)
+                    .map(|(_, rtx)| *rtx)?;
+                let seq = rtx.seq;
+                rtx.seq += 1;
+                Some((rtx.ssrc, pt, seq))
+            }
+            None => None,
+        };
+        Some(egress.write(&sent, self.ssrc, rtx, reserve))
     }
 
     /// A pipe consumer's copy of a packet of encoding `layer`: the producer's sequence number
@@ -326,5 +521,135 @@ impl ConsumerState {
 impl Identified for ConsumerState {
     fn id(&self) -> &str {
         &self.id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
+
+    use super::*;
+
+    fn sent(seq: u64, at: Instant) -> Sent {
+        Sent {
+            seq,
+            timestamp: 9000 + seq as u32,
+            payload_type: 96,
+            marker: seq % 2 == 0,
+            picture_id: None,
+            tl0_pic_idx: None,
+            audio_level: None,
+            video_orientation: None,
+            payload: Arc::from(&[0xaa, 0xbb, 0xcc][..]),
+            at,
+            resent: None,
+        }
+    }
+
+    #[test]
+    fn a_nacked_packet_is_found_by_its_16_bit_number_across_the_wrap_once_per_interval() {
+        let t0 = Instant::now();
+        let interval = Duration::from_millis(20);
+        let mut h = History::new(8, Duration::from_secs(1), 0.5, 4.0);
+        // Sequence numbers 65533 … 65538: 16-bit 65533, 65534, 65535, 0, 1, 2.
+        for seq in 65533..65539 {
+            h.push(sent(seq, t0));
+        }
+        assert_eq!(h.take_for_resend(0, t0, interval).unwrap().seq, 65536);
+        assert_eq!(h.take_for_resend(65534, t0, interval).unwrap().seq, 65534);
+        // Asked again within the interval: not resent; after it: resent.
+        assert!(h.take_for_resend(0, t0 + interval / 2, interval).is_none());
+        assert!(h.take_for_resend(0, t0 + interval, interval).is_some());
+        // Never sent (ahead of the newest, or long gone).
+        assert!(h.take_for_resend(3, t0, interval).is_none());
+        assert!(h.take_for_resend(65000, t0, interval).is_none());
+    }
+
+    #[test]
+    fn resends_are_limited_to_a_share_of_what_is_sent_beyond_a_burst() {
+        let t0 = Instant::now();
+        let mut h = History::new(100, Duration::from_secs(1), 0.25, 2.0);
+        for seq in 0..8 {
+            h.push(sent(seq, t0));
+        }
+        // The burst: two resends, then none until four more packets were sent.
+        assert!(h.take_for_resend(1, t0, Duration::ZERO).is_some());
+        assert!(h.take_for_resend(2, t0, Duration::ZERO).is_some());
+        assert!(h.take_for_resend(3, t0, Duration::ZERO).is_none());
+        for seq in 8..11 {
+            h.push(sent(seq, t0));
+        }
+        assert!(h.take_for_resend(3, t0, Duration::ZERO).is_none());
+        h.push(sent(11, t0));
+        assert!(h.take_for_resend(3, t0, Duration::ZERO).is_some());
+        assert!(h.take_for_resend(4, t0, Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn the_history_keeps_at_most_its_capacity_and_nothing_older_than_its_window() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(1);
+        let mut h = History::new(4, window, 1.0, 100.0);
+        for seq in 0..10 {
+            h.push(sent(seq, t0));
+        }
+        assert_eq!(h.len(), 4);
+        assert!(h.take_for_resend(5, t0, Duration::ZERO).is_none());
+        assert!(h.take_for_resend(6, t0, Duration::ZERO).is_some());
+        // An out-of-order packet (older than the newest) is not kept.
+        h.push(sent(7, t0));
+        assert_eq!(h.len(), 4);
+        // A packet sent after the window pushes out everything older than the window.
+        h.push(sent(10, t0 + window + Duration::from_millis(1)));
+        assert_eq!(h.len(), 1);
+        // …and a kept packet is not resent once the window has passed.
+        assert!(
+            h.take_for_resend(10, t0 + 3 * window, Duration::ZERO)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_resend_on_rtx_carries_the_original_number_before_the_payload() {
+        let egress = OwnEgress {
+            mid: Some((1, b"3".to_vec())),
+            clock_rate: 90_000,
+            ..Default::default()
+        };
+        let mut packet = sent(0x1_0005, Instant::now());
+        packet.payload = Arc::from(&crate::payload::tests::vp8_packet(true, 300, 4, 0, false)[..]);
+        packet.picture_id = Some(77);
+        packet.tl0_pic_idx = Some(9);
+        let media = egress.write(&packet, 0x1111, None, 10);
+        let rtx = egress.write(&packet, 0x1111, Some((0x2222, 97, 0x2_0003)), 10);
+        // Media: version 2 with an extension, PT 96, seq 5, ROC 1, SSRC 0x1111, mid "3".
+        assert_eq!(&media.bytes[..2], &[0x90, 96]);
+        assert_eq!(&media.bytes[2..4], &5u16.to_be_bytes());
+        assert_eq!(&media.bytes[8..12], &0x1111u32.to_be_bytes());
+        assert_eq!(&media.bytes[12..18], &[0xbe, 0xde, 0, 1, 0x10, b'3']);
+        assert_eq!((media.header_len, media.seq, media.roc), (20, 5, 1));
+        let payload = &media.bytes[media.header_len..];
+        let info = crate::payload::inspect(str0m::format::Codec::Vp8, payload);
+        assert_eq!(
+            info.picture_id,
+            Some((77, true)),
+            "the forwarder's picture id"
+        );
+        assert_eq!(info.tl0_pic_idx, Some(9));
+        assert!(
+            media.bytes.capacity() >= media.bytes.len() + 10,
+            "room for the tag"
+        );
+        // RTX: its PT, SSRC and number; the media timestamp; OSN 5, then the same payload.
+        assert_eq!(&rtx.bytes[..2], &[0x90, 97]);
+        assert_eq!(&rtx.bytes[2..4], &3u16.to_be_bytes());
+        assert_eq!(&rtx.bytes[4..8], &media.bytes[4..8]);
+        assert_eq!(&rtx.bytes[8..12], &0x2222u32.to_be_bytes());
+        assert_eq!((rtx.ssrc, rtx.seq, rtx.roc), (0x2222, 3, 2));
+        assert_eq!(
+            &rtx.bytes[rtx.header_len..rtx.header_len + 2],
+            &5u16.to_be_bytes()
+        );
+        assert_eq!(&rtx.bytes[rtx.header_len + 2..], payload);
     }
 }

@@ -156,8 +156,11 @@ impl Core {
                     // stream that cannot send yet drops it.
                     continue;
                 };
-                let Some(mut own) = c.own_packet(&packet, &input, &ext_vals, srtp.overhead(), now)
-                else {
+                let own = c.own_packet(&packet, &input, &ext_vals, srtp.overhead(), now);
+                if let Some(l) = c.forwarder.take_keyframe_request() {
+                    keyframe_layers.push(l);
+                }
+                let Some(mut own) = own else {
                     continue;
                 };
                 if let Err(e) =

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sluice_ortc::MediaKind;
 
 use super::Core;
-use super::consumer::{ConsumerState, OwnEgress};
+use super::consumer::{ConsumerState, History, OwnEgress, OwnRtx};
 use super::object::Object;
 use super::producer::ProducerState;
 use super::webrtc_transport::{Egress, MediaLine, MediaOwner, Retransmission};
@@ -15,6 +15,7 @@ use crate::events::{CloseReason, ConsumerLayers, ConsumerScore, MediaEvent};
 use crate::layers::{RateCalculator, select_spatial_layer};
 use crate::types::{
     BandwidthEstimation, ConsumerCreated, ConsumerOp, ConsumerOptions, Key, ProducerSpec,
+    ProducerType,
 };
 use str0m::media::{KeyframeRequestKind, Mid};
 
@@ -224,15 +225,33 @@ impl Core {
             window: self.settings.retransmission_window,
             packets: self.settings.retransmission_packets,
         };
-        let egress = if producer.kind == MediaKind::Audio && self.settings.own_audio_egress {
-            Egress::Own
-        } else {
-            Egress::Str0m
+        let own = match producer.kind {
+            MediaKind::Audio => self.settings.own_audio_egress,
+            // One encoding: no layer for the estimator to choose.
+            MediaKind::Video => {
+                self.settings.own_video_egress && producer.r#type == ProducerType::Simple
+            }
         };
+        let egress = if own { Egress::Own } else { Egress::Str0m };
         let declared =
             t.declare_consumer_media(&mid, producer.kind, &mut params, retransmission, egress)?;
-        let own_egress =
-            (egress == Egress::Own).then(|| OwnEgress::new(&params, &mid, producer.clock_rate));
+        let own_egress = (egress == Egress::Own).then(|| {
+            let mut own = OwnEgress::new(&params, &mid, producer.clock_rate);
+            if producer.kind == MediaKind::Video {
+                own.history = Some(History::new(
+                    self.settings.retransmission_packets,
+                    self.settings.retransmission_window,
+                    self.settings.max_resend_ratio,
+                    self.settings.resend_burst,
+                ));
+                own.rtx = declared.rtx.map(|ssrc| OwnRtx {
+                    ssrc,
+                    payload_types: declared.rtx_payload_types.clone(),
+                    seq: u64::from(ssrc & 0x7fff),
+                });
+            }
+            own
+        });
         let pt_map = producer
             .mapping
             .codecs

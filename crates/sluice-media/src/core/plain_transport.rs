@@ -172,33 +172,14 @@ fn header_len(data: &[u8]) -> Option<usize> {
     (len <= data.len()).then_some(len)
 }
 
-/// The media SSRCs a compound RTCP packet asks keyframes of: PLI (RFC 4585 §6.3.1) and FIR
-/// (RFC 5104 §4.3.1) entries; a malformed packet asks none.
+/// The media SSRCs a compound RTCP packet asks keyframes of: PLI and FIR entries; a malformed
+/// packet asks none past where it breaks.
 fn keyframe_requests(data: &[u8]) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while rest.len() >= 4 {
-        if rest[0] >> 6 != 2 {
-            break;
-        }
-        let len = 4 * (usize::from(u16::from_be_bytes([rest[2], rest[3]])) + 1);
-        let Some(packet) = rest.get(..len) else {
-            break;
-        };
-        let fmt = packet[0] & 0x1f;
-        if packet[1] == 206 && fmt == 1 && packet.len() >= 12 {
-            out.push(u32::from_be_bytes([
-                packet[8], packet[9], packet[10], packet[11],
-            ]));
-        } else if packet[1] == 206 && fmt == 4 {
-            // FCI entries of 8 bytes: SSRC, sequence number, reserved.
-            for entry in packet.get(12..).unwrap_or_default().chunks_exact(8) {
-                out.push(u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]));
-            }
-        }
-        rest = &rest[len..];
-    }
-    out
+    crate::rtcp::read(data, 0)
+        .iter()
+        .filter(|f| f.is_keyframe_request())
+        .map(crate::rtcp::Feedback::ssrc)
+        .collect()
 }
 
 /// A PLI (RFC 4585 §6.3.1) for `media_ssrc`.
@@ -208,11 +189,6 @@ fn pli(media_ssrc: u32) -> Vec<u8> {
     p.extend_from_slice(&1u32.to_be_bytes());
     p.extend_from_slice(&media_ssrc.to_be_bytes());
     p
-}
-
-/// Whether a datagram on an RTP port is RTCP (RFC 5761 §4: packet types 192–223).
-fn is_rtcp(data: &[u8]) -> bool {
-    data.len() >= 2 && (192..=223).contains(&data[1])
 }
 
 /// An SRTP packet of a declared SSRC, authenticated and decrypted with the remote's key;
@@ -560,7 +536,7 @@ impl Core {
         };
         t.bytes_received += data.len() as u64;
         t.packets_received += 1;
-        if t.rtcp_local == Some(local) || is_rtcp(data) {
+        if t.rtcp_local == Some(local) || crate::rtcp::is_rtcp(data) {
             // Keyframe requests for this transport's consumers (a pipe's other end, a tool that
             // decodes) are served; the rest (sender and receiver reports) is read and dropped.
             // From the remote only; with SRTP, only SRTCP that authenticates with its key.
@@ -809,12 +785,5 @@ mod tests {
         assert!(keyframe_requests(&[0x81, 206, 0, 9, 0, 0, 0, 1]).is_empty());
         assert!(keyframe_requests(&[0x41, 206, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2]).is_empty());
         assert!(keyframe_requests(&[0x81]).is_empty());
-    }
-
-    #[test]
-    fn rtcp_is_told_from_rtp_by_its_packet_type() {
-        assert!(is_rtcp(&[0x80, 200, 0, 6]));
-        assert!(!is_rtcp(&[0x80, 101, 0, 6]));
-        assert!(!is_rtcp(&[0x80, 0x80 | 96, 0, 6]));
     }
 }

@@ -11,6 +11,7 @@ use super::webrtc_transport::DataOwner;
 use crate::demux::{DatagramKind, Remote, is_client_hello};
 use crate::events::{CloseReason, DtlsState, MediaEvent, SctpState};
 use crate::message::DataMessage;
+use crate::rtcp::Feedback;
 use crate::types::{BandwidthEstimation, Key};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use str0m::bwe::BweKind;
@@ -76,6 +77,23 @@ impl Core {
         {
             capture.on_datagram(data);
         }
+        // The client's RTCP about the streams sluice writes itself: str0m ignores what it did
+        // not send, so a copy is decrypted and read here (str0m reads the original).
+        let feedback = match &t.srtp_rx {
+            Some(rx)
+                if kind == DatagramKind::RtpOrRtcp
+                    && crate::rtcp::is_rtcp(data)
+                    && !t.consumers.is_empty() =>
+            {
+                let mut plain = data.to_vec();
+                rx.unprotect_rtcp(&mut plain)
+                    .map(|len| {
+                        crate::rtcp::read(&plain[..len], self.settings.max_nacked_per_datagram)
+                    })
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
         let result = catch_unwind(AssertUnwindSafe(|| {
             t.rtc.handle_input(Input::Receive(now, receive))
         }));
@@ -99,6 +117,77 @@ impl Core {
                 self.usage.session_errors += 1;
                 tracing::error!(transport = %t.id, "session panicked; closing it");
                 self.close_object(Object::WebRtcTransport(key), CloseReason::SessionError);
+            }
+        }
+        if !feedback.is_empty() {
+            self.on_own_feedback(key, feedback, now);
+        }
+    }
+
+    /// Feedback about consumers of transport `key` that have their own egress: reports give
+    /// their score, keyframe requests reach their producer, NACKed packets are resent.
+    fn on_own_feedback(&mut self, key: Key, feedback: Vec<Feedback>, now: Instant) {
+        for f in feedback {
+            let Some(t) = self.transports.get(&key) else {
+                return;
+            };
+            let ssrc = f.ssrc();
+            let Some(ckey) = t.consumers.iter().copied().find(|k| {
+                self.consumers
+                    .get(k)
+                    .is_some_and(|c| c.own_egress.is_some() && c.ssrc == ssrc)
+            }) else {
+                continue;
+            };
+            let Some(c) = self.consumers.get_mut(&ckey) else {
+                continue;
+            };
+            match f {
+                Feedback::Report { fraction_lost, .. } => {
+                    c.fraction_lost = fraction_lost;
+                    c.score = score_from_loss(f32::from(fraction_lost) / 256.0);
+                    self.report_score(ckey);
+                }
+                Feedback::Pli { .. } | Feedback::Fir { .. } => {
+                    if matches!(f, Feedback::Pli { .. }) {
+                        c.plis += 1;
+                    } else {
+                        c.firs += 1;
+                    }
+                    c.forwarder.request_keyframe(now);
+                    self.serve_consumer_keyframe_request(ckey, now);
+                }
+                Feedback::Nack { lost, .. } => {
+                    c.nacks += 1;
+                    let interval = self.settings.resend_interval;
+                    let Core {
+                        transports,
+                        outbox,
+                        usage,
+                        ..
+                    } = self;
+                    let Some(t) = transports.get_mut(&key) else {
+                        return;
+                    };
+                    let (Some(srtp), Some(destination)) = (&t.srtp, t.selected_remote) else {
+                        continue;
+                    };
+                    let mut resent = Vec::new();
+                    for seq in lost {
+                        let Some(mut own) = c.resend(seq, srtp.overhead(), interval, now) else {
+                            continue;
+                        };
+                        if srtp
+                            .protect_rtp(&mut own.bytes, own.header_len, own.ssrc, own.roc, own.seq)
+                            .is_ok()
+                        {
+                            resent.push(own.bytes);
+                        }
+                    }
+                    for bytes in resent {
+                        super::send_on(outbox, usage, t, destination, bytes);
+                    }
+                }
             }
         }
     }
@@ -284,7 +373,8 @@ impl Core {
             let Some(c) = self.consumers.get(ckey) else {
                 continue;
             };
-            if !c.forwarder.is_active() {
+            // Consumers sluice writes itself are not str0m's to estimate for (nor to pad for).
+            if !c.forwarder.is_active() || c.own_egress.is_some() {
                 continue;
             }
             let Some(p) = self.producers.get(&c.producer) else {
@@ -500,7 +590,11 @@ impl Core {
                 t.dtls_state = DtlsState::Connected;
                 // The handshake exported its keys just before (same poll): the consumers with
                 // their own egress send from now on.
-                match t.keys.take().map(|k| crate::srtp::SrtpSender::new(&k)) {
+                let keys = t.keys.take();
+                t.srtp_rx = keys
+                    .as_ref()
+                    .and_then(|k| crate::srtp::SrtpReceiver::new(k).ok());
+                match keys.map(|k| crate::srtp::SrtpSender::new(&k)) {
                     Some(Ok(sender)) => t.srtp = Some(sender),
                     Some(Err(e)) => {
                         tracing::warn!(transport = %t.id, error = %e, "no SRTP for the own egress; its consumers send nothing");

@@ -25,7 +25,7 @@ use crate::error::MediaError;
 use crate::events::{DtlsState, EventSender, IceState, MediaEvent, SctpState};
 use crate::fingerprint::{ExpectedFingerprint, HashFunction, PeerCertificateCapture};
 use crate::numbering::{self, OfferSession, OfferedMedia};
-use crate::srtp::{KeySlot, SrtpSender};
+use crate::srtp::{KeySlot, SrtpReceiver, SrtpSender};
 use crate::types::{
     BandwidthEstimation, Key, SCTP_PORT, TransportCreated, TransportStat, TransportTuple,
     WebRtcTransportOptions,
@@ -71,6 +71,8 @@ pub(crate) struct DeclaredConsumer {
     pub rtx: Option<u32>,
     /// Router payload type → the payload type sent on this transport.
     pub payload_types: Vec<(u8, Pt)>,
+    /// Payload type sent → its RTX payload type, where RTX was negotiated.
+    pub rtx_payload_types: Vec<(u8, u8)>,
 }
 
 /// How a consumer's packets leave: through a str0m send stream, or written by sluice itself.
@@ -96,6 +98,8 @@ pub(crate) struct TransportState {
     pub keys: Arc<KeySlot>,
     /// …from which, once DTLS is connected, the consumers with their own egress are protected.
     pub srtp: Option<SrtpSender>,
+    /// …and the client's RTCP about them read (a copy; str0m reads the original).
+    pub srtp_rx: Option<SrtpReceiver>,
     pub events: Option<EventSender>,
     /// The addresses of our host candidates (the worker's UDP socket and TCP listener); str0m
     /// wants the one a datagram arrived at as its destination.
@@ -275,6 +279,7 @@ impl TransportState {
             rtc,
             keys,
             srtp: None,
+            srtp_rx: None,
             events: options.events.clone(),
             local_addr,
             tcp_local_addr,
@@ -691,6 +696,13 @@ impl TransportState {
                 .iter()
                 .map(|(router_pt, sent_pt, _)| (*router_pt, Pt::from(*sent_pt)))
                 .collect(),
+            rtx_payload_types: match rtx {
+                Some(_) => renumbered
+                    .iter()
+                    .filter_map(|(_, sent_pt, rtx_pt)| rtx_pt.map(|r| (*sent_pt, r)))
+                    .collect(),
+                None => Vec::new(),
+            },
         };
         if egress == Egress::Own {
             // The media line is declared (its numbering is what the client gets); no send

@@ -91,6 +91,11 @@ fn init_tracing() {
 /// A worker on a fresh virtual network (seed 1), and a router on it. Run the test with
 /// `#[tokio::test(start_paused = true)]`.
 pub async fn worker_and_router() -> (Worker, Router) {
+    worker_and_router_with(MediaSettings::default()).await
+}
+
+/// [`worker_and_router`] with these settings.
+pub async fn worker_and_router_with(settings: MediaSettings) -> (Worker, Router) {
     init_tracing();
     let net = VirtualNet::new(1);
     NET.with(|n| *n.borrow_mut() = Some((net.clone(), 5000)));
@@ -100,8 +105,7 @@ pub async fn worker_and_router() -> (Worker, Router) {
             unix_us: sluice_client::media::now_us(),
         })
     });
-    let worker =
-        Worker::spawn_virtual(0, &net, SERVER, MediaSettings::default()).expect("worker starts");
+    let worker = Worker::spawn_virtual(0, &net, SERVER, settings).expect("worker starts");
     let router = worker
         .create_router(&media_codecs())
         .await

@@ -64,6 +64,10 @@ pub struct TargetArgs {
     /// once and its producers are piped between the workers.
     #[arg(long, global = true)]
     pub spread: bool,
+    /// The spawned sluice sends video consumers through str0m (`rtc.own_video_egress =
+    /// false`), as before its own egress: for before/after figures from one binary.
+    #[arg(long, global = true)]
+    pub str0m_video_egress: bool,
     /// The spawned server's log filter (its log goes to stderr).
     #[arg(long, global = true, default_value = "error")]
     pub server_log: String,

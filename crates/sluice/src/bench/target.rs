@@ -60,12 +60,13 @@ impl Target {
         std::fs::write(
             &config,
             format!(
-                "[limits]\npeers_per_room = 100000\nconsumers_per_peer = 100000\nrequests_per_second = 100000\n[rtc]\nbandwidth_estimation = \"{}\"\n",
+                "[limits]\npeers_per_room = 100000\nconsumers_per_peer = 100000\nrequests_per_second = 100000\n[rtc]\nbandwidth_estimation = \"{}\"\nown_video_egress = {}\n",
                 if args.no_bwe {
                     "off"
                 } else {
                     args.bwe.as_str()
-                }
+                },
+                !args.str0m_video_egress
             ) + if args.voice_only {
                 "[[router.media_codecs]]\nkind = \"audio\"\nmimeType = \"audio/opus\"\nclockRate = 48000\nchannels = 2\n"
             } else {
