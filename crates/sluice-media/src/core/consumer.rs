@@ -46,8 +46,9 @@ pub(crate) struct ConsumerState {
     pub plis: u64,
     pub firs: u64,
     pub last_score: Option<ConsumerScore>,
-    /// Set when sluice writes this consumer's packets itself (audio; `MediaSettings::
-    /// own_audio_egress`): they never enter str0m.
+    /// Set when sluice writes this consumer's packets itself (audio, and video of a
+    /// single-encoding producer; `MediaSettings::own_audio_egress`, `own_video_egress`): they
+    /// never enter str0m.
     pub own_egress: Option<OwnEgress>,
     /// A pipe consumer's SSRC for each encoding of the producer (empty for any other).
     pub pipe_ssrcs: Vec<u32>,
