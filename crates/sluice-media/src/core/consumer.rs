@@ -299,6 +299,22 @@ pub(crate) struct OwnPacket {
     pub roc: u32,
 }
 
+impl OwnPacket {
+    /// SRTP-protects the packet in place with `sender`, from the header fields it was written with.
+    pub fn protect(
+        &mut self,
+        sender: &crate::srtp::SrtpSender,
+    ) -> Result<(), crate::srtp::SrtpError> {
+        sender.protect_rtp(
+            &mut self.bytes,
+            self.header_len,
+            self.ssrc,
+            self.roc,
+            self.seq,
+        )
+    }
+}
+
 impl ConsumerState {
     /// This consumer's copy of a producer's packet, rewritten for it: its payload type, its
     /// continuous sequence numbers and timestamps, its VP8 picture ids; `None` when the forwarder

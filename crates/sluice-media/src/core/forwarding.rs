@@ -123,13 +123,7 @@ impl Core {
                     continue;
                 };
                 if let Some(srtp) = &pt.srtp
-                    && let Err(e) = srtp.sender.protect_rtp(
-                        &mut own.bytes,
-                        own.header_len,
-                        own.ssrc,
-                        own.roc,
-                        own.seq,
-                    )
+                    && let Err(e) = own.protect(&srtp.sender)
                 {
                     tracing::debug!(consumer = %c.id, error = %e, "plain SRTP packet not protected");
                     continue;
@@ -163,9 +157,7 @@ impl Core {
                 let Some(mut own) = own else {
                     continue;
                 };
-                if let Err(e) =
-                    srtp.protect_rtp(&mut own.bytes, own.header_len, own.ssrc, own.roc, own.seq)
-                {
+                if let Err(e) = own.protect(srtp) {
                     tracing::debug!(consumer = %c.id, error = %e, "own egress packet not protected");
                     continue;
                 }

@@ -177,10 +177,7 @@ impl Core {
                         let Some(mut own) = c.resend(seq, srtp.overhead(), interval, now) else {
                             continue;
                         };
-                        if srtp
-                            .protect_rtp(&mut own.bytes, own.header_len, own.ssrc, own.roc, own.seq)
-                            .is_ok()
-                        {
+                        if own.protect(srtp).is_ok() {
                             resent.push(own.bytes);
                         }
                     }
