@@ -16,12 +16,18 @@
 //! and one channel, `sluice:events`, on which each [`Event`] goes. Every value a node writes —
 //! node records, peer entries, events — is signed with the cluster's secret (HMAC-SHA256, see
 //! [`seal`]): a node ignores what it cannot verify, so a Redis client without the secret cannot
-//! add peers to rooms or send new peers to a URL of its choosing.
+//! add peers to rooms or send new peers to a URL of its choosing. Events also carry who sent
+//! them, when and with which sequence number ([`replay::Stamp`]), so a recorded event published
+//! again is refused; node records carry when they were written, so an old one written again is
+//! not taken for a live node.
+
+mod replay;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_lc_rs::{aead, digest, hmac};
 use base64::Engine as _;
@@ -54,6 +60,24 @@ pub const NODES: &str = "sluice:nodes";
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a node waits for the producer's node to answer a pipe offer.
 const PIPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How far an event's or a node record's time may be from this node's clock: the clocks of the
+/// cluster's hosts (NTP keeps them within milliseconds) may differ by this much. An event older
+/// than this is refused; within it, a replayed event is refused by its sequence number.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
+/// How long `/api/place` reuses what it read of a room's nodes.
+const PLACE_CACHE: Duration = Duration::from_secs(1);
+/// How many rooms' nodes `/api/place` reads from Redis per second at most (twice that in a
+/// burst); beyond, it answers the least-loaded node without reading the room.
+const PLACE_READS_PER_SECOND: u32 = 50;
+/// How many rooms `/api/place` remembers (forgotten all at once beyond).
+const PLACE_CACHE_ROOMS: usize = 4096;
+
+/// Milliseconds since the Unix epoch by this host's clock (0 if it is set before 1970).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 fn node_key(id: &str) -> String {
     format!("sluice:node:{id}")
@@ -100,6 +124,19 @@ pub struct NodeInfo {
     /// Datagrams per second through its workers.
     pub load: u64,
     pub peers: usize,
+    /// When the record was written (its node's clock, ms since the Unix epoch).
+    #[serde(default)]
+    pub at_ms: u64,
+}
+
+impl NodeInfo {
+    /// Whether a record written at `at_ms` can still be a live node's at `now_ms`: its node
+    /// renews it every heartbeat and Redis drops it after `ttl`, so an older one was written
+    /// again by someone else.
+    fn is_recent(&self, now_ms: u64, ttl: Duration) -> bool {
+        let limit = (ttl + MAX_CLOCK_SKEW).as_millis() as u64;
+        self.at_ms.abs_diff(now_ms) <= limit
+    }
 }
 
 /// A peer of a room as its node announced it.
@@ -286,6 +323,13 @@ pub enum Event {
     NodeLost { node: String },
 }
 
+/// An event as it goes on the channel: with who sent it, when, and its sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Stamped {
+    stamp: replay::Stamp,
+    event: Event,
+}
+
 /// What carries a pipe.
 #[derive(Debug)]
 enum Carrier {
@@ -380,6 +424,25 @@ pub struct Cluster {
     ttl: Duration,
     pipes: Mutex<Pipes>,
     metrics: crate::metrics::ClusterMetrics,
+    /// Drawn when the node starts: its events' sequence numbers start again with it.
+    boot: u64,
+    /// The next event's sequence number.
+    seq: AtomicU64,
+    /// What `/api/place` read of the cluster lately.
+    placing: Mutex<Placing>,
+}
+
+/// What `/api/place` read of the cluster lately, so that a flood of requests does not become
+/// a flood of Redis reads.
+#[derive(Debug)]
+struct Placing {
+    /// The live nodes, as of `nodes_at` (each heartbeat, or a placement after it).
+    nodes: Vec<NodeInfo>,
+    nodes_at: Option<Instant>,
+    /// Each room's nodes, as read at the instant.
+    rooms: HashMap<String, (Instant, HashSet<String>)>,
+    /// Room reads allowed.
+    reads: crate::rate::TokenBucket,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -430,6 +493,14 @@ impl Cluster {
             ttl: Duration::from_secs(config.node_ttl_secs),
             pipes: Mutex::new(Pipes::default()),
             metrics,
+            boot: rand::random(),
+            seq: AtomicU64::new(0),
+            placing: Mutex::new(Placing {
+                nodes: Vec::new(),
+                nodes_at: None,
+                rooms: HashMap::new(),
+                reads: crate::rate::TokenBucket::per_second(PLACE_READS_PER_SECOND, Instant::now()),
+            }),
         }))
     }
 
@@ -468,7 +539,16 @@ impl Cluster {
     }
 
     async fn publish(&self, event: &Event) -> Result<(), ClusterError> {
-        let sealed = seal(&self.key, event)?;
+        let stamped = Stamped {
+            stamp: replay::Stamp {
+                node: self.node_id.clone(),
+                boot: self.boot,
+                seq: self.seq.fetch_add(1, Ordering::Relaxed),
+                sent_ms: now_ms(),
+            },
+            event: event.clone(),
+        };
+        let sealed = seal(&self.key, &stamped)?;
         self.call(self.conn().publish::<_, _, ()>(EVENTS, sealed))
             .await
     }
@@ -480,6 +560,7 @@ impl Cluster {
             url: self.node_url.clone(),
             load,
             peers,
+            at_ms: now_ms(),
         };
         let sealed = seal(&self.key, &info)?;
         let mut conn = self.conn();
@@ -499,13 +580,22 @@ impl Cluster {
         let keys: Vec<String> = ids.iter().map(|id| node_key(id)).collect();
         let values: Vec<Option<String>> = self.call(conn.mget(&keys)).await?;
         let (mut live, mut gone) = (Vec::new(), Vec::new());
+        let now = now_ms();
         for (id, value) in ids.into_iter().zip(values) {
             match value {
-                // A record that does not verify is not a live node of this cluster.
-                Some(v) => live.extend(open::<NodeInfo>(&self.key, &v).filter(|n| n.id == id)),
+                // A record that does not verify, or was written long ago, is not a live node of
+                // this cluster.
+                Some(v) => live.extend(
+                    open::<NodeInfo>(&self.key, &v)
+                        .filter(|n| n.id == id && n.is_recent(now, self.ttl)),
+                ),
                 None => gone.push(id),
             }
         }
+        let mut placing = self.placing();
+        placing.nodes.clone_from(&live);
+        placing.nodes_at = Some(Instant::now());
+        drop(placing);
         Ok((live, gone))
     }
 
@@ -528,22 +618,18 @@ impl Cluster {
     }
 
     /// Where a new peer of `room` should connect: the room's least-loaded live node, else the
-    /// least-loaded live node (this one when Redis cannot tell).
+    /// least-loaded live node (this one when Redis cannot tell). Reads Redis at most
+    /// [`PLACE_READS_PER_SECOND`] times a second, however often it is asked: the nodes as of
+    /// the last heartbeat, each room's nodes for [`PLACE_CACHE`].
     pub async fn place(&self, room: &str) -> Place {
         let here = Place {
             node_id: self.node_id.clone(),
             url: self.node_url.clone(),
         };
-        let Ok((live, _)) = self.nodes().await else {
+        let Some(live) = self.placing_nodes().await else {
             return here;
         };
-        let in_room: HashSet<String> = self
-            .room_peers(room)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(_, p)| p.node)
-            .collect();
+        let in_room = self.room_nodes(room).await;
         let least = |nodes: &mut dyn Iterator<Item = &NodeInfo>| {
             nodes
                 .min_by_key(|n| (n.load, n.peers, n.id.clone()))
@@ -555,6 +641,54 @@ impl Cluster {
         least(&mut live.iter().filter(|n| in_room.contains(&n.id)))
             .or_else(|| least(&mut live.iter()))
             .unwrap_or(here)
+    }
+
+    fn placing(&self) -> MutexGuard<'_, Placing> {
+        self.placing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live nodes as placement sees them: as of the last heartbeat's read, read again if
+    /// that is older than two heartbeats and the read budget allows (else as they were).
+    async fn placing_nodes(&self) -> Option<Vec<NodeInfo>> {
+        {
+            let mut p = self.placing();
+            let now = Instant::now();
+            let fresh = p
+                .nodes_at
+                .is_some_and(|at| now.duration_since(at) < 2 * self.heartbeat);
+            if fresh || !p.reads.take(now) {
+                return p.nodes_at.map(|_| p.nodes.clone());
+            }
+        }
+        self.nodes().await.ok().map(|(live, _)| live)
+    }
+
+    /// The nodes with peers in `room`: as read within [`PLACE_CACHE`], else from Redis if the
+    /// read budget allows, else none known.
+    async fn room_nodes(&self, room: &str) -> HashSet<String> {
+        {
+            let mut p = self.placing();
+            let now = Instant::now();
+            if let Some((at, nodes)) = p.rooms.get(room)
+                && now.duration_since(*at) < PLACE_CACHE
+            {
+                return nodes.clone();
+            }
+            if !p.reads.take(now) {
+                return HashSet::new();
+            }
+        }
+        let Ok(peers) = self.room_peers(room).await else {
+            return HashSet::new();
+        };
+        let nodes: HashSet<String> = peers.into_iter().map(|(_, p)| p.node).collect();
+        let mut p = self.placing();
+        if p.rooms.len() >= PLACE_CACHE_ROOMS {
+            p.rooms.clear();
+        }
+        p.rooms
+            .insert(room.to_owned(), (Instant::now(), nodes.clone()));
+        nodes
     }
 
     /// Follows `room`, just opened here: learns the peers other nodes announced in it, then
@@ -1581,6 +1715,7 @@ impl Cluster {
 
     /// Applies the other nodes' events to this node's rooms, reconnecting when Redis goes away.
     async fn read_events(self: Arc<Self>, instance: Weak<Instance>) {
+        let mut guard = replay::ReplayGuard::new(MAX_CLOCK_SKEW.as_millis() as u64);
         loop {
             if instance.upgrade().is_none_or(|i| i.is_draining()) {
                 return;
@@ -1607,22 +1742,33 @@ impl Cluster {
                 let Ok(payload) = message.get_payload::<String>() else {
                     continue;
                 };
-                let Some(event) = open::<Event>(&self.key, &payload) else {
-                    // Logged once in a thousand: whoever can publish on the channel cannot
-                    // flood the log either.
-                    let n = self.metrics.events_ignored.inc();
-                    if n % 1000 == 0 {
-                        tracing::warn!(
-                            ignored = n + 1,
-                            "cluster events without a valid signature were ignored"
-                        );
-                    }
-                    continue;
+                let refusal = match open::<Stamped>(&self.key, &payload) {
+                    None => "signature",
+                    Some(stamped) => match guard.accept(&stamped.stamp, now_ms()) {
+                        Err(r) => r.label(),
+                        Ok(()) => {
+                            let Some(instance) = instance.upgrade() else {
+                                return;
+                            };
+                            self.apply(&instance, stamped.event).await;
+                            continue;
+                        }
+                    },
                 };
-                let Some(instance) = instance.upgrade() else {
-                    return;
-                };
-                self.apply(&instance, event).await;
+                // Logged once in a thousand: whoever can publish on the channel cannot flood
+                // the log either.
+                let n = self
+                    .metrics
+                    .events_ignored
+                    .get_or_create(&crate::metrics::ReasonLabels { reason: refusal })
+                    .inc();
+                if n % 1000 == 0 {
+                    tracing::warn!(
+                        ignored = n + 1,
+                        reason = refusal,
+                        "cluster events without a valid signature, replayed or too old were ignored"
+                    );
+                }
             }
             tracing::warn!("the cluster's event subscription ended; subscribing again");
         }
@@ -2023,9 +2169,55 @@ mod tests {
                 url: "u".into(),
                 load: 0,
                 peers: 0,
+                at_ms: 0,
             },
         )
         .unwrap();
         assert_eq!(open::<Event>(&key, &node), None);
+    }
+
+    #[test]
+    fn an_event_goes_on_the_channel_signed_with_its_stamp() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]);
+        let stamped = Stamped {
+            stamp: replay::Stamp {
+                node: "n1".into(),
+                boot: 42,
+                seq: 3,
+                sent_ms: 1_700_000_000_000,
+            },
+            event: Event::NodeLost { node: "n2".into() },
+        };
+        let sealed = seal(&key, &stamped).unwrap();
+        assert!(
+            sealed.contains(r#""stamp":{"node":"n1","boot":42,"seq":3,"sentMs":1700000000000}"#),
+            "{sealed}"
+        );
+        assert_eq!(open(&key, &sealed), Some(stamped));
+        // Another stamp on the same signature does not open: the stamp is signed too.
+        let restamped = sealed.replace(r#""seq":3"#, r#""seq":4"#);
+        assert_eq!(open::<Stamped>(&key, &restamped), None);
+        // An event without a stamp (as nodes before stamps sent them) is not taken.
+        let bare = seal(&key, &Event::NodeLost { node: "n2".into() }).unwrap();
+        assert_eq!(open::<Stamped>(&key, &bare), None);
+    }
+
+    #[test]
+    fn a_node_record_written_longer_ago_than_its_ttl_and_the_clock_skew_is_not_live() {
+        let ttl = Duration::from_secs(8);
+        let record = |at_ms| NodeInfo {
+            id: "n".into(),
+            url: "u".into(),
+            load: 0,
+            peers: 0,
+            at_ms,
+        };
+        let now = 1_700_000_000_000;
+        let limit = (ttl + MAX_CLOCK_SKEW).as_millis() as u64;
+        assert!(record(now).is_recent(now, ttl));
+        assert!(record(now - limit).is_recent(now, ttl));
+        assert!(record(now + limit).is_recent(now, ttl), "a clock ahead");
+        assert!(!record(now - limit - 1).is_recent(now, ttl));
+        assert!(!record(0).is_recent(now, ttl), "a record without a time");
     }
 }

@@ -27,7 +27,7 @@
 //! | `sluice_recording_bytes_total` | counter | — |
 //! | `sluice_cluster_pipes` | gauge (each heartbeat) | `direction` (`in`: producers of other nodes piped here, `out`: pipes from here) |
 //! | `sluice_cluster_redis_errors_total` | counter | — |
-//! | `sluice_cluster_events_ignored_total` | counter | — |
+//! | `sluice_cluster_events_ignored_total` | counter | `reason` |
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,7 +74,8 @@ pub fn method_label(method: &str) -> &'static str {
         .unwrap_or("unknown")
 }
 
-/// Why a recording ended (`recording::StopReason::as_str`: a fixed set).
+/// Why a recording ended (`recording::StopReason::as_str`) or a cluster event was ignored: a
+/// fixed set each.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
@@ -104,8 +105,9 @@ pub struct ClusterMetrics {
     pub pipes: Family<DirectionLabels, Gauge>,
     /// Redis calls that failed or timed out.
     pub redis_errors: Counter,
-    /// Events on the cluster's channel ignored for a bad signature.
-    pub events_ignored: Counter,
+    /// Events on the cluster's channel ignored, by reason: `signature` (none or a bad one),
+    /// `replayed` (delivered before), `stale` (sent too long ago).
+    pub events_ignored: Family<ReasonLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -472,7 +474,7 @@ impl Metrics {
         );
         registry.register(
             "cluster_events_ignored",
-            "Events on the cluster's channel ignored for a bad signature",
+            "Events on the cluster's channel ignored: without a valid signature, replayed or too old",
             cluster.events_ignored.clone(),
         );
         let worker_samples = Arc::new(Mutex::new(Vec::new()));

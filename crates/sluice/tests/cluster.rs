@@ -1,6 +1,7 @@
 //! Two `sluice serve` nodes sharing rooms through a real `redis-server` (docs/cluster.md), all
 //! on loopback: peers on one node see the peers on the other, `/api/place` and
-//! `/api/rooms/{id}` answer across nodes, forged events are ignored, a killed node's peers
+//! `/api/rooms/{id}` answer across nodes, forged and replayed events are ignored, placements
+//! read Redis at a bounded rate, a killed node's peers
 //! leave the others within its TTL, and a node that drains takes its entries out of Redis.
 
 // Test code: a failed unwrap is a failed test.
@@ -106,6 +107,63 @@ impl Redis {
         let _ = BufReader::new(stream).read_line(&mut line);
         line.trim_end().to_owned()
     }
+
+    /// One command whose answer is a bulk string (`INFO`): the string.
+    fn command_bulk(&self, args: &[&str]) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(resp_command(args).as_bytes()).unwrap();
+        read_reply(&mut BufReader::new(stream)).join("\n")
+    }
+
+    /// A connection subscribed to `channel`: [`read_reply`] gives each message as
+    /// `["message", channel, payload]`.
+    fn subscribe(&self, channel: &str) -> BufReader<TcpStream> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(resp_command(&["SUBSCRIBE", channel]).as_bytes())
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        let confirmed = read_reply(&mut reader);
+        assert_eq!(confirmed.first().map(String::as_str), Some("subscribe"));
+        reader
+    }
+}
+
+/// `args` in Redis's protocol.
+fn resp_command(args: &[&str]) -> String {
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    request
+}
+
+/// One reply in Redis's protocol, its strings and numbers in order (arrays flattened).
+fn read_reply(reader: &mut BufReader<TcpStream>) -> Vec<String> {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let line = line.trim_end();
+    let (kind, rest) = line.split_at(1);
+    match kind {
+        "*" => {
+            let n: usize = rest.parse().unwrap();
+            (0..n).flat_map(|_| read_reply(reader)).collect()
+        }
+        "$" => {
+            let n: usize = rest.parse().unwrap();
+            let mut bytes = vec![0; n + 2];
+            reader.read_exact(&mut bytes).unwrap();
+            bytes.truncate(n);
+            vec![String::from_utf8(bytes).unwrap()]
+        }
+        _ => vec![rest.to_owned()],
+    }
 }
 
 /// A `sluice serve` node of the cluster.
@@ -200,8 +258,8 @@ fn http_get_text(addr: &str, path: &str, bearer: Option<&str>) -> (u16, String) 
     (status, body)
 }
 
-/// The value of the sample `series` (name and labels as exposed) in a Prometheus text body.
-fn metric(body: &str, series: &str) -> f64 {
+/// The value of `series` in `body`, 0 while the series has not been counted yet.
+fn count(body: &str, series: &str) -> f64 {
     body.lines()
         .find_map(|l| {
             l.strip_prefix(series)?
@@ -210,7 +268,7 @@ fn metric(body: &str, series: &str) -> f64 {
                 .parse()
                 .ok()
         })
-        .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+        .unwrap_or(0.0)
 }
 
 /// Waits (polling, up to `within`) until `f` holds; panics with `what` if it never does.
@@ -325,7 +383,10 @@ async fn peers_on_two_nodes_see_each_other_and_a_lost_node_is_removed() {
         "n2 counts the forged events",
         || {
             let (_, metrics) = http_get_text(&n2.addr, "/metrics", Some(&admin));
-            metric(&metrics, "sluice_cluster_events_ignored_total") >= 2.0
+            count(
+                &metrics,
+                "sluice_cluster_events_ignored_total{reason=\"signature\"}",
+            ) >= 2.0
         },
     );
     let carol = join(&n1, "r", "carol").await;
@@ -381,6 +442,111 @@ async fn peers_on_two_nodes_see_each_other_and_a_lost_node_is_removed() {
     assert_eq!(redis.command(&["HLEN", "sluice:room:r:peers"]), ":0");
     assert_eq!(redis.command(&["SCARD", "sluice:nodes"]), ":0");
     assert_eq!(redis.command(&["EXISTS", "sluice:node:n2"]), ":0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_cluster_event_published_again_is_ignored() {
+    let redis = Redis::start();
+    let n1 = start_node(&redis, "n1");
+    let n2 = start_node(&redis, "n2");
+    let admin = token(
+        "*",
+        "admin",
+        Grants {
+            admin: true,
+            ..Grants::default()
+        },
+    );
+    wait_until(Duration::from_secs(10), "both nodes registered", || {
+        redis.command(&["SCARD", "sluice:nodes"]) == ":2"
+    });
+    let mut recorder = redis.subscribe("sluice:events");
+    let mut bob = join(&n2, "r", "bob").await;
+    let alice = join(&n1, "r", "alice").await;
+    match next_peer_notification(&mut bob, Duration::from_secs(10)).await {
+        ServerNotification::NewPeer(p) => assert_eq!(p.id, "alice"),
+        other => panic!("bob expected newPeer alice, got {other:?}"),
+    }
+    // What someone with access to Redis recorded: n1's signed event announcing alice.
+    let recorded = loop {
+        let message = read_reply(&mut recorder);
+        let payload = &message[2];
+        if payload.contains(r#""type":"peerJoined""#) && payload.contains(r#""peerId":"alice""#) {
+            break payload.clone();
+        }
+    };
+    alice.close();
+    match next_peer_notification(&mut bob, Duration::from_secs(10)).await {
+        ServerNotification::PeerClosed(p) => assert_eq!(p.peer_id, "alice"),
+        other => panic!("bob expected peerClosed alice, got {other:?}"),
+    }
+
+    // Published again, it reaches both nodes and the recorder, and changes nothing: n2 counts
+    // it as replayed, alice stays gone, and bob's next peer notification is carol's.
+    wait_until(
+        Duration::from_secs(10),
+        "both nodes get the replayed event",
+        || redis.command(&["PUBLISH", "sluice:events", &recorded]) == ":3",
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "n2 counts the replayed event",
+        || {
+            let (_, metrics) = http_get_text(&n2.addr, "/metrics", Some(&admin));
+            count(
+                &metrics,
+                "sluice_cluster_events_ignored_total{reason=\"replayed\"}",
+            ) >= 1.0
+        },
+    );
+    let (_, room) = http_get(&n2.addr, "/api/rooms/r", Some(&admin));
+    assert!(room["remotePeers"].get("alice").is_none(), "{room}");
+    let _carol = join(&n1, "r", "carol").await;
+    match next_peer_notification(&mut bob, Duration::from_secs(10)).await {
+        ServerNotification::NewPeer(p) => assert_eq!(p.id, "carol"),
+        other => panic!("bob expected newPeer carol, got {other:?}"),
+    }
+    drop(n1);
+}
+
+#[test]
+fn a_flood_of_place_requests_reads_redis_at_a_bounded_rate() {
+    let redis = Redis::start();
+    let n1 = start_node(&redis, "n1");
+    wait_until(Duration::from_secs(10), "n1 registered", || {
+        redis.command(&["SCARD", "sluice:nodes"]) == ":1"
+    });
+    let reads = || {
+        let info = redis.command_bulk(&["INFO", "commandstats"]);
+        let calls = |cmd: &str| -> u64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+                .and_then(|rest| rest.split(',').next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        calls("hgetall") + calls("mget") + calls("smembers")
+    };
+    let before = reads();
+    let started = Instant::now();
+    // 300 requests for one room, 300 for rooms nobody asked for before.
+    for i in 0..600 {
+        let room = if i % 2 == 0 {
+            "busy".to_owned()
+        } else {
+            format!("new-{i}")
+        };
+        assert_eq!(place(&n1, &room), "n1");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let read = reads() - before;
+    eprintln!("{read} Redis reads for 600 placements in {elapsed:.1} s");
+    // The read budget: a burst of twice the rate, then the rate; the heartbeat reads the nodes
+    // (two calls) once a second beside it.
+    let budget = 100.0 + 50.0 * elapsed + 2.0 * (elapsed + 1.0);
+    assert!(
+        (read as f64) <= budget,
+        "{read} Redis reads for 600 placements in {elapsed:.1} s (budget {budget:.0})"
+    );
 }
 
 /// Waits for a data consumer of `label` and returns its messages.
