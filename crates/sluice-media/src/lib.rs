@@ -28,6 +28,7 @@ pub mod forwarder;
 pub mod ice_tcp;
 pub mod layers;
 pub mod message;
+mod nack;
 pub mod numbering;
 pub mod payload;
 pub mod pipe;

@@ -1,7 +1,8 @@
 //! Reading the RTCP a remote sends about the streams sluice writes itself (the own egress and
 //! plain transports' consumers): receiver report blocks (RFC 3550 §6.4), generic NACKs
 //! (RFC 4585 §6.2.1), PLIs (RFC 4585 §6.3.1) and FIRs (RFC 5104 §4.3.1). Everything else in a
-//! compound packet is skipped; a malformed packet ends the reading where it breaks.
+//! compound packet is skipped; a malformed packet ends the reading where it breaks. And writing
+//! the generic NACK a pipe's producer sends its source ([`nack`]).
 
 /// One piece of feedback about a media SSRC.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,9 +114,55 @@ pub(crate) fn read(data: &[u8], max_nacked: usize) -> Vec<Feedback> {
     out
 }
 
+/// A generic NACK (RFC 4585 §6.2.1) for `lost` sequence numbers of `media_ssrc`, in the
+/// order given: each FCI entry names a packet and the 16 after it that are lost too. The sender
+/// SSRC is 1, as a plain transport has no stream of its own to name.
+pub(crate) fn nack(media_ssrc: u32, lost: &[u16]) -> Vec<u8> {
+    let mut entries: Vec<(u16, u16)> = Vec::new();
+    for &seq in lost {
+        match entries.last_mut() {
+            Some((pid, blp)) if seq.wrapping_sub(*pid) >= 1 && seq.wrapping_sub(*pid) <= 16 => {
+                *blp |= 1 << (seq.wrapping_sub(*pid) - 1);
+            }
+            _ => entries.push((seq, 0)),
+        }
+    }
+    // The length field counts 32-bit words after the first, a u16: far more entries than a
+    // datagram carries are refused by the caller's budget, so at most 16,000 are written.
+    entries.truncate(16_000);
+    let words = 2 + entries.len();
+    let mut p = Vec::with_capacity(4 + 4 * words);
+    p.extend_from_slice(&[0x81, 205]);
+    p.extend_from_slice(&(words as u16).to_be_bytes());
+    p.extend_from_slice(&1u32.to_be_bytes());
+    p.extend_from_slice(&media_ssrc.to_be_bytes());
+    for (pid, blp) in entries {
+        p.extend_from_slice(&pid.to_be_bytes());
+        p.extend_from_slice(&blp.to_be_bytes());
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nack_written_reads_back_as_the_same_sequence_numbers() {
+        let lost = [100, 101, 103, 116, 117, 65_535, 0, 4];
+        let packet = nack(0xdead_beef, &lost);
+        // 100 with 101, 103, 116 in its mask; 117 starts an entry; 65535 with 0 and 4 (across
+        // the wrap) in its mask.
+        assert_eq!(packet.len(), 12 + 3 * 4);
+        assert_eq!(
+            read(&packet, 1000),
+            vec![Feedback::Nack {
+                ssrc: 0xdead_beef,
+                lost: vec![100, 101, 103, 116, 117, 65_535, 0, 4],
+            }]
+        );
+        assert_eq!(nack(5, &[]).len(), 12);
+    }
 
     #[test]
     fn reports_nacks_plis_and_firs_are_read_from_a_compound_packet() {

@@ -113,6 +113,14 @@ pub struct MediaSettings {
     pub max_resend_ratio: f32,
     /// …beyond a burst of this many (a keyframe's worth lost at once).
     pub resend_burst: f32,
+    /// A video producer on a pipe asks again for a packet still missing after this long (about
+    /// a round trip between hosts of one region; the source resends a packet at most once per
+    /// `resend_interval`)…
+    pub pipe_nack_retry: Duration,
+    /// …at most this many times, and for at most `retransmission_window` after it was missed;
+    pub pipe_nack_tries: u8,
+    /// it follows at most this many missing packets (a longer gap is a restart, not loss).
+    pub pipe_nack_max_missing: usize,
 
     // ---- the active speaker ----------------------------------------------------------------
     /// How often the loudest producer of a router is reported.
@@ -168,6 +176,9 @@ pub const DEFAULTS: MediaSettings = MediaSettings {
     retransmission_packets: 1024,
     resend_interval: Duration::from_millis(20),
     max_nacked_per_datagram: 256,
+    pipe_nack_retry: Duration::from_millis(40),
+    pipe_nack_tries: 8,
+    pipe_nack_max_missing: 512,
     max_resend_ratio: 0.15,
     resend_burst: 64.0,
     speaker_interval: Duration::from_millis(800),

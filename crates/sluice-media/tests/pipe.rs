@@ -160,3 +160,126 @@ async fn a_data_producer_piped_to_another_workers_router_delivers_in_order_until
     w0.close().await;
     w1.close().await;
 }
+
+/// What a lossy relay between a pipe's two ends saw.
+#[derive(Default)]
+struct RelayLog {
+    /// Drop every tenth RTP packet the first time it passes, while set.
+    dropping: bool,
+    /// (frame, index) of the packets dropped.
+    dropped: Vec<(u32, u16)>,
+    rtp: usize,
+    nacks: usize,
+}
+
+/// A relay on loopback between `a` and `b` (the addresses of a pipe's two plain transports):
+/// RTP from `a` goes on to `b` (some of it dropped, see [`RelayLog`]), everything from `b`
+/// goes back to `a`.
+async fn lossy_relay(
+    a: std::net::SocketAddr,
+    b: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<RelayLog>>,
+) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(RelayLog::default()));
+    let shared = log.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        let mut seen = std::collections::HashSet::new();
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let p = &buf[..n];
+            if from == b {
+                if p.get(1) == Some(&205) {
+                    shared.lock().unwrap().nacks += 1;
+                }
+                let _ = socket.send_to(p, a).await;
+                continue;
+            }
+            let is_rtp = n > 12 && !(192..=223).contains(&p[1]);
+            if is_rtp {
+                let seq = u16::from_be_bytes([p[2], p[3]]);
+                let mut log = shared.lock().unwrap();
+                log.rtp += 1;
+                let first_time = seen.insert(seq);
+                if log.dropping && first_time && log.rtp % 10 == 0 {
+                    if let Some(s) = vp8_stamp(&p[12..]) {
+                        log.dropped.push((s.frame, s.index));
+                    }
+                    continue;
+                }
+            }
+            let _ = socket.send_to(p, b).await;
+        }
+    });
+    (addr, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_packets_lost_on_a_pipe_are_nacked_by_its_producer_and_resent_by_its_consumer() {
+    use sluice_media::{ConsumerOptions, PlainTransportOptions, ProducerOptions};
+    let (w0, a, w1, b) = two_routers().await;
+    let publisher = connect(&a, ClientNumbering::chromium(), None).await;
+    let video = produce(&publisher, SourceConfig::video()).await;
+    // The pipe as PipedProducer makes it, with a lossy relay between its two ends.
+    let source = a
+        .create_plain_transport(PlainTransportOptions::default())
+        .await
+        .unwrap();
+    let target = b
+        .create_plain_transport(PlainTransportOptions::default())
+        .await
+        .unwrap();
+    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (relay, log) = lossy_relay(loopback(source.port()), loopback(target.port())).await;
+    source.connect(relay).await.unwrap();
+    target.connect(relay).await.unwrap();
+    let mut options = ConsumerOptions::new(video.id(), a.rtp_capabilities().clone());
+    options.pipe = true;
+    let pipe_consumer = source.consume(options).await.unwrap();
+    assert!(
+        pipe_consumer.rtp_parameters().codecs[0]
+            .rtcp_feedback
+            .iter()
+            .any(|f| f.r#type == "nack" && f.parameter.as_deref().unwrap_or("").is_empty()),
+        "the pipe negotiates NACK: {:?}",
+        pipe_consumer.rtp_parameters()
+    );
+    let mut produce_options =
+        ProducerOptions::new(pipe_consumer.kind(), pipe_consumer.rtp_parameters().clone());
+    produce_options.id = Some(video.id().to_owned());
+    let piped = target.produce(produce_options).await.unwrap();
+    pipe_consumer.resume().await.unwrap();
+
+    let viewer = connect_receiver(&b, None).await;
+    let (_consumer, mut rx) = consume(&viewer, &b, &piped).await;
+    receive_n(&mut rx, 1).await;
+    log.lock().unwrap().dropping = true;
+    let mut received = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // Every tenth packet is dropped on its way until 20 are; then, every one of them reaches
+    // the viewer all the same.
+    loop {
+        let packet = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("the viewer gets every packet the relay dropped")
+            .unwrap();
+        if let Some(s) = vp8_stamp(&packet.payload) {
+            received.insert((s.frame, s.index));
+        }
+        let mut log = log.lock().unwrap();
+        if log.dropped.len() >= 20 {
+            log.dropping = false;
+        }
+        if !log.dropping && log.dropped.iter().all(|d| received.contains(d)) {
+            assert!(log.nacks > 0, "the target NACKed");
+            break;
+        }
+    }
+    source.close().await.unwrap();
+    target.close().await.unwrap();
+    w0.close().await;
+    w1.close().await;
+}

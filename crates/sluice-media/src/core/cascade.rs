@@ -191,7 +191,7 @@ impl Core {
             }
         } else if let Some(t) = self.plains.get_mut(&p.transport) {
             t.producers.retain(|k| *k != key);
-            t.rx_ssrc.retain(|_, (pk, _, _)| *pk != key);
+            t.rx_ssrc.retain(|_, s| s.producer != key);
         }
         if notify {
             self.emit_on_any(

@@ -52,6 +52,97 @@ pub(crate) struct ConsumerState {
     pub own_egress: Option<OwnEgress>,
     /// A pipe consumer's SSRC for each encoding of the producer (empty for any other).
     pub pipe_ssrcs: Vec<u32>,
+    /// A video pipe consumer with NACK negotiated: what it sent lately, to resend.
+    pub pipe_history: Option<PipeHistory>,
+}
+
+/// A pipe consumer's packets sent lately, as they left (SRTP-protected on an encrypted pipe),
+/// to send again when the pipe's other end NACKs them. A resend is the same bytes, so it
+/// encrypts no new plaintext with a used keystream. Resends are bounded as a consumer's
+/// ([`History`]): `ratio` of the packets sent beyond a `burst`, so RTCP forged from the pipe's
+/// host cannot make it a packet pump.
+#[derive(Debug)]
+pub(crate) struct PipeHistory {
+    sent: VecDeque<PipeSent>,
+    capacity: usize,
+    window: Duration,
+    credit: f32,
+    ratio: f32,
+    burst: f32,
+}
+
+#[derive(Debug)]
+struct PipeSent {
+    ssrc: u32,
+    seq: u16,
+    at: Instant,
+    resent: Option<Instant>,
+    bytes: Vec<u8>,
+}
+
+impl PipeHistory {
+    pub fn new(capacity: usize, window: Duration, ratio: f32, burst: f32) -> Self {
+        PipeHistory {
+            sent: VecDeque::new(),
+            capacity: capacity.max(1),
+            window,
+            credit: burst,
+            ratio,
+            burst,
+        }
+    }
+
+    /// Keeps `bytes`, packet `seq` of `ssrc`, sent at `now`.
+    pub fn push(&mut self, ssrc: u32, seq: u16, bytes: &[u8], now: Instant) {
+        self.credit = (self.credit + self.ratio).min(self.burst);
+        while self.sent.len() >= self.capacity
+            || self
+                .sent
+                .front()
+                .is_some_and(|old| now.saturating_duration_since(old.at) > self.window)
+        {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(PipeSent {
+            ssrc,
+            seq,
+            at: now,
+            resent: None,
+            bytes: bytes.to_vec(),
+        });
+    }
+
+    /// Packet `seq` of `ssrc` again, if it was sent within the window and not resent within
+    /// `interval` (marked resent).
+    pub fn resend(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+        now: Instant,
+        interval: Duration,
+    ) -> Option<Vec<u8>> {
+        if self.credit < 1.0 {
+            return None;
+        }
+        let window = self.window;
+        // NACKs ask for recent packets: searched from the newest.
+        let sent = self
+            .sent
+            .iter_mut()
+            .rev()
+            .take_while(|s| now.saturating_duration_since(s.at) <= window)
+            .find(|s| s.ssrc == ssrc && s.seq == seq)?;
+        if sent
+            .resent
+            .is_some_and(|at| now.saturating_duration_since(at) < interval)
+        {
+            return None;
+        }
+        sent.resent = Some(now);
+        let bytes = sent.bytes.clone();
+        self.credit -= 1.0;
+        Some(bytes)
+    }
 }
 
 /// What a consumer with its own egress writes besides the media: the RFC 8285 header
@@ -580,6 +671,46 @@ mod tests {
         // Never sent (ahead of the newest, or long gone).
         assert!(h.take_for_resend(3, t0, interval).is_none());
         assert!(h.take_for_resend(65000, t0, interval).is_none());
+    }
+
+    #[test]
+    fn a_pipe_resends_what_it_sent_within_its_window_once_per_interval() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut h = PipeHistory::new(3, Duration::from_secs(1), 1.0, 100.0);
+        h.push(7, 100, b"a", t0);
+        h.push(8, 100, b"b", t0);
+        h.push(7, 101, b"c", t0 + ms(10));
+        assert_eq!(h.resend(8, 100, t0 + ms(20), ms(20)), Some(b"b".to_vec()));
+        // Not again within the interval; again after it.
+        assert_eq!(h.resend(8, 100, t0 + ms(30), ms(20)), None);
+        assert_eq!(h.resend(8, 100, t0 + ms(40), ms(20)), Some(b"b".to_vec()));
+        // Unknown SSRC or sequence number.
+        assert_eq!(h.resend(9, 100, t0 + ms(40), ms(20)), None);
+        assert_eq!(h.resend(7, 102, t0 + ms(40), ms(20)), None);
+        // At capacity the oldest goes; past the window nothing is resent.
+        h.push(7, 102, b"d", t0 + ms(50));
+        assert_eq!(h.resend(7, 100, t0 + ms(60), ms(20)), None);
+        assert_eq!(h.resend(7, 102, t0 + ms(60), ms(20)), Some(b"d".to_vec()));
+        assert_eq!(h.resend(7, 101, t0 + ms(1011), ms(20)), None);
+    }
+
+    #[test]
+    fn a_pipe_resends_at_most_its_share_of_what_it_sends_beyond_a_burst() {
+        let t0 = Instant::now();
+        let mut h = PipeHistory::new(100, Duration::from_secs(1), 0.5, 2.0);
+        for seq in 0..10 {
+            h.push(1, seq, b"x", t0);
+        }
+        let resent = (0..10)
+            .filter(|&seq| h.resend(1, seq, t0, Duration::ZERO).is_some())
+            .count();
+        assert_eq!(resent, 2, "the burst");
+        // Two packets sent earn one resend.
+        h.push(1, 10, b"x", t0);
+        h.push(1, 11, b"x", t0);
+        assert!(h.resend(1, 5, t0, Duration::ZERO).is_some());
+        assert!(h.resend(1, 6, t0, Duration::ZERO).is_none());
     }
 
     #[test]

@@ -129,6 +129,9 @@ impl Core {
                     continue;
                 }
                 c.on_sent(packet.payload.len(), now);
+                if let Some(history) = c.pipe_history.as_mut() {
+                    history.push(own.ssrc, own.seq, &own.bytes, now);
+                }
                 usage.datagrams_sent += 1;
                 usage.bytes_sent += own.bytes.len() as u64;
                 pt.bytes_sent += own.bytes.len() as u64;

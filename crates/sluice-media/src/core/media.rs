@@ -322,6 +322,7 @@ impl Core {
             last_score: None,
             own_egress,
             pipe_ssrcs: Vec::new(),
+            pipe_history: None,
         };
         if let Some(p) = self.producers.get_mut(&pkey) {
             p.consumers.push(key);

@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use sluice_ortc::MediaKind;
 use str0m::rtp::ExtensionValues;
 
 use super::Core;
-use super::consumer::{ConsumerState, OwnEgress};
+use super::consumer::{ConsumerState, OwnEgress, PipeHistory};
 use super::producer::ProducerState;
 use crate::core::table::Identified;
 use crate::demux::{DatagramKind, Remote};
@@ -20,6 +21,7 @@ use crate::error::MediaError;
 use crate::events::{EventSender, MediaEvent};
 use crate::forwarder::Received;
 use crate::layers::RateCalculator;
+use crate::nack::{NackGenerator, NackPolicy};
 use crate::srtp::{SrtpReceiver, SrtpSender};
 use crate::types::{
     ConsumerCreated, ConsumerOptions, Key, PlainTransportConnect, PlainTransportCreated,
@@ -44,8 +46,8 @@ pub(crate) struct PlainTransportState {
     pub producers: Vec<Key>,
     /// Consumers whose RTP this transport sends to its remote.
     pub consumers: Vec<Key>,
-    /// Each producer stream by SSRC, with its layer and its sequence-number unwrapper.
-    pub rx_ssrc: HashMap<u32, (Key, usize, SeqUnwrap)>,
+    /// Each producer stream by SSRC.
+    pub rx_ssrc: HashMap<u32, RxStream>,
     pub bytes_received: u64,
     pub packets_received: u64,
     /// RTP of an SSRC no producer declared, RTCP (read and dropped), and SRTP that does not
@@ -83,6 +85,25 @@ fn decode_key(params: &SrtpParameters) -> Result<Vec<u8>, MediaError> {
         )));
     }
     Ok(bytes)
+}
+
+/// A producer's stream arriving on a plain transport.
+#[derive(Debug)]
+pub(crate) struct RxStream {
+    pub producer: Key,
+    pub layer: usize,
+    pub unwrap: SeqUnwrap,
+    /// A video stream with NACK negotiated (a pipe's): what is missing, to ask for again.
+    pub nack: Option<NackGenerator>,
+}
+
+/// Whether RTP parameters negotiate generic NACK (`nack` feedback without a parameter).
+fn negotiates_nack(params: &sluice_ortc::RtpParameters) -> bool {
+    params.codecs.iter().any(|c| {
+        c.rtcp_feedback
+            .iter()
+            .any(|f| f.r#type == "nack" && f.parameter.as_deref().unwrap_or("").is_empty())
+    })
 }
 
 impl Identified for PlainTransportState {
@@ -172,16 +193,6 @@ fn header_len(data: &[u8]) -> Option<usize> {
     (len <= data.len()).then_some(len)
 }
 
-/// The media SSRCs a compound RTCP packet asks keyframes of: PLI and FIR entries; a malformed
-/// packet asks none past where it breaks.
-fn keyframe_requests(data: &[u8]) -> Vec<u32> {
-    crate::rtcp::read(data, 0)
-        .iter()
-        .filter(|f| f.is_keyframe_request())
-        .map(crate::rtcp::Feedback::ssrc)
-        .collect()
-}
-
 /// A PLI (RFC 4585 §6.3.1) for `media_ssrc`.
 fn pli(media_ssrc: u32) -> Vec<u8> {
     let mut p = vec![0x81, 206, 0, 2];
@@ -193,19 +204,15 @@ fn pli(media_ssrc: u32) -> Vec<u8> {
 
 /// An SRTP packet of a declared SSRC, authenticated and decrypted with the remote's key;
 /// `None` without a key yet, for an unknown SSRC or a packet that does not authenticate.
-fn unprotect(
-    srtp: &PlainSrtp,
-    rx_ssrc: &HashMap<u32, (Key, usize, SeqUnwrap)>,
-    data: &[u8],
-) -> Option<Vec<u8>> {
+fn unprotect(srtp: &PlainSrtp, rx_ssrc: &HashMap<u32, RxStream>, data: &[u8]) -> Option<Vec<u8>> {
     let receiver = srtp.receiver.as_ref()?;
     let header = header_len(data)?;
     let seq = u16::from_be_bytes([data[2], data[3]]);
     let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
-    let (_, _, unwrap) = rx_ssrc.get(&ssrc)?;
+    let stream = rx_ssrc.get(&ssrc)?;
     // The sender's rollover counter starts at zero (RFC 3711 §3.3.1); the unwrapper's first
     // cycle is one.
-    let roc = u32::try_from((unwrap.peek(seq) >> 16).saturating_sub(1)).ok()?;
+    let roc = u32::try_from((stream.unwrap.peek(seq) >> 16).saturating_sub(1)).ok()?;
     let mut packet = data.to_vec();
     let len = receiver
         .unprotect_rtp(&mut packet, header, ssrc, roc, seq)
@@ -383,12 +390,26 @@ impl Core {
         let router_id = t.router_id.clone();
         let key = self.key();
         let mid = format!("plain{key}");
+        let nack = (spec.kind == MediaKind::Video && negotiates_nack(&spec.rtp_parameters))
+            .then_some(NackPolicy {
+                retry: self.settings.pipe_nack_retry,
+                tries: self.settings.pipe_nack_tries,
+                max_age: self.settings.retransmission_window,
+                max_missing: self.settings.pipe_nack_max_missing,
+                max_per_call: self.settings.max_nacked_per_datagram,
+            });
         let producer = ProducerState::new(spec, tkey, router_id.clone(), mid);
         let Some(t) = self.plains.get_mut(&tkey) else {
             return Err(MediaError::UnknownTransport(String::new()));
         };
         for (layer, ssrc) in ssrcs.into_iter().enumerate() {
-            t.rx_ssrc.insert(ssrc, (key, layer, SeqUnwrap::default()));
+            let stream = RxStream {
+                producer: key,
+                layer,
+                unwrap: SeqUnwrap::default(),
+                nack: nack.map(NackGenerator::new),
+            };
+            t.rx_ssrc.insert(ssrc, stream);
         }
         t.producers.push(key);
         if let Some(r) = self.routers.get_mut(&router_id) {
@@ -447,6 +468,17 @@ impl Core {
         } else {
             Vec::new()
         };
+        let pipe_history = (options.pipe
+            && producer.kind == MediaKind::Video
+            && negotiates_nack(&params))
+        .then(|| {
+            PipeHistory::new(
+                self.settings.retransmission_packets,
+                self.settings.retransmission_window,
+                self.settings.max_resend_ratio,
+                self.settings.resend_burst,
+            )
+        });
         let pt_map = producer
             .mapping
             .codecs
@@ -502,6 +534,7 @@ impl Core {
             last_score: None,
             own_egress: Some(OwnEgress::new(&params, "", producer.clock_rate)),
             pipe_ssrcs,
+            pipe_history,
         };
         if let Some(p) = self.producers.get_mut(&pkey) {
             p.consumers.push(key);
@@ -541,18 +574,39 @@ impl Core {
             // decodes) are served; the rest (sender and receiver reports) is read and dropped.
             // From the remote only; with SRTP, only SRTCP that authenticates with its key.
             let from_remote = t.remote.is_some_and(|r| r.ip() == from.ip());
-            let asked = match (&t.srtp, from_remote) {
+            let max_nacked = self.settings.max_nacked_per_datagram;
+            let feedback = match (&t.srtp, from_remote) {
                 (_, false) => Vec::new(),
-                (None, true) => keyframe_requests(data),
+                (None, true) => crate::rtcp::read(data, max_nacked),
                 (Some(srtp), true) => srtp.receiver.as_ref().map_or_else(Vec::new, |r| {
                     let mut plain = data.to_vec();
                     r.unprotect_rtcp(&mut plain)
-                        .map(|len| keyframe_requests(&plain[..len]))
+                        .map(|len| crate::rtcp::read(&plain[..len], max_nacked))
                         .unwrap_or_default()
                 }),
             };
+            let nacked: Vec<(u32, Vec<u16>)> = feedback
+                .iter()
+                .filter_map(|f| match f {
+                    crate::rtcp::Feedback::Nack { ssrc, lost } => Some((*ssrc, lost.clone())),
+                    _ => None,
+                })
+                .collect();
+            let asked: Vec<u32> = feedback
+                .iter()
+                .filter(|f| f.is_keyframe_request())
+                .map(crate::rtcp::Feedback::ssrc)
+                .collect();
+            if !nacked.is_empty() {
+                self.resend_on_pipe(tkey, &nacked, now);
+            }
+            let Some(t) = self.plains.get_mut(&tkey) else {
+                return;
+            };
             if asked.is_empty() {
-                t.packets_dropped += 1;
+                if nacked.is_empty() {
+                    t.packets_dropped += 1;
+                }
                 return;
             }
             let mine = t.consumers.clone();
@@ -633,35 +687,95 @@ impl Core {
             self.usage.dropped_malformed += 1;
             return;
         };
-        let Some((pkey, layer, unwrap)) = t.rx_ssrc.get_mut(&rtp.ssrc) else {
+        let Some(stream) = t.rx_ssrc.get_mut(&rtp.ssrc) else {
             tracing::debug!(transport = %t.id, ssrc = rtp.ssrc, "RTP of an SSRC no producer declared");
             t.packets_dropped += 1;
             return;
         };
-        let (pkey, layer) = (*pkey, *layer);
+        let (pkey, layer) = (stream.producer, stream.layer);
+        let seq = stream.unwrap.extend(rtp.seq);
+        let lost = stream.nack.as_mut().map_or_else(Vec::new, |n| {
+            n.on_packet(seq, now);
+            n.due(now)
+        });
+        let ssrc = rtp.ssrc;
         let packet = Received {
             payload_type: rtp.pt,
-            seq: unwrap.extend(rtp.seq),
+            seq,
             rtp_timestamp: rtp.timestamp,
             marker: rtp.marker,
             ext_vals: ExtensionValues::default(),
             payload: Arc::from(rtp.payload),
             at: now,
         };
+        if !lost.is_empty() {
+            self.send_plain_rtcp(tkey, crate::rtcp::nack(ssrc, &lost));
+        }
         self.fan_out(pkey, layer, packet, now);
+    }
+
+    /// Answers NACKs from the other end of plain transport `tkey` (a pipe's target): each
+    /// packet still kept by its pipe consumer is sent again, at most once per
+    /// `resend_interval`.
+    fn resend_on_pipe(&mut self, tkey: Key, nacked: &[(u32, Vec<u16>)], now: Instant) {
+        let interval = self.settings.resend_interval;
+        let Core {
+            plains,
+            consumers,
+            outbox,
+            usage,
+            ..
+        } = self;
+        let Some(t) = plains.get_mut(&tkey) else {
+            return;
+        };
+        let Some(remote) = t.remote else {
+            return;
+        };
+        for ckey in &t.consumers {
+            let Some(c) = consumers.get_mut(ckey) else {
+                continue;
+            };
+            let pipe_ssrcs = &c.pipe_ssrcs;
+            let Some(history) = c.pipe_history.as_mut() else {
+                continue;
+            };
+            for (ssrc, lost) in nacked.iter().filter(|(s, _)| pipe_ssrcs.contains(s)) {
+                c.nacks += 1;
+                for &seq in lost {
+                    let Some(bytes) = history.resend(*ssrc, seq, now, interval) else {
+                        continue;
+                    };
+                    usage.datagrams_sent += 1;
+                    usage.bytes_sent += bytes.len() as u64;
+                    t.bytes_sent += bytes.len() as u64;
+                    t.packets_sent += 1;
+                    outbox.push_back(super::Transmit {
+                        destination: Remote::udp(remote),
+                        source: Some(t.local),
+                        contents: bytes,
+                    });
+                }
+            }
+        }
     }
 
     /// Asks the remote of plain transport `tkey` for a keyframe of `ssrc` (a PLI, SRTCP with
     /// SRTP), to the RTP port with `rtcp_mux`, else from the RTCP socket to the next port. A
     /// tool may ignore it (ffmpeg does); a pipe's other end serves it.
     pub(crate) fn request_plain_keyframe(&mut self, tkey: Key, ssrc: u32) -> bool {
+        self.send_plain_rtcp(tkey, pli(ssrc))
+    }
+
+    /// Sends RTCP `packet` to the remote of plain transport `tkey` (SRTCP with SRTP), to the RTP
+    /// port with `rtcp_mux`, else from the RTCP socket to the next port.
+    fn send_plain_rtcp(&mut self, tkey: Key, mut packet: Vec<u8>) -> bool {
         let Some(t) = self.plains.get_mut(&tkey) else {
             return false;
         };
         let Some(remote) = t.remote else {
             return false;
         };
-        let mut packet = pli(ssrc);
         if let Some(srtp) = &t.srtp {
             let index = t.srtcp_index;
             t.srtcp_index = (index + 1) & 0x7fff_ffff;
@@ -771,19 +885,5 @@ mod tests {
         *lying.last_mut().unwrap() = 200;
         assert!(parse_rtp(&lying).is_none());
         assert!(parse_rtp(&[0x40; 20]).is_none(), "not version 2");
-    }
-
-    #[test]
-    fn keyframe_requests_are_read_from_plis_and_firs_in_compound_rtcp() {
-        // A receiver report, then a PLI for 0x0a0b0c0d, then a FIR with two entries.
-        let mut compound = vec![0x80, 201, 0, 1, 0, 0, 0, 9];
-        compound.extend_from_slice(&pli(0x0a0b_0c0d));
-        compound.extend_from_slice(&[0x84, 206, 0, 6, 0, 0, 0, 9, 0, 0, 0, 0]);
-        compound.extend_from_slice(&[0, 0, 0, 7, 1, 0, 0, 0, 0, 0, 0, 8, 2, 0, 0, 0]);
-        assert_eq!(keyframe_requests(&compound), vec![0x0a0b_0c0d, 7, 8]);
-        // A length past the end, or not version 2: nothing (and no panic).
-        assert!(keyframe_requests(&[0x81, 206, 0, 9, 0, 0, 0, 1]).is_empty());
-        assert!(keyframe_requests(&[0x41, 206, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2]).is_empty());
-        assert!(keyframe_requests(&[0x81]).is_empty());
     }
 }
