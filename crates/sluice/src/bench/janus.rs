@@ -190,13 +190,9 @@ events: {{
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// CPU time of Janus, in nanoseconds.
-    pub fn cpu_ns(&self) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        Some(ticks * 10_000_000)
+    /// CPU time of Janus.
+    pub fn cpu_ns(&self) -> Option<super::target::ProcessCpu> {
+        super::target::process_cpu(&self.pid()?.to_string())
     }
 
     /// The janus process itself (taskset execs it, so it is the child).

@@ -152,20 +152,16 @@ fn meter_session(meter: &Meter, mut session: Session) -> Arc<Session> {
 
 /// CPU time of this process, in nanoseconds.
 fn own_cpu_ns() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0;
-    };
-    let Some(i) = stat.rfind(')') else { return 0 };
-    let f: Vec<&str> = stat[i + 2..].split_whitespace().collect();
-    let t = |n: usize| f.get(n).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (t(11) + t(12)) * 10_000_000
+    super::target::process_cpu("self").map_or(0, super::target::ProcessCpu::total_ns)
 }
 
 /// A measured step.
 struct Step {
     window: Window,
     seconds: f64,
+    /// The server's CPU, in cores: all of it, and the part in user space.
     server_cpu: Option<f64>,
+    server_user_cpu: Option<f64>,
     client_cpu: f64,
 }
 
@@ -175,8 +171,18 @@ impl Step {
     }
 
     fn cpu_ns_per_packet(&self) -> Option<f64> {
-        let cpu = self.server_cpu?;
-        (self.window.received > 0).then(|| cpu * self.seconds * 1e9 / self.window.received as f64)
+        self.ns_per_packet(self.server_cpu?)
+    }
+
+    /// The server's user-space CPU per out packet: its own code (and str0m's), without the
+    /// kernel's sending, receiving and waking.
+    fn user_ns_per_packet(&self) -> Option<f64> {
+        self.ns_per_packet(self.server_user_cpu?)
+    }
+
+    fn ns_per_packet(&self, cores: f64) -> Option<f64> {
+        (self.window.received > 0)
+            .then(|| cores * self.seconds * 1e9 / self.window.received as f64)
     }
 
     fn pps_per_core(&self) -> Option<f64> {
@@ -192,18 +198,22 @@ async fn measure(target: &Target, meter: &Meter, seconds: u64) -> Step {
     measure_with(&|| target.cpu_ns(), meter, seconds).await
 }
 
-async fn measure_with(cpu: &dyn Fn() -> Option<u64>, meter: &Meter, seconds: u64) -> Step {
+async fn measure_with(
+    cpu: &dyn Fn() -> Option<super::target::ProcessCpu>,
+    meter: &Meter,
+    seconds: u64,
+) -> Step {
     meter.reset();
     let (s0, c0, t0) = (cpu(), own_cpu_ns(), Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let window = meter.read();
     let (s1, c1, elapsed) = (cpu(), own_cpu_ns(), t0.elapsed().as_secs_f64());
+    let cores = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / 1e9 / elapsed;
     Step {
         window,
         seconds: elapsed,
-        server_cpu: s0
-            .zip(s1)
-            .map(|(a, b)| (b.saturating_sub(a)) as f64 / 1e9 / elapsed),
+        server_cpu: s0.zip(s1).map(|(a, b)| cores(a.total_ns(), b.total_ns())),
+        server_user_cpu: s0.zip(s1).map(|(a, b)| cores(a.user_ns, b.user_ns)),
         client_cpu: (c1.saturating_sub(c0)) as f64 / 1e9 / elapsed,
     }
 }
@@ -214,13 +224,14 @@ fn fmt_opt(v: Option<f64>, scale: f64, unit: &str) -> String {
 
 fn print_step(label: &str, n: usize, step: &Step) {
     println!(
-        "{label:>12} {n:>5}  out {:>9.0} pps  loss {:>6.2} %  p50 {:>6} µs  p99 {:>7} µs  server cpu {:>7}  {:>9} ns/pkt  {:>10} pps/core  generator cpu {:.0} %{}",
+        "{label:>12} {n:>5}  out {:>9.0} pps  loss {:>6.2} %  p50 {:>6} µs  p99 {:>7} µs  server cpu {:>7}  {:>9} ns/pkt ({} in user space)  {:>10} pps/core  generator cpu {:.0} %{}",
         step.out_pps(),
         step.window.loss() * 100.0,
         step.window.p50_us,
         step.window.p99_us,
         fmt_opt(step.server_cpu, 100.0, " %"),
         fmt_opt(step.cpu_ns_per_packet(), 1.0, ""),
+        fmt_opt(step.user_ns_per_packet(), 1.0, ""),
         fmt_opt(step.pps_per_core(), 1.0, ""),
         step.client_cpu * 100.0,
         if step.generator_saturated() {
@@ -232,20 +243,27 @@ fn print_step(label: &str, n: usize, step: &Step) {
 }
 
 /// How the cost per out packet changes with the load: the first and the last step before the
-/// knee, and their ratio (a flat cost stays near 1.0).
+/// knee, and their ratio (a flat cost stays near 1.0); all the server's CPU, then its
+/// user-space part (at light load the kernel's share per packet is larger: each send wakes a
+/// sleeping receiver, each arrival the sleeping worker).
 fn print_cost_spread(what: &str, steps: &[(usize, Step)]) {
-    let served: Vec<(usize, f64)> = steps
-        .iter()
-        .filter(|(_, s)| !saturated(s))
-        .filter_map(|(n, s)| Some((*n, s.cpu_ns_per_packet()?)))
-        .collect();
-    if let (Some((n0, c0)), Some((n1, c1))) = (served.first(), served.last())
-        && n0 != n1
-    {
-        println!(
-            "cost per out packet: {c0:.0} ns at {n0} {what}, {c1:.0} ns at {n1} {what}: ×{:.2}",
-            c1 / c0
-        );
+    for (label, cost) in [
+        ("cost per out packet", Step::cpu_ns_per_packet as fn(&Step) -> Option<f64>),
+        ("user-space cost per out packet", Step::user_ns_per_packet),
+    ] {
+        let served: Vec<(usize, f64)> = steps
+            .iter()
+            .filter(|(_, s)| !saturated(s))
+            .filter_map(|(n, s)| Some((*n, cost(s)?)))
+            .collect();
+        if let (Some((n0, c0)), Some((n1, c1))) = (served.first(), served.last())
+            && n0 != n1
+        {
+            println!(
+                "{label}: {c0:.0} ns at {n0} {what}, {c1:.0} ns at {n1} {what}: ×{:.2}",
+                c1 / c0
+            );
+        }
     }
 }
 
@@ -291,6 +309,7 @@ fn summary(
         "out_pps": step.out_pps().round(),
         "out_pps_per_core": step.pps_per_core().map(f64::round),
         "cpu_ns_per_out_packet": step.cpu_ns_per_packet().map(f64::round),
+        "user_ns_per_out_packet": step.user_ns_per_packet().map(f64::round),
         "p50_us": step.window.p50_us, "p99_us": step.window.p99_us,
         what: n,
         "loss": step.window.loss(),

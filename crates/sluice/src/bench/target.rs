@@ -194,12 +194,8 @@ impl Target {
     }
 
     /// CPU time of the spawned server (or `--server-pid`'s), in nanoseconds (all threads).
-    pub fn cpu_ns(&self) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        Some(ticks * 10_000_000)
+    pub fn cpu_ns(&self) -> Option<ProcessCpu> {
+        process_cpu(&self.pid()?.to_string())
     }
 
     /// Resident memory of the spawned server (or `--server-pid`'s), in bytes.
@@ -243,4 +239,32 @@ async fn http_get(base: &str, path: &str) -> anyhow::Result<String> {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default())
+}
+
+/// CPU time of a process, all its threads, in nanoseconds: in user space (the program's own
+/// code) and in the kernel on its behalf (system calls, and the loopback delivery its sends
+/// run, which wakes the receiving process).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessCpu {
+    pub user_ns: u64,
+    pub system_ns: u64,
+}
+
+impl ProcessCpu {
+    pub fn total_ns(self) -> u64 {
+        self.user_ns + self.system_ns
+    }
+}
+
+/// [`ProcessCpu`] of process `pid` (a number, or `self`) from `/proc/PID/stat` (in ticks of
+/// 10 ms).
+pub fn process_cpu(pid: &str) -> Option<ProcessCpu> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |n: usize| f.get(n)?.parse::<u64>().ok();
+    Some(ProcessCpu {
+        user_ns: ticks(11)? * 10_000_000,
+        system_ns: ticks(12)? * 10_000_000,
+    })
 }
