@@ -166,15 +166,16 @@ async fn a_data_producer_piped_to_another_workers_router_delivers_in_order_until
 struct RelayLog {
     /// Drop every tenth RTP packet the first time it passes, while set.
     dropping: bool,
-    /// (frame, index) of the packets dropped.
-    dropped: Vec<(u32, u16)>,
+    /// The sequence numbers dropped, and those of them that passed later (resent).
+    dropped: Vec<u16>,
+    resent: std::collections::HashSet<u16>,
     rtp: usize,
     nacks: usize,
 }
 
 /// A relay on loopback between `a` and `b` (the addresses of a pipe's two plain transports):
 /// RTP from `a` goes on to `b` (some of it dropped, see [`RelayLog`]), everything from `b`
-/// goes back to `a`.
+/// goes back to `a`. It reads only RTP headers, so it works on SRTP too.
 async fn lossy_relay(
     a: std::net::SocketAddr,
     b: std::net::SocketAddr,
@@ -203,11 +204,12 @@ async fn lossy_relay(
                 let seq = u16::from_be_bytes([p[2], p[3]]);
                 let mut log = shared.lock().unwrap();
                 log.rtp += 1;
-                let first_time = seen.insert(seq);
-                if log.dropping && first_time && log.rtp % 10 == 0 {
-                    if let Some(s) = vp8_stamp(&p[12..]) {
-                        log.dropped.push((s.frame, s.index));
+                if !seen.insert(seq) {
+                    if log.dropped.contains(&seq) {
+                        log.resent.insert(seq);
                     }
+                } else if log.dropping && log.rtp % 10 == 0 {
+                    log.dropped.push(seq);
                     continue;
                 }
             }
@@ -217,25 +219,55 @@ async fn lossy_relay(
     (addr, log)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn video_packets_lost_on_a_pipe_are_nacked_by_its_producer_and_resent_by_its_consumer() {
-    use sluice_media::{ConsumerOptions, PlainTransportOptions, ProducerOptions};
+/// The video frames a viewer got: frame → (its packet count, the indices received).
+#[derive(Default)]
+struct Frames(std::collections::BTreeMap<u32, (u16, std::collections::HashSet<u16>)>);
+
+impl Frames {
+    /// Takes `packet` in, raising `latest` to its frame.
+    fn take(&mut self, packet: &sluice_client::ReceivedRtp, latest: &mut u32) {
+        if let Some(s) = vp8_stamp(&packet.payload) {
+            let (count, got) = self.0.entry(s.frame).or_default();
+            *count = s.count;
+            got.insert(s.index);
+            *latest = (*latest).max(s.frame);
+        }
+    }
+
+    fn is_whole(&self, frame: u32) -> bool {
+        self.0
+            .get(&frame)
+            .is_some_and(|(count, got)| got.len() == usize::from(*count))
+    }
+}
+
+/// A pipe as `PipedProducer` makes it (with SRTP if `srtp`, as between nodes) with a relay
+/// dropping every tenth RTP packet between its ends: every frame the viewer on the target
+/// router gets while packets are dropped arrives whole, each dropped packet having been NACKed
+/// by the piped producer and resent by the pipe consumer.
+async fn lost_video_is_recovered_on_a_pipe(srtp: bool) {
+    use sluice_media::{
+        ConsumerOptions, PlainTransportConnect, PlainTransportOptions, ProducerOptions,
+    };
     let (w0, a, w1, b) = two_routers().await;
     let publisher = connect(&a, ClientNumbering::chromium(), None).await;
     let video = produce(&publisher, SourceConfig::video()).await;
-    // The pipe as PipedProducer makes it, with a lossy relay between its two ends.
-    let source = a
-        .create_plain_transport(PlainTransportOptions::default())
-        .await
-        .unwrap();
-    let target = b
-        .create_plain_transport(PlainTransportOptions::default())
-        .await
-        .unwrap();
+    let options = || PlainTransportOptions {
+        enable_srtp: srtp,
+        ..PlainTransportOptions::default()
+    };
+    let source = a.create_plain_transport(options()).await.unwrap();
+    let target = b.create_plain_transport(options()).await.unwrap();
     let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let (relay, log) = lossy_relay(loopback(source.port()), loopback(target.port())).await;
-    source.connect(relay).await.unwrap();
-    target.connect(relay).await.unwrap();
+    for (t, other) in [(&source, &target), (&target, &source)] {
+        t.connect_with(PlainTransportConnect {
+            remote: Some(relay),
+            srtp_parameters: other.srtp_parameters().cloned(),
+        })
+        .await
+        .unwrap();
+    }
     let mut options = ConsumerOptions::new(video.id(), a.rtp_capabilities().clone());
     options.pipe = true;
     let pipe_consumer = source.consume(options).await.unwrap();
@@ -255,26 +287,30 @@ async fn video_packets_lost_on_a_pipe_are_nacked_by_its_producer_and_resent_by_i
 
     let viewer = connect_receiver(&b, None).await;
     let (_consumer, mut rx) = consume(&viewer, &b, &piped).await;
-    receive_n(&mut rx, 1).await;
+    let mut frames = Frames::default();
+    let mut latest = 0;
+    frames.take(&receive_n(&mut rx, 1).await[0], &mut latest);
+    let first = latest + 1;
     log.lock().unwrap().dropping = true;
-    let mut received = std::collections::HashSet::new();
+    let mut last = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    // Every tenth packet is dropped on its way until 20 are; then, every one of them reaches
-    // the viewer all the same.
     loop {
         let packet = tokio::time::timeout_at(deadline, rx.recv())
             .await
-            .expect("the viewer gets every packet the relay dropped")
+            .expect("every frame reaches the viewer whole")
             .unwrap();
-        if let Some(s) = vp8_stamp(&packet.payload) {
-            received.insert((s.frame, s.index));
-        }
+        frames.take(&packet, &mut latest);
         let mut log = log.lock().unwrap();
-        if log.dropped.len() >= 20 {
+        if log.dropping && log.dropped.len() >= 20 {
             log.dropping = false;
+            // Every packet of the frames before the latest passed the relay while it dropped.
+            last = Some(latest.saturating_sub(1));
         }
-        if !log.dropping && log.dropped.iter().all(|d| received.contains(d)) {
+        let Some(last) = last else { continue };
+        let whole = (first..=last).all(|f| frames.is_whole(f));
+        if whole && log.dropped.iter().all(|s| log.resent.contains(s)) {
             assert!(log.nacks > 0, "the target NACKed");
+            assert!(last > first, "frames {first}..={last}");
             break;
         }
     }
@@ -282,4 +318,14 @@ async fn video_packets_lost_on_a_pipe_are_nacked_by_its_producer_and_resent_by_i
     target.close().await.unwrap();
     w0.close().await;
     w1.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_lost_on_a_pipe_is_nacked_by_its_producer_and_resent_by_its_consumer() {
+    lost_video_is_recovered_on_a_pipe(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_lost_on_an_encrypted_pipe_is_nacked_and_resent_as_srtp() {
+    lost_video_is_recovered_on_a_pipe(true).await;
 }

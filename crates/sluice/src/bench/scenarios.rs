@@ -181,8 +181,7 @@ impl Step {
     }
 
     fn ns_per_packet(&self, cores: f64) -> Option<f64> {
-        (self.window.received > 0)
-            .then(|| cores * self.seconds * 1e9 / self.window.received as f64)
+        (self.window.received > 0).then(|| cores * self.seconds * 1e9 / self.window.received as f64)
     }
 
     fn pps_per_core(&self) -> Option<f64> {
@@ -248,7 +247,10 @@ fn print_step(label: &str, n: usize, step: &Step) {
 /// sleeping receiver, each arrival the sleeping worker).
 fn print_cost_spread(what: &str, steps: &[(usize, Step)]) {
     for (label, cost) in [
-        ("cost per out packet", Step::cpu_ns_per_packet as fn(&Step) -> Option<f64>),
+        (
+            "cost per out packet",
+            Step::cpu_ns_per_packet as fn(&Step) -> Option<f64>,
+        ),
         ("user-space cost per out packet", Step::user_ns_per_packet),
     ] {
         let served: Vec<(usize, f64)> = steps
