@@ -180,6 +180,21 @@ async fn handle_request(
             let streams = req
                 .sctp_capabilities
                 .map_or(NumSctpStreams::default(), |c| c.num_streams);
+            // Neither flag (an older client): the transport may do both.
+            let (producing, consuming) = if req.producing || req.consuming {
+                (req.producing, req.consuming)
+            } else {
+                (true, true)
+            };
+            // A transport that only produces sends no media, so it has nothing to estimate
+            // bandwidth for; without estimation its str0m session keeps no pacer, which woke
+            // the worker 25 times a second per transport, idle or not. (Its publisher still
+            // gets transport-wide-cc feedback: that is the receiving side.)
+            let bandwidth_estimation = if consuming {
+                instance.config.rtc.bandwidth_estimation.into()
+            } else {
+                sluice_media::BandwidthEstimation::Off
+            };
             let transport = instance
                 .router_for(room, &peer.id)
                 .await?
@@ -191,19 +206,13 @@ async fn handle_request(
                         mis: streams.mis.clamp(1, 65535),
                     },
                     events: Some(peer.events.clone()),
-                    bandwidth_estimation: instance.config.rtc.bandwidth_estimation.into(),
+                    bandwidth_estimation,
                     ..Default::default()
                 })
                 .await?;
             if transport.sctp_parameters().is_some() {
                 peer.set_sctp_transport();
             }
-            // Neither flag (an older client): the transport may do both.
-            let (producing, consuming) = if req.producing || req.consuming {
-                (req.producing, req.consuming)
-            } else {
-                (true, true)
-            };
             room.objects().transports.insert(
                 transport.id().to_owned(),
                 Owned {

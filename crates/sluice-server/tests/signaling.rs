@@ -684,3 +684,40 @@ async fn receive_intact(
         assert!(ok, "payload intact");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_transport_that_may_consume_estimates_its_outgoing_bandwidth() {
+    let server = TestServer::start(|_| {}).await;
+    let client = server.signaling("r", "p").await;
+    client
+        .request_raw("getRouterRtpCapabilities", json!({}))
+        .await
+        .unwrap();
+    // The default configuration estimates ("twcc") on a router with video codecs.
+    for (flags, estimates) in [
+        (json!({"producing": true, "consuming": false}), false),
+        (json!({"producing": false, "consuming": true}), true),
+        (json!({"producing": true, "consuming": true}), true),
+        (json!({}), true),
+    ] {
+        let created = client
+            .request_raw("createWebRtcTransport", flags.clone())
+            .await
+            .unwrap();
+        let stats = client
+            .request_raw(
+                "getTransportStats",
+                json!({"transportId": created["id"].clone()}),
+            )
+            .await
+            .unwrap();
+        let stat = &stats[0];
+        assert_eq!(stat["type"], "webrtc-transport", "{stats}");
+        assert_eq!(
+            stat.get("availableOutgoingBitrate").is_some(),
+            estimates,
+            "{flags}: {stats}"
+        );
+    }
+    server.stop().await;
+}
