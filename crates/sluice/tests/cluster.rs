@@ -310,6 +310,25 @@ async fn next_peer_notification(session: &mut Session, within: Duration) -> Serv
     }
 }
 
+/// A token for the admin API, for every room.
+fn admin_token() -> String {
+    token(
+        "*",
+        "admin",
+        Grants {
+            admin: true,
+            ..Grants::default()
+        },
+    )
+}
+
+/// Waits until `n` nodes registered in Redis.
+fn wait_registered(redis: &Redis, n: usize) {
+    wait_until(Duration::from_secs(10), "the nodes registered", || {
+        redis.command(&["SCARD", "sluice:nodes"]) == format!(":{n}")
+    });
+}
+
 fn place(node: &Node, room: &str) -> String {
     let (status, body) = http_get(&node.addr, &format!("/api/place?roomId={room}"), None);
     assert_eq!(status, 200, "{body}");
@@ -321,17 +340,8 @@ async fn peers_on_two_nodes_see_each_other_and_a_lost_node_is_removed() {
     let redis = Redis::start();
     let n1 = start_node(&redis, "n1");
     let mut n2 = start_node(&redis, "n2");
-    let admin = token(
-        "*",
-        "admin",
-        Grants {
-            admin: true,
-            ..Grants::default()
-        },
-    );
-    wait_until(Duration::from_secs(10), "both nodes registered", || {
-        redis.command(&["SCARD", "sluice:nodes"]) == ":2"
-    });
+    let admin = admin_token();
+    wait_registered(&redis, 2);
 
     let mut alice = join(&n1, "r", "alice").await;
     assert!(alice.peers.is_empty(), "{:?}", alice.peers);
@@ -449,17 +459,8 @@ async fn a_recorded_cluster_event_published_again_is_ignored() {
     let redis = Redis::start();
     let n1 = start_node(&redis, "n1");
     let n2 = start_node(&redis, "n2");
-    let admin = token(
-        "*",
-        "admin",
-        Grants {
-            admin: true,
-            ..Grants::default()
-        },
-    );
-    wait_until(Duration::from_secs(10), "both nodes registered", || {
-        redis.command(&["SCARD", "sluice:nodes"]) == ":2"
-    });
+    let admin = admin_token();
+    wait_registered(&redis, 2);
     let mut recorder = redis.subscribe("sluice:events");
     let mut bob = join(&n2, "r", "bob").await;
     let alice = join(&n1, "r", "alice").await;
@@ -513,9 +514,7 @@ async fn a_recorded_cluster_event_published_again_is_ignored() {
 fn a_flood_of_place_requests_reads_redis_at_a_bounded_rate() {
     let redis = Redis::start();
     let n1 = start_node(&redis, "n1");
-    wait_until(Duration::from_secs(10), "n1 registered", || {
-        redis.command(&["SCARD", "sluice:nodes"]) == ":1"
-    });
+    wait_registered(&redis, 1);
     let reads = || {
         let info = redis.command_bulk(&["INFO", "commandstats"]);
         let calls = |cmd: &str| -> u64 {
@@ -622,9 +621,7 @@ async fn media_crosses_nodes_through_encrypted_pipes_with_pause_close_and_node_l
     let redis = Redis::start();
     let n1 = start_node(&redis, "n1");
     let n2 = start_node(&redis, "n2");
-    wait_until(Duration::from_secs(10), "both nodes registered", || {
-        redis.command(&["SCARD", "sluice:nodes"]) == ":2"
-    });
+    wait_registered(&redis, 2);
 
     let mut alice = join(&n1, "r", "alice").await;
     // Keyframes only when asked for, as a browser sends them: bob's first frame needs his

@@ -66,9 +66,42 @@ pub(crate) struct PipeHistory {
     sent: VecDeque<PipeSent>,
     capacity: usize,
     window: Duration,
+    credit: ResendCredit,
+}
+
+/// Resends allowed now: each packet sent adds `ratio` of one, up to `burst` (a link that loses
+/// more is better served by a keyframe, and a hostile receiver cannot make a consumer send more
+/// than `1 + ratio` times its media).
+#[derive(Debug, Clone)]
+struct ResendCredit {
     credit: f32,
     ratio: f32,
     burst: f32,
+}
+
+impl ResendCredit {
+    /// A full credit of `burst`.
+    fn new(ratio: f32, burst: f32) -> Self {
+        ResendCredit {
+            credit: burst,
+            ratio,
+            burst,
+        }
+    }
+
+    /// A packet was sent.
+    fn earn(&mut self) {
+        self.credit = (self.credit + self.ratio).min(self.burst);
+    }
+
+    fn allows(&self) -> bool {
+        self.credit >= 1.0
+    }
+
+    /// A packet was resent.
+    fn spend(&mut self) {
+        self.credit -= 1.0;
+    }
 }
 
 #[derive(Debug)]
@@ -86,15 +119,13 @@ impl PipeHistory {
             sent: VecDeque::new(),
             capacity: capacity.max(1),
             window,
-            credit: burst,
-            ratio,
-            burst,
+            credit: ResendCredit::new(ratio, burst),
         }
     }
 
     /// Keeps `bytes`, packet `seq` of `ssrc`, sent at `now`.
     pub fn push(&mut self, ssrc: u32, seq: u16, bytes: &[u8], now: Instant) {
-        self.credit = (self.credit + self.ratio).min(self.burst);
+        self.credit.earn();
         while self.sent.len() >= self.capacity
             || self
                 .sent
@@ -121,7 +152,7 @@ impl PipeHistory {
         now: Instant,
         interval: Duration,
     ) -> Option<Vec<u8>> {
-        if self.credit < 1.0 {
+        if !self.credit.allows() {
             return None;
         }
         let window = self.window;
@@ -140,7 +171,7 @@ impl PipeHistory {
         }
         sent.resent = Some(now);
         let bytes = sent.bytes.clone();
-        self.credit -= 1.0;
+        self.credit.spend();
         Some(bytes)
     }
 }
@@ -189,12 +220,7 @@ pub(crate) struct History {
     sent: VecDeque<Sent>,
     capacity: usize,
     window: Duration,
-    /// Resends allowed now: each packet sent adds `ratio` of one, up to `burst` (a link that
-    /// loses more is better served by a keyframe, and a hostile receiver cannot make the
-    /// consumer send more than `1 + ratio` times its media).
-    credit: f32,
-    ratio: f32,
-    burst: f32,
+    credit: ResendCredit,
 }
 
 /// One packet as a consumer wrote it: enough to write it again.
@@ -223,15 +249,13 @@ impl History {
             sent: VecDeque::new(),
             capacity: capacity.max(1),
             window,
-            credit: burst,
-            ratio,
-            burst,
+            credit: ResendCredit::new(ratio, burst),
         }
     }
 
     /// Keeps a packet just sent; one out of order (older than the newest) is not kept.
     fn push(&mut self, sent: Sent) {
-        self.credit = (self.credit + self.ratio).min(self.burst);
+        self.credit.earn();
         if self.sent.back().is_some_and(|last| last.seq >= sent.seq) {
             return;
         }
@@ -249,7 +273,7 @@ impl History {
     /// The packet whose 16-bit sequence number is `seq`, sent within the window before `now`
     /// and not resent within `interval`: marked resent.
     fn take_for_resend(&mut self, seq: u16, now: Instant, interval: Duration) -> Option<&Sent> {
-        if self.credit < 1.0 {
+        if !self.credit.allows() {
             return None;
         }
         let newest = self.sent.back()?.seq;
@@ -266,7 +290,7 @@ impl History {
             return None;
         }
         sent.resent = Some(now);
-        self.credit -= 1.0;
+        self.credit.spend();
         Some(sent)
     }
 
