@@ -323,11 +323,12 @@ pub enum Event {
     NodeLost { node: String },
 }
 
-/// An event as it goes on the channel: with who sent it, when, and its sequence number.
+/// An event as it goes on the channel: with who sent it, when, and its sequence number
+/// (`E` is `&Event` when sent, `Event` when read).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Stamped {
+struct Stamped<E> {
     stamp: replay::Stamp,
-    event: Event,
+    event: E,
 }
 
 /// What carries a pipe.
@@ -546,7 +547,7 @@ impl Cluster {
                 seq: self.seq.fetch_add(1, Ordering::Relaxed),
                 sent_ms: now_ms(),
             },
-            event: event.clone(),
+            event,
         };
         let sealed = seal(&self.key, &stamped)?;
         self.call(self.conn().publish::<_, _, ()>(EVENTS, sealed))
@@ -1742,7 +1743,7 @@ impl Cluster {
                 let Ok(payload) = message.get_payload::<String>() else {
                     continue;
                 };
-                let refusal = match open::<Stamped>(&self.key, &payload) {
+                let refusal = match open::<Stamped<Event>>(&self.key, &payload) {
                     None => "signature",
                     Some(stamped) => match guard.accept(&stamped.stamp, now_ms()) {
                         Err(r) => r.label(),
@@ -2196,10 +2197,10 @@ mod tests {
         assert_eq!(open(&key, &sealed), Some(stamped));
         // Another stamp on the same signature does not open: the stamp is signed too.
         let restamped = sealed.replace(r#""seq":3"#, r#""seq":4"#);
-        assert_eq!(open::<Stamped>(&key, &restamped), None);
+        assert_eq!(open::<Stamped<Event>>(&key, &restamped), None);
         // An event without a stamp (as nodes before stamps sent them) is not taken.
         let bare = seal(&key, &Event::NodeLost { node: "n2".into() }).unwrap();
-        assert_eq!(open::<Stamped>(&key, &bare), None);
+        assert_eq!(open::<Stamped<Event>>(&key, &bare), None);
     }
 
     #[test]

@@ -585,18 +585,14 @@ impl Core {
                         .unwrap_or_default()
                 }),
             };
-            let nacked: Vec<(u32, Vec<u16>)> = feedback
-                .iter()
-                .filter_map(|f| match f {
-                    crate::rtcp::Feedback::Nack { ssrc, lost } => Some((*ssrc, lost.clone())),
-                    _ => None,
-                })
-                .collect();
-            let asked: Vec<u32> = feedback
-                .iter()
-                .filter(|f| f.is_keyframe_request())
-                .map(crate::rtcp::Feedback::ssrc)
-                .collect();
+            let (mut nacked, mut asked) = (Vec::new(), Vec::new());
+            for f in feedback {
+                match f {
+                    crate::rtcp::Feedback::Nack { ssrc, lost } => nacked.push((ssrc, lost)),
+                    f if f.is_keyframe_request() => asked.push(f.ssrc()),
+                    _ => {}
+                }
+            }
             if !nacked.is_empty() {
                 self.resend_on_pipe(tkey, &nacked, now);
             }
