@@ -119,6 +119,14 @@ pub enum MediaEvent {
         consumer_id: String,
         score: ConsumerScore,
     },
+    /// Whether any consumer of the producer is not paused changed (`demanded`). A producer
+    /// starts without demand and is reported on each change; a pipe feeds its producer only
+    /// while demanded (`sluice_media::pipe`, the cluster's pipes).
+    ProducerDemandChange {
+        transport_id: String,
+        producer_id: String,
+        demanded: bool,
+    },
     /// The layers a simulcast/SVC consumer sends changed (`None`: nothing is sent).
     ConsumerLayersChange {
         transport_id: String,
@@ -176,6 +184,7 @@ impl MediaEvent {
             | MediaEvent::ConsumerProducerPaused { transport_id, .. }
             | MediaEvent::ConsumerProducerResumed { transport_id, .. }
             | MediaEvent::ConsumerScore { transport_id, .. }
+            | MediaEvent::ProducerDemandChange { transport_id, .. }
             | MediaEvent::ConsumerLayersChange { transport_id, .. }
             | MediaEvent::BandwidthEstimate { transport_id, .. }
             | MediaEvent::DataProducerClosed { transport_id, .. }

@@ -44,6 +44,12 @@ impl NackGenerator {
         }
     }
 
+    /// Forgets the stream: its next packet starts it again, and nothing missing is asked for.
+    pub fn restart(&mut self) {
+        self.highest = None;
+        self.missing.clear();
+    }
+
     /// Packet `seq` (extended) arrived at `now`.
     pub fn on_packet(&mut self, seq: u64, now: Instant) {
         let Some(highest) = self.highest else {
@@ -133,6 +139,23 @@ mod tests {
         g.on_packet(13, t0 + Duration::from_millis(50));
         assert_eq!(g.due(t0 + Duration::from_millis(100)), Vec::<u16>::new());
         assert_eq!(g.missing(), 0);
+    }
+
+    #[test]
+    fn a_restarted_stream_forgets_what_was_missing_and_does_not_ask_for_the_gap_after_it() {
+        let t0 = Instant::now();
+        let mut g = NackGenerator::new(POLICY);
+        for seq in [10, 12] {
+            g.on_packet(seq, t0);
+        }
+        g.restart();
+        assert_eq!(g.due(t0), Vec::<u16>::new(), "11 is no longer asked for");
+        // The stream goes on 40 packets later (a pipe resumed): no gap.
+        g.on_packet(52, t0);
+        g.on_packet(53, t0);
+        assert_eq!(g.due(t0), Vec::<u16>::new());
+        g.on_packet(55, t0);
+        assert_eq!(g.due(t0), vec![54], "loss after the restart is asked for");
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! as RTCP PLIs from the target's transport to the source's, which asks the producer. Pause and
 //! resume of the source producer pause and resume the piped one (its consumers are told), and
 //! when the source producer closes, the pipe closes and the piped producer with it (its
-//! consumers are told, as for any producer that closes).
+//! consumers are told, as for any producer that closes). The pipe carries media only while
+//! the piped producer is demanded (`MediaEvent::ProducerDemandChange`: one of its consumers
+//! is not paused); it starts paused, and its consumer resumes (asking for a keyframe) when a
+//! consumer on the target resumes, and pauses when the last one pauses or closes.
 //!
 //! Data producers go through direct transports: a direct data consumer of the source producer,
 //! and a task that sends each of its messages on a direct data producer of the same id on the
@@ -109,12 +112,15 @@ async fn pipe_producer(
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let a = source
         .create_plain_transport(PlainTransportOptions {
-            events: Some(events_tx),
+            events: Some(events_tx.clone()),
             ..PlainTransportOptions::default()
         })
         .await?;
     let b = match target
-        .create_plain_transport(PlainTransportOptions::default())
+        .create_plain_transport(PlainTransportOptions {
+            events: Some(events_tx),
+            ..PlainTransportOptions::default()
+        })
         .await
     {
         Ok(b) => b,
@@ -137,9 +143,8 @@ async fn pipe_producer(
         let mut produce = ProducerOptions::new(consumer.kind(), consumer.rtp_parameters().clone());
         produce.id = Some(producer_id.to_owned());
         produce.paused = consumer.producer_paused();
+        // The consumer stays paused until a consumer of the piped producer wants media.
         let producer = b.produce(produce).await?;
-        // Resumed once the target takes it in: the first packet is a keyframe asked for now.
-        consumer.resume().await?;
         Ok::<_, MediaError>((consumer, producer))
     };
     let (consumer, producer) = match made.await {
@@ -156,11 +161,24 @@ async fn pipe_producer(
         source: a.clone(),
         target: b.clone(),
     };
-    // The source's fate reaches the piped producer.
+    // The source's fate reaches the piped producer; the target's demand sets whether the
+    // pipe carries media (a resume asks for a keyframe).
     let consumer_id = consumer.id().to_owned();
+    let producer_id = producer.id().to_owned();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             match event {
+                MediaEvent::ProducerDemandChange {
+                    producer_id: p,
+                    demanded,
+                    ..
+                } if p == producer_id => {
+                    let _ = if demanded {
+                        consumer.resume().await
+                    } else {
+                        consumer.pause().await
+                    };
+                }
                 MediaEvent::ConsumerProducerPaused { consumer_id: c, .. } if c == consumer_id => {
                     let _ = producer.pause().await;
                 }

@@ -13,8 +13,8 @@ use common::*;
 use sluice_client::media::{vp8_is_keyframe, vp8_stamp};
 use sluice_client::{ClientNumbering, SourceConfig};
 use sluice_media::{
-    DataConsumerOptions, DataMessage, DataProducerOptions, MediaEvent, PipedDataProducer,
-    PipedProducer, Router, Worker, WorkerSettings,
+    Consumer, DataConsumerOptions, DataMessage, DataProducerOptions, MediaEvent, PipedDataProducer,
+    PipedProducer, Producer, Router, Worker, WorkerSettings,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -111,6 +111,91 @@ async fn a_producer_piped_to_another_workers_router_feeds_its_consumers_and_foll
         assert!(tokio::time::Instant::now() < deadline, "{da:?} {db:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    w0.close().await;
+    w1.close().await;
+}
+
+/// Polls `check` until it holds (ten seconds at most).
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The packets a pipe consumer sent, and the NACKs it was sent.
+async fn pipe_sent(consumer: &Consumer) -> (u64, u64) {
+    let stats = consumer.get_stats().await.unwrap();
+    (
+        stats.iter().map(|s| s.packet_count).sum(),
+        stats.iter().map(|s| s.nack_count).sum(),
+    )
+}
+
+/// The packets a producer received.
+async fn received(producer: &Producer) -> u64 {
+    let stats = producer.get_stats().await.unwrap();
+    stats.iter().map(|s| s.packet_count).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipe_carries_media_only_while_a_consumer_on_its_target_wants_it() {
+    let (w0, a, w1, b) = two_routers().await;
+    let publisher = connect(&a, ClientNumbering::chromium(), None).await;
+    let video = produce(&publisher, SourceConfig::video()).await;
+    let piped = PipedProducer::create(&a, &b, video.id()).await.unwrap();
+    let pipe = &piped.pipe_consumer;
+    let paused = || async { pipe.dump().await.unwrap().paused };
+
+    // Nobody consumes on b: the publisher's packets do not cross.
+    until("the publisher sends", || async {
+        received(&video).await >= 30
+    })
+    .await;
+    assert!(paused().await);
+    assert_eq!(pipe_sent(pipe).await, (0, 0));
+
+    // A viewer on b: the pipe resumes, and the viewer starts on a keyframe.
+    let viewer = connect_receiver(&b, None).await;
+    let (consumer, mut rx) = consume(&viewer, &b, &piped.pipe_producer).await;
+    let packets = receive_n(&mut rx, 30).await;
+    assert!(vp8_is_keyframe(&packets[0].payload), "starts on a keyframe");
+    assert!(!paused().await);
+
+    // The viewer pauses: so does the pipe, and what the publisher sends stays on a.
+    consumer.pause().await.unwrap();
+    until("the pipe pauses with its last consumer", || async {
+        paused().await
+    })
+    .await;
+    let (stopped, _) = pipe_sent(pipe).await;
+    let at = received(&video).await;
+    until("the publisher sends on", || async {
+        received(&video).await >= at + 30
+    })
+    .await;
+    assert_eq!(pipe_sent(pipe).await.0, stopped);
+
+    // Resumed: media cross again from a keyframe, and the gap the pause left is not taken
+    // for loss (no NACK crosses back).
+    drain(&mut rx);
+    consumer.resume().await.unwrap();
+    let packets = receive_n(&mut rx, 30).await;
+    assert!(
+        vp8_is_keyframe(&packets[0].payload),
+        "resumes on a keyframe"
+    );
+    let (sent, nacked) = pipe_sent(pipe).await;
+    assert!(sent > stopped);
+    assert_eq!(nacked, 0, "a paused pipe's gap is not loss");
+
+    // The viewer's consumer closes: the pipe pauses again.
+    consumer.close().await.unwrap();
+    until("the pipe pauses when its last consumer closes", || async {
+        paused().await
+    })
+    .await;
     w0.close().await;
     w1.close().await;
 }

@@ -140,13 +140,16 @@ pub async fn room(
         Ok(v) => v,
         Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    if instance.cluster().is_some()
+    if let Some(cluster) = instance.cluster()
         && let Some(map) = state.as_object_mut()
     {
         map.insert(
             "remotePeers".to_owned(),
             remote_peers_json(&room.remote_peers()),
         );
+        let pipes =
+            serde_json::to_value(cluster.pipes_out(&id).await).unwrap_or(serde_json::Value::Null);
+        map.insert("pipesOut".to_owned(), pipes);
     }
     Json(state).into_response()
 }

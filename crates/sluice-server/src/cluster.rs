@@ -40,7 +40,7 @@ use sluice_media::ortc::{
     SctpStreamParameters,
 };
 use sluice_media::{
-    ConsumerOptions, DataConsumerOptions, DataMessage, DataProducer, DataProducerOptions,
+    Consumer, ConsumerOptions, DataConsumerOptions, DataMessage, DataProducer, DataProducerOptions,
     DirectTransport, MediaEvent, PlainTransport, PlainTransportConnect, PlainTransportOptions,
     Producer, ProducerOptions, SrtpCryptoSuite, SrtpParameters, WebRtcTransport,
     WebRtcTransportOptions,
@@ -287,6 +287,19 @@ pub enum Event {
         to: String,
         state: PipeState,
     },
+    /// The target of a pipe says whether one of its consumers of the producer is not paused:
+    /// the source's pipe consumer sends only while one is.
+    #[serde(rename_all = "camelCase")]
+    PipeDemand {
+        room: String,
+        producer_id: String,
+        from: String,
+        to: String,
+        demanded: bool,
+    },
+    /// Node `from` lost track of what its pipes' targets want (its subscription to the events
+    /// ended): each target tells it again.
+    PipeDemandLost { from: String },
     /// The target of a pipe closed it (its room closed there): the source stops sending.
     #[serde(rename_all = "camelCase")]
     PipeClosed {
@@ -348,21 +361,26 @@ enum Carrier {
 /// The source's side of a pipe.
 #[derive(Debug, Clone)]
 enum Outbound {
-    Media(PlainTransport),
+    Media {
+        transport: PlainTransport,
+        consumer: Box<Consumer>,
+        /// Paused because the target wants none of it (as it last said).
+        paused: bool,
+    },
     Data(WebRtcTransport),
 }
 
 impl Outbound {
     fn id(&self) -> &str {
         match self {
-            Outbound::Media(t) => t.id(),
+            Outbound::Media { transport, .. } => transport.id(),
             Outbound::Data(t) => t.id(),
         }
     }
 
     async fn close(&self) {
         let _ = match self {
-            Outbound::Media(t) => t.close().await,
+            Outbound::Media { transport, .. } => transport.close().await,
             Outbound::Data(t) => t.close().await,
         };
     }
@@ -374,6 +392,10 @@ struct PipeIn {
     node: String,
     peer_id: String,
     carrier: Carrier,
+    /// Whether a consumer here of the piped producer is not paused (a data pipe: always).
+    demanded: bool,
+    /// What the source was last told of `demanded` (`None`: to tell again).
+    told: Option<bool>,
 }
 
 impl PipeIn {
@@ -400,6 +422,23 @@ struct Pipes {
     opening: HashSet<(String, String)>,
     inbound: HashMap<(String, String), PipeIn>,
     outbound: HashMap<(String, String, String), Outbound>,
+}
+
+/// A pipe from this node, as `GET /api/rooms/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipeOutView {
+    /// The producer or data producer piped.
+    pub id: String,
+    /// The node it is piped to.
+    pub node: String,
+    pub kind: &'static str,
+    /// A media pipe: whether its consumer is paused (no consumer at the target wants it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    /// A media pipe: the RTP packets it sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets_sent: Option<u64>,
 }
 
 /// Where a new peer of a room should connect (`GET /api/place`).
@@ -431,6 +470,8 @@ pub struct Cluster {
     seq: AtomicU64,
     /// What `/api/place` read of the cluster lately.
     placing: Mutex<Placing>,
+    /// Held while a pipe's demand is told to its source ([`Cluster::tell_demand`]).
+    telling: tokio::sync::Mutex<()>,
 }
 
 /// What `/api/place` read of the cluster lately, so that a flood of requests does not become
@@ -496,6 +537,7 @@ impl Cluster {
             metrics,
             boot: rand::random(),
             seq: AtomicU64::new(0),
+            telling: tokio::sync::Mutex::new(()),
             placing: Mutex::new(Placing {
                 nodes: Vec::new(),
                 nodes_at: None,
@@ -511,13 +553,27 @@ impl Cluster {
 
     /// Sets the pipe gauges (each heartbeat).
     fn count_pipes(&self) {
-        let (inbound, outbound) = {
+        let (inbound, outbound, idle_in, idle_out) = {
             let pipes = self.pipes();
-            (pipes.inbound.len(), pipes.outbound.len())
+            (
+                pipes.inbound.len(),
+                pipes.outbound.len(),
+                pipes.inbound.values().filter(|p| !p.demanded).count(),
+                pipes
+                    .outbound
+                    .values()
+                    .filter(|o| matches!(o, Outbound::Media { paused: true, .. }))
+                    .count(),
+            )
         };
-        for (direction, n) in [("in", inbound), ("out", outbound)] {
-            self.metrics
-                .pipes
+        let m = &self.metrics;
+        for (family, direction, n) in [
+            (&m.pipes, "in", inbound),
+            (&m.pipes, "out", outbound),
+            (&m.pipes_paused, "in", idle_in),
+            (&m.pipes_paused, "out", idle_out),
+        ] {
+            family
                 .get_or_create(&crate::metrics::DirectionLabels { direction })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
@@ -1004,15 +1060,17 @@ impl Cluster {
     /// offer to the producer's node, and on its answer a producer of the same id, which the
     /// room's peers here consume.
     async fn pipe_in(
-        &self,
+        self: &Arc<Self>,
         room: &Arc<Room>,
         producer_id: &str,
         remote: &RemoteProducer,
     ) -> Result<(), ClusterError> {
+        let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
         let transport = room
             .router
             .create_plain_transport(PlainTransportOptions {
                 enable_srtp: true,
+                events: Some(events_tx),
                 ..PlainTransportOptions::default()
             })
             .await?;
@@ -1072,8 +1130,9 @@ impl Cluster {
             self.close_source(&room.id, producer_id, &remote.node).await;
             return Ok(());
         }
+        let key = (room.id.clone(), producer_id.to_owned());
         self.pipes().inbound.insert(
-            (room.id.clone(), producer_id.to_owned()),
+            key.clone(),
             PipeIn {
                 node: remote.node.clone(),
                 peer_id: answer.peer_id.clone(),
@@ -1081,10 +1140,144 @@ impl Cluster {
                     transport,
                     producer: Box::new(producer.clone()),
                 },
+                // The source's pipe consumer starts paused.
+                demanded: false,
+                told: Some(false),
             },
         );
+        self.follow_demand(key, events);
         room.add_remote_producer(&answer.peer_id, producer, answer.paused, answer.app_data);
         Ok(())
+    }
+
+    /// Tells the source of pipe `key` whether its producer is wanted here, each time that
+    /// changes, until the pipe's transport is gone.
+    fn follow_demand(
+        self: &Arc<Self>,
+        key: (String, String),
+        mut events: tokio::sync::mpsc::UnboundedReceiver<MediaEvent>,
+    ) {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    MediaEvent::ProducerDemandChange {
+                        producer_id,
+                        demanded,
+                        ..
+                    } if producer_id == key.1 => {
+                        if let Some(pipe) = cluster.pipes().inbound.get_mut(&key) {
+                            pipe.demanded = demanded;
+                        }
+                        cluster.tell_demand(&key).await;
+                    }
+                    MediaEvent::TransportClosed { .. } => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    /// Tells the source of pipe `key` what is wanted of it, unless it was told already; a
+    /// failed publication is tried again at the next heartbeat.
+    async fn tell_demand(&self, key: &(String, String)) {
+        // One at a time, so that two tells of one pipe cannot overtake each other.
+        let _telling = self.telling.lock().await;
+        let Some((node, demanded)) = self
+            .pipes()
+            .inbound
+            .get(key)
+            .filter(|p| p.told != Some(p.demanded))
+            .map(|p| (p.node.clone(), p.demanded))
+        else {
+            return;
+        };
+        let told = self
+            .publish(&Event::PipeDemand {
+                room: key.0.clone(),
+                producer_id: key.1.clone(),
+                from: self.node_id.clone(),
+                to: node,
+                demanded,
+            })
+            .await;
+        match told {
+            Ok(()) => {
+                if let Some(pipe) = self.pipes().inbound.get_mut(key) {
+                    pipe.told = Some(demanded);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot tell a pipe's source what is wanted"),
+        }
+    }
+
+    /// This node's pipes of `room` to other nodes, as its workers report them.
+    pub async fn pipes_out(&self, room: &str) -> Vec<PipeOutView> {
+        let pipes: Vec<((String, String, String), Outbound)> = self
+            .pipes()
+            .outbound
+            .iter()
+            .filter(|(k, _)| k.0 == room)
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
+        let mut out = Vec::with_capacity(pipes.len());
+        for ((_, id, node), outbound) in pipes {
+            let (kind, paused, packets_sent) = match outbound {
+                Outbound::Media { consumer, .. } => (
+                    "media",
+                    consumer.dump().await.ok().map(|d| d.paused),
+                    consumer
+                        .get_stats()
+                        .await
+                        .ok()
+                        .map(|s| s.iter().map(|s| s.packet_count).sum()),
+                ),
+                Outbound::Data(_) => ("data", None, None),
+            };
+            out.push(PipeOutView {
+                id,
+                node,
+                kind,
+                paused,
+                packets_sent,
+            });
+        }
+        out.sort_by(|a, b| (&a.id, &a.node).cmp(&(&b.id, &b.node)));
+        out
+    }
+
+    /// Asks the targets of this node's pipes to say again what they want of them, until
+    /// Redis takes the request.
+    async fn ask_for_demand(&self) {
+        let lost = Event::PipeDemandLost {
+            from: self.node_id.clone(),
+        };
+        while let Err(e) = self.publish(&lost).await {
+            tracing::warn!(error = %e, "cannot ask for the demand of this node's pipes");
+            tokio::time::sleep(self.heartbeat).await;
+        }
+    }
+
+    /// Tells the sources of this node's pipes what they were not told yet (`to`: only those
+    /// of that node, after forgetting what it was told).
+    async fn retell_demand(&self, to: Option<&str>) {
+        let keys: Vec<(String, String)> = {
+            let mut pipes = self.pipes();
+            pipes
+                .inbound
+                .iter_mut()
+                .filter(|(_, p)| matches!(p.carrier, Carrier::Media { .. }))
+                .filter_map(|(k, p)| {
+                    if to.is_some_and(|n| n == p.node) {
+                        p.told = None;
+                    }
+                    (p.told != Some(p.demanded)).then(|| k.clone())
+                })
+                .collect()
+        };
+        for key in keys {
+            self.tell_demand(&key).await;
+        }
     }
 
     /// Where another node sends to `transport`.
@@ -1200,19 +1393,19 @@ impl Cluster {
             offer.producer_id.to_owned(),
             offer.from.to_owned(),
         );
-        let replaced = self
-            .pipes()
-            .outbound
-            .insert(key.clone(), Outbound::Media(transport.clone()));
+        let replaced = self.pipes().outbound.insert(
+            key.clone(),
+            Outbound::Media {
+                transport: transport.clone(),
+                consumer: Box::new(consumer.clone()),
+                paused: true,
+            },
+        );
         if let Some(old) = replaced {
             // The target asked again (it lost its side): the new pipe replaces the old.
             tokio::spawn(async move { old.close().await });
         }
-        // Packets that reach the target before its producer exists are dropped there; its
-        // consumers ask for a keyframe when they start, and the request crosses back.
-        if let Err(e) = consumer.resume().await {
-            tracing::warn!(error = %e, "cannot resume a pipe consumer");
-        }
+        // The pipe consumer stays paused until the target wants the producer (`PipeDemand`).
         let cluster = self.clone();
         let consumer_id = consumer.id().to_owned();
         tokio::spawn(async move {
@@ -1434,6 +1627,8 @@ impl Cluster {
             PipeIn {
                 node: remote.node.clone(),
                 peer_id: answer.peer_id.clone(),
+                demanded: true,
+                told: Some(true),
                 carrier: Carrier::Data {
                     direct,
                     client,
@@ -1693,6 +1888,8 @@ impl Cluster {
                 drop(instance);
                 renewed = tokio::time::Instant::now();
                 cluster.count_pipes();
+                // What a pipe's source could not be told, it is told now.
+                cluster.retell_demand(None).await;
                 if cut_off {
                     cut_off = false;
                     tracing::info!("this node is back in the cluster's directory");
@@ -1717,6 +1914,7 @@ impl Cluster {
     /// Applies the other nodes' events to this node's rooms, reconnecting when Redis goes away.
     async fn read_events(self: Arc<Self>, instance: Weak<Instance>) {
         let mut guard = replay::ReplayGuard::new(MAX_CLOCK_SKEW.as_millis() as u64);
+        let mut subscribed_before = false;
         loop {
             if instance.upgrade().is_none_or(|i| i.is_draining()) {
                 return;
@@ -1738,6 +1936,12 @@ impl Cluster {
                     continue;
                 }
             };
+            if subscribed_before {
+                // Whatever the targets of this node's pipes said meanwhile was not heard.
+                let cluster = self.clone();
+                tokio::spawn(async move { cluster.ask_for_demand().await });
+            }
+            subscribed_before = true;
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
                 let Ok(payload) = message.get_payload::<String>() else {
@@ -1908,6 +2112,41 @@ impl Cluster {
                 if let Err(e) = done {
                     tracing::warn!(error = %e, "cannot update a piped producer");
                 }
+            }
+            Event::PipeDemand {
+                room,
+                producer_id,
+                from,
+                to,
+                demanded,
+            } if to == self.node_id => {
+                let key = (room, producer_id, from);
+                let outbound = self.pipes().outbound.get(&key).cloned();
+                if let Some(Outbound::Media { consumer, .. }) = outbound {
+                    // A resume asks the producer for a keyframe.
+                    let done = if demanded {
+                        consumer.resume().await
+                    } else {
+                        consumer.pause().await
+                    };
+                    match done {
+                        Ok(()) => {
+                            if let Some(Outbound::Media {
+                                consumer: c,
+                                paused,
+                                ..
+                            }) = self.pipes().outbound.get_mut(&key)
+                                && c.id() == consumer.id()
+                            {
+                                *paused = !demanded;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot pause or resume a pipe"),
+                    }
+                }
+            }
+            Event::PipeDemandLost { from } if from != self.node_id => {
+                self.retell_demand(Some(&from)).await;
             }
             Event::PipeClosed {
                 room,

@@ -26,6 +26,7 @@
 //! | `sluice_recordings_ended_total` | counter | `reason` (`stopped`, `producerClosed`, `sizeLimit`, `failed`, `roomClosed`, `shutdown`) |
 //! | `sluice_recording_bytes_total` | counter | — |
 //! | `sluice_cluster_pipes` | gauge (each heartbeat) | `direction` (`in`: producers of other nodes piped here, `out`: pipes from here) |
+//! | `sluice_cluster_pipes_paused` | gauge (each heartbeat) | `direction` (of those, media pipes no consumer at their target wants) |
 //! | `sluice_cluster_redis_errors_total` | counter | — |
 //! | `sluice_cluster_events_ignored_total` | counter | `reason` |
 
@@ -103,6 +104,9 @@ pub struct DirectionLabels {
 pub struct ClusterMetrics {
     /// Pipes between this node and others, by direction.
     pub pipes: Family<DirectionLabels, Gauge>,
+    /// Of those, the media pipes paused because no consumer at their target wants the
+    /// producer, by direction.
+    pub pipes_paused: Family<DirectionLabels, Gauge>,
     /// Redis calls that failed or timed out.
     pub redis_errors: Counter,
     /// Events on the cluster's channel ignored, by reason: `signature` (none or a bad one),
@@ -466,6 +470,11 @@ impl Metrics {
             "cluster_pipes",
             "Pipes between this node and the cluster's others, by direction (as of the last heartbeat)",
             cluster.pipes.clone(),
+        );
+        registry.register(
+            "cluster_pipes_paused",
+            "Media pipes paused because no consumer at their target wants the producer, by direction (as of the last heartbeat)",
+            cluster.pipes_paused.clone(),
         );
         registry.register(
             "cluster_redis_errors",

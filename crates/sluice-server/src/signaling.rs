@@ -587,9 +587,11 @@ pub fn on_media_event(room: &Arc<Room>, peer: &Arc<Peer>, event: MediaEvent) {
                 available_bitrate: bitrate,
             })
         }
+        // A peer's producer feeds no pipe: its demand concerns nobody here.
         MediaEvent::IceSelectedTupleChange { .. }
         | MediaEvent::SctpStateChange { .. }
         | MediaEvent::DataConsumerBufferedAmountLow { .. }
+        | MediaEvent::ProducerDemandChange { .. }
         | MediaEvent::ActiveSpeaker { .. } => {}
     }
 }

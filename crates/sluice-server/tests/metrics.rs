@@ -172,7 +172,8 @@ async fn metrics_parse_as_prometheus_text_with_one_quantity_per_family_and_conve
         // `sluice_recordings_ended_total` has a series per reason once one has ended.
         ("sluice_recordings", "gauge"),
         ("sluice_recording_bytes_total", "counter"),
-        // `sluice_cluster_pipes` has series once a cluster node counted its pipes, and
+        // `sluice_cluster_pipes` and `sluice_cluster_pipes_paused` have series once a cluster
+        // node counted its pipes, and
         // `sluice_cluster_events_ignored_total` a series per reason once one was ignored.
         ("sluice_cluster_redis_errors_total", "counter"),
     ];

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_client::protocol::{ClientRequest, ProducerRef, ServerNotification};
+use sluice_client::protocol::{ClientRequest, ConsumerRef, ProducerRef, ServerNotification};
 use sluice_client::{
     ReceivedData, ReceivedRtp, Session, SessionEvent, SessionOptions, SignalingClient, SourceConfig,
 };
@@ -785,6 +785,115 @@ async fn media_crosses_nodes_through_encrypted_pipes_with_pause_close_and_node_l
         || redis.command(&["HLEN", "sluice:room:r:producers"]) == ":1",
     );
     drop((alice, n2));
+}
+
+/// A node's gauge `series` (e.g. `sluice_cluster_pipes_paused{direction="out"}`), or `None`
+/// before the node counted it.
+fn gauge(node: &Node, series: &str) -> Option<f64> {
+    let (_, body) = http_get_text(&node.addr, "/metrics", None);
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Pauses or resumes one of `session`'s consumers.
+async fn set_consumer_paused(session: &Session, consumer_id: &str, paused: bool) {
+    let consumer = ConsumerRef {
+        consumer_id: consumer_id.to_owned(),
+    };
+    let request = if paused {
+        ClientRequest::PauseConsumer(consumer)
+    } else {
+        ClientRequest::ResumeConsumer(consumer)
+    };
+    session.request(request).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipe_between_nodes_carries_media_only_while_a_consumer_at_its_target_wants_it() {
+    let redis = Redis::start();
+    let n1 = start_node(&redis, "n1");
+    let n2 = start_node(&redis, "n2");
+    wait_registered(&redis, 2);
+    let alice = join(&n1, "r", "alice").await;
+    // Keyframes only when asked for, as a browser sends them.
+    let mut source = SourceConfig::video();
+    if let SourceConfig::Video {
+        keyframe_interval, ..
+    } = &mut source
+    {
+        *keyframe_interval = u32::MAX;
+    }
+    let video = alice.produce(source).await.unwrap();
+    let audio = alice.produce(SourceConfig::audio()).await.unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "alice's producers announced",
+        || redis.command(&["HLEN", "sluice:room:r:producers"]) == ":2",
+    );
+    let out = |paused: f64| {
+        gauge(&n1, "sluice_cluster_pipes{direction=\"out\"}") == Some(2.0)
+            && gauge(&n1, "sluice_cluster_pipes_paused{direction=\"out\"}") == Some(paused)
+    };
+
+    // Bob on n2 consumes both: both pipes carry.
+    let mut bob = join(&n2, "r", "bob").await;
+    let (video_consumer, _, mut video_packets) = consumer_of(&mut bob, &video).await;
+    let (audio_consumer, _, mut audio_packets) = consumer_of(&mut bob, &audio).await;
+    first_packet(&mut video_packets).await;
+    first_packet(&mut audio_packets).await;
+    wait_until(Duration::from_secs(10), "n1's pipes carry", || out(0.0));
+
+    // Bob pauses both (as interest management would): n1 stops sending them to n2.
+    set_consumer_paused(&bob, &video_consumer, true).await;
+    set_consumer_paused(&bob, &audio_consumer, true).await;
+    wait_until(Duration::from_secs(10), "n1's pipes pause", || out(2.0));
+    wait_until(Duration::from_secs(10), "n2 wants neither", || {
+        gauge(&n2, "sluice_cluster_pipes_paused{direction=\"in\"}") == Some(2.0)
+    });
+    // n1's workers say so too, and send nothing on them while alice sends on.
+    let token = admin_token();
+    let pipes_out = || {
+        let (status, room) = http_get(&n1.addr, "/api/rooms/r", Some(&token));
+        assert_eq!(status, 200, "{room}");
+        room["pipesOut"].as_array().cloned().unwrap_or_default()
+    };
+    let before = pipes_out();
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(
+        before
+            .iter()
+            .all(|p| p["node"] == "n2" && p["kind"] == "media" && p["paused"] == true),
+        "{before:?}"
+    );
+    let sent = alice.send.stats().await.unwrap().rtp_sent;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alice.send.stats().await.unwrap().rtp_sent < sent + 60 {
+        assert!(Instant::now() < deadline, "alice stopped sending");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pipes_out(), before, "a paused pipe sends nothing");
+
+    // Bob resumes the video: its pipe carries again, and bob's first frame is a keyframe
+    // (the resumed pipe asked alice for one).
+    while video_packets.try_recv().is_ok() {}
+    set_consumer_paused(&bob, &video_consumer, false).await;
+    let first = first_packet(&mut video_packets).await;
+    assert!(
+        sluice_client::media::vp8_is_keyframe(&first.payload),
+        "the resumed pipe starts on a keyframe"
+    );
+    wait_until(Duration::from_secs(10), "n1's video pipe carries", || {
+        out(1.0)
+    });
+
+    // Dave joins n2 and consumes alice's audio: its pipe carries again for him.
+    let mut dave = join(&n2, "r", "dave").await;
+    let (_, _, mut dave_audio) = consumer_of(&mut dave, &audio).await;
+    first_packet(&mut dave_audio).await;
+    wait_until(Duration::from_secs(10), "n1's audio pipe carries", || {
+        out(0.0)
+    });
+    drop((alice, bob, dave, n1, n2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -158,6 +158,7 @@ impl Core {
         } else if let Some(t) = self.plains.get_mut(&c.transport) {
             t.consumers.retain(|k| *k != key);
         }
+        self.update_demand(c.producer);
         if notify {
             self.emit_on_any(
                 c.transport,
@@ -354,6 +355,7 @@ pub(super) fn set_transport_id(event: &mut MediaEvent, id: &str) {
         | MediaEvent::ConsumerProducerPaused { transport_id, .. }
         | MediaEvent::ConsumerProducerResumed { transport_id, .. }
         | MediaEvent::ConsumerScore { transport_id, .. }
+        | MediaEvent::ProducerDemandChange { transport_id, .. }
         | MediaEvent::ConsumerLayersChange { transport_id, .. }
         | MediaEvent::BandwidthEstimate { transport_id, .. }
         | MediaEvent::DataProducerClosed { transport_id, .. }

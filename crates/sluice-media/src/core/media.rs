@@ -330,6 +330,7 @@ impl Core {
         self.consumers.insert(key, consumer);
         self.update_layers(key, now);
         self.serve_consumer_keyframe_request(key, now);
+        self.update_demand(pkey);
         self.dirty.push(tkey);
         Ok(created)
     }
@@ -363,7 +364,46 @@ impl Core {
         }
         self.serve_consumer_keyframe_request(key, now);
         self.report_layers(key);
+        if let Some(pkey) = self.consumers.get(&key).map(|c| c.producer) {
+            self.update_demand(pkey);
+        }
         Ok(())
+    }
+
+    /// Records whether producer `pkey` has a consumer that is not paused, and reports a change
+    /// (`ProducerDemandChange`). Its streams arriving on a plain transport (a pipe's) start
+    /// their loss bookkeeping over: a pipe paused and resumed leaves a gap that is not loss.
+    pub(super) fn update_demand(&mut self, pkey: Key) {
+        let Some(p) = self.producers.get(&pkey) else {
+            return;
+        };
+        let demanded = p.consumers.iter().any(|k| {
+            self.consumers
+                .get(k)
+                .is_some_and(|c| !c.forwarder.is_paused())
+        });
+        if demanded == p.demanded {
+            return;
+        }
+        let (tkey, producer_id) = (p.transport, p.id.clone());
+        if let Some(p) = self.producers.get_mut(&pkey) {
+            p.demanded = demanded;
+        }
+        if let Some(t) = self.plains.get_mut(&tkey) {
+            for stream in t.rx_ssrc.values_mut().filter(|s| s.producer == pkey) {
+                if let Some(nack) = stream.nack.as_mut() {
+                    nack.restart();
+                }
+            }
+        }
+        self.emit_on_any(
+            tkey,
+            MediaEvent::ProducerDemandChange {
+                transport_id: String::new(),
+                producer_id,
+                demanded,
+            },
+        );
     }
 
     /// Passes a consumer's pending keyframe request to its producer.

@@ -546,6 +546,7 @@ impl Core {
         self.update_layers(key, now);
         // A recorder or a tool starts at a keyframe.
         self.serve_consumer_keyframe_request(key, now);
+        self.update_demand(pkey);
         Ok(created)
     }
 

@@ -64,6 +64,8 @@ pub(crate) struct ProducerState {
     pub layers: Vec<ProducerLayer>,
     pub temporal_layers: u8,
     pub consumers: Vec<Key>,
+    /// Whether any of `consumers` is not paused, as last reported (`ProducerDemandChange`).
+    pub demanded: bool,
     pub key_frame_request_delay: Duration,
     pub last_scores: Vec<u8>,
 }
@@ -125,6 +127,7 @@ impl ProducerState {
             layers,
             temporal_layers,
             consumers: Vec::new(),
+            demanded: false,
             key_frame_request_delay: spec.key_frame_request_delay,
             last_scores: Vec::new(),
         }
