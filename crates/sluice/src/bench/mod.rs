@@ -91,6 +91,15 @@ pub enum Scenario {
         )]
         subscribers: Vec<usize>,
     },
+    /// N rooms of two peers: a publisher (VP8 + opus) and its one subscriber. With `--workers 2
+    /// --spread` each subscriber goes to the least-loaded worker, mostly not its publisher's,
+    /// and the pair's producers are piped; without `--spread` each room stays on one worker
+    /// (no pipe). The step says how many pipes the server had: the CPU of a pipe hop is the
+    /// difference between the two runs.
+    Pairs {
+        #[arg(long, value_delimiter = ',', default_value = "10,25,50")]
+        pairs: Vec<usize>,
+    },
     /// N peers each sending opus to all others, N stepped up until loss > 1 %.
     AudioRoom {
         #[arg(long, value_delimiter = ',', default_value = "5,10,15,20,30")]
@@ -153,6 +162,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Fanout { subscribers } => {
                 scenarios::fanout(&target, &args.target, &subscribers).await
             }
+            Scenario::Pairs { pairs } => scenarios::pairs(&target, &args.target, &pairs).await,
             Scenario::AudioRoom { peers } => {
                 scenarios::audio_room(&target, &args.target, &peers).await
             }

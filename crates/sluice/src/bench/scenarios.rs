@@ -383,6 +383,91 @@ pub async fn fanout(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyh
     Ok(())
 }
 
+/// Pipes between the workers of the server's rooms now, and the rooms whose first router is
+/// on each worker (the admin API's room list).
+async fn pipes_now(target: &Target) -> Option<(u64, std::collections::BTreeMap<u64, usize>)> {
+    let rooms = target.admin_get("/api/rooms").await.ok()?;
+    let rooms = rooms.as_array()?;
+    let mut homes = std::collections::BTreeMap::new();
+    for r in rooms {
+        *homes.entry(r["worker"].as_u64()?).or_insert(0) += 1;
+    }
+    Some((
+        rooms.iter().filter_map(|r| r["pipes"].as_u64()).sum(),
+        homes,
+    ))
+}
+
+async fn pairs_steps(
+    target: &Target,
+    args: &TargetArgs,
+    steps: &[usize],
+) -> anyhow::Result<Vec<(usize, Step)>> {
+    let meter = Meter::default();
+    let mut sessions = Vec::new();
+    let mut out = Vec::new();
+    println!(
+        "pairs on {}: N rooms of a publisher (VP8 ≈100 pkt/s of 1200 B + opus 50 pkt/s) and one subscriber; {} s per step",
+        target.label, args.seconds
+    );
+    let mut made = 0;
+    'steps: for &n in steps {
+        while made < n {
+            let room = format!("bench-pair-{}-{made}", std::process::id());
+            let pair = async {
+                let publisher = target.session(&room, "publisher", false).await?;
+                publisher.produce(SourceConfig::video()).await?;
+                publisher.produce(SourceConfig::audio()).await?;
+                let subscriber = target.session(&room, "subscriber", true).await?;
+                Ok::<_, anyhow::Error>((publisher, subscriber))
+            };
+            match pair.await.with_context(|| format!("pair {made}")) {
+                Ok((publisher, subscriber)) => {
+                    sessions.push(Arc::new(publisher));
+                    sessions.push(meter_session(&meter, subscriber));
+                    made += 1;
+                }
+                Err(e) => {
+                    setup_failed("pairs", n, &e);
+                    break 'steps;
+                }
+            }
+        }
+        wait_consumers(&meter, 2 * n, Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let step = measure(target, &meter, args.seconds).await;
+        print_step("pairs", n, &step);
+        match pipes_now(target).await {
+            Some((p, homes)) => println!(
+                "{:>12} {n:>5}  pipes {p} (of {} producers); rooms by worker {homes:?}",
+                "",
+                2 * n
+            ),
+            None => println!("{:>12} {n:>5}  pipes unknown (no admin API)", ""),
+        }
+        let knee = saturated(&step);
+        out.push((n, step));
+        if knee {
+            println!("past the knee (loss ≥ 1 % or p99 > 100 ms) at {n} pairs");
+            break;
+        }
+    }
+    for s in &sessions {
+        s.close();
+    }
+    Ok(out)
+}
+
+pub async fn pairs(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
+    let floor = floor::measure_and_print(args.server_cpu).await;
+    let steps = pairs_steps(target, args, steps).await?;
+    print_cost_spread("pairs", &steps);
+    let line = summary("pairs", &target.label, "max_pairs", &steps, floor)
+        .context("no step before the knee")?;
+    println!("{line}");
+    Ok(())
+}
+
 async fn audio_room_steps(
     target: &Target,
     args: &TargetArgs,

@@ -160,6 +160,22 @@ impl Target {
             .context("no token in /dev/token's answer; give --token-cmd")
     }
 
+    /// `path` of the admin API (`GET`, with an admin token): only for a server this bench
+    /// spawned, whose signing secret it knows.
+    pub async fn admin_get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let authority = self
+            .authority
+            .as_ref()
+            .context("the admin API needs a server this bench spawned")?;
+        let grants = Grants {
+            admin: true,
+            ..Grants::default()
+        };
+        let token = authority.mint("*", "bench-admin", grants, 3600, auth::unix_now())?;
+        let body = http_get_with(&self.base, path, Some(&token)).await?;
+        Ok(serde_json::from_str(&body)?)
+    }
+
     /// A joined session.
     pub async fn session(&self, room: &str, peer: &str, consume: bool) -> anyhow::Result<Session> {
         let token = self.token(room, peer).await?;
@@ -225,12 +241,21 @@ impl Target {
 
 /// GET over a plain TCP connection (bench only talks to loopback).
 async fn http_get(base: &str, path: &str) -> anyhow::Result<String> {
+    http_get_with(base, path, None).await
+}
+
+async fn http_get_with(base: &str, path: &str, bearer: Option<&str>) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = base.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let authorization =
+        bearer.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .await?;
     let mut response = String::new();
