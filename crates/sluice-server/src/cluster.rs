@@ -71,6 +71,10 @@ const PLACE_CACHE: Duration = Duration::from_secs(1);
 const PLACE_READS_PER_SECOND: u32 = 50;
 /// How many rooms `/api/place` remembers (forgotten all at once beyond).
 const PLACE_CACHE_ROOMS: usize = 4096;
+/// Rooms whose entries in Redis a node checks against what it holds, each heartbeat, in turn:
+/// an entry of its own that it does not hold (removed, then written back by someone who kept
+/// its value) is removed again and its peer's leaving told.
+const AUDIT_ROOMS_PER_HEARTBEAT: usize = 8;
 
 /// Milliseconds since the Unix epoch by this host's clock (0 if it is set before 1970).
 fn now_ms() -> u64 {
@@ -1786,24 +1790,59 @@ impl Cluster {
         }
     }
 
-    /// Makes Redis hold exactly this node's joined peers of `room`.
-    async fn resync(&self, room: &Arc<Room>) -> Result<(), ClusterError> {
-        let here: HashMap<String, (String, Device)> = room
+    /// Removes from Redis the entries of `room` that name this node but that it does not hold
+    /// (peers that left, producers that closed), telling the others of each peer's leaving.
+    async fn audit(&self, room: &Room) -> Result<(), ClusterError> {
+        // Redis first: an entry there was announced after its peer joined here, so a peer
+        // joining meanwhile is in the store read next.
+        let announced = self.room_peers(&room.id).await?;
+        let joined: HashSet<String> = room
             .store
             .read(|s| {
                 s.peers
                     .iter()
                     .filter(|(_, p)| p.joined)
-                    .map(|(id, p)| (id.clone(), (p.display_name.clone(), p.device.clone())))
+                    .map(|(id, _)| id.clone())
                     .collect()
             })
             .unwrap_or_default();
-        for (peer_id, peer) in self.room_peers(&room.id).await? {
-            if peer.node == self.node_id && !here.contains_key(&peer_id) {
+        for (peer_id, peer) in announced {
+            if peer.node == self.node_id && !joined.contains(&peer_id) {
+                tracing::warn!(room = %room.id, peer = %peer_id, "removing a peer entry this node does not hold");
                 self.peer_left(&room.id, &peer_id, &self.node_id).await?;
             }
         }
-        for (peer_id, (name, device)) in here {
+        self.sync_producers(room).await
+    }
+
+    /// Audits the next [`AUDIT_ROOMS_PER_HEARTBEAT`] of `rooms` (in turn, from `cursor`).
+    async fn audit_some(&self, rooms: &[Arc<Room>], cursor: &mut usize) {
+        if rooms.is_empty() {
+            return;
+        }
+        for _ in 0..AUDIT_ROOMS_PER_HEARTBEAT.min(rooms.len()) {
+            *cursor = (*cursor + 1) % rooms.len();
+            let room = &rooms[*cursor];
+            if let Err(e) = self.audit(room).await {
+                tracing::warn!(room = %room.id, error = %e, "cannot audit the room's entries");
+            }
+        }
+    }
+
+    /// Makes Redis hold exactly this node's joined peers of `room`.
+    async fn resync(&self, room: &Arc<Room>) -> Result<(), ClusterError> {
+        self.audit(room).await?;
+        let here: Vec<(String, String, Device)> = room
+            .store
+            .read(|s| {
+                s.peers
+                    .iter()
+                    .filter(|(_, p)| p.joined)
+                    .map(|(id, p)| (id.clone(), p.display_name.clone(), p.device.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (peer_id, name, device) in here {
             self.peer_joined(&room.id, &peer_id, &name, &device).await?;
         }
         Ok(())
@@ -1863,6 +1902,7 @@ impl Cluster {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut renewed = tokio::time::Instant::now();
             let mut cut_off = false;
+            let mut audited = 0;
             loop {
                 tick.tick().await;
                 let Some(instance) = weak.upgrade() else {
@@ -1872,6 +1912,7 @@ impl Cluster {
                     break;
                 }
                 let (load, peers) = instance.load_and_peers().await;
+                let rooms = instance.rooms().await;
                 if let Err(e) = cluster.register(load, peers).await {
                     tracing::warn!(error = %e, "cannot renew this node's registration");
                     if !cut_off && renewed.elapsed() >= cluster.ttl {
@@ -1888,6 +1929,8 @@ impl Cluster {
                 drop(instance);
                 renewed = tokio::time::Instant::now();
                 cluster.count_pipes();
+                cluster.audit_some(&rooms, &mut audited).await;
+                drop(rooms);
                 // What a pipe's source could not be told, it is told now.
                 cluster.retell_demand(None).await;
                 if cut_off {

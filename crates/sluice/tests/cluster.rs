@@ -510,6 +510,43 @@ async fn a_recorded_cluster_event_published_again_is_ignored() {
     drop(n1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_entry_written_back_after_its_peer_left_is_removed_by_its_node() {
+    let redis = Redis::start();
+    let n1 = start_node(&redis, "n1");
+    let n2 = start_node(&redis, "n2");
+    wait_registered(&redis, 2);
+    // Carol keeps the room open on n1.
+    let _carol = join(&n1, "r", "carol").await;
+    let alice = join(&n1, "r", "alice").await;
+    let exists = || redis.command(&["HEXISTS", "sluice:room:r:peers", "alice"]);
+    wait_until(Duration::from_secs(10), "alice announced", || {
+        exists() == ":1"
+    });
+    // What someone with access to Redis kept: n1's signed entry for alice.
+    let recorded = redis.command_bulk(&["HGET", "sluice:room:r:peers", "alice"]);
+    alice.close();
+    wait_until(Duration::from_secs(10), "alice's entry removed", || {
+        exists() == ":0"
+    });
+
+    // Written back, it verifies (n1 signed it), and n1, which does not hold alice, removes it.
+    assert_eq!(
+        redis.command(&["HSET", "sluice:room:r:peers", "alice", &recorded]),
+        ":1"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "n1 removes an entry of its own it does not hold",
+        || exists() == ":0",
+    );
+    // A peer joining the room on n2 afterwards sees carol, not alice.
+    let bob = join(&n2, "r", "bob").await;
+    let peers: Vec<&str> = bob.peers.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(peers, vec!["carol"]);
+    drop((n1, n2));
+}
+
 #[test]
 fn a_flood_of_place_requests_reads_redis_at_a_bounded_rate() {
     let redis = Redis::start();
