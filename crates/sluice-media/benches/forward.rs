@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sluice_media::forwarder::{Forwarder, InPacket};
+use sluice_media::layers::RateCalculator;
 use sluice_media::payload;
 use std::hint::black_box;
 use str0m::format::Codec;
@@ -51,6 +52,16 @@ fn benches(c: &mut Criterion) {
 
     c.bench_function("payload inspection (VP8)", |b| {
         b.iter(|| black_box(payload::inspect(Codec::Vp8, black_box(&payload))))
+    });
+
+    // Counted once per packet and consumer (its bitrate), at 50 packets/s.
+    let mut rate = RateCalculator::new(Duration::from_secs(1));
+    let mut at = Instant::now();
+    c.bench_function("rate calculator, one packet", |b| {
+        b.iter(|| {
+            at += Duration::from_millis(20);
+            rate.add(black_box(1200), at);
+        })
     });
 }
 

@@ -62,6 +62,9 @@ pub struct RateCalculator {
     buckets: [(Option<Instant>, u64); Self::BUCKETS],
     /// First sample: until a whole window has passed, the rate is over the time since then.
     last: Option<Instant>,
+    /// The bucket written last, with its span (start inclusive, end exclusive): a sample within
+    /// it is added without the division that finds a bucket (one per packet and consumer).
+    current: Option<(usize, Instant, Instant)>,
 }
 
 impl RateCalculator {
@@ -72,6 +75,7 @@ impl RateCalculator {
             window,
             buckets: [(None, 0); Self::BUCKETS],
             last: None,
+            current: None,
         }
     }
 
@@ -87,6 +91,13 @@ impl RateCalculator {
     }
 
     pub fn add(&mut self, bytes: usize, now: Instant) {
+        if let Some((i, start, end)) = self.current
+            && now >= start
+            && now < end
+        {
+            self.buckets[i].1 += bytes as u64;
+            return;
+        }
         let origin = *self.last.get_or_insert(now);
         let (i, start) = self.index(now, origin);
         let b = &mut self.buckets[i];
@@ -94,6 +105,7 @@ impl RateCalculator {
             *b = (Some(start), 0);
         }
         b.1 += bytes as u64;
+        self.current = Some((i, start, start + self.bucket_len()));
     }
 
     /// Bits per second over the last window.
@@ -185,6 +197,45 @@ mod tests {
         let rate = r.rate(now);
         assert!((900_000..=1_010_000).contains(&rate), "{rate}");
         assert_eq!(r.rate(t0 + Duration::from_secs(5)), 0);
+    }
+
+    #[test]
+    fn samples_at_irregular_times_are_counted_in_the_buckets_of_their_time() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(1);
+        let len = window / 10;
+        let mut r = RateCalculator::new(window);
+        let mut samples: Vec<(Instant, u64)> = Vec::new();
+        let mut t = t0;
+        let mut x: u64 = 7;
+        for _ in 0..2000 {
+            // Gaps of 0 to 9 ms, sometimes 0.4 s (a stream pausing).
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let gap = if x >> 60 == 0 {
+                400_000
+            } else {
+                (x >> 33) % 10_000
+            };
+            t += Duration::from_micros(gap);
+            let bytes = 100 + (x >> 50) % 1200;
+            r.add(bytes as usize, t);
+            samples.push((t, bytes));
+            // What the window holds: the samples whose bucket (counted from the first
+            // sample) began less than a window ago.
+            let origin = samples[0].0;
+            let held: u64 = samples
+                .iter()
+                .filter(|(at, _)| {
+                    let n = (at.duration_since(origin).as_nanos() / len.as_nanos()) as u32;
+                    t.duration_since(origin + len * n) < window
+                })
+                .map(|(_, b)| b)
+                .sum();
+            let span = t.duration_since(origin).clamp(len, window);
+            assert_eq!(r.rate(t), held * 8 * 1000 / span.as_millis() as u64);
+        }
     }
 
     #[test]

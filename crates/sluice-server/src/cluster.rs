@@ -1166,11 +1166,14 @@ impl Cluster {
             while let Some(event) = events.recv().await {
                 match event {
                     MediaEvent::ProducerDemandChange {
+                        transport_id,
                         producer_id,
                         demanded,
-                        ..
                     } if producer_id == key.1 => {
-                        if let Some(pipe) = cluster.pipes().inbound.get_mut(&key) {
+                        // Only this pipe's own (not a later pipe's of the same producer).
+                        if let Some(pipe) = cluster.pipes().inbound.get_mut(&key)
+                            && matches!(&pipe.carrier, Carrier::Media { transport, .. } if transport.id() == transport_id)
+                        {
                             pipe.demanded = demanded;
                         }
                         cluster.tell_demand(&key).await;

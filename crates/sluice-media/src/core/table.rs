@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use crate::types::Key;
 
 /// An object kept in a [`Table`]: it knows its own id.
@@ -22,14 +24,16 @@ impl<T: Identified + ?Sized> Identified for Box<T> {
 /// Objects of one kind by key, with an index by id.
 #[derive(Debug)]
 pub(crate) struct Table<T> {
-    by_key: HashMap<Key, T>,
+    /// Keys are the worker's own counter, so a fast hasher is safe here; ids (some of them
+    /// named by clients) keep the standard one.
+    by_key: FxHashMap<Key, T>,
     by_id: HashMap<String, Key>,
 }
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
         Table {
-            by_key: HashMap::new(),
+            by_key: FxHashMap::default(),
             by_id: HashMap::new(),
         }
     }
