@@ -653,6 +653,24 @@ async fn notification(session: &mut Session, what: &str, f: impl Fn(&ServerNotif
     assert!(event.is_some(), "no notification: {what}");
 }
 
+/// `session` (room r's only publisher) produces video with keyframes only when asked for,
+/// as a browser sends them, and audio; returns their ids once Redis announces both.
+async fn produce_video_and_audio(session: &Session, redis: &Redis) -> (String, String) {
+    let mut source = SourceConfig::video();
+    if let SourceConfig::Video {
+        keyframe_interval, ..
+    } = &mut source
+    {
+        *keyframe_interval = u32::MAX;
+    }
+    let video = session.produce(source).await.unwrap();
+    let audio = session.produce(SourceConfig::audio()).await.unwrap();
+    wait_until(Duration::from_secs(10), "the producers announced", || {
+        redis.command(&["HLEN", "sluice:room:r:producers"]) == ":2"
+    });
+    (video, audio)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_crosses_nodes_through_encrypted_pipes_with_pause_close_and_node_loss() {
     let redis = Redis::start();
@@ -661,22 +679,9 @@ async fn media_crosses_nodes_through_encrypted_pipes_with_pause_close_and_node_l
     wait_registered(&redis, 2);
 
     let mut alice = join(&n1, "r", "alice").await;
-    // Keyframes only when asked for, as a browser sends them: bob's first frame needs his
-    // request to cross back to n1 (SRTCP on the pipe).
-    let mut source = SourceConfig::video();
-    if let SourceConfig::Video {
-        keyframe_interval, ..
-    } = &mut source
-    {
-        *keyframe_interval = u32::MAX;
-    }
-    let video = alice.produce(source).await.unwrap();
-    let audio = alice.produce(SourceConfig::audio()).await.unwrap();
-    wait_until(
-        Duration::from_secs(10),
-        "alice's producers announced",
-        || redis.command(&["HLEN", "sluice:room:r:producers"]) == ":2",
-    );
+    // Keyframes only when asked for: bob's first frame needs his request to cross back to n1
+    // (SRTCP on the pipe).
+    let (video, audio) = produce_video_and_audio(&alice, &redis).await;
 
     // Bob on n2 consumes alice's producers through pipes from n1; the first video packet
     // starts a keyframe (his consumer's request crossed back to n1).
@@ -852,21 +857,7 @@ async fn a_pipe_between_nodes_carries_media_only_while_a_consumer_at_its_target_
     let n2 = start_node(&redis, "n2");
     wait_registered(&redis, 2);
     let alice = join(&n1, "r", "alice").await;
-    // Keyframes only when asked for, as a browser sends them.
-    let mut source = SourceConfig::video();
-    if let SourceConfig::Video {
-        keyframe_interval, ..
-    } = &mut source
-    {
-        *keyframe_interval = u32::MAX;
-    }
-    let video = alice.produce(source).await.unwrap();
-    let audio = alice.produce(SourceConfig::audio()).await.unwrap();
-    wait_until(
-        Duration::from_secs(10),
-        "alice's producers announced",
-        || redis.command(&["HLEN", "sluice:room:r:producers"]) == ":2",
-    );
+    let (video, audio) = produce_video_and_audio(&alice, &redis).await;
     let out = |paused: f64| {
         gauge(&n1, "sluice_cluster_pipes{direction=\"out\"}") == Some(2.0)
             && gauge(&n1, "sluice_cluster_pipes_paused{direction=\"out\"}") == Some(paused)

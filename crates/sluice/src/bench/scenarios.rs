@@ -322,6 +322,28 @@ fn summary(
     }))
 }
 
+/// After a stepped scenario: how its cost per packet changed with the load (`label`: what
+/// was stepped), then its JSON line (`max_` + label: the last step before the knee).
+fn report(
+    target: &Target,
+    scenario: &str,
+    label: &str,
+    steps: &[(usize, Step)],
+    floor_ns: Option<f64>,
+) -> anyhow::Result<()> {
+    print_cost_spread(label, steps);
+    let line = summary(
+        scenario,
+        &target.label,
+        &format!("max_{label}"),
+        steps,
+        floor_ns,
+    )
+    .context("no step before the knee")?;
+    println!("{line}");
+    Ok(())
+}
+
 async fn fanout_steps(
     target: &Target,
     args: &TargetArgs,
@@ -376,11 +398,7 @@ async fn fanout_steps(
 pub async fn fanout(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
     let floor = floor::measure_and_print(args.server_cpu).await;
     let steps = fanout_steps(target, args, steps).await?;
-    print_cost_spread("subscribers", &steps);
-    let line = summary("fanout", &target.label, "max_subscribers", &steps, floor)
-        .context("no step before the knee")?;
-    println!("{line}");
-    Ok(())
+    report(target, "fanout", "subscribers", &steps, floor)
 }
 
 /// Pipes between the workers of the server's rooms now, and the rooms whose first router is
@@ -461,11 +479,7 @@ async fn pairs_steps(
 pub async fn pairs(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
     let floor = floor::measure_and_print(args.server_cpu).await;
     let steps = pairs_steps(target, args, steps).await?;
-    print_cost_spread("pairs", &steps);
-    let line = summary("pairs", &target.label, "max_pairs", &steps, floor)
-        .context("no step before the knee")?;
-    println!("{line}");
-    Ok(())
+    report(target, "pairs", "pairs", &steps, floor)
 }
 
 async fn audio_room_steps(
@@ -519,11 +533,7 @@ async fn audio_room_steps(
 pub async fn audio_room(target: &Target, args: &TargetArgs, steps: &[usize]) -> anyhow::Result<()> {
     let floor = floor::measure_and_print(args.server_cpu).await;
     let steps = audio_room_steps(target, args, steps).await?;
-    print_cost_spread("peers", &steps);
-    let line = summary("audio-room", &target.label, "max_peers", &steps, floor)
-        .context("no step before the knee")?;
-    println!("{line}");
-    Ok(())
+    report(target, "audio-room", "peers", &steps, floor)
 }
 
 /// Meters a stream carrying several SSRCs (a Janus subscription): per-SSRC sequence gaps.
