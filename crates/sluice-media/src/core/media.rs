@@ -348,6 +348,8 @@ impl Core {
         let Some(c) = self.consumers.get_mut(&key) else {
             return Err(MediaError::UnknownConsumer(id.to_owned()));
         };
+        // Only a pause or a resume can change whether its producer is wanted.
+        let demand = matches!(op, ConsumerOp::Pause | ConsumerOp::Resume).then_some(c.producer);
         match op {
             ConsumerOp::Pause => c.forwarder.set_paused(true, now),
             ConsumerOp::Resume => c.forwarder.set_paused(false, now),
@@ -364,7 +366,7 @@ impl Core {
         }
         self.serve_consumer_keyframe_request(key, now);
         self.report_layers(key);
-        if let Some(pkey) = self.consumers.get(&key).map(|c| c.producer) {
+        if let Some(pkey) = demand {
             self.update_demand(pkey);
         }
         Ok(())
