@@ -124,6 +124,61 @@ impl RateCalculator {
     }
 }
 
+/// Bitrate of a running byte count over about a window, from samples of the count taken on the
+/// worker's tick: nothing per packet, where [`RateCalculator`] adds each one. For consumers,
+/// whose byte count is kept anyway and which are many per packet (a `RateCalculator` each made
+/// the fan-out touch a further cache line per consumer).
+#[derive(Debug, Clone)]
+pub struct SampledRate {
+    window: Duration,
+    /// (when, count), oldest first: spaced at least a quarter window apart, and the oldest the
+    /// newest one at least a window old once there is one.
+    samples: [(Instant, u64); Self::SAMPLES],
+    len: usize,
+}
+
+impl SampledRate {
+    const SAMPLES: usize = 6;
+
+    /// A count that is 0 at `now`.
+    pub fn new(window: Duration, now: Instant) -> Self {
+        SampledRate {
+            window,
+            samples: [(now, 0); Self::SAMPLES],
+            len: 1,
+        }
+    }
+
+    /// Records the count at `now` (a quarter window after the last sample, else ignored).
+    pub fn sample(&mut self, now: Instant, count: u64) {
+        let last = self.samples[self.len - 1].0;
+        if now.saturating_duration_since(last) < self.window / 4 {
+            return;
+        }
+        while self.len > 1
+            && (self.len == Self::SAMPLES
+                || now.saturating_duration_since(self.samples[1].0) >= self.window)
+        {
+            self.samples.copy_within(1..self.len, 0);
+            self.len -= 1;
+        }
+        self.samples[self.len] = (now, count);
+        self.len += 1;
+    }
+
+    /// Bits per second from the oldest sample to `now`, when the count is `count`: over one to
+    /// one and a quarter windows, or the count's age when younger (at least a tenth window).
+    pub fn rate(&self, now: Instant, count: u64) -> u64 {
+        let (at, then) = self.samples[0];
+        let span = now
+            .saturating_duration_since(at)
+            .max(self.window / 10)
+            .as_millis()
+            .max(1);
+        count.saturating_sub(then) * 8 * 1000 / span as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +303,52 @@ mod tests {
         // 20 packets of 10 kbit in 200 ms: 1 Mbit/s, not 200 kbit/s.
         let rate = r.rate(t0 + Duration::from_millis(200));
         assert!((900_000..=1_100_000).contains(&rate), "{rate}");
+    }
+    #[test]
+    fn a_sampled_rate_measures_a_steady_count_over_about_its_window() {
+        let t0 = Instant::now();
+        let tick = Duration::from_millis(250);
+        let mut r = SampledRate::new(Duration::from_secs(1), t0);
+        // 1 Mbit/s: 125 bytes a millisecond, sampled each tick for 10 s.
+        for i in 1..=40u32 {
+            let now = t0 + tick * i;
+            r.sample(now, 125 * now.duration_since(t0).as_millis() as u64);
+        }
+        let now = t0 + Duration::from_millis(10_100);
+        assert_eq!(r.rate(now, 125 * 10_100), 1_000_000);
+        // The window's samples, not the whole history: 2 Mbit/s from 10.1 s on.
+        let count = |ms: u64| 125 * 10_100 + 250 * (ms - 10_100);
+        for ms in (10_250..=12_000).step_by(250) {
+            r.sample(t0 + Duration::from_millis(ms), count(ms));
+        }
+        assert_eq!(
+            r.rate(t0 + Duration::from_millis(12_000), count(12_000)),
+            2_000_000
+        );
+    }
+
+    #[test]
+    fn a_sampled_rate_falls_to_zero_a_window_after_the_count_stops() {
+        let t0 = Instant::now();
+        let mut r = SampledRate::new(Duration::from_secs(1), t0);
+        r.sample(t0 + Duration::from_millis(250), 10_000);
+        r.sample(t0 + Duration::from_millis(500), 20_000);
+        for ms in (750..=2_000).step_by(250) {
+            r.sample(t0 + Duration::from_millis(ms), 20_000);
+        }
+        assert_eq!(r.rate(t0 + Duration::from_millis(2_000), 20_000), 0);
+    }
+
+    #[test]
+    fn a_young_count_is_measured_over_its_own_age_and_samples_closer_than_a_quarter_window_are_ignored()
+     {
+        let t0 = Instant::now();
+        let mut r = SampledRate::new(Duration::from_secs(1), t0);
+        // 25 kB in 200 ms before any sample: 1 Mbit/s, not 200 kbit/s.
+        assert_eq!(r.rate(t0 + Duration::from_millis(200), 25_000), 1_000_000);
+        r.sample(t0 + Duration::from_millis(100), 12_500);
+        assert_eq!(r.len, 1);
+        // A tenth of the window at least: a count 1 ms old is not a huge rate.
+        assert_eq!(r.rate(t0 + Duration::from_millis(1), 125), 10_000);
     }
 }

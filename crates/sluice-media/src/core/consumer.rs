@@ -14,7 +14,7 @@ use str0m::rtp::{ExtensionValues, RtpWrite, Vp8Descriptor};
 use crate::core::table::Identified;
 use crate::events::{ConsumerLayers, ConsumerScore};
 use crate::forwarder::{Forwarder, InPacket, Received, Verdict};
-use crate::layers::RateCalculator;
+use crate::layers::SampledRate;
 use crate::types::{ConsumerStat, Key, ProducerType};
 
 /// A consumer in its worker.
@@ -37,7 +37,7 @@ pub(crate) struct ConsumerState {
     pub priority: u8,
     /// Last layers reported in a `ConsumerLayersChange` event.
     pub reported_layers: Option<ConsumerLayers>,
-    pub rate: RateCalculator,
+    pub rate: SampledRate,
     pub packets: u64,
     pub bytes: u64,
     pub score: u8,
@@ -625,10 +625,14 @@ impl ConsumerState {
             })
     }
 
-    pub fn on_sent(&mut self, bytes: usize, now: Instant) {
+    pub fn on_sent(&mut self, bytes: usize) {
         self.packets += 1;
         self.bytes += bytes as u64;
-        self.rate.add(bytes, now);
+    }
+
+    /// Bits per second sent over about the last second (sampled on the worker's tick).
+    pub fn bitrate(&self, now: Instant) -> u64 {
+        self.rate.rate(now, self.bytes)
     }
 
     pub fn stats(&self, now: Instant, timestamp: u64) -> ConsumerStat {
@@ -640,7 +644,7 @@ impl ConsumerState {
             mime_type: self.mime_type.clone(),
             packet_count: self.packets,
             byte_count: self.bytes,
-            bitrate: self.rate.rate(now),
+            bitrate: self.bitrate(now),
             score: self.score,
             fraction_lost: self.fraction_lost,
             nack_count: self.nacks,

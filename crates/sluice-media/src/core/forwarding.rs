@@ -12,7 +12,7 @@ use super::object::Object;
 use crate::events::CloseReason;
 use crate::forwarder::{InPacket, Received};
 use crate::payload;
-use crate::types::Key;
+use crate::types::{Key, ProducerType};
 use str0m::rtp::{ExtensionValues, RtpPacket};
 
 impl Core {
@@ -128,7 +128,7 @@ impl Core {
                     tracing::debug!(consumer = %c.id, error = %e, "plain SRTP packet not protected");
                     continue;
                 }
-                c.on_sent(packet.payload.len(), now);
+                c.on_sent(packet.payload.len());
                 if let Some(history) = c.pipe_history.as_mut() {
                     history.push(own.ssrc, own.seq, &own.bytes, now);
                 }
@@ -164,7 +164,7 @@ impl Core {
                     tracing::debug!(consumer = %c.id, error = %e, "own egress packet not protected");
                     continue;
                 }
-                c.on_sent(packet.payload.len(), now);
+                c.on_sent(packet.payload.len());
                 super::send_on(outbox, usage, ct, destination, own.bytes);
                 continue;
             }
@@ -189,23 +189,28 @@ impl Core {
             }));
             match written {
                 Ok(true) => {
-                    c.on_sent(packet.payload.len(), now);
+                    c.on_sent(packet.payload.len());
                     dirty.push(c.transport);
                 }
                 Ok(false) => {}
                 Err(_) => broken.push(c.transport),
             }
         }
-        let reported: Vec<Key> = p
-            .consumers
-            .iter()
-            .copied()
-            .filter(|k| {
-                consumers
-                    .get(k)
-                    .is_some_and(|c| c.current_layers() != c.reported_layers)
-            })
-            .collect();
+        // Only simulcast and SVC consumers have layers to report (a simple producer's consumers
+        // are simple): no second look at each consumer for a voice packet.
+        let reported: Vec<Key> = if p.r#type == ProducerType::Simple {
+            Vec::new()
+        } else {
+            p.consumers
+                .iter()
+                .copied()
+                .filter(|k| {
+                    consumers
+                        .get(k)
+                        .is_some_and(|c| c.current_layers() != c.reported_layers)
+                })
+                .collect()
+        };
         keyframe_layers.sort_unstable();
         keyframe_layers.dedup();
         for l in keyframe_layers {

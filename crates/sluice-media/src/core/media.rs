@@ -12,7 +12,7 @@ use super::producer::ProducerState;
 use super::webrtc_transport::{Egress, MediaLine, MediaOwner, Retransmission};
 use crate::error::MediaError;
 use crate::events::{CloseReason, ConsumerLayers, ConsumerScore, MediaEvent};
-use crate::layers::{RateCalculator, select_spatial_layer};
+use crate::layers::{SampledRate, select_spatial_layer};
 use crate::types::{
     BandwidthEstimation, ConsumerCreated, ConsumerOp, ConsumerOptions, Key, ProducerSpec,
     ProducerType,
@@ -311,7 +311,7 @@ impl Core {
             preferred_layers: options.preferred_layers,
             priority: options.priority.max(1),
             reported_layers: None,
-            rate: RateCalculator::new(Duration::from_secs(1)),
+            rate: SampledRate::new(Duration::from_secs(1), now),
             packets: 0,
             bytes: 0,
             score: 10,
@@ -516,7 +516,7 @@ impl Core {
                 continue;
             }
             match o.kind {
-                MediaKind::Audio => audio += o.rate.rate(now),
+                MediaKind::Audio => audio += o.bitrate(now),
                 MediaKind::Video => weights += u64::from(o.priority),
             }
         }

@@ -20,7 +20,7 @@ use crate::demux::{DatagramKind, Remote};
 use crate::error::MediaError;
 use crate::events::{EventSender, MediaEvent};
 use crate::forwarder::Received;
-use crate::layers::RateCalculator;
+use crate::layers::SampledRate;
 use crate::nack::{NackGenerator, NackPolicy};
 use crate::srtp::{SrtpReceiver, SrtpSender};
 use crate::types::{
@@ -523,7 +523,7 @@ impl Core {
             preferred_layers: options.preferred_layers,
             priority: options.priority.max(1),
             reported_layers: None,
-            rate: RateCalculator::new(std::time::Duration::from_secs(1)),
+            rate: SampledRate::new(std::time::Duration::from_secs(1), now),
             packets: 0,
             bytes: 0,
             score: 10,

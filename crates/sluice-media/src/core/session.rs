@@ -212,6 +212,9 @@ impl Core {
     }
 
     pub(super) fn on_tick(&mut self, now: Instant) {
+        for c in self.consumers.values_mut() {
+            c.rate.sample(now, c.bytes);
+        }
         let keys: Vec<Key> = self.consumers.keys().copied().collect();
         for key in keys {
             self.update_layers(key, now);
