@@ -72,6 +72,12 @@ pub struct MediaSettings {
     pub immediate_window: Duration,
     /// Immediate timeouts one transport gets per drain before it waits its turn again.
     pub max_immediate_timeouts: u32,
+    /// str0m's delay-based estimator asks for a timeout every 25 ms on every transport that
+    /// estimates, whether or not anything it measures is sent. On a transport with nothing to
+    /// measure (connected, no producers, no data channels, every consumer with its own egress:
+    /// a listener in a voice room, a viewer of single-encoding video) a timeout whose reason is
+    /// that estimator is armed at least this far ahead: a quarter of the wake-ups.
+    pub idle_estimator_interval: Duration,
     /// Rounds of polling dirty transports per flush (a transport re-dirtied by another's
     /// output is polled again in the same flush, up to this many times).
     pub max_flush_rounds: u32,
@@ -164,6 +170,7 @@ pub const DEFAULTS: MediaSettings = MediaSettings {
     tick: Duration::from_millis(250),
     immediate_window: Duration::from_micros(200),
     max_immediate_timeouts: 16,
+    idle_estimator_interval: Duration::from_millis(100),
     max_flush_rounds: 64,
     key_frame_request_delay: Duration::from_millis(500),
     keyframe_retry: Duration::from_millis(1000),

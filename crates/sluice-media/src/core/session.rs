@@ -17,7 +17,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use str0m::bwe::BweKind;
 use str0m::media::KeyframeRequestKind;
 use str0m::net::Receive;
-use str0m::{Event, Input, Output};
+use str0m::{Event, Input, Output, Reason};
 
 impl Core {
     pub(super) fn on_datagram(&mut self, data: &[u8], from: Remote, now: Instant) {
@@ -458,6 +458,8 @@ impl Core {
             let outbox = &mut self.outbox;
             let immediate_window = self.settings.immediate_window;
             let max_immediate = self.settings.max_immediate_timeouts;
+            let idle_estimator_interval = self.settings.idle_estimator_interval;
+            let consumers = &self.consumers;
             catch_unwind(AssertUnwindSafe(|| {
                 let mut immediate = 0;
                 loop {
@@ -512,6 +514,13 @@ impl Core {
                                 }
                                 continue;
                             }
+                            let deadline = if t.rtc.last_timeout_reason() == Reason::BweDelayControl
+                                && nothing_to_estimate(t, consumers)
+                            {
+                                deadline.max(now + idle_estimator_interval)
+                            } else {
+                                deadline
+                            };
                             if t.next_timeout != Some(deadline) {
                                 if let Some(old) = t.next_timeout.take() {
                                     timers.remove(&(old, key));
@@ -753,4 +762,20 @@ impl Core {
         }
         None
     }
+}
+
+/// Whether what transport `t` sends and receives gives str0m's estimator nothing to measure:
+/// connected, no producers or data channels, and every consumer writing its own packets (str0m
+/// only measures what it sends). See `MediaSettings::idle_estimator_interval`.
+fn nothing_to_estimate(
+    t: &super::webrtc_transport::TransportState,
+    consumers: &super::table::Table<super::consumer::ConsumerState>,
+) -> bool {
+    t.dtls_state == DtlsState::Connected
+        && t.producers.is_empty()
+        && t.data_producers.is_empty()
+        && t.data_consumers.is_empty()
+        && t.consumers
+            .iter()
+            .all(|k| consumers.get(k).is_some_and(|c| c.own_egress.is_some()))
 }
