@@ -304,6 +304,7 @@ mod tests {
         let rate = r.rate(t0 + Duration::from_millis(200));
         assert!((900_000..=1_100_000).contains(&rate), "{rate}");
     }
+
     #[test]
     fn a_sampled_rate_measures_a_steady_count_over_about_its_window() {
         let t0 = Instant::now();

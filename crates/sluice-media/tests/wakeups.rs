@@ -1,4 +1,4 @@
-//! What wakes a worker when nothing happens: str0m's timeouts, counted on the virtual clock.
+//! What wakes a worker besides datagrams: str0m's timeouts, counted on the virtual clock.
 
 #![allow(clippy::unwrap_used)] // A panic in a test is a test failure.
 
