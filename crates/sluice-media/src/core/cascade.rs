@@ -148,6 +148,9 @@ impl Core {
         }
         if let Some(t) = self.transports.get_mut(&c.transport) {
             t.consumers.retain(|k| *k != key);
+            if c.own_egress.is_none() {
+                t.str0m_egress_consumers = t.str0m_egress_consumers.saturating_sub(1);
+            }
             let mid = Mid::from(c.mid.as_str());
             t.consumer_by_mid.remove(&mid);
             if let Some(m) = t.medias.iter_mut().find(|m| m.mid == c.mid) {

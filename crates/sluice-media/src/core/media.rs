@@ -282,6 +282,9 @@ impl Core {
         });
         t.consumer_by_mid.insert(Mid::from(mid.as_str()), key);
         t.consumers.push(key);
+        if egress == Egress::Str0m {
+            t.str0m_egress_consumers += 1;
+        }
         let producer_score = producer.score();
         let producer_scores: Vec<u8> = producer.layers.iter().map(|l| l.score).collect();
         let created = ConsumerCreated {

@@ -459,7 +459,6 @@ impl Core {
             let immediate_window = self.settings.immediate_window;
             let max_immediate = self.settings.max_immediate_timeouts;
             let idle_estimator_interval = self.settings.idle_estimator_interval;
-            let consumers = &self.consumers;
             catch_unwind(AssertUnwindSafe(|| {
                 let mut immediate = 0;
                 loop {
@@ -515,7 +514,7 @@ impl Core {
                                 continue;
                             }
                             let deadline = if t.rtc.last_timeout_reason() == Reason::BweDelayControl
-                                && nothing_to_estimate(t, consumers)
+                                && nothing_to_estimate(t)
                             {
                                 deadline.max(now + idle_estimator_interval)
                             } else {
@@ -767,15 +766,10 @@ impl Core {
 /// Whether what transport `t` sends and receives gives str0m's estimator nothing to measure:
 /// connected, no producers or data channels, and every consumer writing its own packets (str0m
 /// only measures what it sends). See `MediaSettings::idle_estimator_interval`.
-fn nothing_to_estimate(
-    t: &super::webrtc_transport::TransportState,
-    consumers: &super::table::Table<super::consumer::ConsumerState>,
-) -> bool {
+fn nothing_to_estimate(t: &super::webrtc_transport::TransportState) -> bool {
     t.dtls_state == DtlsState::Connected
         && t.producers.is_empty()
         && t.data_producers.is_empty()
         && t.data_consumers.is_empty()
-        && t.consumers
-            .iter()
-            .all(|k| consumers.get(k).is_some_and(|c| c.own_egress.is_some()))
+        && t.str0m_egress_consumers == 0
 }

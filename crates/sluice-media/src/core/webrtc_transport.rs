@@ -138,6 +138,9 @@ pub(crate) struct TransportState {
     pub offer_pending: bool,
     pub producers: Vec<Key>,
     pub consumers: Vec<Key>,
+    /// Of those, the ones whose packets str0m sends (simulcast and SVC): what its estimator
+    /// measures. Without one, it measures nothing (see `MediaSettings::idle_estimator_interval`).
+    pub str0m_egress_consumers: usize,
     pub producer_by_mid: HashMap<Mid, Key>,
     pub consumer_by_mid: HashMap<Mid, Key>,
     /// SSRC of an incoming stream → (producer, layer).
@@ -318,6 +321,7 @@ impl TransportState {
             data_consumers: Vec::new(),
             data_by_channel: HashMap::new(),
             closing_channels: HashMap::new(),
+            str0m_egress_consumers: 0,
             bandwidth_estimation,
             available_bitrate: (bandwidth_estimation != BandwidthEstimation::Off)
                 .then_some(options.initial_available_outgoing_bitrate),
