@@ -180,15 +180,27 @@ impl Message {
 
     /// Best effort: the id of a request frame that failed to [`parse`](Self::parse) for another
     /// reason (e.g. a missing `method`), so the receiver can still answer it with an error.
-    /// `None` when the frame is not a JSON object flagged as a request with a valid id.
+    ///
+    /// When the frame is not even JSON serde_json accepts (a lone surrogate escape such as
+    /// `"\ud800"`, nesting deeper than 128 levels, `NaN`, a trailing comma), a tolerant scan of
+    /// the top-level object still finds `"request": true` and a numeric `id`: it steps over the
+    /// other members' values without parsing them (strings, nesting of any depth, bare tokens) and
+    /// runs in time linear in the frame's length, without recursion.
+    ///
+    /// `None` when the frame is not an object flagged as a request with a valid id (an integer
+    /// from 0 to [`MAX_REQUEST_ID`]; `"abc"`, `-1`, `1.5` and `true` are not): there is no id to
+    /// answer with, since protoo matches responses by their numeric id.
     pub fn recover_request_id(text: &str) -> Option<u64> {
-        let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
-            return None;
-        };
-        if !is_true(&obj, "request") {
-            return None;
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(obj)) => {
+                if !is_true(&obj, "request") {
+                    return None;
+                }
+                read_id(&obj).ok()
+            }
+            Ok(_) => None,
+            Err(_) => scan::request_id(text),
         }
-        read_id(&obj).ok()
     }
 
     /// The message as a JSON value (the same shape as [`to_json`](Self::to_json)).
@@ -327,6 +339,181 @@ fn read_method(obj: &Map<String, Value>) -> Result<String, DecodeError> {
 
 fn take_data(obj: &mut Map<String, Value>) -> Value {
     or_empty(obj.remove("data").unwrap_or(Value::Null))
+}
+
+/// The tolerant scan behind [`Message::recover_request_id`] for frames serde_json refuses.
+mod scan {
+    use super::MAX_REQUEST_ID;
+
+    /// `Some(id)` when the text is an object whose top level has `"request": true` and an `id`
+    /// that is an integer from 0 to [`MAX_REQUEST_ID`] (an integral float such as `12.0` too);
+    /// the last occurrence of a repeated member counts, as in serde_json's map. Members after the
+    /// first one the scan cannot step over are not seen.
+    pub(super) fn request_id(text: &str) -> Option<u64> {
+        let mut s = Scanner {
+            bytes: text.as_bytes(),
+            pos: 0,
+        };
+        s.skip_ws();
+        if !s.eat(b'{') {
+            return None;
+        }
+        let mut request = false;
+        let mut id: Option<Option<u64>> = None;
+        loop {
+            s.skip_ws();
+            match s.peek() {
+                Some(b'}') | None => break,
+                Some(b',') => {
+                    // Tolerates `{,` and trailing or doubled commas.
+                    s.pos += 1;
+                    continue;
+                }
+                Some(b'"') => {}
+                Some(_) => break,
+            }
+            let Some(key) = s.string() else {
+                break;
+            };
+            s.skip_ws();
+            if !s.eat(b':') {
+                break;
+            }
+            s.skip_ws();
+            let start = s.pos;
+            if !s.skip_value() {
+                break;
+            }
+            let value = &s.bytes[start..s.pos];
+            match key {
+                Some("request") => request = value == b"true",
+                Some("id") => id = Some(parse_id(value)),
+                _ => {}
+            }
+        }
+        if request { id.flatten() } else { None }
+    }
+
+    /// A JSON number token as a request id.
+    fn parse_id(token: &[u8]) -> Option<u64> {
+        let text = std::str::from_utf8(token).ok()?;
+        let first = *token.first()?;
+        if !first.is_ascii_digit() {
+            return None;
+        }
+        if token.iter().all(u8::is_ascii_digit) {
+            return text.parse::<u64>().ok().filter(|id| *id <= MAX_REQUEST_ID);
+        }
+        if !token
+            .iter()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+        {
+            return None;
+        }
+        let f = text.parse::<f64>().ok()?;
+        (f.fract() == 0.0 && (0.0..=MAX_REQUEST_ID as f64).contains(&f)).then_some(f as u64)
+    }
+
+    struct Scanner<'a> {
+        bytes: &'a [u8],
+        pos: usize,
+    }
+
+    impl<'a> Scanner<'a> {
+        fn peek(&self) -> Option<u8> {
+            self.bytes.get(self.pos).copied()
+        }
+
+        fn eat(&mut self, b: u8) -> bool {
+            if self.peek() == Some(b) {
+                self.pos += 1;
+                true
+            } else {
+                false
+            }
+        }
+
+        fn skip_ws(&mut self) {
+            while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.pos += 1;
+            }
+        }
+
+        /// A string at `pos` (which is `"`), stepping past its closing quote: `None` when it
+        /// runs off the end of the text; else its text, `None` when it has escapes (no member name
+        /// the scan looks for needs one).
+        fn string(&mut self) -> Option<Option<&'a str>> {
+            self.pos += 1;
+            let start = self.pos;
+            let mut escaped = false;
+            while let Some(b) = self.peek() {
+                self.pos += 1;
+                match b {
+                    b'\\' => {
+                        escaped = true;
+                        self.pos += 1;
+                    }
+                    b'"' => {
+                        let bytes: &'a [u8] = self.bytes;
+                        let text = &bytes[start..self.pos - 1];
+                        return Some(if escaped {
+                            None
+                        } else {
+                            std::str::from_utf8(text).ok()
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            self.pos = self.bytes.len();
+            None
+        }
+
+        /// Steps over one value: a string, an array or object of any depth (brackets counted,
+        /// strings inside skipped; mismatched brackets are not checked), or a bare token (number,
+        /// literal, `NaN`, …) up to the next `,`, `}`, `]` or whitespace. False when there is no
+        /// value or it runs off the end of the text.
+        fn skip_value(&mut self) -> bool {
+            match self.peek() {
+                None => false,
+                Some(b'"') => self.string().is_some(),
+                Some(b'{' | b'[') => {
+                    let mut depth = 0usize;
+                    while let Some(b) = self.peek() {
+                        match b {
+                            b'"' => {
+                                if self.string().is_none() {
+                                    return false;
+                                }
+                                continue;
+                            }
+                            b'{' | b'[' => depth += 1,
+                            b'}' | b']' => {
+                                depth -= 1;
+                                if depth == 0 {
+                                    self.pos += 1;
+                                    return true;
+                                }
+                            }
+                            _ => {}
+                        }
+                        self.pos += 1;
+                    }
+                    false
+                }
+                Some(_) => {
+                    let start = self.pos;
+                    while let Some(b) = self.peek() {
+                        if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                            break;
+                        }
+                        self.pos += 1;
+                    }
+                    self.pos > start
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -323,6 +323,81 @@ fn request_id_is_recovered_from_a_request_that_fails_to_parse() {
 }
 
 #[test]
+fn request_id_is_recovered_from_a_request_serde_json_cannot_parse() {
+    let deep = format!(
+        r#"{{"request":true,"data":{}{},"id":9}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let cases: [(&str, &str); 8] = [
+        (
+            "lone surrogate",
+            r#"{"request":true,"id":3,"method":"join","data":{"displayName":"\ud800"}}"#,
+        ),
+        ("nesting beyond 128", deep.as_str()),
+        (
+            "NaN",
+            r#"{"request":true,"id":4,"method":"m","data":{"x":NaN}}"#,
+        ),
+        ("trailing comma", r#"{"request":true,"id":5,"method":"m",}"#),
+        (
+            "trailing comma inside data",
+            r#"{"id":6,"data":{"a":[1,],},"request":true,"method":"m"}"#,
+        ),
+        ("integral float", r#"{"request":true,"id":7.0,"x":NaN}"#),
+        (
+            "escaped quotes and braces in strings",
+            r#"{"request":true,"data":{"s":"\"}{["},"id":8,"x":NaN}"#,
+        ),
+        (
+            "truncated after the id",
+            r#"{"request":true,"id":10,"method":"jo"#,
+        ),
+    ];
+    for (what, text) in cases {
+        assert!(
+            Message::parse(text).is_err(),
+            "{what}: serde_json refuses it"
+        );
+        assert!(
+            Message::recover_request_id(text).is_some(),
+            "{what}: the id is recovered from {text}"
+        );
+    }
+    assert_eq!(Message::recover_request_id(cases[0].1), Some(3));
+    assert_eq!(Message::recover_request_id(&deep), Some(9));
+    assert_eq!(Message::recover_request_id(cases[5].1), Some(7));
+    assert_eq!(Message::recover_request_id(cases[7].1), Some(10));
+    // Not a request, or no valid id: nothing to answer with.
+    for text in [
+        r#"{"request":false,"id":3,"x":NaN}"#,
+        r#"{"notification":true,"id":3,"x":NaN}"#,
+        r#"{"request":true,"id":"abc","x":NaN}"#,
+        r#"{"request":true,"id":-1,"x":NaN}"#,
+        r#"{"request":true,"id":1.5,"x":NaN}"#,
+        r#"{"request":true,"id":true,"x":NaN}"#,
+        r#"{"request":true,"id":9007199254740992,"x":NaN}"#,
+        r#"{"request":true,"id":NaN}"#,
+        r#"{"request":true,"x":NaN}"#,
+        r#"{"data":{"request":true,"id":3},"x":NaN}"#,
+        r#"[{"request":true,"id":3}"#,
+        "{",
+        "",
+        "\"",
+    ] {
+        assert_eq!(Message::recover_request_id(text), None, "{text}");
+    }
+    // Valid JSON with a bad id is not answered either.
+    for text in [
+        r#"{"request":true,"id":"abc"}"#,
+        r#"{"request":true,"id":-1}"#,
+        r#"{"request":true,"id":1.5}"#,
+    ] {
+        assert_eq!(Message::recover_request_id(text), None, "{text}");
+    }
+}
+
+#[test]
 fn message_implements_serde_both_ways() {
     let m = Message::error(3, ErrorCode::Conflict, "already joined");
     let v = serde_json::to_value(&m).unwrap();
