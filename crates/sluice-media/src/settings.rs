@@ -78,6 +78,12 @@ pub struct MediaSettings {
     /// a listener in a voice room, a viewer of single-encoding video) a timeout whose reason is
     /// that estimator is armed at least this far ahead: a quarter of the wake-ups.
     pub idle_estimator_interval: Duration,
+    /// How late a str0m timeout may run on a transport that only receives what sluice writes
+    /// itself (no producers, no str0m send stream: a listener, a viewer, a data channel): the
+    /// worker does not wake for it alone before this, so it mostly runs on the next datagram's
+    /// wake-up. Pacer and probe deadlines, and every deadline of other transports, keep their
+    /// time.
+    pub timer_slack: Duration,
     /// Rounds of polling dirty transports per flush (a transport re-dirtied by another's
     /// output is polled again in the same flush, up to this many times).
     pub max_flush_rounds: u32,
@@ -171,6 +177,7 @@ pub const DEFAULTS: MediaSettings = MediaSettings {
     immediate_window: Duration::from_micros(200),
     max_immediate_timeouts: 16,
     idle_estimator_interval: Duration::from_millis(100),
+    timer_slack: Duration::from_millis(20),
     max_flush_rounds: 64,
     key_frame_request_delay: Duration::from_millis(500),
     keyframe_retry: Duration::from_millis(1000),

@@ -216,6 +216,7 @@ impl Core {
         self.demux.remove_transport(key);
         if let Some(deadline) = t.next_timeout.take() {
             self.timers.remove(&(deadline, key));
+            self.exact_timers.remove(&(deadline, key));
         }
         if let Some(r) = self.routers.get_mut(&t.router_id) {
             r.transports.remove(&key);

@@ -132,7 +132,10 @@ pub(crate) struct Core {
     plain_by_local: HashMap<SocketAddr, Key>,
     data_producers: Table<DataProducerState>,
     data_consumers: Table<DataConsumerState>,
+    /// Each transport's next str0m deadline.
     timers: BTreeSet<(Instant, Key)>,
+    /// Those of `timers` that may not run late (the others may, by `MediaSettings::timer_slack`).
+    exact_timers: BTreeSet<(Instant, Key)>,
     /// Transports with output to poll.
     dirty: Vec<Key>,
     /// The transports left to poll in the current round of draining (popped from the end).
@@ -172,6 +175,7 @@ impl Core {
             data_producers: Table::default(),
             data_consumers: Table::default(),
             timers: BTreeSet::new(),
+            exact_timers: BTreeSet::new(),
             dirty: Vec::new(),
             flushing: Vec::new(),
             flush_rounds: 0,
@@ -275,13 +279,15 @@ impl Core {
         }
     }
 
-    /// When the core next wants [`Core::handle_timeout`] (call it after draining).
+    /// When the core next wants [`Core::handle_timeout`] (call it after draining). A str0m
+    /// deadline that may run late is run by any earlier wake-up once due, so a worker receiving
+    /// datagrams rarely wakes for one alone.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed {
             return None;
         }
         Some(
-            self.next_deadline()
+            self.wake_deadline()
                 .map_or(self.next_tick, |d| d.min(self.next_tick)),
         )
     }
@@ -327,8 +333,23 @@ impl Core {
             .or_else(|| self.plains.key_of(id))
     }
 
+    /// The earliest str0m deadline: every wake-up from then on runs it.
     fn next_deadline(&self) -> Option<Instant> {
         self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// When the worker must wake for str0m: an exact deadline, or the earliest one once its
+    /// slack has passed (until then, a datagram's wake-up runs it).
+    fn wake_deadline(&self) -> Option<Instant> {
+        let lax = self
+            .timers
+            .first()
+            .map(|(t, _)| *t + self.settings.timer_slack);
+        let exact = self.exact_timers.first().map(|(t, _)| *t);
+        match (lax, exact) {
+            (Some(l), Some(e)) => Some(l.min(e)),
+            (l, e) => l.or(e),
+        }
     }
 
     /// Wall-clock milliseconds at `now` (stats timestamps).

@@ -195,6 +195,7 @@ impl Core {
                 break;
             }
             self.timers.remove(&(deadline, key));
+            self.exact_timers.remove(&(deadline, key));
             let Some(t) = self.transports.get_mut(&key) else {
                 continue;
             };
@@ -455,6 +456,7 @@ impl Core {
             let usage = &mut self.usage;
             let demux = &mut self.demux;
             let timers = &mut self.timers;
+            let exact_timers = &mut self.exact_timers;
             let outbox = &mut self.outbox;
             let immediate_window = self.settings.immediate_window;
             let max_immediate = self.settings.max_immediate_timeouts;
@@ -513,19 +515,25 @@ impl Core {
                                 }
                                 continue;
                             }
-                            let deadline = if t.rtc.last_timeout_reason() == Reason::BweDelayControl
-                                && nothing_to_estimate(t)
-                            {
-                                deadline.max(now + idle_estimator_interval)
-                            } else {
-                                deadline
-                            };
-                            if t.next_timeout != Some(deadline) {
+                            let reason = t.rtc.last_timeout_reason();
+                            let deadline =
+                                if reason == Reason::BweDelayControl && nothing_to_estimate(t) {
+                                    deadline.max(now + idle_estimator_interval)
+                                } else {
+                                    deadline
+                                };
+                            let exact = needs_exact_timer(t, reason);
+                            if t.next_timeout != Some(deadline) || t.exact_timeout != exact {
                                 if let Some(old) = t.next_timeout.take() {
                                     timers.remove(&(old, key));
+                                    exact_timers.remove(&(old, key));
                                 }
                                 t.next_timeout = Some(deadline);
+                                t.exact_timeout = exact;
                                 timers.insert((deadline, key));
+                                if exact {
+                                    exact_timers.insert((deadline, key));
+                                }
                             }
                             // Still due after its share of immediate timeouts (str0m's pacer
                             // wants one around every packet with TWCC, so a keyframe burst
@@ -772,4 +780,19 @@ fn nothing_to_estimate(t: &super::webrtc_transport::TransportState) -> bool {
         && t.data_producers.is_empty()
         && t.data_consumers.is_empty()
         && t.str0m_egress_consumers == 0
+}
+
+/// Whether transport `t`'s next str0m deadline, of `reason`, must run on time. str0m's pacer
+/// and probes time media. A transport with a str0m send stream may have paced media behind any
+/// deadline, and one with producers NACKs behind any (str0m reports only the earliest deadline,
+/// and a late NACK costs a loss its repair: str0m tries five times, RTT + 5 ms apart). The
+/// rest, a receiving transport's reports, estimator, ICE, DTLS and SCTP timers, may wait
+/// `MediaSettings::timer_slack` for a datagram's wake-up.
+fn needs_exact_timer(t: &super::webrtc_transport::TransportState, reason: Reason) -> bool {
+    t.str0m_egress_consumers > 0
+        || !t.producers.is_empty()
+        || matches!(
+            reason,
+            Reason::Pacer(_) | Reason::BweProbeControl | Reason::BweProbeEstimator
+        )
 }

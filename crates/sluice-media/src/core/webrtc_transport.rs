@@ -132,6 +132,8 @@ pub(crate) struct TransportState {
     pub nominating: Option<Remote>,
     /// When str0m next wants `handle_input(Timeout)`.
     pub next_timeout: Option<Instant>,
+    /// Whether that deadline must be kept to the millisecond (see `MediaSettings::timer_slack`).
+    pub exact_timeout: bool,
     pub medias: Vec<MediaLine>,
     pub next_mid: u32,
     /// Producer numbering to hand to str0m once DTLS has started.
@@ -301,6 +303,7 @@ impl TransportState {
             selected_remote: None,
             nominating: None,
             next_timeout: None,
+            exact_timeout: false,
             medias: Vec::new(),
             next_mid: 0,
             offer_pending: false,
