@@ -30,7 +30,10 @@ pub use negotiation::{
     get_data_consumer_sctp_stream_parameters, get_pipe_consumer_rtp_parameters,
     get_producer_rtp_parameters_mapping,
 };
-pub use scalability::{ScalabilityMode, parse_scalability_mode};
+pub use scalability::{
+    MAX_SPATIAL_LAYERS, MAX_TEMPORAL_LAYERS, ScalabilityMode, parse_scalability_mode,
+    validate_scalability_mode,
+};
 pub use supported::supported_rtp_capabilities;
 pub use transport::*;
 pub use types::*;
