@@ -7,7 +7,8 @@ use super::Core;
 use super::data_consumer::{DataConsumerState, DataSink, channel_config, try_write};
 use super::data_producer::{DataProducerState, RateLimiter};
 use super::direct_transport::DirectTransportState;
-use super::webrtc_transport::DataOwner;
+use super::table::Table;
+use super::webrtc_transport::{DataOwner, TransportState};
 use crate::error::MediaError;
 use crate::events::{EventSender, MediaEvent};
 use crate::message::{DataMessage, DataReceiver, Pushed, SendQueue};
@@ -248,7 +249,8 @@ impl Core {
     }
 
     /// Relays one message of data producer `pkey` to its data consumers (with `to`, only to
-    /// those of them listed).
+    /// those of them listed). SCTP copies the bytes it takes, so the message is cloned only
+    /// for a consumer that keeps it (a direct transport's, or one whose SCTP has no room).
     pub(super) fn relay_data(
         &mut self,
         pkey: Key,
@@ -256,7 +258,14 @@ impl Core {
         now: Instant,
         to: Option<&[Key]>,
     ) {
-        let Some(p) = self.data_producers.get_mut(&pkey) else {
+        let Core {
+            data_producers,
+            data_consumers,
+            transports,
+            dirty,
+            ..
+        } = self;
+        let Some(p) = data_producers.get_mut(&pkey) else {
             return;
         };
         if !p.admit(message.data.len(), now) {
@@ -266,65 +275,12 @@ impl Core {
         if p.paused {
             return;
         }
-        let mut consumers = p.consumers.clone();
-        if let Some(to) = to {
-            consumers.retain(|k| to.contains(k));
-        }
-        let last = consumers.len().saturating_sub(1);
-        let mut message = Some(message);
-        for (i, dkey) in consumers.into_iter().enumerate() {
-            let m = if i == last {
-                message.take()
-            } else {
-                message.clone()
-            };
-            if let Some(m) = m {
-                self.deliver(dkey, m);
+        for dkey in &p.consumers {
+            if to.is_some_and(|to| !to.contains(dkey)) {
+                continue;
             }
-        }
-    }
-
-    pub(super) fn deliver(&mut self, dkey: Key, message: DataMessage) {
-        let Core {
-            data_consumers,
-            transports,
-            dirty,
-            ..
-        } = self;
-        let Some(c) = data_consumers.get_mut(&dkey) else {
-            return;
-        };
-        if c.paused {
-            return;
-        }
-        let len = message.data.len() as u64;
-        match &c.sink {
-            DataSink::Direct(receiver) => {
-                if receiver.push(message) != Pushed::Full {
-                    c.messages += 1;
-                    c.bytes += len;
-                }
-            }
-            DataSink::Sctp { channel, .. } => {
-                if message.data.is_empty() {
-                    // str0m 0.25 writes no chunk for an empty message yet advances the stream
-                    // sequence number, which would stall an ordered stream: drop it, counted.
-                    c.queue.dropped += 1;
-                    return;
-                }
-                let Some(t) = transports.get_mut(&c.transport) else {
-                    return;
-                };
-                if c.queue.is_empty() && try_write(&mut t.rtc, *channel, &message, c.max_buffered) {
-                    c.messages += 1;
-                    c.bytes += len;
-                } else {
-                    if c.queue.push(message) == Pushed::Full {
-                        tracing::debug!(data_consumer = %c.id, "data consumer full: message dropped");
-                    }
-                    c.backed_up = true;
-                }
-                dirty.push(c.transport);
+            if let Some(c) = data_consumers.get_mut(dkey) {
+                deliver(c, transports, dirty, &message);
             }
         }
     }
@@ -399,6 +355,49 @@ impl Core {
             buffered_amount: buffered,
             queued_bytes: queued,
             dropped,
+        }
+    }
+}
+
+/// Hands `message` to data consumer `c`: into its direct receiver, or written into SCTP on its
+/// transport (`dirty` then), or queued while SCTP has no room.
+fn deliver(
+    c: &mut DataConsumerState,
+    transports: &mut Table<Box<TransportState>>,
+    dirty: &mut Vec<Key>,
+    message: &DataMessage,
+) {
+    if c.paused {
+        return;
+    }
+    let len = message.data.len() as u64;
+    match &c.sink {
+        DataSink::Direct(receiver) => {
+            if receiver.push(message.clone()) != Pushed::Full {
+                c.messages += 1;
+                c.bytes += len;
+            }
+        }
+        DataSink::Sctp { channel, .. } => {
+            if message.data.is_empty() {
+                // str0m 0.25 writes no chunk for an empty message yet advances the stream
+                // sequence number, which would stall an ordered stream: drop it, counted.
+                c.queue.dropped += 1;
+                return;
+            }
+            let Some(t) = transports.get_mut(&c.transport) else {
+                return;
+            };
+            if c.queue.is_empty() && try_write(&mut t.rtc, *channel, message, c.max_buffered) {
+                c.messages += 1;
+                c.bytes += len;
+            } else {
+                if c.queue.push(message.clone()) == Pushed::Full {
+                    tracing::debug!(data_consumer = %c.id, "data consumer full: message dropped");
+                }
+                c.backed_up = true;
+            }
+            dirty.push(c.transport);
         }
     }
 }
