@@ -244,6 +244,12 @@ pub(crate) async fn create(
         sluice_media::ortc::validate_rtp_capabilities(caps)
             .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("rtpCapabilities: {e}")))?;
     }
+    let limits = &instance.config.limits;
+    let display_name = match request.display_name {
+        Some(name) => crate::signaling::display_name(name, limits)?,
+        None => request.id.clone(),
+    };
+    let mut device = crate::signaling::device(request.device.unwrap_or_default(), limits)?;
     let room = instance
         .room_or_create(&room_id)
         .await
@@ -274,14 +280,13 @@ pub(crate) async fn create(
         );
     }
     let peers = room.joined_peer_infos(&request.id);
-    let mut device = request.device.unwrap_or_default();
     device.flag.get_or_insert_with(|| "broadcaster".to_owned());
     room.dispatch(Action::PeerConnected {
         peer_id: request.id.clone(),
     });
     room.dispatch(Action::PeerJoined {
         peer_id: request.id.clone(),
-        display_name: request.display_name.unwrap_or_else(|| request.id.clone()),
+        display_name,
         device,
     });
     tracing::info!(room = %room_id, broadcaster = %request.id, "broadcaster joined");
@@ -579,6 +584,7 @@ pub(crate) async fn produce(
     if room.objects().count_of(&id)[1] >= limits.producers_per_peer {
         return Err(SignalError::limit("producers per peer").into());
     }
+    crate::signaling::producer_rtp_parameters(&request.rtp_parameters, limits)?;
     let app_data = crate::signaling::app_data(request.app_data, limits)?;
     let producer = transport
         .produce(ProducerOptions::new(request.kind, request.rtp_parameters))

@@ -339,6 +339,21 @@ pub struct Limits {
     /// Largest `appData` of a transport, producer or data producer, as serialized JSON (413):
     /// it is kept in the room's state and sent with every consumer of it.
     pub max_app_data_bytes: usize,
+    /// Longest `displayName` (`join`, `changeDisplayName`, a broadcaster's), in UTF-8 bytes
+    /// (413); control characters are refused (400). Every change is relayed to every peer.
+    pub max_display_name_bytes: usize,
+    /// Largest `device` of `join` (or of a broadcaster), as serialized JSON (413): kept in the
+    /// room's state and sent to every peer. mediasoup-demo's is about 100 bytes.
+    pub max_device_bytes: usize,
+    /// Most `encodings` (simulcast streams) of a producer's `rtpParameters` (400); each becomes
+    /// a spatial layer of every consumer. libwebrtc and mediasoup-demo send at most 3.
+    pub max_encodings: usize,
+    /// Largest `parameters` of one codec in a producer's `rtpParameters`, as serialized JSON
+    /// (413): they go to every consumer of the producer. Opus's and H.264's are under 150 bytes.
+    pub max_codec_parameters_bytes: usize,
+    /// Longest `label` and `protocol` of `produceData`, each in UTF-8 bytes (413); control
+    /// characters are refused (400). Both go to every data consumer.
+    pub max_data_label_bytes: usize,
 }
 
 /// Timers of the signaling server.
@@ -824,6 +839,9 @@ impl Config {
             ("limits.transports_per_peer", l.transports_per_peer),
             ("limits.max_message_bytes", l.max_message_bytes),
             ("limits.requests_per_second", l.requests_per_second as usize),
+            ("limits.max_display_name_bytes", l.max_display_name_bytes),
+            ("limits.max_encodings", l.max_encodings),
+            ("limits.max_data_label_bytes", l.max_data_label_bytes),
         ] {
             if v == 0 {
                 return Err(ConfigError::bad(key, "must be at least 1"));

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use sluice_media::ortc::NumSctpStreams;
+use sluice_media::ortc::{NumSctpStreams, RtpParameters, validate_scalability_mode};
 use sluice_media::{
     CloseReason, ConsumerLayers, DataProducer, DataProducerOptions, MediaEvent, ProducerOptions,
     WebRtcTransport, WebRtcTransportOptions,
 };
 use sluice_protocol::{
-    ClientRequest, CreateWebRtcTransportResponse, DispatchActionResponse, ErrorCode, IdResponse,
-    JoinInterest, JoinResponse, ProduceDataRequest,
+    ClientRequest, CreateWebRtcTransportResponse, Device, DispatchActionResponse, ErrorCode,
+    IdResponse, JoinInterest, JoinResponse, ProduceDataRequest,
 };
 
 use crate::actions;
@@ -54,6 +54,94 @@ pub(crate) fn app_data(
     Ok(data)
 }
 
+/// A `displayName` within `limits.max_display_name_bytes` (413) and without control
+/// characters (400): it is kept in the room's state and relayed to every peer.
+pub(crate) fn display_name(
+    name: String,
+    limits: &crate::config::Limits,
+) -> Result<String, SignalError> {
+    short_text("displayName", name, limits.max_display_name_bytes)
+}
+
+/// A `device` within `limits.max_device_bytes` as serialized JSON (413): it is kept in the
+/// room's state and sent to every peer.
+pub(crate) fn device(
+    device: Device,
+    limits: &crate::config::Limits,
+) -> Result<Device, SignalError> {
+    let size = serde_json::to_vec(&device).map_or(usize::MAX, |v| v.len());
+    if size > limits.max_device_bytes {
+        return Err(SignalError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "device of {size} bytes is over the limit of {}",
+                limits.max_device_bytes
+            ),
+        ));
+    }
+    Ok(device)
+}
+
+/// `text` (a name or label the room relays) if it is within `max` UTF-8 bytes (413) and has no
+/// control characters (400).
+fn short_text(field: &str, text: String, max: usize) -> Result<String, SignalError> {
+    if text.len() > max {
+        return Err(SignalError::new(
+            ErrorCode::TooLarge,
+            format!("{field} of {} bytes is over the limit of {max}", text.len()),
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(SignalError::new(
+            ErrorCode::BadRequest,
+            format!("{field} must not contain control characters"),
+        ));
+    }
+    Ok(text)
+}
+
+/// What the server checks of a producer's `rtpParameters` beyond their validity (which the
+/// media layer checks): the number of encodings (400), each encoding's `scalabilityMode` (400)
+/// and the size of each codec's `parameters` (413), all of which reach every consumer.
+pub(crate) fn producer_rtp_parameters(
+    params: &RtpParameters,
+    limits: &crate::config::Limits,
+) -> Result<(), SignalError> {
+    if params.encodings.len() > limits.max_encodings {
+        return Err(SignalError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "rtpParameters.encodings: {} encodings, at most {} are allowed",
+                params.encodings.len(),
+                limits.max_encodings
+            ),
+        ));
+    }
+    for (i, encoding) in params.encodings.iter().enumerate() {
+        if let Some(mode) = &encoding.scalability_mode {
+            validate_scalability_mode(mode).map_err(|reason| {
+                SignalError::new(
+                    ErrorCode::BadRequest,
+                    format!("rtpParameters.encodings[{i}].scalabilityMode: {reason}"),
+                )
+            })?;
+        }
+    }
+    for (i, codec) in params.codecs.iter().enumerate() {
+        let size = serde_json::to_vec(&codec.parameters).map_or(usize::MAX, |v| v.len());
+        if size > limits.max_codec_parameters_bytes {
+            return Err(SignalError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "rtpParameters.codecs[{i}].parameters of {size} bytes is over the limit of {}",
+                    limits.max_codec_parameters_bytes
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `produceData` on `transport` for member `owner` (a peer, or a broadcaster through its REST
 /// API), whose grants the caller checked: the label's rules, the limits, the room's record,
 /// and the server's own labels.
@@ -65,6 +153,9 @@ pub(crate) async fn produce_data(
     req: ProduceDataRequest,
 ) -> Result<DataProducer, SignalError> {
     let limits = &instance.config.limits;
+    let mut req = req;
+    req.label = short_text("label", req.label, limits.max_data_label_bytes)?;
+    req.protocol = short_text("protocol", req.protocol, limits.max_data_label_bytes)?;
     if room.is_game_output(&req.label) {
         // Players receive the game's copies from `peerId: null`; one of theirs on the same
         // label would pass for the server's.
@@ -128,6 +219,14 @@ pub async fn handle(
     request: ClientRequest,
 ) -> Handled {
     if let ClientRequest::Join(join) = request {
+        // Checked before the peer counts as joined, so a refused join can be retried.
+        let limits = &instance.config.limits;
+        let checked = display_name(join.display_name, limits)
+            .and_then(|name| Ok((name, device(join.device, limits)?)));
+        let (name, device) = match checked {
+            Ok(checked) => checked,
+            Err(e) => return (Err(e), None),
+        };
         if !peer.set_joined(join.rtp_capabilities.clone(), join.sctp_capabilities) {
             return (Err(SignalError::conflict("already joined")), None);
         }
@@ -146,8 +245,8 @@ pub async fn handle(
         peers.extend(room.remote_peer_infos(&peer.id));
         room.dispatch(Action::PeerJoined {
             peer_id: peer.id.clone(),
-            display_name: join.display_name,
-            device: join.device,
+            display_name: name,
+            device,
         });
         let interest = (instance.config.interest.mode == crate::config::InterestMode::Proximity)
             .then(|| JoinInterest {
@@ -278,6 +377,7 @@ async fn handle_request(
             if room.objects().count_of(&peer.id)[1] >= limits.producers_per_peer {
                 return Err(SignalError::limit("producers per peer"));
             }
+            producer_rtp_parameters(&req.rtp_parameters, limits)?;
             let app_data = app_data(req.app_data, limits)?;
             let producer = transport
                 .produce(ProducerOptions::new(req.kind, req.rtp_parameters))
@@ -390,6 +490,7 @@ async fn handle_request(
         }
         ClientRequest::ChangeDisplayName(req) => {
             need_joined(peer)?;
+            let display_name = display_name(req.display_name, limits)?;
             let old = room
                 .store
                 .read(|s| s.peers.get(&peer.id).map(|p| p.display_name.clone()))
@@ -397,7 +498,7 @@ async fn handle_request(
                 .unwrap_or_default();
             room.dispatch(Action::DisplayNameChanged {
                 peer_id: peer.id.clone(),
-                display_name: req.display_name,
+                display_name,
                 old_display_name: old,
             });
             Ok(json!({}))

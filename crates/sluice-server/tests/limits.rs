@@ -272,3 +272,162 @@ async fn the_label_registry_refuses_unregistered_labels_and_keeps_server_only_la
     let _ = json!({});
     server.stop().await;
 }
+
+/// The protoo error code and reason of a refused request.
+fn refusal(r: Result<serde_json::Value, SignalingError>) -> (u16, String) {
+    match r {
+        Err(SignalingError::Request { code, reason }) => (code, reason),
+        other => panic!("expected an error response, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_display_name_or_device_is_refused_with_413_and_a_refused_join_can_be_retried()
+{
+    let server = TestServer::start(|_| {}).await;
+    let p = server.signaling("r", "p").await;
+    let join = |name: String, device: serde_json::Value| {
+        p.request_raw("join", json!({"displayName": name, "device": device}))
+    };
+    let (code, reason) = refusal(join("a".repeat(257), json!({})).await);
+    assert_eq!(code, 413);
+    assert_eq!(reason, "displayName of 257 bytes is over the limit of 256");
+    let (code, reason) = refusal(join("bell\u{7}".into(), json!({})).await);
+    assert_eq!(code, 400);
+    assert_eq!(reason, "displayName must not contain control characters");
+    // {"name":"…"} is 11 bytes of JSON around the string.
+    let (code, reason) = refusal(join("Alice".into(), json!({"name": "x".repeat(1014)})).await);
+    assert_eq!(code, 413);
+    assert_eq!(reason, "device of 1025 bytes is over the limit of 1024");
+    join("a".repeat(256), json!({"name": "x".repeat(1013)}))
+        .await
+        .unwrap();
+    let (code, reason) = refusal(
+        p.request_raw("changeDisplayName", json!({"displayName": "é".repeat(129)}))
+            .await,
+    );
+    assert_eq!(code, 413);
+    assert_eq!(reason, "displayName of 258 bytes is over the limit of 256");
+    p.request_raw("changeDisplayName", json!({"displayName": "Alice"}))
+        .await
+        .unwrap();
+    let (_, body) = server
+        .get("/api/rooms/r", Some(&server.admin_token()))
+        .await;
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["peers"]["p"]["displayName"], "Alice", "{state}");
+    server.stop().await;
+}
+
+/// A VP8 producer's `rtpParameters` with these encodings and VP8 parameters.
+fn vp8(encodings: serde_json::Value, parameters: serde_json::Value) -> serde_json::Value {
+    json!({
+        "codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000,
+                    "parameters": parameters}],
+        "encodings": encodings,
+        "rtcp": {"cname": "test"}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_encodings_a_bad_scalability_mode_or_oversize_codec_parameters_are_refused() {
+    let server = TestServer::start(|_| {}).await;
+    let p = server.signaling("r", "p").await;
+    let t = transport_raw(&p, true, json!({})).await;
+    join_raw(&p, "p").await;
+    let produce = |rtp: serde_json::Value| {
+        p.request_raw(
+            "produce",
+            json!({"transportId": t["id"], "kind": "video", "rtpParameters": rtp}),
+        )
+    };
+    let five: Vec<_> = (0..5).map(|i| json!({"rid": format!("r{i}")})).collect();
+    let (code, reason) = refusal(produce(vp8(json!(five), json!({}))).await);
+    assert_eq!(code, 400);
+    assert_eq!(
+        reason,
+        "rtpParameters.encodings: 5 encodings, at most 4 are allowed"
+    );
+    let (code, reason) = refusal(
+        produce(vp8(
+            json!([{"ssrc": 1111, "scalabilityMode": "L99T99"}]),
+            json!({}),
+        ))
+        .await,
+    );
+    assert_eq!(code, 400);
+    assert_eq!(
+        reason,
+        "rtpParameters.encodings[0].scalabilityMode: \"L99T99\" has 99 spatial and 99 temporal \
+         layers; at most 3 and 4 are supported"
+    );
+    let (code, reason) = refusal(
+        produce(vp8(
+            json!([{"ssrc": 1111, "scalabilityMode": "L1T3junk"}]),
+            json!({}),
+        ))
+        .await,
+    );
+    assert_eq!(code, 400);
+    assert_eq!(
+        reason,
+        "rtpParameters.encodings[0].scalabilityMode: \"L1T3junk\" is not a scalability mode like \
+         L1T3, L3T3_KEY or S2T1h"
+    );
+    let parameters: serde_json::Map<_, _> = (0..100)
+        .map(|i| (format!("key{i:03}"), json!("value")))
+        .collect();
+    let size = serde_json::to_vec(&parameters).unwrap().len();
+    let (code, reason) = refusal(
+        produce(vp8(
+            json!([{"ssrc": 1111}]),
+            serde_json::Value::Object(parameters),
+        ))
+        .await,
+    );
+    assert_eq!(code, 413);
+    assert_eq!(
+        reason,
+        format!("rtpParameters.codecs[0].parameters of {size} bytes is over the limit of 1024")
+    );
+    // Within every limit, the same producer is created.
+    let three: Vec<_> = (0..3)
+        .map(|i| json!({"rid": format!("r{i}"), "scalabilityMode": "L1T3"}))
+        .collect();
+    produce(vp8(json!(three), json!({"x-google-start-bitrate": 1000})))
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_data_label_or_protocol_or_one_with_control_characters_is_refused() {
+    let server = TestServer::start(|_| {}).await;
+    let p = server.signaling("r", "p").await;
+    let t = transport_raw(&p, true, json!({})).await;
+    join_raw(&p, "p").await;
+    let produce_data = |label: String, protocol: String| {
+        p.request_raw(
+            "produceData",
+            json!({
+                "transportId": t["id"],
+                "sctpStreamParameters": {"streamId": 1, "ordered": true},
+                "label": label, "protocol": protocol
+            }),
+        )
+    };
+    let (code, reason) = refusal(produce_data("a".repeat(1025), String::new()).await);
+    assert_eq!(code, 413);
+    assert_eq!(reason, "label of 1025 bytes is over the limit of 1024");
+    let (code, reason) = refusal(produce_data("chat".into(), "p".repeat(200_000)).await);
+    assert_eq!(code, 413);
+    assert_eq!(reason, "protocol of 200000 bytes is over the limit of 1024");
+    let (code, reason) = refusal(produce_data("chat\n".into(), String::new()).await);
+    assert_eq!(code, 400);
+    assert_eq!(reason, "label must not contain control characters");
+    let (code, reason) = refusal(produce_data("chat".into(), "json\u{0}".into()).await);
+    assert_eq!(code, 400);
+    assert_eq!(reason, "protocol must not contain control characters");
+    produce_data("a".repeat(1024), "json".into()).await.unwrap();
+    server.stop().await;
+}
