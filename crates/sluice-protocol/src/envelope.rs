@@ -107,7 +107,19 @@ impl Message {
 
     /// Parses one text frame. Never panics; every defect is a [`DecodeError`].
     pub fn parse(text: &str) -> Result<Message, DecodeError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| DecodeError::not_json(&e))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            // serde_json's words for a lone surrogate ("unexpected end of hex escape") do not say
+            // what is wrong; browsers' JSON.stringify writes one for a string cut inside a pair.
+            match scan::lone_surrogate(text) {
+                Some((offset, unit)) if offset < error_offset(text, &e) => {
+                    let (line, column) = line_column(text, offset);
+                    DecodeError::NotJson(format!(
+                        "lone surrogate \\u{unit:04x} in a string at line {line} column {column} (half of a UTF-16 pair)"
+                    ))
+                }
+                _ => DecodeError::not_json(&e),
+            }
+        })?;
         Message::from_value(value)
     }
 
@@ -341,6 +353,29 @@ fn take_data(obj: &mut Map<String, Value>) -> Value {
     or_empty(obj.remove("data").unwrap_or(Value::Null))
 }
 
+/// The byte offset where serde_json stopped (its line is 1-based, its column counts bytes).
+fn error_offset(text: &str, e: &serde_json::Error) -> usize {
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(e.line().saturating_sub(1))
+        .map(str::len)
+        .sum();
+    line_start + e.column()
+}
+
+/// 1-based line and column (in bytes) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = offset
+        - before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
+    (line, column)
+}
+
 /// The tolerant scan behind [`Message::recover_request_id`] for frames serde_json refuses.
 mod scan {
     use super::MAX_REQUEST_ID;
@@ -392,6 +427,44 @@ mod scan {
             }
         }
         if request { id.flatten() } else { None }
+    }
+
+    /// The byte offset and code unit of the first `\\uXXXX` escape in a string that is half of
+    /// a UTF-16 surrogate pair without its other half.
+    pub(super) fn lone_surrogate(text: &str) -> Option<(usize, u16)> {
+        let bytes = text.as_bytes();
+        let unit_at = |i: usize| -> Option<u16> {
+            if bytes.get(i) != Some(&b'\\') || bytes.get(i + 1) != Some(&b'u') {
+                return None;
+            }
+            let hex = std::str::from_utf8(bytes.get(i + 2..i + 6)?).ok()?;
+            u16::from_str_radix(hex, 16).ok()
+        };
+        let mut in_string = false;
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            match b {
+                b'"' => in_string = !in_string,
+                b'\\' if in_string => {
+                    match unit_at(i) {
+                        Some(high @ 0xd800..=0xdbff) => {
+                            if matches!(unit_at(i + 6), Some(0xdc00..=0xdfff)) {
+                                i += 12;
+                                continue;
+                            }
+                            return Some((i, high));
+                        }
+                        Some(low @ 0xdc00..=0xdfff) => return Some((i, low)),
+                        _ => {}
+                    }
+                    // Steps over the escaped byte (`\\"` does not end the string).
+                    i += 1;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        None
     }
 
     /// A JSON number token as a request id.

@@ -398,6 +398,32 @@ fn request_id_is_recovered_from_a_request_serde_json_cannot_parse() {
 }
 
 #[test]
+fn a_lone_surrogate_escape_is_named_in_the_error() {
+    let text = r#"{"request":true,"id":3,"method":"join","data":{"displayName":"ab\ud800"}}"#;
+    let err = Message::parse(text).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "not JSON: lone surrogate \\ud800 in a string at line 1 column 65 (half of a UTF-16 pair)"
+    );
+    assert_eq!(err.error_code(), ErrorCode::BadRequest);
+    // A whole pair is fine, an escaped backslash before "ud800" is no escape, and a lone trailing
+    // half is named too.
+    assert!(
+        Message::parse(r#"{"notification":true,"method":"m","data":{"s":"\ud83d\ude00"}}"#).is_ok()
+    );
+    assert!(Message::parse(r#"{"notification":true,"method":"m","data":{"s":"\\ud800"}}"#).is_ok());
+    let err = Message::parse(r#"{"s":"\udc00"}"#).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("not JSON: lone surrogate \\udc00"),
+        "{err}"
+    );
+    // Another defect before it is reported as serde_json words it.
+    let err = Message::parse(r#"{"x":NaN,"s":"\ud800"}"#).unwrap_err();
+    assert!(!err.to_string().contains("surrogate"), "{err}");
+}
+
+#[test]
 fn message_implements_serde_both_ways() {
     let m = Message::error(3, ErrorCode::Conflict, "already joined");
     let v = serde_json::to_value(&m).unwrap();
