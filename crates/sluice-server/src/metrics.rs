@@ -8,6 +8,7 @@
 //! | `sluice_rooms`, `sluice_peers`, `sluice_transports`, `sluice_producers`, `sluice_consumers`, `sluice_data_producers`, `sluice_data_consumers` | gauge | — |
 //! | `sluice_ws_connections_total` | counter | — |
 //! | `sluice_requests_total` | counter | `method`, `result` |
+//! | `sluice_ws_dropped_frames_total` | counter | `reason` ([`DroppedFrame`]: `rate_limited`, `not_json`, `invalid_message`, `binary`, `unmatched_response`, `notification`) |
 //! | `sluice_request_duration_seconds` | histogram | `method` |
 //! | `sluice_peer_connect_duration_seconds` | histogram | — |
 //! | `sluice_upgrade_refusals_total` | counter | `status` |
@@ -112,6 +113,37 @@ pub struct ClusterMetrics {
     /// Events on the cluster's channel ignored, by reason: `signature` (none or a bad one),
     /// `replayed` (delivered before), `stale` (sent too long ago).
     pub events_ignored: Family<ReasonLabels, Counter>,
+}
+
+/// Why a signaling frame was dropped rather than handled (`sluice_ws_dropped_frames_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DroppedFrame {
+    /// Refused by the peer's request limiter (`limits.requests_per_second`); a request among
+    /// them is answered 429 and also counted in `sluice_requests_total`.
+    RateLimited,
+    /// Not JSON the server reads (a request whose id is still readable is answered 400).
+    NotJson,
+    /// JSON, but not a valid protoo message (answered 400 when it is a request with a valid id).
+    InvalidMessage,
+    /// A binary frame (protoo is text).
+    Binary,
+    /// A response to no request the server is waiting on (unknown id, or answered too late).
+    UnmatchedResponse,
+    /// A notification from the client (the server handles none).
+    Notification,
+}
+
+impl DroppedFrame {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DroppedFrame::RateLimited => "rate_limited",
+            DroppedFrame::NotJson => "not_json",
+            DroppedFrame::InvalidMessage => "invalid_message",
+            DroppedFrame::Binary => "binary",
+            DroppedFrame::UnmatchedResponse => "unmatched_response",
+            DroppedFrame::Notification => "notification",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -367,6 +399,7 @@ pub struct Metrics {
     registry: Registry,
     pub connections: Counter,
     requests: Family<RequestLabels, Counter>,
+    dropped_frames: Family<ReasonLabels, Counter>,
     request_duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
     peer_connect: Histogram,
     refusals: Family<StatusLabels, Counter>,
@@ -420,6 +453,12 @@ impl Metrics {
             "requests",
             "Signaling requests by method (unknown for a name the protocol does not have) and result (ok or the error name)",
             requests.clone(),
+        );
+        let dropped_frames = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "ws_dropped_frames",
+            "Signaling frames dropped rather than handled, by reason: rate_limited, not_json, invalid_message, binary, unmatched_response, notification",
+            dropped_frames.clone(),
         );
         let request_duration: Family<MethodLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(request_duration_histogram);
@@ -494,6 +533,7 @@ impl Metrics {
             registry,
             connections,
             requests,
+            dropped_frames,
             request_duration,
             peer_connect,
             refusals,
@@ -512,6 +552,15 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 method: method_label(method),
                 result,
+            })
+            .inc();
+    }
+
+    /// Counts one signaling frame dropped rather than handled.
+    pub fn dropped_frame(&self, reason: DroppedFrame) {
+        self.dropped_frames
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
             })
             .inc();
     }

@@ -3,7 +3,7 @@
 //! `session.rs`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,8 +17,16 @@ use crate::auth::Grants;
 use crate::error::SignalError;
 use crate::rate::TokenBucket;
 
-/// Frames waiting to be written to one peer; a peer that lets this fill up is closed.
+/// Frames waiting to be written to one peer; a peer that lets this fill up is closed with
+/// [`CLOSE_TOO_SLOW`].
 const OUTBOUND_CAPACITY: usize = 4096;
+
+/// Bytes of frames waiting to be written to one peer; a peer that lets this fill up is closed
+/// with [`CLOSE_TOO_SLOW`] too. Without it, 4096 frames of up to `limits.max_message_bytes`
+/// (256 KiB) could pin a gigabyte for a peer that stops reading. 8 MiB holds seconds of a busy
+/// room's notifications for a reader that is merely slow. A single frame larger than this is
+/// still queued when nothing else is.
+const OUTBOUND_MAX_BYTES: usize = 8 << 20;
 
 /// Close codes of our own (4000–4999 are the application's).
 pub const CLOSE_REPLACED: u16 = 4000;
@@ -38,12 +46,11 @@ pub const CLOSE_POLICY: u16 = 1008;
 /// RFC 6455: invalid frame payload data (a text frame that is not UTF-8).
 pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 
+/// A frame for the session's writer. Closing is not queued behind frames: the writer watches
+/// the peer's close request ([`Peer::close`]) and its session's stop signal itself, so a close
+/// code reaches the client even when the queue is full.
 pub(crate) enum Outbound {
     Text(String),
-    /// Close with this code: our close frame, then the handshake.
-    Close(u16, String),
-    /// The client closed: flush the close frame that answers it, then end the connection.
-    Finish,
 }
 
 /// A connected peer.
@@ -51,6 +58,8 @@ pub struct Peer {
     pub id: String,
     pub grants: Grants,
     pub(crate) out: mpsc::Sender<Outbound>,
+    /// Bytes of the frames in `out` (the writer subtracts what it takes).
+    pub(crate) out_bytes: Arc<AtomicUsize>,
     pub(crate) pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     joined: AtomicBool,
     /// When the WebSocket connection was accepted.
@@ -75,6 +84,7 @@ pub struct Peer {
 /// The receiving ends of a new peer's queues, for the session that drives it.
 pub(crate) struct PeerChannels {
     pub out_rx: mpsc::Receiver<Outbound>,
+    pub out_bytes: Arc<AtomicUsize>,
     pub events_rx: mpsc::UnboundedReceiver<MediaEvent>,
     pub closing_rx: watch::Receiver<Option<(u16, String)>>,
 }
@@ -92,10 +102,12 @@ impl Peer {
         let (events, events_rx) = mpsc::unbounded_channel();
         let (closing, closing_rx) = watch::channel(None);
         let (left, _) = watch::channel(false);
+        let out_bytes = Arc::new(AtomicUsize::new(0));
         let peer = Arc::new(Peer {
             id,
             grants,
             out,
+            out_bytes: out_bytes.clone(),
             pending: Mutex::new(HashMap::new()),
             joined: AtomicBool::new(false),
             connected_at: Instant::now(),
@@ -113,6 +125,7 @@ impl Peer {
             peer,
             PeerChannels {
                 out_rx,
+                out_bytes,
                 events_rx,
                 closing_rx,
             },
@@ -154,19 +167,42 @@ impl Peer {
         self.sctp.store(true, Ordering::SeqCst);
     }
 
-    fn send(&self, frame: Outbound) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(frame) {
-            tracing::warn!(peer = %self.id, "peer does not read its socket; closing it");
-            self.close(CLOSE_TOO_SLOW, "too slow");
+    /// Queues a frame, or closes the peer with [`CLOSE_TOO_SLOW`] when its queue is over
+    /// [`OUTBOUND_CAPACITY`] frames or [`OUTBOUND_MAX_BYTES`] bytes (the frame is dropped).
+    fn send(&self, text: String) {
+        let len = text.len();
+        let queued = self.out_bytes.fetch_add(len, Ordering::SeqCst) + len;
+        if queued > OUTBOUND_MAX_BYTES && queued > len {
+            self.out_bytes.fetch_sub(len, Ordering::SeqCst);
+            self.too_slow(format!("too slow: over {OUTBOUND_MAX_BYTES} bytes queued"));
+            return;
+        }
+        match self.out.try_send(Outbound::Text(text)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.out_bytes.fetch_sub(len, Ordering::SeqCst);
+                self.too_slow(format!("too slow: over {OUTBOUND_CAPACITY} frames queued"));
+            }
+            // The writer is gone: the connection is closing.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.out_bytes.fetch_sub(len, Ordering::SeqCst);
+            }
         }
     }
 
+    fn too_slow(&self, reason: String) {
+        if self.closing.borrow().is_none() {
+            tracing::warn!(peer = %self.id, %reason, "peer does not read its socket; closing it");
+        }
+        self.close(CLOSE_TOO_SLOW, &reason);
+    }
+
     pub fn notify(&self, notification: &ServerNotification) {
-        self.send(Outbound::Text(notification.to_message().to_json()));
+        self.send(notification.to_message().to_json());
     }
 
     pub(crate) fn respond(&self, message: Message) {
-        self.send(Outbound::Text(message.to_json()));
+        self.send(message.to_json());
     }
 
     /// Sends a server→client request and waits (up to `timeout`) for its answer.
@@ -194,7 +230,7 @@ impl Peer {
             pending.insert(id, tx);
             id
         };
-        self.send(Outbound::Text(request.to_message(id).to_json()));
+        self.send(request.to_message(id).to_json());
         Ok(PendingRequest {
             peer: self,
             id,

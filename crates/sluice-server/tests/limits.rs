@@ -153,6 +153,43 @@ async fn a_request_flood_gets_429_then_the_socket_is_closed_with_1008() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_malformed_frames_is_limited_like_requests_and_closed_with_1008() {
+    let server = TestServer::start(|c| c.limits.requests_per_second = 5).await;
+    let client = server.signaling("r", "p").await;
+    // A readable id with a bad envelope, a frame padded to 200 KB, and one that is not JSON:
+    // each takes a token of the limiter (5/s, bursts of 10); more than twice the burst refused
+    // in a row closes the connection. 300 frames are more than 10 + 20 + what 5/s refills in
+    // any time the sends can take before the close.
+    let padded = format!(
+        r#"{{"request":true,"id":2,"method":"noSuchMethod","data":{{}},"pad":"{}"}}"#,
+        " ".repeat(200_000)
+    );
+    for i in 0..300 {
+        let frame = match i % 3 {
+            0 => r#"{"request":true,"id":1}"#.to_owned(),
+            1 => padded.clone(),
+            _ => "{not json".to_owned(),
+        };
+        if client.send_raw(frame).is_err() {
+            break;
+        }
+    }
+    let closed = client
+        .wait_for(Duration::from_secs(10), |i| {
+            matches!(i, Incoming::Closed { .. })
+        })
+        .await;
+    assert_eq!(
+        closed,
+        Some(Incoming::Closed {
+            code: Some(1008),
+            reason: "request flood".to_owned()
+        })
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_answering_heartbeats_is_removed() {
     let server = TestServer::start(|c| {
         c.signaling.ping_interval_secs = 1;

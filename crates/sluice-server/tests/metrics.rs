@@ -29,6 +29,42 @@ async fn unknown_methods_are_counted_under_one_label_value_whatever_their_names(
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_the_server_drops_are_counted_by_reason() {
+    let server = TestServer::start(|_| {}).await;
+    let client = server.signaling("r", "p").await;
+    client.send_raw("{not json".into()).unwrap();
+    client
+        .send_raw(r#"{"request":true,"id":1,"data":{"x":NaN}}"#.into())
+        .unwrap();
+    client
+        .send_raw(r#"{"request":true,"id":2}"#.into())
+        .unwrap();
+    client.send_raw("[1,2,3]".into()).unwrap();
+    client
+        .send_raw(r#"{"response":true,"id":424242,"ok":true,"data":{}}"#.into())
+        .unwrap();
+    client
+        .send_raw(r#"{"notification":true,"method":"hello","data":{}}"#.into())
+        .unwrap();
+    let expected = [
+        r#"sluice_ws_dropped_frames_total{reason="not_json"} 2"#,
+        r#"sluice_ws_dropped_frames_total{reason="invalid_message"} 2"#,
+        r#"sluice_ws_dropped_frames_total{reason="unmatched_response"} 1"#,
+        r#"sluice_ws_dropped_frames_total{reason="notification"} 1"#,
+    ];
+    let body = metrics_when(&server, |b| {
+        expected.iter().all(|line| b.lines().any(|l| l == *line))
+    })
+    .await;
+    assert!(
+        body.contains("# TYPE sluice_ws_dropped_frames_total counter"),
+        "{body}"
+    );
+    assert!(!body.contains(r#"reason="rate_limited""#), "{body}");
+    server.stop().await;
+}
+
 /// `/metrics` once `ready` holds for it (a deadline only turns a hang into a failure).
 async fn metrics_when(server: &TestServer, ready: impl Fn(&str) -> bool) -> String {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
