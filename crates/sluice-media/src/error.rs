@@ -66,6 +66,8 @@ pub enum MediaError {
     Numbering(String),
     #[error("transport {0} is already connected")]
     AlreadyConnected(String),
+    #[error("invalid remote: {0}")]
+    InvalidRemote(String),
     #[error("SCTP is not enabled on transport {0}")]
     SctpDisabled(String),
     #[error("no candidate: {0}")]

@@ -87,6 +87,15 @@ async fn rtp_sent_to_a_comedia_plain_transport_reaches_webrtc_consumers_intact()
         .unwrap();
     assert_eq!(plain.ip(), worker.local_addr().ip());
     assert!(plain.rtcp_port().is_some_and(|p| p != plain.port()));
+    // It learns its remote: an ip and port given to connect are refused, saying so.
+    let err = plain
+        .connect("127.0.0.1:9".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, MediaError::InvalidRemote(why) if why.contains("is comedia")),
+        "{err}"
+    );
     let video = plain
         .produce(ProducerOptions::new(
             MediaKind::Video,
@@ -227,6 +236,21 @@ async fn a_connected_plain_transport_takes_rtp_only_from_its_remote_and_needs_ss
 
     let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Nowhere to send to: refused, and the transport stays unconnected.
+    for nowhere in [
+        "0.0.0.0:9",
+        "255.255.255.255:9",
+        "224.0.0.1:9",
+        "127.0.0.1:0",
+        "[::]:9",
+        "[ff02::1]:9",
+    ] {
+        let err = plain.connect(nowhere.parse().unwrap()).await.unwrap_err();
+        assert!(
+            matches!(err, MediaError::InvalidRemote(_)),
+            "{nowhere}: {err}"
+        );
+    }
     plain.connect(sender.local_addr().unwrap()).await.unwrap();
     assert!(matches!(
         plain.connect(sender.local_addr().unwrap()).await,

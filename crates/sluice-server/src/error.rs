@@ -52,6 +52,7 @@ impl From<MediaError> for SignalError {
             | MediaError::InvalidRtpParameters(_)
             | MediaError::InvalidSctpParameters(_)
             | MediaError::InvalidSrtpParameters(_)
+            | MediaError::InvalidRemote(_)
             | MediaError::InvalidMediaCodecs(_) => ErrorCode::BadRequest,
             MediaError::CannotConsume(_)
             | MediaError::Numbering(_)

@@ -240,6 +240,26 @@ async fn bad_broadcaster_requests_get_clear_errors_and_change_nothing() {
     )
     .await;
     assert_eq!(status, 422, "{body}");
+    // Nowhere to send to: no unicast address, or port 0.
+    for (ip, port) in [
+        ("255.255.255.255", 9),
+        ("0.0.0.0", 9),
+        ("224.0.0.1", 9),
+        ("127.0.0.1", 0),
+    ] {
+        let (status, body) = post(
+            &server,
+            &format!(
+                "/rooms/r/broadcasters/bcast/transports/{}/connect",
+                transport["id"].as_str().unwrap()
+            ),
+            &token,
+            json!({"ip": ip, "port": port}),
+        )
+        .await;
+        assert_eq!(status, 400, "{ip}:{port}: {body}");
+        assert!(body.to_string().contains("invalid remote"), "{body}");
+    }
     let path = format!(
         "/rooms/r/broadcasters/bcast/transports/{}/producers",
         transport["id"].as_str().unwrap()

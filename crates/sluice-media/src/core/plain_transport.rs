@@ -202,6 +202,24 @@ fn pli(media_ssrc: u32) -> Vec<u8> {
     p
 }
 
+/// A remote a plain transport can send to: a unicast address and a port (datagrams to an
+/// unspecified, broadcast or multicast address, or to port 0, could only fail or spray).
+fn check_remote(remote: SocketAddr) -> Result<(), MediaError> {
+    let ip = remote.ip();
+    let unusable = ip.is_unspecified()
+        || ip.is_multicast()
+        || matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    if unusable {
+        return Err(MediaError::InvalidRemote(format!(
+            "{ip} is not a unicast address"
+        )));
+    }
+    if remote.port() == 0 {
+        return Err(MediaError::InvalidRemote("port 0".into()));
+    }
+    Ok(())
+}
+
 /// An SRTP packet of a declared SSRC, authenticated and decrypted with the remote's key;
 /// `None` without a key yet, for an unknown SSRC or a packet that does not authenticate.
 fn unprotect(srtp: &PlainSrtp, rx_ssrc: &HashMap<u32, RxStream>, data: &[u8]) -> Option<Vec<u8>> {
@@ -313,16 +331,18 @@ impl Core {
         }
         match (&connect.remote, p.comedia) {
             (Some(_), true) => {
-                return Err(MediaError::AlreadyConnected(format!(
-                    "{id}: a comedia transport learns its remote from the first packet"
+                return Err(MediaError::InvalidRemote(format!(
+                    "transport {id} is comedia: it learns its remote from the first packet it \
+                     receives, so connect takes no ip and port"
                 )));
             }
             (None, false) => {
-                return Err(MediaError::InvalidRtpParameters(
+                return Err(MediaError::InvalidRemote(
                     "connect needs the remote's ip and port".into(),
                 ));
             }
-            _ => {}
+            (Some(remote), false) => check_remote(*remote)?,
+            (None, true) => {}
         }
         let receiver = match (&p.srtp, &connect.srtp_parameters) {
             (None, None) => None,
