@@ -506,6 +506,15 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
+    /// A connection that has not sent a request's whole header by then is closed (slowloris),
+    /// as is a keep-alive connection idle that long. An upgraded WebSocket is past its header
+    /// and is not affected.
+    pub header_read_timeout_ms: u64,
+    /// HTTP connections open at once, WebSockets included; one more is closed at once.
+    pub max_connections: usize,
+    /// HTTP connections open at once from one IP address, WebSockets included; one more from
+    /// that address is closed at once. Players behind one NAT share an address.
+    pub max_connections_per_ip: usize,
 }
 
 /// Settings of every router (room).
@@ -842,6 +851,15 @@ impl Config {
             ("limits.max_display_name_bytes", l.max_display_name_bytes),
             ("limits.max_encodings", l.max_encodings),
             ("limits.max_data_label_bytes", l.max_data_label_bytes),
+            (
+                "http.header_read_timeout_ms",
+                self.http.header_read_timeout_ms as usize,
+            ),
+            ("http.max_connections", self.http.max_connections),
+            (
+                "http.max_connections_per_ip",
+                self.http.max_connections_per_ip,
+            ),
         ] {
             if v == 0 {
                 return Err(ConfigError::bad(key, "must be at least 1"));

@@ -4,7 +4,8 @@
 //! - [`instance`]: workers, rooms (a router each on the least-loaded worker), drain and shutdown.
 //! - [`ws`], [`peer`], [`signaling`]: the protoo WebSocket, one peer's connection, the methods.
 //! - [`room`], [`store`]: a room's objects and its action/state store.
-//! - [`http`], [`admin`], [`metrics`]: the HTTP endpoints.
+//! - [`http`], [`admin`], [`metrics`]: the HTTP endpoints; `connections`: the accept loop, its
+//!   connection caps and header-read timeout.
 //! - [`recording`]: recordings of rooms to files through ffmpeg (docs/recording.md).
 
 pub mod actions;
@@ -13,6 +14,7 @@ pub mod auth;
 mod broadcaster;
 pub mod cluster;
 pub mod config;
+mod connections;
 pub mod error;
 pub mod game;
 pub mod http;
@@ -187,20 +189,19 @@ impl Server {
         let app = http::router(self.instance.clone());
         let instance = self.instance.clone();
         let grace = std::time::Duration::from_secs(self.config.signaling.shutdown_grace_secs);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Out of the cluster's directory first: no new peer is placed here.
-                if let Some(cluster) = instance.cluster() {
-                    cluster.unregister().await;
-                }
-                instance.drain(grace).await;
-                if let Some(cluster) = instance.cluster() {
-                    cluster.forget_self().await;
-                }
-            })
-            .await
-            .map_err(ServerError::Serve)
+        connections::serve(self.listener, app, &self.config.http, async move {
+            shutdown.await;
+            // Out of the cluster's directory first: no new peer is placed here.
+            if let Some(cluster) = instance.cluster() {
+                cluster.unregister().await;
+            }
+            instance.drain(grace).await;
+            if let Some(cluster) = instance.cluster() {
+                cluster.forget_self().await;
+            }
+        })
+        .await
+        .map_err(ServerError::Serve)
     }
 }
 

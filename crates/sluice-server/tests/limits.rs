@@ -468,3 +468,130 @@ async fn an_oversize_data_label_or_protocol_or_one_with_control_characters_is_re
     produce_data("a".repeat(1024), "json".into()).await.unwrap();
     server.stop().await;
 }
+
+/// A TCP connection to `server` from the loopback address `from` (any of 127.0.0.0/8), which
+/// has sent the start of a request and not the blank line that ends its header.
+async fn half_open(server: &TestServer, from: [u8; 4]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+/// Waits (at most 10 s) until the server closes `stream`: end of stream or a reset.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// `GET /health` from the loopback address `from`; its HTTP status.
+async fn health_from(server: &TestServer, from: [u8; 4]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_per_address_and_total_caps_are_closed_and_the_others_served() {
+    // A header timeout far beyond the test's waits: every close seen here is a cap's.
+    let server = TestServer::start(|c| {
+        c.http.header_read_timeout_ms = 600_000;
+        c.http.max_connections_per_ip = 4;
+        c.http.max_connections = 7;
+    })
+    .await;
+    // An established WebSocket; `ws_url` dials the server's address, so it comes from
+    // 127.0.0.1 and holds one of that address's four places.
+    let ws = sluice_client::SignalingClient::connect(&server.url("r", "p"))
+        .await
+        .unwrap();
+    // The listener accepts in connection order: the next three of 127.0.0.1 hold its places.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(half_open(&server, [127, 0, 0, 1]).await);
+    }
+    let mut over = Vec::new();
+    for _ in 0..6 {
+        over.push(half_open(&server, [127, 0, 0, 1]).await);
+    }
+    for stream in &mut over {
+        assert!(closed_by_server(stream).await, "over the address's cap");
+    }
+    // Another address is served; the WebSocket still answers.
+    assert_eq!(health_from(&server, [127, 0, 0, 2]).await, 200);
+    ws.request_raw("getRouterRtpCapabilities", json!({}))
+        .await
+        .unwrap();
+    // The WebSocket, the 3 held and 3 more from a third address fill the total of 7; an eighth
+    // from a fourth address is closed.
+    let mut third = Vec::new();
+    for _ in 0..3 {
+        third.push(half_open(&server, [127, 0, 0, 3]).await);
+    }
+    let mut eighth = half_open(&server, [127, 0, 0, 4]).await;
+    assert!(closed_by_server(&mut eighth).await, "over the total cap");
+    // Once those close, a new connection is served again.
+    third.clear();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while health_from(&server, [127, 0, 0, 4]).await != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    drop(held);
+    ws.request_raw("getRouterRtpCapabilities", json!({}))
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_header_not_finished_in_time_is_closed_and_an_open_websocket_is_not() {
+    let server = TestServer::start(|c| c.http.header_read_timeout_ms = 300).await;
+    let p = server.session("r", "p").await;
+    let mut slow = half_open(&server, [127, 0, 0, 1]).await;
+    let mut silent = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    assert!(closed_by_server(&mut slow).await, "a trickled header");
+    assert!(
+        closed_by_server(&mut silent).await,
+        "a connection that sends nothing"
+    );
+    // The WebSocket opened before them has outlived the header timeout and still works.
+    p.request_raw("getRouterRtpCapabilities", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(health_from(&server, [127, 0, 0, 1]).await, 200);
+    server.stop().await;
+}
