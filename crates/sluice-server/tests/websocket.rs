@@ -205,9 +205,14 @@ async fn a_peer_that_stops_reading_is_closed_with_4002_once_8_mib_are_queued_and
     let mut slow = raw_socket(&server, "r", "slow").await;
     let join = r#"{"request":true,"id":1,"method":"join","data":{"displayName":"slow"}}"#;
     slow.send(Message::Text(join.into())).await.unwrap();
-    let room = server.instance.room("r").await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !room.peer("slow").is_some_and(|p| p.is_joined()) {
+    // The room exists once the join is handled, not when the socket is upgraded.
+    let room = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(room) = server.instance.room("r").await
+                && room.peer("slow").is_some_and(|p| p.is_joined())
+            {
+                break room;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
