@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::HttpConfig;
+use crate::metrics::Metrics;
 
 /// Connections open at once, in all and per address, against their caps.
 #[derive(Clone)]
@@ -53,20 +54,42 @@ impl Gate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A place for a connection from `ip`, or `None` when a cap is reached.
-    fn admit(&self, ip: IpAddr) -> Option<Slot> {
+    /// A place for a connection from `ip`, or the cap that refuses it (the total first).
+    fn admit(&self, ip: IpAddr) -> Result<Slot, Cap> {
         let ip = ip.to_canonical();
         let mut open = self.lock();
         let of_ip = open.per_ip.get(&ip).copied().unwrap_or(0);
-        if open.total >= self.max_total || of_ip >= self.max_per_ip {
-            return None;
+        if open.total >= self.max_total {
+            return Err(Cap::Total);
+        }
+        if of_ip >= self.max_per_ip {
+            return Err(Cap::PerIp);
         }
         open.total += 1;
         open.per_ip.insert(ip, of_ip + 1);
-        Some(Slot {
+        Ok(Slot {
             gate: self.clone(),
             ip,
         })
+    }
+}
+
+/// The cap a refused connection hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cap {
+    /// `http.max_connections`.
+    Total,
+    /// `http.max_connections_per_ip`.
+    PerIp,
+}
+
+impl Cap {
+    /// The `reason` label of `sluice_http_connections_refused_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Cap::Total => "total",
+            Cap::PerIp => "per_ip",
+        }
     }
 }
 
@@ -143,6 +166,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     http: &HttpConfig,
+    metrics: &Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let gate = Gate::new(http);
@@ -163,10 +187,14 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(slot) = gate.admit(remote.ip()) else {
-            tracing::debug!(%remote, "HTTP connection over the cap closed");
-            drop(stream);
-            continue;
+        let slot = match gate.admit(remote.ip()) {
+            Ok(slot) => slot,
+            Err(cap) => {
+                metrics.http_connection_refused(cap.label());
+                tracing::debug!(%remote, cap = cap.label(), "HTTP connection over the cap closed");
+                drop(stream);
+                continue;
+            }
         };
         let io = TokioIo::new(Counted {
             io: stream,
@@ -237,12 +265,15 @@ mod tests {
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let first = g.admit(a).unwrap();
         let _second = g.admit(a).unwrap();
-        assert!(g.admit(a).is_none());
+        assert_eq!(g.admit(a).err(), Some(Cap::PerIp));
         // The same address written as IPv4-mapped IPv6 is the same address.
-        assert!(g.admit("::ffff:192.0.2.1".parse().unwrap()).is_none());
+        assert_eq!(
+            g.admit("::ffff:192.0.2.1".parse().unwrap()).err(),
+            Some(Cap::PerIp)
+        );
         let _other = g.admit(b).unwrap();
         drop(first);
-        assert!(g.admit(a).is_some());
+        assert!(g.admit(a).is_ok());
     }
 
     #[test]
@@ -250,9 +281,12 @@ mod tests {
         let g = gate(2, 10);
         let one = g.admit("192.0.2.1".parse().unwrap()).unwrap();
         let _two = g.admit("192.0.2.2".parse().unwrap()).unwrap();
-        assert!(g.admit("192.0.2.3".parse().unwrap()).is_none());
+        assert_eq!(
+            g.admit("192.0.2.3".parse().unwrap()).err(),
+            Some(Cap::Total)
+        );
         drop(one);
-        assert!(g.admit("192.0.2.3".parse().unwrap()).is_some());
+        assert!(g.admit("192.0.2.3".parse().unwrap()).is_ok());
         assert_eq!(g.lock().per_ip.len(), 1, "a closed address's count is gone");
     }
 }

@@ -189,7 +189,8 @@ impl Server {
         let app = http::router(self.instance.clone());
         let instance = self.instance.clone();
         let grace = std::time::Duration::from_secs(self.config.signaling.shutdown_grace_secs);
-        connections::serve(self.listener, app, &self.config.http, async move {
+        let metrics = &self.instance.metrics;
+        connections::serve(self.listener, app, &self.config.http, metrics, async move {
             shutdown.await;
             // Out of the cluster's directory first: no new peer is placed here.
             if let Some(cluster) = instance.cluster() {

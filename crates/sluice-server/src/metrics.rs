@@ -12,6 +12,7 @@
 //! | `sluice_request_duration_seconds` | histogram | `method` |
 //! | `sluice_peer_connect_duration_seconds` | histogram | — |
 //! | `sluice_upgrade_refusals_total` | counter | `status` |
+//! | `sluice_http_connections_refused_total` | counter | `reason` (`total`, `per_ip`) |
 //! | `sluice_worker_deaths_total` | counter | — |
 //! | `sluice_worker_up` | gauge | `worker` |
 //! | `sluice_worker_{received,sent}_bytes_total` | counter | `worker` |
@@ -403,6 +404,7 @@ pub struct Metrics {
     request_duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
     peer_connect: Histogram,
     refusals: Family<StatusLabels, Counter>,
+    http_refused: Family<ReasonLabels, Counter>,
     pub worker_deaths: Counter,
     pub recordings: RecordingMetrics,
     pub cluster: ClusterMetrics,
@@ -481,6 +483,12 @@ impl Metrics {
             "WebSocket upgrades refused, by HTTP status",
             refusals.clone(),
         );
+        let http_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed on accept by a cap, by reason: total (http.max_connections) or per_ip (http.max_connections_per_ip)",
+            http_refused.clone(),
+        );
         let worker_deaths = Counter::default();
         registry.register(
             "worker_deaths",
@@ -537,6 +545,7 @@ impl Metrics {
             request_duration,
             peer_connect,
             refusals,
+            http_refused,
             worker_deaths,
             recordings,
             cluster,
@@ -580,6 +589,14 @@ impl Metrics {
 
     pub fn refusal(&self, status: u16) {
         self.refusals.get_or_create(&StatusLabels { status }).inc();
+    }
+
+    /// Counts one HTTP connection closed on accept by the cap named `reason` (`total` or
+    /// `per_ip`, a fixed set).
+    pub fn http_connection_refused(&self, reason: &'static str) {
+        self.http_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Refreshes the gauges and worker samples from the rooms and workers and renders the text

@@ -521,7 +521,8 @@ async fn health_from(server: &TestServer, from: [u8; 4]) -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_per_address_and_total_caps_are_closed_and_the_others_served() {
+async fn connections_beyond_the_per_address_and_total_caps_are_closed_counted_and_the_others_served()
+ {
     // A header timeout far beyond the test's waits: every close seen here is a cap's.
     let server = TestServer::start(|c| {
         c.http.header_read_timeout_ms = 600_000;
@@ -559,6 +560,19 @@ async fn connections_beyond_the_per_address_and_total_caps_are_closed_and_the_ot
     }
     let mut eighth = half_open(&server, [127, 0, 0, 4]).await;
     assert!(closed_by_server(&mut eighth).await, "over the total cap");
+    // Each refusal is counted by the cap that refused it (read in-process: every HTTP place is
+    // taken).
+    let metrics = server
+        .instance
+        .metrics
+        .render(&server.instance.rooms().await, &server.instance.workers())
+        .await;
+    for line in [
+        r#"sluice_http_connections_refused_total{reason="per_ip"} 6"#,
+        r#"sluice_http_connections_refused_total{reason="total"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
+    }
     // Once those close, a new connection is served again.
     third.clear();
     tokio::time::timeout(Duration::from_secs(10), async {
