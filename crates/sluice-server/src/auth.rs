@@ -73,8 +73,13 @@ pub struct Claims {
 pub enum AuthError {
     #[error("no token")]
     Missing,
+    /// Which part of the token is wrong: `malformed` (not three base64url parts), `bad header`
+    /// (not JSON, or an algorithm other than HS256, `none` included), `signature` (not signed
+    /// with this server's secret), `claims` (missing or mistyped `sub`, `room`, `exp`, …). The
+    /// reason never carries the parser's own message, which quotes the token's contents; that
+    /// goes to the debug log.
     #[error("invalid token: {0}")]
-    Invalid(String),
+    Invalid(&'static str),
     #[error("token expired")]
     Expired,
     #[error("token not valid yet")]
@@ -162,10 +167,10 @@ impl TokenAuthority {
             return Err(AuthError::Missing);
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                _ => AuthError::Invalid(e.to_string()),
+            .map_err(|e| {
+                let refused = classify(token, &e);
+                tracing::debug!(error = %e, reason = %refused, "token refused");
+                refused
             })?;
         if let Some(iat) = data.claims.iat
             && iat > unix_now().saturating_add(LEEWAY_SECS)
@@ -191,6 +196,26 @@ impl TokenAuthority {
             });
         }
         Ok(claims)
+    }
+}
+
+/// What a failed decode says to the client: the part of the token that is wrong, in a few
+/// words (the detail, which quotes the token, is only logged).
+fn classify(token: &str, e: &jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidSignature => AuthError::Invalid("signature"),
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::InvalidKeyFormat => AuthError::Invalid("bad header"),
+        ErrorKind::InvalidToken => AuthError::Invalid("malformed"),
+        // The header is read first: a failure there is the header's.
+        _ if jsonwebtoken::decode_header(token).is_err() => AuthError::Invalid("bad header"),
+        ErrorKind::Base64(_) => AuthError::Invalid("malformed"),
+        _ => AuthError::Invalid("claims"),
     }
 }
 
@@ -287,6 +312,43 @@ mod tests {
         let token = format!("{header}.{claims}.");
         let err = authority().verify(&token).unwrap_err();
         assert!(matches!(err, AuthError::Invalid(_)), "{err:?}");
+    }
+
+    #[test]
+    fn invalid_tokens_say_which_part_is_wrong_without_the_parsers_message() {
+        let now = unix_now();
+        let claims =
+            base64url_encode(format!(r#"{{"sub":"p","room":"r","exp":{}}}"#, now + 600).as_bytes());
+        let none = format!(
+            "{}.{claims}.",
+            base64url_encode(br#"{"alg":"none","typ":"JWT"}"#)
+        );
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &serde_json::json!({"sub": "p", "room": "r", "exp": now + 600}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        let other_key = TokenAuthority::new("another-secret-another-secret-another")
+            .mint("r", "p", Grants::player(), 60, now)
+            .unwrap();
+        let no_room = forge(serde_json::json!({"sub": "p", "exp": now + 600}), SECRET);
+        let bad_grants = forge(
+            serde_json::json!({"sub": "p", "room": "r", "exp": now + 600, "grants": "all"}),
+            SECRET,
+        );
+        for (token, reason) in [
+            (none.as_str(), "invalid token: bad header"),
+            (hs512.as_str(), "invalid token: bad header"),
+            ("x", "invalid token: malformed"),
+            (other_key.as_str(), "invalid token: signature"),
+            (no_room.as_str(), "invalid token: claims"),
+            (bad_grants.as_str(), "invalid token: claims"),
+        ] {
+            let err = authority().verify(token).unwrap_err();
+            assert_eq!(err.to_string(), reason, "{token}");
+            assert_eq!(err.http_status(), 401);
+        }
     }
 
     #[test]

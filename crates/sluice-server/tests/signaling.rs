@@ -721,3 +721,80 @@ async fn only_a_transport_that_may_consume_estimates_its_outgoing_bandwidth() {
     }
     server.stop().await;
 }
+
+/// The status and `error` of a refused WebSocket upgrade.
+async fn upgrade_refusal(url: &str) -> (u16, String) {
+    match SignalingClient::connect(url).await {
+        Err(SignalingError::Refused { status, body }) => {
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            (status, body["error"].as_str().unwrap().to_owned())
+        }
+        Ok(_) => panic!("{url}: upgraded"),
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_refusals_say_which_part_is_wrong_without_the_parsers_internals() {
+    let server = TestServer::start(|_| {}).await;
+    let base = server.base.clone();
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let exp = sluice_server::auth::unix_now() + 600;
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(json!({"sub": "p", "room": "room", "exp": exp}))
+    );
+    let other =
+        sluice_server::auth::TokenAuthority::new("another-secret-that-is-at-least-32-bytes")
+            .mint(
+                "room",
+                "p",
+                Grants::player(),
+                600,
+                sluice_server::auth::unix_now(),
+            )
+            .unwrap();
+    // A token of the right key whose claims are not the documented ones.
+    let ok = server.token("room", "p", Grants::player());
+    let mut parts: Vec<String> = ok.split('.').map(str::to_owned).collect();
+    parts[1] = b64(json!({"sub": "p", "room": 7, "exp": exp}));
+    let unsigned_claims = parts.join(".");
+    for (token, reason) in [
+        (none.as_str(), "invalid token: bad header"),
+        ("not.a.jwt", "invalid token: bad header"),
+        ("nodots", "invalid token: malformed"),
+        (other.as_str(), "invalid token: signature"),
+        // The claims are read after the signature: a changed payload fails the signature.
+        (unsigned_claims.as_str(), "invalid token: signature"),
+    ] {
+        let url = ws_url(&base, "room", "p", token);
+        assert_eq!(
+            upgrade_refusal(&url).await,
+            (401, reason.to_owned()),
+            "{token}"
+        );
+    }
+    let bad_claims = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "p", "room": 7, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(sluice_server::auth::DEV_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let url = ws_url(&base, "room", "p", &bad_claims);
+    assert_eq!(
+        upgrade_refusal(&url).await,
+        (401, "invalid token: claims".to_owned())
+    );
+    // The admin API says the same.
+    let (status, body) = server.get("/api/rooms", Some(&none)).await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid token: bad header"))
+    );
+    server.stop().await;
+}
