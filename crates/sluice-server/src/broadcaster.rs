@@ -49,7 +49,7 @@ use crate::error::SignalError;
 use crate::instance::Instance;
 use crate::room::{BroadcasterEntry, Owned, Room, TransportEntry};
 use crate::store::Action;
-use crate::ws::{bearer, valid_id};
+use crate::ws::{bearer, room_id_error, valid_id};
 
 /// A refused request: its status and why.
 pub(crate) struct Refusal(StatusCode, String);
@@ -199,6 +199,9 @@ fn authorize(
             StatusCode::BAD_REQUEST,
             "roomId and broadcasterId: 1 to 128 visible ASCII characters".into(),
         ));
+    }
+    if let Some(reason) = room_id_error(room_id) {
+        return Err(Refusal(StatusCode::BAD_REQUEST, reason));
     }
     let token = query
         .token

@@ -34,6 +34,34 @@ pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN && id.chars().all(|c| c.is_ascii_graphic())
 }
 
+/// The `room` claim of an admin token that sees every room (docs/protocol.md).
+pub const ADMIN_WILDCARD: &str = "*";
+
+/// Why `room_id` cannot name a room, if it cannot: a room id is a valid id ([`valid_id`])
+/// without `*`, which is reserved for the admin wildcard (a room named `*` would be every room
+/// to an admin token, and a peer token for it would be one for the wildcard).
+pub fn room_id_error(room_id: &str) -> Option<String> {
+    if !valid_id(room_id) {
+        Some(format!(
+            "roomId is required: 1 to {MAX_ID_LEN} visible ASCII characters"
+        ))
+    } else if room_id.contains('*') {
+        Some("roomId must not contain '*' (reserved for the admin wildcard)".to_owned())
+    } else {
+        None
+    }
+}
+
+/// Why the `roomId` and `peerId` of a request cannot be used, if they cannot (400).
+fn ids_error(room_id: &str, peer_id: &str) -> Option<String> {
+    if !valid_id(room_id) || !valid_id(peer_id) {
+        return Some(format!(
+            "roomId and peerId are required: 1 to {MAX_ID_LEN} visible ASCII characters"
+        ));
+    }
+    room_id_error(room_id)
+}
+
 fn refuse(status: StatusCode, reason: impl Into<String>) -> Response {
     (status, Json(json!({ "error": reason.into() }))).into_response()
 }
@@ -105,11 +133,8 @@ async fn authorize(
     }
     let room_id = query.room_id.clone().unwrap_or_default();
     let peer_id = query.peer_id.clone().unwrap_or_default();
-    if !valid_id(&room_id) || !valid_id(&peer_id) {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            format!("roomId and peerId are required: 1 to {MAX_ID_LEN} visible ASCII characters"),
-        ));
+    if let Some(reason) = ids_error(&room_id, &peer_id) {
+        return Err((StatusCode::BAD_REQUEST, reason));
     }
     let token = query
         .token
@@ -173,12 +198,10 @@ pub async fn dev_token(
 ) -> Response {
     let room_id = query.room_id.unwrap_or_default();
     let peer_id = query.peer_id.unwrap_or_default();
-    if !valid_id(&room_id) || !valid_id(&peer_id) {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            format!("roomId and peerId are required: 1 to {MAX_ID_LEN} visible ASCII characters"),
-        );
-    }
+    let admin_only = Grants {
+        admin: true,
+        ..Grants::default()
+    };
     let grants = match query.grants.as_deref() {
         None | Some("") => Grants::player(),
         Some(list) => {
@@ -197,6 +220,19 @@ pub async fn dev_token(
             g
         }
     };
+    // The admin wildcard: a token that may only use the admin API, for every room. Any other
+    // token for `*` (a peer's) is refused with the room ids no room may have.
+    let wildcard = room_id == ADMIN_WILDCARD && grants == admin_only && valid_id(&peer_id);
+    if !wildcard && let Some(reason) = ids_error(&room_id, &peer_id) {
+        let reason = if room_id == ADMIN_WILDCARD {
+            "roomId '*' is the admin wildcard: only a token with the admin grant alone \
+             (grants=admin) is minted for it"
+                .to_owned()
+        } else {
+            reason
+        };
+        return refuse(StatusCode::BAD_REQUEST, reason);
+    }
     match instance.auth.mint(
         &room_id,
         &peer_id,

@@ -798,3 +798,66 @@ async fn token_refusals_say_which_part_is_wrong_without_the_parsers_internals() 
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_id_with_the_admin_wildcard_is_refused_and_an_admin_only_token_for_it_sees_every_room()
+ {
+    let server = TestServer::start(|_| {}).await;
+    let _alice = server.session("lobby", "alice").await;
+    let reserved = "roomId must not contain '*' (reserved for the admin wildcard)";
+    // A peer token for room "*" (or any room id with a '*') is not accepted on the WebSocket.
+    for room in ["*", "a*b"] {
+        let url = ws_url(
+            &server.base,
+            room,
+            "p",
+            &server.token(room, "p", Grants::player()),
+        );
+        assert_eq!(upgrade_refusal(&url).await, (400, reserved.to_owned()));
+    }
+    // Nor minted by /dev/token, with the default grants or any besides admin alone.
+    let wildcard = "roomId '*' is the admin wildcard: only a token with the admin grant alone \
+                    (grants=admin) is minted for it";
+    for query in [
+        "roomId=*&peerId=p",
+        "roomId=*&peerId=p&grants=publish,subscribe,data",
+        "roomId=*&peerId=p&grants=admin,publish",
+    ] {
+        let (status, body) = server.get(&format!("/dev/token?{query}"), None).await;
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some(wildcard)),
+            "{query}"
+        );
+    }
+    let (status, body) = server.get("/dev/token?roomId=a*b&peerId=p", None).await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, body["error"].as_str()), (400, Some(reserved)));
+    // Nor is a broadcaster created in it.
+    let (status, body) = http_body(
+        "POST",
+        &server.base,
+        "/rooms/*/broadcasters",
+        Some(&server.token("*", "bcast", Grants::player())),
+        &json!({"id": "bcast", "displayName": "B", "device": {"name": "FFmpeg"}}).to_string(),
+    )
+    .await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, body["error"].as_str()), (400, Some(reserved)));
+    // The admin wildcard still works: an admin-only token for "*" sees every room.
+    let (status, body) = server
+        .get("/dev/token?roomId=*&peerId=ops&grants=admin", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let admin = body["token"].as_str().unwrap();
+    let (status, rooms) = server.get("/api/rooms", Some(admin)).await;
+    assert_eq!(status, 200, "{rooms}");
+    let rooms: serde_json::Value = serde_json::from_str(&rooms).unwrap();
+    assert_eq!(rooms[0]["id"], "lobby");
+    // And it is no way into a room's signaling.
+    let url = ws_url(&server.base, "*", "ops", admin);
+    assert_eq!(upgrade_refusal(&url).await, (400, reserved.to_owned()));
+    server.stop().await;
+}
