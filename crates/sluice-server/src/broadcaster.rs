@@ -45,7 +45,7 @@ use sluice_media::{
 use sluice_protocol::{Device, ErrorCode, ProduceDataRequest};
 
 use crate::auth::Grants;
-use crate::error::SignalError;
+use crate::error::{SignalError, clip, clip_reason};
 use crate::instance::Instance;
 use crate::room::{BroadcasterEntry, Owned, Room, TransportEntry};
 use crate::store::Action;
@@ -56,7 +56,8 @@ pub(crate) struct Refusal(StatusCode, String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        // Reasons may quote the client's values (serde's messages, ids): kept short.
+        (self.0, Json(json!({ "error": clip_reason(&self.1) }))).into_response()
     }
 }
 
@@ -515,7 +516,7 @@ fn transport_of(
         Some(o) if o.peer_id == id => Ok(BroadcasterTransport::WebRtc(o.object.transport.clone())),
         _ => Err(Refusal(
             StatusCode::NOT_FOUND,
-            format!("no transport {transport_id} of broadcaster {id}"),
+            format!("no transport {} of broadcaster {id}", clip(transport_id)),
         )),
     }
 }
@@ -696,7 +697,7 @@ pub(crate) async fn consume(
     else {
         return Err(Refusal(
             StatusCode::NOT_FOUND,
-            format!("no producer {producer_id}"),
+            format!("no producer {}", clip(&producer_id)),
         ));
     };
     let limits = &instance.config.limits;

@@ -24,7 +24,7 @@ use sluice_protocol::{
 };
 
 use crate::config::{Config, InterestMode, Relay};
-use crate::error::SignalError;
+use crate::error::{SignalError, clip};
 use crate::game::{GameEffect, GameEvent, GameHost, GameInput, GameLink, To};
 use crate::interest::{Interest, Position, Sense};
 use crate::peer::Peer;
@@ -195,9 +195,10 @@ fn owned<T: Clone>(
     peer_id: &str,
 ) -> Result<T, SignalError> {
     match map.get(id) {
-        None => Err(SignalError::not_found(format!("no {what} {id}"))),
+        None => Err(SignalError::not_found(format!("no {what} {}", clip(id)))),
         Some(o) if o.peer_id != peer_id => Err(SignalError::forbidden(format!(
-            "{what} {id} belongs to another peer"
+            "{what} {} belongs to another peer",
+            clip(id)
         ))),
         Some(o) => Ok(o.object.clone()),
     }
@@ -1404,7 +1405,10 @@ impl Room {
         let (producer_peer, app_data, producer_worker) = {
             let objects = self.objects();
             let Some(p) = objects.producers.get(producer_id) else {
-                return Err(SignalError::not_found(format!("no producer {producer_id}")));
+                return Err(SignalError::not_found(format!(
+                    "no producer {}",
+                    clip(producer_id)
+                )));
             };
             if objects
                 .consumers
@@ -1598,7 +1602,8 @@ impl Room {
                 let objects = self.objects();
                 let Some(p) = objects.data_producers.get(data_producer_id) else {
                     return Err(SignalError::not_found(format!(
-                        "no data producer {data_producer_id}"
+                        "no data producer {}",
+                        clip(data_producer_id)
                     )));
                 };
                 if objects.data_consumers.values().any(|c| {

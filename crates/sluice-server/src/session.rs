@@ -28,6 +28,7 @@ use sluice_media::webrtc_transport::DtlsState;
 use sluice_protocol::{ClientRequest, DecodeError, ErrorCode, Message};
 
 use crate::auth::Grants;
+use crate::error::{clip, clip_reason};
 use crate::instance::Instance;
 use crate::metrics::DroppedFrame;
 use crate::peer::{
@@ -341,7 +342,11 @@ async fn on_frame(
                 _ => DroppedFrame::InvalidMessage,
             });
             if let Some(id) = text.and_then(Message::recover_request_id) {
-                peer.respond(Message::error(id, e.error_code(), e.to_string()));
+                peer.respond(Message::error(
+                    id,
+                    e.error_code(),
+                    clip_reason(&e.to_string()),
+                ));
             } else {
                 tracing::debug!(peer = %peer.id, error = %e, "unreadable frame dropped");
             }
@@ -355,8 +360,10 @@ async fn on_frame(
                 Ok(r) => r,
                 Err(e) => {
                     instance.metrics.request(&method, e.error_code().name());
-                    tracing::debug!(peer = %peer.id, %method, error = %e, "request refused");
-                    peer.respond(Message::error(id, e.error_code(), e.to_string()));
+                    // The method name and serde's message quote what the client sent.
+                    let reason = clip_reason(&e.to_string());
+                    tracing::debug!(peer = %peer.id, method = %clip(&method), %reason, "request refused");
+                    peer.respond(Message::error(id, e.error_code(), reason));
                     return None;
                 }
             };

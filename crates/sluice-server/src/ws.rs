@@ -213,7 +213,10 @@ pub async fn dev_token(
                     "data" => g.data = true,
                     "admin" => g.admin = true,
                     other => {
-                        return refuse(StatusCode::BAD_REQUEST, format!("unknown grant {other:?}"));
+                        return refuse(
+                            StatusCode::BAD_REQUEST,
+                            format!("unknown grant {:?}", crate::error::clip(other)),
+                        );
                     }
                 }
             }

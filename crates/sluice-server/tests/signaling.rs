@@ -861,3 +861,75 @@ async fn a_room_id_with_the_admin_wildcard_is_refused_and_an_admin_only_token_fo
     assert_eq!(upgrade_refusal(&url).await, (400, reserved.to_owned()));
     server.stop().await;
 }
+
+/// The code and reason of a failed request.
+fn failure(r: Result<serde_json::Value, SignalingError>) -> (u16, String) {
+    match r {
+        Err(SignalingError::Request { code, reason }) => (code, reason),
+        other => panic!("not an error answer: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_reasons_quote_only_a_short_prefix_of_what_the_client_sent() {
+    let server = TestServer::start(|_| {}).await;
+    let client = server.signaling("r", "p").await;
+    let send = transport_raw(&client, true, json!({})).await;
+    join_raw(&client, "p").await;
+    let prefix = |c: char| c.to_string().repeat(64);
+    // A 150 KB method name.
+    let method = "x".repeat(150_000);
+    let r = client.request_raw(&method, json!({})).await;
+    assert_eq!(
+        failure(r),
+        (501, format!("unknown method \"{}…\"", prefix('x')))
+    );
+    // A 150 KB transport id.
+    let id = "t".repeat(150_000);
+    let r = client
+        .request_raw("getTransportStats", json!({"transportId": id}))
+        .await;
+    assert_eq!(failure(r), (404, format!("no transport {}…", prefix('t'))));
+    // A 100 KB mid.
+    let r = client
+        .request_raw(
+            "produce",
+            json!({
+                "transportId": send["id"], "kind": "audio",
+                "rtpParameters": {
+                    "mid": "m".repeat(100_000),
+                    "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2}],
+                    "encodings": [{"ssrc": 1111}]
+                }
+            }),
+        )
+        .await;
+    let (code, reason) = failure(r);
+    assert_eq!(code, 400, "{reason}");
+    assert_eq!(
+        reason,
+        format!(
+            "invalid RTP parameters: mid \"{}…\": up to 16 letters and digits",
+            prefix('m')
+        )
+    );
+    // A 100 KB kind, which serde quotes.
+    let r = client
+        .request_raw(
+            "produce",
+            json!({"transportId": send["id"], "kind": "k".repeat(100_000), "rtpParameters": {}}),
+        )
+        .await;
+    // (sluice-protocol cuts serde's message at 200 characters first, closing quote included.)
+    assert_eq!(
+        failure(r),
+        (
+            400,
+            format!(
+                "malformed produce payload: kind: unknown variant `{}…",
+                prefix('k')
+            )
+        )
+    );
+    server.stop().await;
+}
