@@ -118,8 +118,8 @@ async fn transport(
         signaling
             .request(ClientRequest::CreateWebRtcTransport(
                 CreateWebRtcTransportRequest {
-                    producing,
-                    consuming: !producing,
+                    producing: Some(producing),
+                    consuming: Some(!producing),
                     sctp_capabilities: Some(Default::default()),
                     ..Default::default()
                 },

@@ -151,12 +151,13 @@ pub struct CreateWebRtcTransportRequest {
     /// Offer only TCP candidates.
     #[serde(default)]
     pub force_tcp: bool,
-    /// The transport will send media (a send transport).
-    #[serde(default)]
-    pub producing: bool,
-    /// The transport will receive media (a receive transport).
-    #[serde(default)]
-    pub consuming: bool,
+    /// The transport will send media and data (a send transport). With neither flag given, a
+    /// transport does both; with one given, the other is `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producing: Option<bool>,
+    /// The transport will receive media and data (a receive transport).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consuming: Option<bool>,
     /// Present to open an SCTP association (data channels) on the transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sctp_capabilities: Option<SctpCapabilities>,

@@ -169,7 +169,8 @@ fn create_web_rtc_transport_request_round_trips_exactly() {
     ) else {
         panic!()
     };
-    assert!(t.producing && !t.consuming && !t.force_tcp);
+    assert_eq!((t.producing, t.consuming), (Some(true), Some(false)));
+    assert!(!t.force_tcp);
     exact_round_trip(
         "createWebRtcTransport",
         json!({"forceTcp": true, "producing": false, "consuming": true,
@@ -178,12 +179,13 @@ fn create_web_rtc_transport_request_round_trips_exactly() {
 }
 
 #[test]
-fn create_web_rtc_transport_request_defaults_absent_flags_to_false() {
+fn create_web_rtc_transport_request_keeps_absent_flags_absent() {
     let ClientRequest::CreateWebRtcTransport(t) = round_trip("createWebRtcTransport", json!({}))
     else {
         panic!()
     };
     assert_eq!(t, CreateWebRtcTransportRequest::default());
+    assert_eq!((t.producing, t.consuming), (None, None));
 }
 
 #[test]

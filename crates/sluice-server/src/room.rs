@@ -505,6 +505,23 @@ impl Room {
         owned(&self.objects().transports, "transport", id, peer_id).map(|t| t.transport)
     }
 
+    /// One of `peer_id`'s transports that it created to produce on (`produce`, `produceData`);
+    /// one created with `producing: false` is 409.
+    pub fn producing_transport_of(
+        &self,
+        peer_id: &str,
+        id: &str,
+    ) -> Result<WebRtcTransport, SignalError> {
+        let entry = owned(&self.objects().transports, "transport", id, peer_id)?;
+        if !entry.producing {
+            return Err(SignalError::conflict(format!(
+                "transport {} was created with producing: false",
+                clip(id)
+            )));
+        }
+        Ok(entry.transport)
+    }
+
     pub fn producer_of(&self, peer_id: &str, id: &str) -> Result<Producer, SignalError> {
         owned(&self.objects().producers, "producer", id, peer_id)
     }
@@ -1368,15 +1385,17 @@ impl Room {
         });
     }
 
-    /// The transport `peer` receives on: the one created with `consuming`, else any.
+    /// The transport `peer` receives on (with SCTP for a data consumer): one it created with
+    /// `consuming` (given, or implied by giving neither flag), never a send-only one.
     fn consuming_transport(&self, peer_id: &str, sctp: bool) -> Option<WebRtcTransport> {
-        let objects = self.objects();
-        let mine = || objects.transports.values().filter(|t| t.peer_id == peer_id);
-        mine()
+        self.objects()
+            .transports
+            .values()
             .find(|t| {
-                t.object.consuming && (!sctp || t.object.transport.sctp_parameters().is_some())
+                t.peer_id == peer_id
+                    && t.object.consuming
+                    && (!sctp || t.object.transport.sctp_parameters().is_some())
             })
-            .or_else(|| mine().find(|t| !t.object.producing))
             .map(|t| t.object.transport.clone())
     }
 
@@ -1439,7 +1458,9 @@ impl Room {
         )
         .ok_or_else(|| SignalError::limit("consumers per peer"))?;
         let Some(transport) = self.consuming_transport(&peer.id, false) else {
-            return Err(SignalError::conflict("no transport to receive on"));
+            return Err(SignalError::conflict(
+                "no transport to receive on: none was created with consuming: true",
+            ));
         };
         let source = self
             .routers
@@ -1644,7 +1665,7 @@ impl Room {
         .ok_or_else(|| SignalError::limit("data consumers per peer"))?;
         let Some(transport) = self.consuming_transport(&peer.id, true) else {
             return Err(SignalError::conflict(
-                "no transport with SCTP to receive on",
+                "no transport with SCTP to receive on: none was created with consuming: true",
             ));
         };
         let mut options = DataConsumerOptions::new(data_producer_id);

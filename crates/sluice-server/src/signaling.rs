@@ -275,16 +275,22 @@ async fn handle_request(
             if room.objects().count_of(&peer.id)[0] >= limits.transports_per_peer {
                 return Err(SignalError::limit("transports per peer"));
             }
+            // Neither flag (an older client): the transport may do both; with one given, the
+            // other is false (mediasoup-demo always sends both).
+            let (producing, consuming) = match (req.producing, req.consuming) {
+                (None, None) => (true, true),
+                (p, c) => (p.unwrap_or(false), c.unwrap_or(false)),
+            };
+            if !producing && !consuming {
+                return Err(SignalError::new(
+                    ErrorCode::BadRequest,
+                    "producing and consuming are both false: a transport does at least one",
+                ));
+            }
             let app_data = app_data(req.app_data, limits)?;
             let streams = req
                 .sctp_capabilities
                 .map_or(NumSctpStreams::default(), |c| c.num_streams);
-            // Neither flag (an older client): the transport may do both.
-            let (producing, consuming) = if req.producing || req.consuming {
-                (req.producing, req.consuming)
-            } else {
-                (true, true)
-            };
             // A transport that only produces sends no media, so it has nothing to estimate
             // bandwidth for; without estimation its str0m session keeps no pacer, which woke
             // the worker 25 times a second per transport, idle or not. (Its publisher still
@@ -373,7 +379,7 @@ async fn handle_request(
             if !peer.grants.publish {
                 return Err(SignalError::forbidden("the token does not grant publish"));
             }
-            let transport = room.transport_of(&peer.id, &req.transport_id)?;
+            let transport = room.producing_transport_of(&peer.id, &req.transport_id)?;
             if room.objects().count_of(&peer.id)[1] >= limits.producers_per_peer {
                 return Err(SignalError::limit("producers per peer"));
             }
@@ -436,7 +442,7 @@ async fn handle_request(
             if !peer.grants.data {
                 return Err(SignalError::forbidden("the token does not grant data"));
             }
-            let transport = room.transport_of(&peer.id, &req.transport_id)?;
+            let transport = room.producing_transport_of(&peer.id, &req.transport_id)?;
             let dp = produce_data(instance, room, &peer.id, &transport, req).await?;
             to_value(&IdResponse {
                 id: dp.id().to_owned(),

@@ -933,3 +933,89 @@ async fn error_reasons_quote_only_a_short_prefix_of_what_the_client_sent() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_needs_a_producing_transport_and_consumers_go_only_to_a_consuming_one() {
+    let server = TestServer::start(|_| {}).await;
+    let alice = server.signaling("r", "alice").await;
+    let recv = transport_raw(&alice, false, json!({})).await;
+    let recv_id = recv["id"].as_str().unwrap();
+    join_raw(&alice, "alice").await;
+    let refused = (
+        409,
+        format!("transport {recv_id} was created with producing: false"),
+    );
+    let r = alice
+        .request_raw(
+            "produce",
+            json!({
+                "transportId": recv_id, "kind": "audio",
+                "rtpParameters": {
+                    "mid": "0",
+                    "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2}],
+                    "encodings": [{"ssrc": 1111}]
+                }
+            }),
+        )
+        .await;
+    assert_eq!(failure(r), refused);
+    let r = alice
+        .request_raw(
+            "produceData",
+            json!({"transportId": recv_id, "sctpStreamParameters": {"streamId": 0, "ordered": true}}),
+        )
+        .await;
+    assert_eq!(failure(r), refused);
+    // A transport for neither is refused; one flag given means the other is false.
+    for flags in [
+        json!({"producing": false, "consuming": false}),
+        json!({"producing": false}),
+    ] {
+        let r = alice.request_raw("createWebRtcTransport", flags).await;
+        assert_eq!(
+            failure(r),
+            (
+                400,
+                "producing and consuming are both false: a transport does at least one".to_owned()
+            )
+        );
+    }
+    // Bob only sends: nothing is consumed on his send transport, pushed or asked for.
+    let bob = server.signaling("r", "bob").await;
+    let bob_send = transport_raw(&bob, true, json!({})).await;
+    join_raw(&bob, "bob").await;
+    let producer_id =
+        produce_audio_raw(&bob, bob_send["id"].as_str().unwrap(), 2222, json!({})).await;
+    // Alice is offered it on her receive transport.
+    let pushed = next_named(&alice, "newConsumer").await;
+    assert_eq!(pushed["producerId"], producer_id.as_str());
+    let consumer_id = pushed["id"].as_str().unwrap().to_owned();
+    let state = server.instance.room("r").await.unwrap().store.state();
+    let state = serde_json::to_value(&state).unwrap();
+    assert_eq!(
+        state["peers"]["alice"]["consumers"][&consumer_id]["transportId"],
+        recv_id
+    );
+    let alice_send = transport_raw(&alice, true, json!({})).await;
+    let alice_producer =
+        produce_audio_raw(&alice, alice_send["id"].as_str().unwrap(), 3333, json!({})).await;
+    let r = bob
+        .request_raw("consume", json!({"producerId": alice_producer}))
+        .await;
+    assert_eq!(
+        failure(r),
+        (
+            409,
+            "no transport to receive on: none was created with consuming: true".to_owned()
+        )
+    );
+    let state = server.instance.room("r").await.unwrap().store.state();
+    let state = serde_json::to_value(&state).unwrap();
+    assert_eq!(
+        state["peers"]["bob"]["consumers"]
+            .as_object()
+            .map(|c| c.len()),
+        Some(0)
+    );
+    server.stop().await;
+}
