@@ -479,6 +479,20 @@ pub struct DownlinkBwe {
     pub available_bitrate: u64,
 }
 
+/// `transportClosed` notification (sluice's own; mediasoup-demo has none): one of the peer's
+/// transports was closed by the server without the peer asking, e.g. after a DTLS close_notify
+/// or a certificate that does not match the fingerprint. Its producers, consumers and data
+/// objects are gone with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportClosed {
+    pub transport_id: String,
+    /// Why: `remoteClosed` (DTLS close_notify), `dtlsFailed` (handshake failure, a certificate
+    /// that does not match the fingerprint), `sessionError`, or another of the media plane's
+    /// close reasons.
+    pub reason: String,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Method enums
 // ---------------------------------------------------------------------------------------------
@@ -642,6 +656,8 @@ method_enum! {
         DataConsumerClosed(DataConsumerRef) = "dataConsumerClosed",
         ActiveSpeaker(ActiveSpeaker) = "activeSpeaker",
         DownlinkBwe(DownlinkBwe) = "downlinkBwe",
+        /// One of the peer's transports was closed by the server (DTLS closed or failed).
+        TransportClosed(TransportClosed) = "transportClosed",
         /// A game action (`dispatchAction`), or a cached one replayed to a late joiner.
         Action(ActionNotification) = "action",
         /// Without `auto_consume`: a producer the client may `consume`…

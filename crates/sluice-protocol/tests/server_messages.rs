@@ -194,6 +194,20 @@ fn active_speaker_and_downlink_bwe_round_trip_exactly() {
 }
 
 #[test]
+fn transport_closed_round_trips_exactly() {
+    let ServerNotification::TransportClosed(t) = notification_exact(
+        "transportClosed",
+        json!({"transportId": "t1", "reason": "dtlsFailed"}),
+    ) else {
+        panic!()
+    };
+    assert_eq!(
+        (t.transport_id.as_str(), t.reason.as_str()),
+        ("t1", "dtlsFailed")
+    );
+}
+
+#[test]
 fn action_notifications_round_trip_exactly() {
     let ServerNotification::Action(a) = notification_exact(
         "action",
@@ -232,8 +246,8 @@ fn producer_announcements_round_trip_exactly() {
 fn every_server_method_is_listed_once() {
     assert_eq!(ServerRequest::METHODS, ["newConsumer", "newDataConsumer"]);
     let mut names = ServerNotification::METHODS.to_vec();
-    assert_eq!(names.len(), 17);
+    assert_eq!(names.len(), 18);
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 17);
+    assert_eq!(names.len(), 18);
 }

@@ -12,7 +12,8 @@ use sluice_media::{
 };
 use sluice_protocol::{
     ClientRequest, CreateWebRtcTransportResponse, Device, DispatchActionResponse, ErrorCode,
-    IdResponse, JoinInterest, JoinResponse, ProduceDataRequest,
+    IdResponse, JoinInterest, JoinResponse, ProduceDataRequest, ServerNotification,
+    TransportClosed,
 };
 
 use crate::actions;
@@ -549,6 +550,15 @@ async fn handle_request(
     }
 }
 
+/// A close reason as `transportClosed` names it: the media plane's camelCase name
+/// (`remoteClosed`, `dtlsFailed`, `sessionError`, …).
+fn close_reason_name(reason: CloseReason) -> String {
+    match serde_json::to_value(reason) {
+        Ok(Value::String(name)) => name,
+        _ => format!("{reason:?}"),
+    }
+}
+
 /// Turns one media event of `peer`'s transports into actions (and so notifications).
 pub fn on_media_event(room: &Arc<Room>, peer: &Arc<Peer>, event: MediaEvent) {
     let peer_id = peer.id.clone();
@@ -641,8 +651,23 @@ pub fn on_media_event(room: &Arc<Room>, peer: &Arc<Peer>, event: MediaEvent) {
                 });
             }
         }
-        MediaEvent::TransportClosed { transport_id, .. } => {
+        MediaEvent::TransportClosed {
+            transport_id,
+            reason,
+        } => {
+            // Still registered: the media plane closed it (DTLS close_notify, a certificate that
+            // does not match the fingerprint, a session error), not its owner's request or
+            // leaving. The owner is told, or its next request would just find no such transport.
             if room.objects().transports.remove(&transport_id).is_some() {
+                let reason = close_reason_name(reason);
+                tracing::info!(
+                    room = %room.id, peer = %peer_id, transport = %transport_id, %reason,
+                    "transport closed by the media plane; its owner is notified"
+                );
+                peer.notify(&ServerNotification::TransportClosed(TransportClosed {
+                    transport_id: transport_id.clone(),
+                    reason,
+                }));
                 room.dispatch(Action::TransportClosed {
                     peer_id,
                     transport_id,

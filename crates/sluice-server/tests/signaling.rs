@@ -1019,3 +1019,57 @@ async fn produce_needs_a_producing_transport_and_consumers_go_only_to_a_consumin
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_the_server_closes_after_a_dtls_failure_is_announced_to_its_owner() {
+    use sluice_client::{ClientNumbering, ClientTransport, ClientTransportOptions};
+    let server = TestServer::start(|_| {}).await;
+    let alice = server.signaling("r", "alice").await;
+    let created = transport_raw(&alice, true, json!({})).await;
+    join_raw(&alice, "alice").await;
+    let transport_id = created["id"].as_str().unwrap().to_owned();
+    let producer_id = produce_audio_raw(&alice, &transport_id, 1111, json!({})).await;
+    let response: sluice_protocol::CreateWebRtcTransportResponse =
+        serde_json::from_value(created).unwrap();
+    let info = sluice_client::ServerTransportInfo {
+        ice_parameters: response.ice_parameters,
+        ice_candidates: response.ice_candidates,
+        dtls_parameters: response.dtls_parameters,
+        sctp_parameters: response.sctp_parameters,
+    };
+    let client = ClientTransport::new(
+        &info,
+        ClientTransportOptions::new(ClientNumbering::chromium()),
+    )
+    .await
+    .unwrap();
+    // A man in the middle: the signaled fingerprint is not of the certificate the client uses.
+    let mut params = client.dtls_parameters().clone();
+    let value = &mut params.fingerprints[0].value;
+    let last = if value.ends_with('0') { "1" } else { "0" };
+    value.replace_range(value.len() - 1.., last);
+    alice
+        .request_raw(
+            "connectWebRtcTransport",
+            json!({"transportId": transport_id, "dtlsParameters": params}),
+        )
+        .await
+        .unwrap();
+    client.start();
+    let closed = next_named(&alice, "transportClosed").await;
+    assert_eq!(
+        closed,
+        json!({"transportId": transport_id, "reason": "dtlsFailed"})
+    );
+    // Gone with its producer, as the notification said.
+    let r = alice
+        .request_raw("getTransportStats", json!({"transportId": transport_id}))
+        .await;
+    assert_eq!(failure(r), (404, format!("no transport {transport_id}")));
+    let r = alice
+        .request_raw("getProducerStats", json!({"producerId": producer_id}))
+        .await;
+    assert_eq!(failure(r), (404, format!("no producer {producer_id}")));
+    client.close();
+    server.stop().await;
+}
