@@ -44,13 +44,7 @@ pub(crate) fn app_data(
     let data = Value::Object(data);
     let size = actions::serialized_len(&data);
     if size > limits.max_app_data_bytes {
-        return Err(SignalError::new(
-            ErrorCode::TooLarge,
-            format!(
-                "appData of {size} bytes is over the limit of {}",
-                limits.max_app_data_bytes
-            ),
-        ));
+        return Err(too_large("appData", size, limits.max_app_data_bytes));
     }
     Ok(data)
 }
@@ -72,25 +66,24 @@ pub(crate) fn device(
 ) -> Result<Device, SignalError> {
     let size = serde_json::to_vec(&device).map_or(usize::MAX, |v| v.len());
     if size > limits.max_device_bytes {
-        return Err(SignalError::new(
-            ErrorCode::TooLarge,
-            format!(
-                "device of {size} bytes is over the limit of {}",
-                limits.max_device_bytes
-            ),
-        ));
+        return Err(too_large("device", size, limits.max_device_bytes));
     }
     Ok(device)
+}
+
+/// 413: `field` is `size` bytes, over `max`.
+fn too_large(field: &str, size: usize, max: usize) -> SignalError {
+    SignalError::new(
+        ErrorCode::TooLarge,
+        format!("{field} of {size} bytes is over the limit of {max}"),
+    )
 }
 
 /// `text` (a name or label the room relays) if it is within `max` UTF-8 bytes (413) and has no
 /// control characters (400).
 fn short_text(field: &str, text: String, max: usize) -> Result<String, SignalError> {
     if text.len() > max {
-        return Err(SignalError::new(
-            ErrorCode::TooLarge,
-            format!("{field} of {} bytes is over the limit of {max}", text.len()),
-        ));
+        return Err(too_large(field, text.len(), max));
     }
     if text.chars().any(char::is_control) {
         return Err(SignalError::new(
@@ -131,12 +124,10 @@ pub(crate) fn producer_rtp_parameters(
     for (i, codec) in params.codecs.iter().enumerate() {
         let size = serde_json::to_vec(&codec.parameters).map_or(usize::MAX, |v| v.len());
         if size > limits.max_codec_parameters_bytes {
-            return Err(SignalError::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "rtpParameters.codecs[{i}].parameters of {size} bytes is over the limit of {}",
-                    limits.max_codec_parameters_bytes
-                ),
+            return Err(too_large(
+                &format!("rtpParameters.codecs[{i}].parameters"),
+                size,
+                limits.max_codec_parameters_bytes,
             ));
         }
     }
