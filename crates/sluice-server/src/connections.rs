@@ -175,7 +175,14 @@ pub(crate) async fn serve(
     // `done_rx` until it ends, so `done_tx.closed()` is every connection having ended.
     let (stop_tx, stop_rx) = watch::channel(());
     let (done_tx, done_rx) = watch::channel(());
-    let mut shutdown = pin!(shutdown);
+    // The shutdown (with the instance's drain) runs beside the accept loop, as axum's graceful
+    // shutdown runs it, not inside this future.
+    let (signal_tx, signal_rx) = watch::channel(());
+    tokio::spawn(async move {
+        shutdown.await;
+        drop(signal_rx);
+    });
+    let mut shutdown = pin!(signal_tx.closed());
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -237,6 +237,7 @@ pub async fn run(
     if let Ending::ByClient = ending {
         tracing::debug!(room = %room.id, peer = %peer.id, "the client closed");
     }
+    let mut handshake = None;
     if let Ending::ByUs(code, reason) = ending {
         tracing::info!(room = %room.id, peer = %peer.id, code, %reason, "closing peer");
         // The writer sends the close frame (the first close asked for wins).
@@ -244,7 +245,7 @@ pub async fn run(
         // The closing handshake: read and discard until the client answers our close (or
         // a deadline), so the connection ends with FIN. Dropping it with unread frames would
         // reset it, and a reset can destroy our close frame before the client reads it.
-        tokio::spawn(async move {
+        handshake = Some(tokio::spawn(async move {
             let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
                 while let Some(Ok(frame)) = ws_rx.next().await {
                     if matches!(frame, WsMessage::Close(_)) {
@@ -253,7 +254,7 @@ pub async fn run(
                 }
             })
             .await;
-        });
+        }));
     }
     // Ends the writer unless it is closing the connection.
     stop_tx.send_replace(true);
@@ -266,6 +267,12 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     peer.left.send_replace(true);
     tracing::info!(room = %room.id, peer = %peer.id, "peer left");
+    // The room (and so a draining server, which waits for its rooms to empty) ends only after
+    // the handshake (bounded by its deadline): a process that exits with the client's answer
+    // unread resets the connection, and the client may never read our close frame (1001).
+    if let Some(handshake) = handshake {
+        let _ = handshake.await;
+    }
     instance.close_room_if_empty(&room).await;
 }
 
